@@ -1,0 +1,13 @@
+"""Errors raised by Warden's feature layer."""
+
+
+class FeaturesError(Exception):
+    """Root of every error raised by ``features``."""
+
+
+class StoreUnavailable(FeaturesError):
+    """The feature store cannot be reached; the caller backs off and retries the batch."""
+
+
+class SchemaMismatch(FeaturesError):
+    """Two parts disagree on the feature schema (names, order or hash)."""

@@ -1,0 +1,67 @@
+"""Keyed-HMAC pseudonyms for raw identifiers.
+
+Every identifier that leaves the ingest stage (addresses, domains, IPs, URL
+hosts) is replaced by ``<key id>.<hex>``: HMAC-SHA256 under a key derived
+per pseudonymisation domain from the secret key, truncated to 128 bits. The
+same identifier always maps to the same pseudonym under one key, so
+aggregates still join; without the key a pseudonym cannot be reversed or
+tested against a guess. Identifiers are normalised first so that trivial
+variants (case, surrounding spaces, angle brackets) do not split an entity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Literal
+
+from pydantic import SecretStr
+
+Domain = Literal["address", "domain", "ip", "host"]
+_DOMAINS: tuple[Domain, ...] = ("address", "domain", "ip", "host")
+
+
+def normalise_address(address: str) -> str:
+    """``' <Alice@Example.COM> '`` → ``'alice@example.com'``."""
+    value = address.strip().strip("<>").strip().lower()
+    return value.rstrip(".")
+
+
+def address_domain(address: str) -> str:
+    """The domain part of an address, normalised (empty if there is none)."""
+    return normalise_address(address).rpartition("@")[2]
+
+
+class Pseudonymiser:
+    """Maps raw identifiers to pseudonyms under one key.
+
+    Built once at the entry point from the privacy settings and passed to the
+    ingest stage; the key never leaves this object and is never logged.
+    """
+
+    def __init__(self, key: SecretStr, key_id: str) -> None:
+        secret = key.get_secret_value().encode("utf-8")
+        self.key_id = key_id
+        self._keys = {
+            domain: hmac.new(secret, f"warden/pseudonym/{domain}".encode(), hashlib.sha256).digest()
+            for domain in _DOMAINS
+        }
+
+    def __repr__(self) -> str:
+        return f"Pseudonymiser(key_id={self.key_id!r})"
+
+    def _apply(self, domain: Domain, value: str) -> str:
+        digest = hmac.new(self._keys[domain], value.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{self.key_id}.{digest[:32]}"
+
+    def address(self, address: str) -> str:
+        return self._apply("address", normalise_address(address))
+
+    def domain(self, domain: str) -> str:
+        return self._apply("domain", domain.strip().lower().rstrip("."))
+
+    def ip(self, ip: str) -> str:
+        return self._apply("ip", ip.strip().lower())
+
+    def host(self, host: str) -> str:
+        return self._apply("host", host.strip().lower().rstrip("."))

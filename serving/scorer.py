@@ -1,0 +1,63 @@
+"""The ONNX scorer: one model version, scored a micro-batch at a time.
+
+The scorer refuses a model whose schema hash is not the running feature
+schema (``features.definitions.SCHEMA_HASH``): a model trained on other
+features would score garbage silently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.definitions import FEATURE_NAMES, SCHEMA_HASH
+from models.exceptions import ExportError, RegistryError
+from models.export import onnx_scores, session
+from models.registry import Manifest, Registry
+from serving.exceptions import ModelRejected, NoModel
+from serving.policy import Policy
+
+
+class Scorer:
+    """A loaded model version with its policy."""
+
+    def __init__(self, model_bytes: bytes, manifest: Manifest) -> None:
+        if manifest.schema_hash != SCHEMA_HASH:
+            raise ModelRejected(
+                f"model {manifest.version} was trained on feature schema "
+                f"{manifest.schema_hash}; this worker computes {SCHEMA_HASH}"
+            )
+        try:
+            self._session = session(model_bytes)
+        except ExportError as exc:
+            raise ModelRejected(f"model {manifest.version}: {exc}") from exc
+        shape = self._session.get_inputs()[0].shape
+        if len(shape) != 2 or shape[1] != len(FEATURE_NAMES):
+            raise ModelRejected(f"model {manifest.version} takes input of shape {shape}")
+        self.manifest = manifest
+        self.policy = Policy(manifest.thresholds.junk, manifest.thresholds.block)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @classmethod
+    def from_registry(cls, registry: Registry, version: str | None = None) -> Scorer:
+        """Load ``version`` (default: the promoted one). Raises NoModel or ModelRejected."""
+        chosen = version or registry.current()
+        if chosen is None:
+            raise NoModel(f"no model promoted in {registry.root}: run `warden train`")
+        try:
+            manifest = registry.manifest(chosen)
+            model_bytes = registry.model_path(chosen).read_bytes()
+        except (RegistryError, OSError) as exc:
+            raise ModelRejected(str(exc)) from exc
+        return cls(model_bytes, manifest)
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        """Abuse probabilities for a float32 matrix of rows in schema order (one ONNX call)."""
+        if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES):
+            raise ModelRejected(f"rows of shape {rows.shape} do not fit the schema")
+        scores = onnx_scores(self._session, rows)
+        if not np.all(np.isfinite(scores)):
+            raise ModelRejected(f"model {self.version} produced a non-finite score")
+        return scores

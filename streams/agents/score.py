@@ -1,0 +1,145 @@
+"""The scoring agent: per micro-batch, one store round trip and one ONNX call.
+
+Reads :class:`~streams.records.MailFeatures` from ``mail.features``, applies
+and reads the behavioural aggregates (the store makes re-application after
+a crash harmless), scores all rows at once, and sends one verdict and one
+feature-log entry per event. If the store is down, the batch waits and
+retries with backoff: input is never skipped, and health reports
+``degraded`` meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from features.definitions import SCHEMA_HASH, row
+from features.exceptions import StoreUnavailable
+from features.store import FeatureStore
+from infra.metrics import WorkerStats
+from infra.settings import WardenSettings
+from serving.scorer import Scorer
+from streams.exceptions import MalformedRecord
+from streams.records import (
+    DeadLetter,
+    FeatureLogEntry,
+    MailFeatures,
+    SourcePosition,
+    Verdict,
+    decode,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_START_S = 0.1
+_BACKOFF_MAX_S = 5.0
+
+
+def decide(
+    batch: Sequence[MailFeatures],
+    aggregates: Sequence[Sequence[float]],
+    scorer: Scorer,
+    now_ms: int,
+) -> tuple[list[Verdict], list[FeatureLogEntry]]:
+    """Verdicts and feature-log entries for a batch whose aggregates are known."""
+    rows = np.asarray([row(f.content, a) for f, a in zip(batch, aggregates, strict=True)], dtype=np.float32)
+    scores = scorer.score(rows)
+    verdicts = []
+    entries = []
+    for features, values, score in zip(batch, rows, scores, strict=True):
+        verdicts.append(
+            Verdict(
+                kind=features.kind,
+                event_id=features.event_id,
+                action=scorer.policy.decide(float(score)),
+                score=float(score),
+                model_version=scorer.version,
+                source=features.source,
+                produced_at_ms=features.produced_at_ms,
+                decided_at_ms=now_ms,
+            )
+        )
+        entries.append(
+            FeatureLogEntry(
+                kind=features.kind,
+                event_id=features.event_id,
+                timestamp=features.timestamp,
+                model_version=scorer.version,
+                schema_hash=SCHEMA_HASH,
+                features=[float(v) for v in values],
+            )
+        )
+    return verdicts, entries
+
+
+async def read_aggregates(
+    store: FeatureStore, batch: Sequence[MailFeatures], stats: WorkerStats
+) -> list[list[float]]:
+    """The store's answer for ``batch``, retrying with backoff until the store answers."""
+    delay = _BACKOFF_START_S
+    while True:
+        try:
+            values = await store.apply_and_read(batch)
+        except StoreUnavailable as exc:
+            stats.store_failures += 1
+            if not stats.store_degraded:
+                log.warning("feature store unavailable, retrying: %s", exc)
+            stats.store_degraded = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+            continue
+        if stats.store_degraded:
+            log.warning("feature store available again")
+        stats.store_degraded = False
+        return values
+
+
+def register(
+    app: Any,
+    source: Any,
+    verdicts_out: Any,
+    feature_log: Any,
+    dead_letters: Any,
+    settings: WardenSettings,
+    store: FeatureStore,
+    scorer: Scorer,
+    stats: WorkerStats,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Declare the scoring agent on ``app`` for the ``source`` (features) topic."""
+
+    async def score(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.worker.batch_size, within=settings.worker.batch_within_s
+        ):
+            batch: list[MailFeatures] = []
+            for event in events:
+                message = event.message
+                try:
+                    batch.append(decode(MailFeatures, message.value or b""))
+                except MalformedRecord as exc:
+                    position = SourcePosition(
+                        topic=message.topic, partition=message.partition, offset=message.offset
+                    )
+                    stats.dead_lettered += 1
+                    letter = DeadLetter.of(position, exc.reason, message.value or b"", int(clock() * 1000))
+                    await dead_letters.send(key=position.topic.encode(), value=encode(letter))
+            if not batch:
+                continue
+            aggregates = await read_aggregates(store, batch, stats)
+            verdicts, entries = decide(batch, aggregates, scorer, int(clock() * 1000))
+            for verdict, entry in zip(verdicts, entries, strict=True):
+                key = verdict.event_id.encode()
+                await verdicts_out.send(key=key, value=encode(verdict))
+                await feature_log.send(key=key, value=encode(entry))
+                stats.actions[verdict.action] += 1
+            stats.scored += len(verdicts)
+            stats.batches += 1
+
+    app.agent(source, name=f"{settings.worker.app_id}.score")(score)

@@ -1,0 +1,129 @@
+"""Builds the Faust application of one worker from settings and injected services.
+
+Only wiring lives here: topics become Faust channels, agents are declared
+from :mod:`streams.agents`, and the web pages ``/health`` and ``/metrics``
+report the worker's :class:`~infra.metrics.WorkerStats`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from features.exceptions import StoreUnavailable
+from features.pseudonym import Pseudonymiser
+from features.store import RedisStore
+from infra.metrics import WorkerStats
+from infra.settings import WardenSettings
+from serving.scorer import Scorer
+from streams.agents import ingest, score
+from streams.topics import Topic, Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Resources a worker needs, built by the entry point and injected."""
+
+    store: RedisStore
+    scorer: Scorer
+    pseudonymiser: Pseudonymiser
+    stats: WorkerStats
+
+
+def create_app(settings: WardenSettings, services: Services) -> faust.App:
+    """A Faust app with the ingest and scoring agents of one worker."""
+    kafka = settings.kafka
+    if kafka.bootstrap_servers is None:
+        raise ValueError("create_app needs a broker address in the settings")
+    datadir = settings.dev.state_dir / "worker-data" / settings.worker.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.worker.app_id,
+        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        autodiscover=False,
+        datadir=str(datadir),
+        web_enabled=True,
+        web_bind=settings.worker.web_host,
+        web_host=settings.worker.web_host,
+        web_port=settings.worker.web_port,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_rebalance_timeout=kafka.rebalance_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=False,
+        producer_acks=-1,
+        producer_max_request_size=16 * 1024 * 1024,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+    )
+    topics = Topics.from_settings(kafka)
+
+    def channel(topic: Topic) -> Any:
+        return app.topic(
+            topic.name,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=topic.partitions,
+            replicas=topic.replication_factor,
+        )
+
+    mail_events = channel(topics.mail_events)
+    mail_features = channel(topics.mail_features)
+    dead_letters = channel(topics.dead_letters)
+    stats = services.stats
+    stats.model_version = services.scorer.version
+
+    ingest.register(app, mail_events, mail_features, dead_letters, settings, services.pseudonymiser, stats)
+    score.register(
+        app,
+        mail_features,
+        channel(topics.verdicts),
+        channel(topics.feature_log),
+        dead_letters,
+        settings,
+        services.store,
+        services.scorer,
+        stats,
+    )
+
+    async def _connect_store() -> None:
+        # Degrade, don't die: a worker that starts while Redis is down waits for it.
+        while True:
+            try:
+                await services.store.start()
+            except StoreUnavailable as exc:
+                stats.store_degraded = True
+                log.warning("feature store unavailable at start: %s", exc)
+                await app.sleep(1.0)
+                continue
+            stats.store_degraded = False
+            return
+
+    async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        stats.assigned_partitions = len(assigned)
+        stats.started = True
+
+    app.task(_connect_store)
+    app.on_partitions_assigned.connect(_assigned)
+
+    @app.page("/health")
+    async def _health(web: Any, request: Any) -> Any:
+        body = json.dumps(stats.health())
+        status = 503 if stats.status == "degraded" else 200
+        return web.text(body, status=status, content_type="application/json")
+
+    @app.page("/metrics")
+    async def _metrics(web: Any, request: Any) -> Any:
+        return web.text(stats.prometheus(), content_type="text/plain; version=0.0.4")
+
+    return app

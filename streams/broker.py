@@ -1,0 +1,115 @@
+"""kafka-python clients for the batch side of Warden (replay, demo, tools, tests).
+
+The stream processors use Faust; everything that produces or reads topics
+from a plain program uses these helpers, built from the Kafka settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from infra.settings import KafkaSettings
+from streams.exceptions import BrokerError
+from streams.topics import Topic
+
+
+def _bootstrap(settings: KafkaSettings) -> str:
+    if settings.bootstrap_servers is None:
+        raise BrokerError("no broker configured (WARDEN_KAFKA__BOOTSTRAP_SERVERS)")
+    return settings.bootstrap_servers
+
+
+def ensure_topics(settings: KafkaSettings, topics: tuple[Topic, ...]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names it created."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=_bootstrap(settings),
+            request_timeout_ms=int(settings.request_timeout_s * 1000),
+        )
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"broker unreachable at {settings.bootstrap_servers}: {exc}") from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        for topic in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(topic.name, topic.partitions, topic.replication_factor)])
+        return [t.name for t in missing]
+    except KafkaError as exc:
+        raise BrokerError(f"cannot create topics: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas (acks=all) and retries."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": _bootstrap(settings),
+        "acks": "all",
+        "linger_ms": 5,
+        "retries": 5,
+        "max_request_size": 16 * 1024 * 1024,
+        "request_timeout_ms": int(settings.request_timeout_s * 1000),
+    }
+    options.update(overrides)
+    try:
+        return KafkaProducer(**options)
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"broker unreachable at {settings.bootstrap_servers}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Message:
+    """One record read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+class TopicReader:
+    """Reads whole topics from the beginning without a consumer group (no join wait)."""
+
+    def __init__(self, settings: KafkaSettings, topics: tuple[Topic, ...]) -> None:
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=_bootstrap(settings),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_bytes=64 * 1024 * 1024,
+                max_partition_fetch_bytes=16 * 1024 * 1024,
+            )
+        except (KafkaError, OSError) as exc:
+            raise BrokerError(f"broker unreachable at {settings.bootstrap_servers}: {exc}") from exc
+        partitions = [TopicPartition(topic.name, p) for topic in topics for p in range(topic.partitions)]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_beginning(*partitions)
+
+    def poll(self, timeout_s: float = 0.5) -> list[Message]:
+        """Records that arrived since the last poll (possibly none)."""
+        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=5000)
+        return [
+            Message(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+            for records in batches.values()
+            for r in records
+        ]
+
+    def until(self, done: Callable[[], bool], timeout_s: float) -> Iterator[Message]:
+        """Yield records until ``done()`` is true or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            yield from self.poll()
+
+    def close(self) -> None:
+        self._consumer.close()

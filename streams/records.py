@@ -1,0 +1,200 @@
+"""Every record type that travels on Warden's topics, and their codecs.
+
+Input records (:class:`MailEvent`) are validated strictly at ingest: any
+record that is not JSON, has a wrong type, misses a field or breaks a limit
+raises :class:`~streams.exceptions.MalformedRecord` with a one-line reason.
+Derived records hold pseudonyms and numbers only.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from infra.settings import IngestSettings
+from streams.exceptions import MalformedRecord
+
+EventKind = Literal["mail"]
+Action = Literal["allow", "junk", "block"]
+
+_EVENT_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+
+class MailEvent(_Record):
+    """A mail as the mail system reports it (raw identifiers; ingest input only)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+    kind: Literal["mail"] = "mail"
+    event_id: str = Field(pattern=_EVENT_ID)
+    #: When the mail was sent (epoch seconds, from its Date header).
+    timestamp: float
+    sender: str = Field(min_length=3, max_length=320)
+    recipients: list[str] = Field(min_length=1)
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    urls: list[str] = Field(default_factory=list)
+    #: Selected headers in message order, repeated names kept (the Received chain).
+    headers: list[tuple[str, str]] = Field(default_factory=list)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender_is_address(cls, value: str) -> str:
+        local, at, domain = value.rpartition("@")
+        if not at or not local or not domain or any(c.isspace() for c in value):
+            raise ValueError("is not an e-mail address")
+        return value
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients_are_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if "@" not in address or len(address) > 320:
+                raise ValueError("holds something that is not an e-mail address")
+        return value
+
+
+class SourcePosition(_Record):
+    """Where a record was read: enough to find it again."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class MailFeatures(_Record):
+    """A mail after ingest: pseudonyms and content features, no raw identifier or text."""
+
+    kind: EventKind = "mail"
+    event_id: str
+    timestamp: float
+    key_id: str
+    sender: str
+    sender_domain: str
+    recipients: list[str]
+    content: list[float]
+    source: SourcePosition
+    #: Broker timestamp of the input record (ms): where end-to-end latency starts.
+    produced_at_ms: int
+
+
+class Verdict(_Record):
+    """What Warden decided about one event."""
+
+    kind: EventKind = "mail"
+    event_id: str
+    action: Action
+    score: float
+    model_version: str
+    source: SourcePosition
+    produced_at_ms: int
+    decided_at_ms: int
+
+
+class FeatureLogEntry(_Record):
+    """The exact feature row a verdict was computed from, for training without skew."""
+
+    kind: EventKind = "mail"
+    event_id: str
+    timestamp: float
+    model_version: str
+    schema_hash: str
+    features: list[float]
+
+
+class DeadLetter(_Record):
+    """A record that could not be processed, kept whole with the reason."""
+
+    source: SourcePosition
+    reason: str
+    #: The original bytes, base64 (nothing is lost; see streams.topics on access).
+    payload_b64: str
+    payload_bytes: int
+    failed_at_ms: int
+
+    @classmethod
+    def of(cls, source: SourcePosition, reason: str, payload: bytes, failed_at_ms: int) -> DeadLetter:
+        return cls(
+            source=source,
+            reason=reason,
+            payload_b64=base64.b64encode(payload).decode("ascii"),
+            payload_bytes=len(payload),
+            failed_at_ms=failed_at_ms,
+        )
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def encode(record: BaseModel) -> bytes:
+    """The JSON bytes of a record, as sent on its topic."""
+    return record.model_dump_json().encode("utf-8")
+
+
+def decode(record_type: type[R], raw: bytes) -> R:
+    """Parse a derived record written by Warden; raises MalformedRecord."""
+    try:
+        return record_type.model_validate_json(raw)
+    except ValidationError as exc:
+        raise MalformedRecord(_reason(exc)) from None
+
+
+def decode_mail_event(raw: bytes | None, limits: IngestSettings, now: float) -> MailEvent:
+    """Validate one raw input record against the schema and the limits.
+
+    Called by the ingest agent for every record on ``mail.events``; a
+    :class:`MalformedRecord` means the record goes to dead letters.
+    """
+    if raw is None:
+        raise MalformedRecord("empty record (no value)")
+    if len(raw) > limits.max_payload_bytes:
+        raise MalformedRecord(f"payload of {len(raw)} bytes exceeds the limit of {limits.max_payload_bytes}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRecord(f"payload is not UTF-8 (byte {exc.start})") from None
+    try:
+        event = MailEvent.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise MalformedRecord(f"payload is not JSON: {first['msg'][:120]}") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise MalformedRecord("payload is JSON but not an object") from None
+        raise MalformedRecord(_reason(exc)) from None
+    _check_limits(event, limits, now)
+    return event
+
+
+def _check_limits(event: MailEvent, limits: IngestSettings, now: float) -> None:
+    if len(event.recipients) > limits.max_recipients:
+        raise MalformedRecord(
+            f"recipients: {len(event.recipients)} exceeds the limit of {limits.max_recipients}"
+        )
+    if len(event.urls) > limits.max_urls:
+        raise MalformedRecord(f"urls: {len(event.urls)} exceeds the limit of {limits.max_urls}")
+    if len(event.headers) > limits.max_headers:
+        raise MalformedRecord(f"headers: {len(event.headers)} exceeds the limit of {limits.max_headers}")
+    for name in ("subject", "text", "html"):
+        if len(getattr(event, name)) > limits.max_text_chars:
+            raise MalformedRecord(f"{name}: longer than {limits.max_text_chars} characters")
+    if not (limits.min_event_time <= event.timestamp <= now + limits.max_clock_skew_s):
+        raise MalformedRecord(f"timestamp: {event.timestamp!r} is outside the accepted range")
+
+
+def _reason(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    more = exc.error_count() - 1
+    suffix = f" (and {more} more)" if more else ""
+    return f"{where}: {first['msg']}{suffix}"[:300]

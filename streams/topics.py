@@ -1,0 +1,78 @@
+"""Every topic Warden reads or writes, declared once.
+
+Code refers to topics through a :class:`Topics` built from the Kafka
+settings (which add the prefix); nobody spells a topic name elsewhere.
+
+=================  ===========================  ==========================================
+topic              key                          value
+=================  ===========================  ==========================================
+mail.events        event id                     raw mail event JSON (ingest input)
+mail.features      sender pseudonym             :class:`~streams.records.MailFeatures`
+verdicts           event id                     :class:`~streams.records.Verdict`
+feature-log        event id                     :class:`~streams.records.FeatureLogEntry`
+dead-letters       source topic                 :class:`~streams.records.DeadLetter`
+=================  ===========================  ==========================================
+
+``mail.features`` is keyed by the sender pseudonym so that every update of one
+sender's aggregates is made by one partition's consumer, in order.
+``dead-letters`` keeps the raw payload (nothing is lost), so it shares the
+input topics' access rules and retention, not those of derived topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One topic: its full name on the broker and what it holds."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    description: str
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Warden's topics, named for one deployment (prefix and partition count)."""
+
+    mail_events: Topic
+    mail_features: Topic
+    verdicts: Topic
+    feature_log: Topic
+    dead_letters: Topic
+
+    @classmethod
+    def from_settings(cls, settings: KafkaSettings) -> Topics:
+        def topic(name: str, description: str) -> Topic:
+            return Topic(
+                name=f"{settings.topic_prefix}{name}",
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                description=description,
+            )
+
+        return cls(
+            mail_events=topic("mail.events", "mail events as produced by the mail system"),
+            mail_features=topic("mail.features", "pseudonymised mail features, by sender"),
+            verdicts=topic("verdicts", "one verdict per event"),
+            feature_log=topic("feature-log", "the features each verdict was computed from"),
+            dead_letters=topic("dead-letters", "records that could not be processed, with why"),
+        )
+
+    def all(self) -> tuple[Topic, ...]:
+        return (
+            self.mail_events,
+            self.mail_features,
+            self.verdicts,
+            self.feature_log,
+            self.dead_letters,
+        )
+
+    def inputs(self) -> tuple[Topic, ...]:
+        """The topics that carry raw events from outside Warden."""
+        return (self.mail_events,)

@@ -1,0 +1,41 @@
+"""Runs one stream-processing worker: builds its services and hands them to Faust."""
+
+from __future__ import annotations
+
+import faust
+import redis.asyncio as aioredis
+
+from features.keys import Keys
+from features.pseudonym import Pseudonymiser
+from features.store import RedisStore
+from infra.metrics import WorkerStats
+from infra.settings import WardenSettings
+from models.registry import Registry
+from serving.scorer import Scorer
+from streams.app import Services, create_app
+from streams.broker import ensure_topics
+from streams.topics import Topics
+
+
+def build_services(settings: WardenSettings) -> Services:
+    """The worker's resources, from settings. Raises NoModel / ModelRejected for bad models."""
+    if settings.redis.url is None:
+        raise ValueError("build_services needs a Redis URL in the settings")
+    scorer = Scorer.from_registry(Registry(settings.models.registry_dir))
+    client = aioredis.Redis.from_url(
+        settings.redis.url.get_secret_value(),
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=settings.redis.socket_timeout_s,
+    )
+    store = RedisStore(client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    return Services(store=store, scorer=scorer, pseudonymiser=pseudonymiser, stats=WorkerStats())
+
+
+def run(settings: WardenSettings) -> None:
+    """Run a worker until SIGTERM or Ctrl-C (blocks). Creates missing topics first."""
+    services = build_services(settings)
+    ensure_topics(settings.kafka, Topics.from_settings(settings.kafka).all())
+    app = create_app(settings, services)
+    worker = faust.Worker(app, loglevel=settings.worker.log_level, quiet=True)
+    worker.execute_from_commandline()
