@@ -8,6 +8,7 @@ so one server-side script can update them atomically on a cluster too.
 key                                        type    holds
 =========================================  ======  ===================================
 ``<p>:{s:<sender>}:ev``                    zset    event ids scored by event time
+``<p>:{s:<sender>}:res``                   hash    event id -> the values served for it
 ``<p>:{s:<sender>}:rcpt:<hour>``           hll     recipients seen in that hour bucket
 =========================================  ======  ===================================
 
@@ -16,10 +17,15 @@ key                                        type    holds
 Every key gets the retention TTL (``RedisSettings.ttl_seconds``) on every
 write, so an idle entity disappears after that long.
 
-Once-only effects: both families are idempotent by construction. A zset
-member is the event id, so re-adding an event is a no-op; adding the same
-recipients to a HyperLogLog again leaves it unchanged. Replaying input after
-a crash therefore leaves every key as if each event had been applied once.
+Once-only effects: one script per event (``features.store``) first looks the
+event id up in the results hash. If the event was applied before, it returns
+the values stored then and changes nothing; otherwise it applies the update,
+stores the values it served, and refreshes the TTLs, all atomically. The
+families are idempotent besides (a zset member is the event id; re-adding
+recipients to a HyperLogLog leaves it unchanged). Replaying input after a
+crash therefore leaves every key as if each event had been applied once, and
+a replayed event is served exactly the features it was served the first time.
+Results are trimmed with their events (older than twice the count window).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ class Keys:
 
     def sender_events(self, sender: str) -> str:
         return f"{self._entity('s', sender)}:ev"
+
+    def sender_results(self, sender: str) -> str:
+        return f"{self._entity('s', sender)}:res"
 
     def sender_recipients(self, sender: str, hour: int) -> str:
         return f"{self._entity('s', sender)}:rcpt:{hour}"

@@ -23,22 +23,46 @@ from features.exceptions import StoreUnavailable
 from features.keys import Keys
 from streams.records import MailFeatures
 
-# KEYS[1] = sender events zset; KEYS[2..] = recipient HLL buckets, this hour first.
-# ARGV = event id, event time, count-from (exclusive), trim-below, ttl, recipients...
+# KEYS[1] = sender events zset; KEYS[2] = results hash; KEYS[3..] = recipient HLL
+# buckets, this hour first. ARGV = event id, event time, count-from (exclusive),
+# memo span (seconds), ttl, recipients...
 _APPLY_AND_READ = """
-local ts = ARGV[2]
+local id = ARGV[1]
+local ts = tonumber(ARGV[2])
 local ttl = ARGV[5]
-redis.call('ZADD', KEYS[1], ts, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
-local events = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], ts)
-redis.call('EXPIRE', KEYS[1], ttl)
-if #ARGV > 5 then
-  redis.call('PFADD', KEYS[2], unpack(ARGV, 6, #ARGV))
-else
-  redis.call('PFADD', KEYS[2])
+local prior = redis.call('HGET', KEYS[2], id)
+if prior then
+  local sep = string.find(prior, ':', 1, true)
+  return {tonumber(string.sub(prior, 1, sep - 1)), tonumber(string.sub(prior, sep + 1))}
 end
+local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local latest = ts
+if newest[2] and tonumber(newest[2]) > latest then latest = tonumber(newest[2]) end
+local horizon = latest - tonumber(ARGV[4])
+local late = ts < horizon
+if not late then
+  redis.call('ZADD', KEYS[1], ARGV[2], id)
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. horizon)
+  for i = 1, #stale, 500 do
+    local chunk = {unpack(stale, i, math.min(i + 499, #stale))}
+    redis.call('ZREM', KEYS[1], unpack(chunk))
+    redis.call('HDEL', KEYS[2], unpack(chunk))
+  end
+end
+local events = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], ARGV[2])
+if late then events = events + 1 end
+if #ARGV > 5 then
+  redis.call('PFADD', KEYS[3], unpack(ARGV, 6, #ARGV))
+else
+  redis.call('PFADD', KEYS[3])
+end
+local distinct = redis.call('PFCOUNT', unpack(KEYS, 3, #KEYS))
+if not late then
+  redis.call('HSET', KEYS[2], id, events .. ':' .. distinct)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-local distinct = redis.call('PFCOUNT', unpack(KEYS, 2, #KEYS))
+redis.call('EXPIRE', KEYS[3], ttl)
 return {events, distinct}
 """
 
@@ -57,6 +81,11 @@ class FeatureStore(Protocol):
         ...
 
 
+#: Events (and the values served for them) are kept this long behind the sender's newest
+#: event; an event older than that ("late") is counted but neither stored nor memoised.
+MEMO_SPAN_S = 2 * SENDER_EVENTS_1H.window_s
+
+
 def _hour(timestamp: float) -> int:
     return math.floor(timestamp / 3600)
 
@@ -65,7 +94,7 @@ def script_arguments(event: MailFeatures, keys: Keys, ttl_seconds: int) -> tuple
     """The keys and arguments of the update script for one event."""
     hour = _hour(event.timestamp)
     buckets = SENDER_DISTINCT_RECIPIENTS_24H.buckets
-    script_keys = [keys.sender_events(event.sender)] + [
+    script_keys = [keys.sender_events(event.sender), keys.sender_results(event.sender)] + [
         keys.sender_recipients(event.sender, hour - back) for back in range(buckets)
     ]
     window = SENDER_EVENTS_1H.window_s
@@ -73,7 +102,7 @@ def script_arguments(event: MailFeatures, keys: Keys, ttl_seconds: int) -> tuple
         event.event_id,
         repr(event.timestamp),
         repr(event.timestamp - window),
-        repr(event.timestamp - 2 * window),
+        str(MEMO_SPAN_S),
         str(ttl_seconds),
         *event.recipients,
     ]

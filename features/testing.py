@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from features.definitions import SENDER_DISTINCT_RECIPIENTS_24H, SENDER_EVENTS_1H
+from features.store import MEMO_SPAN_S
 from streams.records import MailFeatures
 
 
@@ -22,6 +23,7 @@ class InMemoryStore:
     def __init__(self) -> None:
         self._events: dict[str, dict[str, float]] = defaultdict(dict)
         self._recipients: dict[tuple[str, int], set[str]] = defaultdict(set)
+        self._results: dict[str, dict[str, list[float]]] = defaultdict(dict)
 
     async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
         return self.apply_and_read_now(batch)
@@ -31,16 +33,26 @@ class InMemoryStore:
         return [self._apply(event) for event in batch]
 
     def _apply(self, event: MailFeatures) -> list[float]:
+        results = self._results[event.sender]
+        if event.event_id in results:
+            return list(results[event.event_id])
         ts = event.timestamp
         window = SENDER_EVENTS_1H.window_s
         events = self._events[event.sender]
-        events[event.event_id] = ts
-        for stale in [e for e, t in events.items() if t < ts - 2 * window]:
-            del events[stale]
-        count = sum(1 for t in events.values() if ts - window < t <= ts)
+        horizon = max([ts, *events.values()]) - MEMO_SPAN_S
+        late = ts < horizon
+        if not late:
+            events[event.event_id] = ts
+            for stale in [e for e, t in events.items() if t < horizon]:
+                del events[stale]
+                results.pop(stale, None)
+        count = sum(1 for t in events.values() if ts - window < t <= ts) + int(late)
         hour = math.floor(ts / 3600)
         self._recipients[(event.sender, hour)].update(event.recipients)
         seen: set[str] = set()
         for back in range(SENDER_DISTINCT_RECIPIENTS_24H.buckets):
             seen |= self._recipients.get((event.sender, hour - back), set())
-        return [float(count), float(len(seen))]
+        values = [float(count), float(len(seen))]
+        if not late:
+            results[event.event_id] = values
+        return list(values)

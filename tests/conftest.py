@@ -1,0 +1,61 @@
+"""Shared fixtures: the real dev stack, unique names per test, a trained registry."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra import devstack
+from infra.devstack import StackState
+from infra.settings import CorpusSettings, DevSettings, WardenSettings
+
+REPO = Path(__file__).resolve().parents[1]
+#: The corpus cache is shared with `make demo`, so a checkout fetches it once.
+CORPUS = CorpusSettings(cache_dir=REPO / ".warden" / "cache")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
+    """The embedded broker and Redis, started once for the whole test session."""
+    with devstack.running(DevSettings(state_dir=tmp_path_factory.mktemp("stack"))) as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding one model trained on the older corpus collection."""
+    from models.train import train_from_corpus
+    from streams import corpus
+
+    root = tmp_path_factory.mktemp("registry")
+    settings = WardenSettings(corpus=CORPUS, models={"registry_dir": root, "num_trees": 120})
+    train_from_corpus(settings, corpus.OLDER)
+    return root
+
+
+@pytest.fixture
+def settings(stack: StackState, tmp_path: Path, registry_dir: Path) -> WardenSettings:
+    """Settings on the session stack with names no other test uses."""
+    run = uuid.uuid4().hex[:10]
+    return WardenSettings(
+        kafka={"topic_prefix": f"t{run}.", "partitions": 2},
+        redis={"key_prefix": f"w{run}", "ttl_seconds": 3600},
+        worker={
+            "app_id": f"warden-{run}",
+            "web_port": devstack.free_port("127.0.0.1"),
+            "batch_within_s": 0.02,
+        },
+        models={"registry_dir": registry_dir},
+        corpus=CORPUS,
+        dev={"state_dir": tmp_path / "dev"},
+    ).with_services(stack.bootstrap_servers, stack.redis_url)
+
+
+@pytest.fixture
+def base_env() -> dict[str, str]:
+    """The environment for child processes, without WARDEN_* from the caller's shell."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
