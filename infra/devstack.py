@@ -95,8 +95,21 @@ class DevStack:
         self._procs: list[subprocess.Popen[bytes]] = []
         self.state: StackState | None = None
 
-    def start(self) -> StackState:
-        """Start both servers and wait until each answers; raises DevStackError."""
+    def start(self, attempts: int = 3) -> StackState:
+        """Start both servers and wait until each answers; raises DevStackError.
+
+        A free port can be taken by someone else between choosing and binding
+        it, so a failed start is retried on fresh ports.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except DevStackError:
+                if attempt == attempts:
+                    raise
+        raise DevStackError("unreachable")
+
+    def _start_once(self) -> StackState:
         host = self._settings.host
         run_dir = self._settings.state_dir
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,8 @@ class KafkaSettings(_Part):
     session_timeout_s: float = Field(default=6.0, gt=0)
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    #: Longest a consumer's fetch may wait for data (see streams.transport for why it is short).
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
     #: Seconds a CLI producer or consumer waits on the broker before giving up.
     request_timeout_s: float = Field(default=30.0, gt=0)
 

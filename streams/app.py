@@ -22,6 +22,7 @@ from infra.settings import WardenSettings
 from serving.scorer import Scorer
 from streams.agents import ingest, score
 from streams.topics import Topic, Topics
+from streams.transport import SCHEME, WardenApp
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,9 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         raise ValueError("create_app needs a broker address in the settings")
     datadir = settings.dev.state_dir / "worker-data" / settings.worker.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = WardenApp(
         settings.worker.app_id,
-        broker=[f"kafka://{server}" for server in kafka.bootstrap_servers.split(",")],
+        broker=[f"{SCHEME}://{server}" for server in kafka.bootstrap_servers.split(",")],
         store="memory://",
         autodiscover=False,
         datadir=str(datadir),
@@ -65,6 +66,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         producer_max_request_size=16 * 1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,
     )
+    app.fetch_max_wait_ms = kafka.fetch_max_wait_ms
     topics = Topics.from_settings(kafka)
 
     def channel(topic: Topic) -> Any:

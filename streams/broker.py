@@ -87,6 +87,7 @@ class TopicReader:
                 bootstrap_servers=_bootstrap(settings),
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 fetch_max_bytes=64 * 1024 * 1024,
                 max_partition_fetch_bytes=16 * 1024 * 1024,
             )

@@ -1,0 +1,47 @@
+"""A Faust Kafka transport whose consumers take their fetch wait from the settings.
+
+Faust hard-codes ``fetch_max_wait_ms=1500`` for worker consumers. Apache Kafka
+answers a fetch as soon as data arrives, so that is harmless there; the
+embedded Tansu broker holds a fetch for the whole wait when the consumer is
+caught up, which adds up to 1.5 s of latency per topic hop (measured: p50
+1.2 s end to end at 20 events/s). :class:`WardenApp` carries
+``KafkaSettings.fetch_max_wait_ms`` and this transport applies it.
+
+The transport is registered under the URL scheme ``wardenkafka://``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import faust
+from faust.transport import drivers
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+SCHEME = "wardenkafka"
+
+
+class WardenApp(faust.App):
+    """A Faust app that knows Warden's consumer fetch wait."""
+
+    fetch_max_wait_ms: int = 1500
+
+
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by aiokafka when the consumer starts and builds its fetcher.
+        consumer._fetch_max_wait_ms = cast(WardenApp, self.app).fetch_max_wait_ms
+        return consumer
+
+
+class Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> ConsumerThread:
+        return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    Consumer = Consumer
+
+
+drivers.TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
