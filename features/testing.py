@@ -12,9 +12,9 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-from features.definitions import SENDER_DISTINCT_RECIPIENTS_24H, SENDER_EVENTS_1H
+from features.definitions import CONTENT, SENDER_DISTINCT_RECIPIENTS_24H, SENDER_EVENTS_1H
 from features.store import MEMO_SPAN_S
-from streams.records import MailFeatures
+from streams.records import MailFeatures, SourcePosition
 
 
 class InMemoryStore:
@@ -56,3 +56,20 @@ class InMemoryStore:
         if not late:
             results[event.event_id] = values
         return list(values)
+
+
+def features_for(
+    event_id: str, timestamp: float, sender: str, recipients: list[str], offset: int = 0
+) -> MailFeatures:
+    """A pseudonymised mail with blank content features, for store and agent tests."""
+    return MailFeatures(
+        event_id=event_id,
+        timestamp=timestamp,
+        key_id="k1",
+        sender=sender,
+        sender_domain="k1.domain",
+        recipients=recipients,
+        content=[0.0] * len(CONTENT),
+        source=SourcePosition(topic="test", partition=0, offset=offset),
+        produced_at_ms=0,
+    )

@@ -8,26 +8,15 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from features.definitions import CONTENT
 from features.keys import Keys
 from features.store import FeatureStore, RedisStore
-from features.testing import InMemoryStore
+from features.testing import InMemoryStore, features_for
 from infra.settings import WardenSettings
-from streams.records import MailFeatures, SourcePosition
+from streams.records import MailFeatures
 
 
 def event(i: int, ts: float, sender: str, recipients: list[str]) -> MailFeatures:
-    return MailFeatures(
-        event_id=f"e{i}",
-        timestamp=ts,
-        key_id="k1",
-        sender=sender,
-        sender_domain="d",
-        recipients=recipients,
-        content=[0.0] * len(CONTENT),
-        source=SourcePosition(topic="t", partition=0, offset=i),
-        produced_at_ms=0,
-    )
+    return features_for(f"e{i}", ts, sender, recipients, offset=i)
 
 
 def stream(seed: int = 3, n: int = 400) -> list[MailFeatures]:

@@ -16,8 +16,8 @@ from features.definitions import (
 from features.extraction import to_features
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from streams.records import MailEvent, MailFeatures, SourcePosition, encode
+from features.testing import InMemoryStore, features_for
+from streams.records import MailEvent, SourcePosition, encode
 
 POSITION = SourcePosition(topic="mail.events", partition=0, offset=0)
 
@@ -89,25 +89,11 @@ def test_features_leave_no_raw_identifier_or_text() -> None:
     assert len(features.content) == len(CONTENT)
 
 
-def _features(event_id: str, ts: float, sender: str, recipients: list[str]) -> MailFeatures:
-    return MailFeatures(
-        event_id=event_id,
-        timestamp=ts,
-        key_id="k1",
-        sender=sender,
-        sender_domain="d",
-        recipients=recipients,
-        content=[0.0] * len(CONTENT),
-        source=POSITION,
-        produced_at_ms=0,
-    )
-
-
 async def test_in_memory_store_windows_are_point_in_time_and_idempotent() -> None:
     store = InMemoryStore()
-    first = _features("a", 10_000.0, "s", ["r1", "r2"])
-    second = _features("b", 10_100.0, "s", ["r2", "r3"])
-    late = _features("c", 10_000.0 + 3600 * 5, "s", ["r9"])
+    first = features_for("a", 10_000.0, "s", ["r1", "r2"])
+    second = features_for("b", 10_100.0, "s", ["r2", "r3"])
+    late = features_for("c", 10_000.0 + 3600 * 5, "s", ["r9"])
     assert await store.apply_and_read([first, second]) == [[1.0, 2.0], [2.0, 3.0]]
     # Replaying an event already applied changes nothing.
     assert await store.apply_and_read([second]) == [[2.0, 3.0]]
