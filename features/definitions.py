@@ -1,11 +1,16 @@
 """The feature definitions: one ordered schema for training and serving.
 
-A model row is ``CONTENT`` (computed at ingest from the raw mail, which never
-leaves that stage) followed by ``AGGREGATES`` (behavioural aggregates kept in
-the feature store). Both the offline trainer and the stream processors build
-rows through this module; :data:`SCHEMA_HASH` identifies the exact schema, is
-stored with every model, and the scorer refuses a model trained on another.
+A model row has three parts, in this order:
 
+1. ``CONTENT`` (:mod:`features.content`): numbers computed at ingest from the
+   raw mail, which never leaves that stage;
+2. ``EVIDENCE`` (:mod:`features.tokens`): text evidence from the model's
+   token table, applied at scoring to the keyed token buckets ingest emits;
+3. ``AGGREGATES``: behavioural aggregates kept in the feature store.
+
+Both the offline trainer and the stream processors build rows through this
+module; :data:`SCHEMA_HASH` identifies the exact schema, is stored with every
+model, and the registry and scorer refuse a model trained on another.
 Aggregate names are derived from their parameters (``sender_events_1h``),
 never typed twice.
 """
@@ -14,206 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from features.pseudonym import address_domain
-from features.text import count_images, html_to_text, is_ip_literal, longest_run, url_host
+from features.content import CONTENT, ContentFeature, MailView
+from features.text import url_host, words
+from features.tokens import BUCKETS, EVIDENCE_NAMES, MAX_TOKENS_PER_MESSAGE
 from streams.records import MailEvent
 
+__all__ = [
+    "AGGREGATES", "CONTENT", "EVIDENCE_NAMES", "FEATURE_NAMES", "SCHEMA_HASH",
+    "ContentFeature", "DistinctCount", "MailView", "WindowCount",
+    "content_features", "message_words", "row",
+]
+
 #: Bump when a definition changes meaning without changing its name.
-DEFINITIONS_VERSION = 1
-
-_SPAM_PHRASES = re.compile(
-    r"\b(free|click here|act now|limited time|100%|guarantee[d]?|winner|cash|credit|"
-    r"viagra|mortgage|unsubscribe|remove me|no obligation|risk[- ]free|order now|"
-    r"earn \$|\$\$\$|money back|special promotion|lowest price|dear friend)\b",
-    re.IGNORECASE,
-)
-_MESSAGE_ID = re.compile(r"^\s*<[^<>@\s]+@[^<>@\s]+>\s*$")
-_REPLY_PREFIX = re.compile(r"^\s*(re|fwd?|aw)\s*:", re.IGNORECASE)
-_LIST_HEADERS = frozenset({"list-id", "list-unsubscribe", "list-post", "mailing-list"})
-
-
-@dataclass(frozen=True)
-class MailView:
-    """A mail parsed once for all content features (ingest stage only: holds raw text)."""
-
-    subject: str
-    body: str
-    html: str
-    text_chars: int
-    hosts: tuple[str, ...]
-    urls: tuple[str, ...]
-    headers: dict[str, list[str]]
-    sender: str
-    sender_domain: str
-    recipients: int
-
-    @classmethod
-    def of(cls, event: MailEvent) -> MailView:
-        headers: dict[str, list[str]] = {}
-        for name, value in event.headers:
-            headers.setdefault(name.lower(), []).append(value)
-        body = event.text if event.text else html_to_text(event.html)
-        return cls(
-            subject=event.subject,
-            body=body,
-            html=event.html,
-            text_chars=len(event.text),
-            hosts=tuple(url_host(u) for u in event.urls),
-            urls=tuple(event.urls),
-            headers=headers,
-            sender=event.sender,
-            sender_domain=address_domain(event.sender),
-            recipients=len(event.recipients),
-        )
-
-    def header(self, name: str) -> str:
-        values = self.headers.get(name, [])
-        return values[0] if values else ""
-
-
-@dataclass(frozen=True)
-class ContentFeature:
-    """A number computed from one mail alone."""
-
-    name: str
-    compute: Callable[[MailView], float]
-    doc: str
-
-
-def _ratio(part: float, whole: float) -> float:
-    return part / whole if whole else 0.0
-
-
-_UPPER = re.compile(r"[A-Z]")
-_LETTER = re.compile(r"[A-Za-z]")
-_DIGIT = re.compile(r"[0-9]")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-#: Character statistics look at the first this-many characters of the body.
-_SAMPLE = 20_000
-
-
-def _count(pattern: re.Pattern[str], text: str) -> int:
-    return len(pattern.findall(text))
-
-
-def _upper_ratio(text: str) -> float:
-    """Share of ASCII letters that are capitals."""
-    return _ratio(_count(_UPPER, text), _count(_LETTER, text))
-
-
-def _domain_differs(view: MailView, header: str) -> float:
-    value = view.header(header)
-    if not value:
-        return 0.0
-    match = re.search(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)", value)
-    if match is None:
-        return 1.0
-    return float(match.group(1).lower() != view.sender_domain)
-
-
-CONTENT: tuple[ContentFeature, ...] = (
-    ContentFeature("subject_chars", lambda v: float(len(v.subject)), "subject length"),
-    ContentFeature(
-        "subject_upper_ratio", lambda v: _upper_ratio(v.subject), "share of subject letters in capitals"
-    ),
-    ContentFeature(
-        "subject_punct_run",
-        lambda v: float(longest_run(v.subject, "!?$*")),
-        "longest run of ! ? $ * in the subject",
-    ),
-    ContentFeature(
-        "subject_is_reply",
-        lambda v: float(bool(_REPLY_PREFIX.match(v.subject))),
-        "subject starts with Re:/Fwd:",
-    ),
-    ContentFeature("body_chars_log", lambda v: math.log1p(len(v.body)), "log body length"),
-    ContentFeature("html_chars_log", lambda v: math.log1p(len(v.html)), "log HTML length"),
-    ContentFeature(
-        "html_only", lambda v: float(bool(v.html) and v.text_chars == 0), "HTML body with no plain-text part"
-    ),
-    ContentFeature(
-        "html_share",
-        lambda v: _ratio(len(v.html), len(v.html) + v.text_chars),
-        "HTML share of the body bytes",
-    ),
-    ContentFeature(
-        "body_upper_ratio", lambda v: _upper_ratio(v.body[:_SAMPLE]), "share of body letters in capitals"
-    ),
-    ContentFeature(
-        "body_exclaims_per_kchar",
-        lambda v: 1000.0 * _ratio(v.body.count("!"), len(v.body)),
-        "exclamation marks per 1,000 body characters",
-    ),
-    ContentFeature(
-        "body_digit_ratio",
-        lambda v: _ratio(_count(_DIGIT, v.body[:_SAMPLE]), len(v.body[:_SAMPLE])),
-        "share of digits in the body",
-    ),
-    ContentFeature(
-        "non_ascii_ratio",
-        lambda v: _ratio(
-            _count(_NON_ASCII, v.subject + v.body[:_SAMPLE]), len(v.subject) + len(v.body[:_SAMPLE])
-        ),
-        "share of non-ASCII characters",
-    ),
-    ContentFeature(
-        "spam_phrases",
-        lambda v: float(len(_SPAM_PHRASES.findall(v.subject + " " + v.body[:50_000]))),
-        "count of stock spam phrases",
-    ),
-    ContentFeature("url_count", lambda v: float(len(v.urls)), "URLs in the body"),
-    ContentFeature("url_hosts", lambda v: float(len(set(v.hosts) - {""})), "distinct URL hosts"),
-    ContentFeature(
-        "url_ip_literals",
-        lambda v: float(sum(is_ip_literal(h) for h in v.hosts)),
-        "URLs whose host is an IP address",
-    ),
-    ContentFeature("url_max_chars", lambda v: float(max((len(u) for u in v.urls), default=0)), "longest URL"),
-    ContentFeature("images", lambda v: float(count_images(v.html)), "<img> tags"),
-    ContentFeature("recipients", lambda v: float(v.recipients), "recipient count"),
-    ContentFeature(
-        "received_hops", lambda v: float(len(v.headers.get("received", []))), "Received headers (relay hops)"
-    ),
-    ContentFeature(
-        "message_id_ok",
-        lambda v: float(bool(_MESSAGE_ID.match(v.header("message-id")))),
-        "Message-ID present and well formed",
-    ),
-    ContentFeature(
-        "reply_to_differs",
-        lambda v: _domain_differs(v, "reply-to"),
-        "Reply-To domain differs from the sender's",
-    ),
-    ContentFeature(
-        "return_path_differs",
-        lambda v: _domain_differs(v, "return-path"),
-        "Return-Path domain differs from the sender's",
-    ),
-    ContentFeature(
-        "list_headers",
-        lambda v: float(bool(_LIST_HEADERS & v.headers.keys())),
-        "carries mailing-list headers",
-    ),
-    ContentFeature(
-        "has_mailer",
-        lambda v: float(bool(v.header("x-mailer") or v.header("user-agent"))),
-        "names its mail client",
-    ),
-    ContentFeature(
-        "sender_local_digits",
-        lambda v: float(sum(c.isdigit() for c in v.sender.rpartition("@")[0])),
-        "digits in the sender's local part",
-    ),
-    ContentFeature(
-        "header_count", lambda v: float(sum(len(x) for x in v.headers.values())), "number of headers"
-    ),
-)
+DEFINITIONS_VERSION = 2
 
 
 Entity = Literal["sender"]
@@ -265,11 +87,18 @@ SENDER_EVENTS_1H = WindowCount("sender", 3600)
 SENDER_DISTINCT_RECIPIENTS_24H = DistinctCount("sender", "recipients", 86400)
 AGGREGATES: tuple[Aggregate, ...] = (SENDER_EVENTS_1H, SENDER_DISTINCT_RECIPIENTS_24H)
 
-FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in CONTENT) + tuple(a.name for a in AGGREGATES)
+FEATURE_NAMES: tuple[str, ...] = (
+    tuple(f.name for f in CONTENT) + EVIDENCE_NAMES + tuple(a.name for a in AGGREGATES)
+)
 
 
 def _schema_hash(names: Sequence[str]) -> str:
-    document = json.dumps({"version": DEFINITIONS_VERSION, "features": list(names)})
+    document = json.dumps({
+        "version": DEFINITIONS_VERSION,
+        "features": list(names),
+        "token_buckets": BUCKETS,
+        "tokens_per_message": MAX_TOKENS_PER_MESSAGE,
+    })
     return hashlib.sha256(document.encode("utf-8")).hexdigest()[:16]
 
 
@@ -282,11 +111,34 @@ def content_features(event: MailEvent) -> list[float]:
     return [float(feature.compute(view)) for feature in CONTENT]
 
 
-def row(content: Sequence[float], aggregates: Sequence[float]) -> list[float]:
-    """A full model row: content then aggregates, in schema order."""
-    if len(content) != len(CONTENT) or len(aggregates) != len(AGGREGATES):
+_TOKEN_HEADERS = ("x-mailer", "user-agent", "content-type", "x-mailing-list", "list-id", "precedence")
+
+
+def message_words(event: MailEvent) -> list[str]:
+    """The words text evidence is learned from: subject, body, URL hosts and a few headers.
+
+    Subject words and header words carry a prefix so they are told apart from
+    body words; everything here is turned into keyed buckets at ingest.
+    """
+    body = event.text if event.text else event.html
+    found = [f"s:{w}" for w in words(event.subject, limit=50)]
+    found += words(body[:100_000])
+    found += [f"host:{url_host(u)}" for u in event.urls[:50]]
+    found.append(f"from:{event.sender.rpartition('@')[2].lower()}")
+    for name, value in event.headers[:100]:
+        lowered = name.lower()
+        if lowered in _TOKEN_HEADERS:
+            found += [f"h:{lowered}:{w}" for w in words(value, limit=8)]
+    return found
+
+
+def row(content: Sequence[float], evidence: Sequence[float], aggregates: Sequence[float]) -> list[float]:
+    """A full model row: content, evidence, then aggregates, in schema order."""
+    if (len(content), len(evidence), len(aggregates)) != (
+        len(CONTENT), len(EVIDENCE_NAMES), len(AGGREGATES)
+    ):
         raise ValueError(
-            f"row parts have {len(content)}+{len(aggregates)} values, "
-            f"schema wants {len(CONTENT)}+{len(AGGREGATES)}"
+            f"row parts have {len(content)}+{len(evidence)}+{len(aggregates)} values, "
+            f"schema wants {len(CONTENT)}+{len(EVIDENCE_NAMES)}+{len(AGGREGATES)}"
         )
-    return [*content, *aggregates]
+    return [*content, *evidence, *aggregates]

@@ -7,8 +7,9 @@ exactly what it is served.
 
 from __future__ import annotations
 
-from features.definitions import content_features
+from features.definitions import content_features, message_words
 from features.pseudonym import Pseudonymiser, address_domain
+from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from streams.records import MailEvent, MailFeatures, SourcePosition
 
 
@@ -28,6 +29,7 @@ def to_features(
         sender_domain=pseudonymiser.domain(address_domain(event.sender)),
         recipients=recipients,
         content=content_features(event),
+        tokens=pseudonymiser.token_buckets(message_words(event), BUCKETS, MAX_TOKENS_PER_MESSAGE),
         source=source,
         produced_at_ms=produced_at_ms,
     )

@@ -70,6 +70,7 @@ def features_for(
         sender_domain="k1.domain",
         recipients=recipients,
         content=[0.0] * len(CONTENT),
+        tokens=[1, 2, 3],
         source=SourcePosition(topic="test", partition=0, offset=offset),
         produced_at_ms=0,
     )

@@ -79,3 +79,54 @@ def longest_run(text: str, characters: str) -> int:
         else:
             run = 0
     return best
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'$-]{2,24}|\$\d[\d,.]*|\d{3,}")
+_ANCHOR = re.compile(r"<a\s([^>]{0,1000})>([^<]{0,300})", re.IGNORECASE)
+#: Link parsing looks at the first this-many characters of an HTML body (bounded cost).
+_ANCHOR_SCAN = 100_000
+_HIDDEN = re.compile(
+    r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01](?:px|pt)?\b|"
+    r"<font[^>]{0,200}size\s*=\s*[\"']?[01]\b",
+    re.IGNORECASE,
+)
+_HOST_IN_TEXT = re.compile(r"(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})", re.IGNORECASE)
+
+
+def words(text: str, limit: int = 2000) -> list[str]:
+    """Lower-cased word tokens (letters, digits, money amounts), at most ``limit``."""
+    found = []
+    for match in _WORD.finditer(text):
+        found.append(match.group(0).lower())
+        if len(found) >= limit:
+            break
+    return found
+
+
+def anchors(html: str, limit: int = 200) -> list[tuple[str, str]]:
+    """``(href, visible text)`` of the links in an HTML body."""
+    found = []
+    for match in _ANCHOR.finditer(html[:_ANCHOR_SCAN]):
+        href = _HREF.search(match.group(1))
+        if href is None:
+            continue
+        found.append((href.group(1), match.group(2).strip()))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def anchor_names_other_host(href: str, text: str) -> bool:
+    """True when a link's visible text names a host other than the one it points to."""
+    named = _HOST_IN_TEXT.search(text)
+    if named is None:
+        return False
+    target = url_host(href)
+    shown = named.group(1).lower()
+    return bool(target) and not (target == shown or target.endswith("." + shown)
+                                 or shown.endswith("." + target))
+
+
+def hidden_text_marks(html: str) -> int:
+    """Styles that hide text from the reader (display:none, zero-size fonts)."""
+    return len(_HIDDEN.findall(html))

@@ -69,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--collection", choices=("older", "all"), default="older")
     train.add_argument("--no-promote", action="store_true", help="register without promoting")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate on the corpus (static and online protocols) and write a report"
+    )
+    evaluate.add_argument("--protocol", choices=("static", "online", "both"), default="both")
+    evaluate.add_argument("--out", type=Path, default=Path(".warden/evaluation"),
+                          help="folder for report.html, the figures and evaluation.json")
+    evaluate.add_argument("--retrain-every", type=_positive_int, default=500, metavar="N",
+                          help="online protocol: retrain after every N new labels")
+    evaluate.add_argument("--label-delay", type=_non_negative_int, default=100, metavar="N",
+                          help="online protocol: a label arrives N mails after its verdict")
+    evaluate.add_argument("--bootstrap", type=_non_negative_int, default=500, metavar="N",
+                          help="bootstrap resamples for confidence intervals (0: none)")
+
     models = commands.add_parser("models", help="list, promote or roll back model versions")
     models_commands = models.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     models_commands.required = True
@@ -100,6 +113,16 @@ def _positive_int(text: str) -> int:
     if value != int(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
     return int(value)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
 
 
 def _with_services(settings: WardenSettings) -> WardenSettings:
@@ -151,6 +174,8 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
             )
         )
         return 0
+    if command == "evaluate":
+        return _evaluate(args, settings)
     if command == "models":
         return _models(args, settings)
     if command == "corpus":
@@ -184,6 +209,21 @@ def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
     finally:
         producer.close()
     print(f"\nreplayed {sent:,} mails to {topics.mail_events.name}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from models.evaluate import evaluate
+
+    protocols = ("static", "online") if args.protocol == "both" else (args.protocol,)
+    figures = evaluate(settings, args.out, protocols, args.retrain_every, args.label_delay,
+                       args.bootstrap)
+    for protocol, models in figures.items():
+        print(f"== {protocol} ==")
+        for model, values in models.items():
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+            print(f"{model:14s} {shown}")
+    print(f"report: {args.out / 'report.html'}")
     return 0
 
 

@@ -103,9 +103,9 @@ class ModelSettings(_Part):
     registry_dir: Path = Path(".warden/registry")
     #: Largest |ONNX - booster| allowed before a model may be registered.
     parity_tolerance: float = Field(default=1e-5, gt=0)
-    num_trees: int = Field(default=300, ge=1)
-    num_leaves: int = Field(default=31, ge=2)
-    learning_rate: float = Field(default=0.05, gt=0)
+    num_trees: int = Field(default=600, ge=1)
+    num_leaves: int = Field(default=15, ge=2)
+    learning_rate: float = Field(default=0.03, gt=0)
     seed: int = 7
     #: False-positive rates on the validation window that set the policy thresholds.
     junk_fpr: float = Field(default=0.01, gt=0, lt=1)

@@ -1,9 +1,11 @@
-"""Training rows built through exactly the code that serves.
+"""Training data built through exactly the code that serves.
 
 Mails go through the ingest transform (:func:`features.extraction.to_features`)
 and then, in time order, through a feature store that applies the same
-aggregate definitions the stream processors apply in Redis. The result is
-the same ordered schema the scorer is fed.
+aggregate definitions the stream processors apply in Redis (offline
+recomputation). Text evidence is not fixed here: it depends on the token
+table, which is learned on a training window only; :meth:`Dataset.rows`
+assembles full rows once the evidence is known.
 """
 
 from __future__ import annotations
@@ -13,47 +15,82 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.definitions import FEATURE_NAMES, row
+from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, FEATURE_NAMES
 from features.extraction import to_features
 from features.pseudonym import Pseudonymiser
 from features.testing import InMemoryStore
+from features.tokens import TokenTable
 from streams.corpus import CorpusMail
 from streams.records import SourcePosition
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Rows in time order with labels, times and event ids."""
+    """Feature parts in time order, with labels, times, event ids and folders."""
 
-    rows: np.ndarray  # float32 [n, len(FEATURE_NAMES)]
+    content: np.ndarray  # float64 [n, len(CONTENT)]
+    aggregates: np.ndarray  # float64 [n, len(AGGREGATES)]
+    tokens: tuple[tuple[int, ...], ...]
     labels: np.ndarray  # int8 [n]
     timestamps: np.ndarray  # float64 [n]
     event_ids: tuple[str, ...]
+    folders: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def take(self, index: np.ndarray | slice) -> Dataset:
-        ids = np.asarray(self.event_ids, dtype=object)[index]
+        """The rows at ``index`` (a slice or an index/boolean array), order kept."""
+        positions = np.arange(len(self))[index]
         return Dataset(
-            self.rows[index], self.labels[index], self.timestamps[index], tuple(str(i) for i in ids)
+            content=self.content[positions],
+            aggregates=self.aggregates[positions],
+            tokens=tuple(self.tokens[i] for i in positions),
+            labels=self.labels[positions],
+            timestamps=self.timestamps[positions],
+            event_ids=tuple(self.event_ids[i] for i in positions),
+            folders=tuple(self.folders[i] for i in positions),
         )
+
+    def in_folders(self, folders: Sequence[str]) -> Dataset:
+        wanted = set(folders)
+        return self.take(np.asarray([f in wanted for f in self.folders], dtype=bool))
+
+    def evidence(self, table: TokenTable) -> np.ndarray:
+        """Text evidence of every row under ``table``."""
+        return np.asarray(
+            [table.evidence(tokens) for tokens in self.tokens], dtype=np.float64
+        ).reshape(len(self), len(EVIDENCE_NAMES))
+
+    def rows(self, evidence: np.ndarray) -> np.ndarray:
+        """Full model rows (float32, schema order) given each row's evidence."""
+        full = np.concatenate([self.content, evidence, self.aggregates], axis=1)
+        if full.shape[1] != len(FEATURE_NAMES):
+            raise ValueError(f"rows have {full.shape[1]} columns, schema wants {len(FEATURE_NAMES)}")
+        return full.astype(np.float32)
 
 
 def build(mails: Sequence[CorpusMail], pseudonymiser: Pseudonymiser) -> Dataset:
-    """Feature rows for ``mails``, computed in time order as a replay would."""
+    """Feature parts for ``mails``, computed in time order as a replay would."""
     ordered = sorted(mails, key=lambda m: (m.event.timestamp, m.event.event_id))
     store = InMemoryStore()
-    rows: list[list[float]] = []
+    content: list[list[float]] = []
+    aggregates: list[list[float]] = []
+    tokens: list[tuple[int, ...]] = []
     for offset, mail in enumerate(ordered):
         source = SourcePosition(topic="corpus", partition=0, offset=offset)
         features = to_features(mail.event, pseudonymiser, source, produced_at_ms=0)
-        (aggregates,) = store.apply_and_read_now([features])
-        rows.append(row(features.content, aggregates))
-    matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(FEATURE_NAMES))
+        (values,) = store.apply_and_read_now([features])
+        content.append(features.content)
+        aggregates.append(values)
+        tokens.append(tuple(features.tokens))
+    n = len(ordered)
     return Dataset(
-        rows=matrix,
+        content=np.asarray(content, dtype=np.float64).reshape(n, len(CONTENT)),
+        aggregates=np.asarray(aggregates, dtype=np.float64).reshape(n, len(AGGREGATES)),
+        tokens=tuple(tokens),
         labels=np.asarray([m.is_spam for m in ordered], dtype=np.int8),
         timestamps=np.asarray([m.event.timestamp for m in ordered], dtype=np.float64),
         event_ids=tuple(m.event.event_id for m in ordered),
+        folders=tuple(m.folder for m in ordered),
     )

@@ -19,3 +19,7 @@ class RegistryError(ModelsError):
 
 class TrainingError(ModelsError):
     """The training data cannot produce a model (too few rows, one class only)."""
+
+
+class ReportError(ModelsError):
+    """The evaluation data handed to the report renderer is inconsistent."""

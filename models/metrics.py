@@ -2,24 +2,66 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from scipy.stats import rankdata
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (ties count half); NaN when one class is absent."""
-    labels = labels.astype(bool)
+    labels = np.asarray(labels).astype(bool)
     positives = int(labels.sum())
     negatives = len(labels) - positives
     if positives == 0 or negatives == 0:
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    _, starts, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(starts, counts, strict=True):
-        ranks[order[start : start + count]] = start + (count + 1) / 2.0
+    ranks = rankdata(scores)
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def recall_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """Share of positives flagged at the strictest threshold that keeps FPR <= ``fpr``."""
+    labels = np.asarray(labels).astype(bool)
+    threshold = threshold_at_fpr(labels, scores, fpr)
+    return float(np.mean(scores[labels] >= threshold)) if labels.any() else float("nan")
+
+
+def brier(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean squared error of the probabilities."""
+    return float(np.mean((scores - labels) ** 2))
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - mean score| over equal-width score bins, weighted by size."""
+    edges = np.minimum((scores * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = edges == b
+        if mask.any():
+            total += mask.sum() * abs(labels[mask].mean() - scores[mask].mean())
+    return float(total / len(scores))
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    resamples: int = 500,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval of ``metric`` (resampling mails with replacement)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, n, n)
+        value = metric(labels[pick], scores[pick])
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:

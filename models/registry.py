@@ -5,6 +5,7 @@ Layout under ``ModelSettings.registry_dir``::
     versions/<version>/model.onnx        the served graph
     versions/<version>/booster.txt       the LightGBM booster it was exported from
     versions/<version>/parity_rows.npy   the rows parity was checked on
+    versions/<version>/tokens.json       the token table (text evidence) learned with it
     versions/<version>/manifest.json     schema hash, metrics, thresholds, parity, data range
     CURRENT                              the promoted version (replaced atomically)
     HISTORY                              one promoted version per line, oldest first
@@ -20,6 +21,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,12 +30,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from features.definitions import FEATURE_NAMES, SCHEMA_HASH
+from features.tokens import TokenTable
 from models.exceptions import ModelRefused, RegistryError
 from models.export import parity
 
 MODEL_FILE = "model.onnx"
 BOOSTER_FILE = "booster.txt"
 PARITY_ROWS_FILE = "parity_rows.npy"
+TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -77,7 +81,19 @@ class Manifest(BaseModel):
     parity: Parity
     data: DataRange
     onnx_sha256: str
+    token_table_sha256: str
     trainer: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained model ready for the registry: graph, booster, token table, parity rows, manifest."""
+
+    model_bytes: bytes
+    booster: lgb.Booster
+    tokens: TokenTable
+    parity_rows: np.ndarray
+    manifest: Manifest
 
 
 def new_version(model_bytes: bytes) -> str:
@@ -95,19 +111,17 @@ class Registry:
     def _versions(self) -> Path:
         return self.root / "versions"
 
-    def register(
-        self,
-        model_bytes: bytes,
-        booster: lgb.Booster,
-        rows: np.ndarray,
-        manifest: Manifest,
-    ) -> str:
+    def register(self, candidate: Candidate) -> str:
         """Check and store a candidate; returns its version. Does not promote it.
 
         Raises :class:`ModelRefused` if its schema is not the running schema,
         its ONNX graph does not match its booster within the manifest's
-        tolerance on ``rows``, or the manifest misstates either.
+        tolerance on its parity rows, or the manifest misstates any of these.
         """
+        model_bytes, booster, rows = candidate.model_bytes, candidate.booster, candidate.parity_rows
+        manifest = candidate.manifest
+        if manifest.token_table_sha256 != candidate.tokens.sha256():
+            raise ModelRefused("the manifest's token_table_sha256 does not match the token table")
         if manifest.schema_hash != SCHEMA_HASH or manifest.feature_names != list(FEATURE_NAMES):
             raise ModelRefused(f"schema hash {manifest.schema_hash} is not the running schema {SCHEMA_HASH}")
         if manifest.onnx_sha256 != hashlib.sha256(model_bytes).hexdigest():
@@ -131,6 +145,7 @@ class Registry:
             (staging / MODEL_FILE).write_bytes(model_bytes)
             booster.save_model(str(staging / BOOSTER_FILE))
             np.save(staging / PARITY_ROWS_FILE, rows.astype(np.float32))
+            (staging / TOKENS_FILE).write_bytes(candidate.tokens.to_json())
             (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
             for path in staging.iterdir():
                 path.chmod(0o444)
@@ -162,6 +177,16 @@ class Registry:
         if not path.is_file():
             raise RegistryError(f"no model file for version {version}")
         return path
+
+    def tokens(self, version: str) -> TokenTable:
+        """The token table shipped with ``version``."""
+        path = self._versions / version / TOKENS_FILE
+        try:
+            return TokenTable.from_json(path.read_bytes())
+        except FileNotFoundError:
+            raise RegistryError(f"no token table for version {version}") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"token table of {version} is unreadable: {exc}") from None
 
     def current(self) -> str | None:
         """The promoted version, or None when nothing was promoted yet."""

@@ -1,15 +1,16 @@
-"""Training a mail classifier: LightGBM on a time-ordered split, exported and checked.
+"""Training a mail classifier: token table and LightGBM on a time-ordered split.
 
 The newest ``validation_share`` of the training window (by event time) is
 held out: it stops boosting early, sets the policy thresholds at the target
-false-positive rates, and supplies the parity rows. Nothing after the
+false-positive rates, and supplies the parity rows. The token table is learned
+on the older part only; the older part's own evidence is cross-fitted (each
+row's evidence comes from a table that never saw that row). Nothing after the
 training window is ever seen.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import lightgbm as lgb
@@ -17,24 +18,40 @@ import numpy as np
 
 from features.definitions import FEATURE_NAMES, SCHEMA_HASH
 from features.pseudonym import Pseudonymiser
+from features.tokens import TokenTable, cross_fitted_evidence
 from infra.settings import ModelSettings, WardenSettings
 from models.dataset import Dataset, build
 from models.exceptions import TrainingError
 from models.export import parity, parity_rows, to_onnx
 from models.metrics import confusion, roc_auc, threshold_at_fpr
-from models.registry import DataRange, Manifest, Parity, Registry, Thresholds, new_version
+from models.registry import (
+    Candidate,
+    DataRange,
+    Manifest,
+    Parity,
+    Registry,
+    Thresholds,
+    new_version,
+)
 from streams import corpus
 from streams.corpus import Folder
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A trained model ready for the registry: graph, booster, parity rows, manifest."""
-
-    model_bytes: bytes
-    booster: lgb.Booster
-    parity_rows: np.ndarray
-    manifest: Manifest
+def _params(settings: ModelSettings) -> dict[str, object]:
+    return {
+        "objective": "binary",
+        "learning_rate": settings.learning_rate,
+        "num_leaves": settings.num_leaves,
+        "min_data_in_leaf": 20,
+        "feature_fraction": 0.3,
+        "bagging_fraction": 0.9,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "seed": settings.seed,
+        "deterministic": True,
+        "num_threads": 1,
+        "verbosity": -1,
+    }
 
 
 def train(data: Dataset, settings: ModelSettings, source: str, validation_share: float = 0.2) -> Candidate:
@@ -49,30 +66,22 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
     for part, name in ((fit, "training"), (valid, "validation")):
         if len(set(part.labels.tolist())) < 2:
             raise TrainingError(f"the {name} window holds one class only")
-    params = {
-        "objective": "binary",
-        "learning_rate": settings.learning_rate,
-        "num_leaves": settings.num_leaves,
-        "min_data_in_leaf": 10,
-        "feature_fraction": 0.9,
-        "bagging_fraction": 0.9,
-        "bagging_freq": 1,
-        "seed": settings.seed,
-        "deterministic": True,
-        "num_threads": 1,
-        "verbosity": -1,
-    }
-    train_set = lgb.Dataset(fit.rows, label=fit.labels, feature_name=list(FEATURE_NAMES), free_raw_data=False)
-    valid_set = lgb.Dataset(valid.rows, label=valid.labels, reference=train_set)
+    tokens = TokenTable.learn(fit.tokens, fit.labels)
+    fit_rows = fit.rows(cross_fitted_evidence(fit.tokens, fit.labels, seed=settings.seed))
+    valid_rows = valid.rows(valid.evidence(tokens))
+    params = _params(settings)
+    train_set = lgb.Dataset(fit_rows, label=fit.labels, feature_name=list(FEATURE_NAMES),
+                            free_raw_data=False)
+    valid_set = lgb.Dataset(valid_rows, label=valid.labels, reference=train_set)
     booster = lgb.train(
         params,
         train_set,
         num_boost_round=settings.num_trees,
         valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(30, verbose=False)],
+        callbacks=[lgb.early_stopping(50, verbose=False)],
     )
     booster.free_dataset()
-    scores = np.asarray(booster.predict(valid.rows.astype(np.float64)), dtype=np.float64)
+    scores = np.asarray(booster.predict(valid_rows.astype(np.float64)), dtype=np.float64)
     junk = threshold_at_fpr(valid.labels, scores, settings.junk_fpr)
     block = max(junk, threshold_at_fpr(valid.labels, scores, settings.block_fpr))
     flagged = confusion(valid.labels, scores >= junk)
@@ -84,9 +93,10 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
         "trees": float(booster.num_trees()),
         "training_rows": float(len(fit)),
         "validation_rows": float(len(valid)),
+        "token_table_size": float(len(tokens.weights)),
     }
     model_bytes = to_onnx(booster)
-    rows = parity_rows(booster, valid.rows, seed=settings.seed)
+    rows = parity_rows(booster, valid_rows, seed=settings.seed)
     max_diff = parity(model_bytes, booster, rows)
     manifest = Manifest(
         version=new_version(model_bytes),
@@ -97,16 +107,17 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
         metrics={k: float(v) for k, v in metrics.items()},
         parity=Parity(max_abs_diff=max_diff, rows=len(rows), tolerance=settings.parity_tolerance),
         data=DataRange(
-            first_event_time=float(data.timestamps[0]),
-            last_event_time=float(data.timestamps[-1]),
+            first_event_time=float(data.timestamps.min()),
+            last_event_time=float(data.timestamps.max()),
             rows=len(data),
             positives=int(data.labels.sum()),
             source=source,
         ),
         onnx_sha256=hashlib.sha256(model_bytes).hexdigest(),
+        token_table_sha256=tokens.sha256(),
         trainer={"lightgbm": lgb.__version__, "params": repr(sorted(params.items()))},
     )
-    return Candidate(model_bytes, booster, rows, manifest)
+    return Candidate(model_bytes, booster, tokens, rows, manifest)
 
 
 def train_from_corpus(
@@ -118,9 +129,7 @@ def train_from_corpus(
     data = build(mails, pseudonymiser)
     candidate = train(data, settings.models, source="spam-assassin:" + ",".join(folders))
     registry = Registry(settings.models.registry_dir)
-    version = registry.register(
-        candidate.model_bytes, candidate.booster, candidate.parity_rows, candidate.manifest
-    )
+    version = registry.register(candidate)
     if promote:
         registry.promote(version)
     return candidate.manifest

@@ -7,20 +7,24 @@ features would score garbage silently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from features.definitions import FEATURE_NAMES, SCHEMA_HASH
+from features.definitions import FEATURE_NAMES, SCHEMA_HASH, row
+from features.tokens import TokenTable
 from models.exceptions import ExportError, RegistryError
 from models.export import onnx_scores, session
 from models.registry import Manifest, Registry
 from serving.exceptions import ModelRejected, NoModel
 from serving.policy import Policy
+from streams.records import MailFeatures
 
 
 class Scorer:
     """A loaded model version with its policy."""
 
-    def __init__(self, model_bytes: bytes, manifest: Manifest) -> None:
+    def __init__(self, model_bytes: bytes, manifest: Manifest, tokens: TokenTable) -> None:
         if manifest.schema_hash != SCHEMA_HASH:
             raise ModelRejected(
                 f"model {manifest.version} was trained on feature schema "
@@ -33,6 +37,9 @@ class Scorer:
         shape = self._session.get_inputs()[0].shape
         if len(shape) != 2 or shape[1] != len(FEATURE_NAMES):
             raise ModelRejected(f"model {manifest.version} takes input of shape {shape}")
+        if tokens.sha256() != manifest.token_table_sha256:
+            raise ModelRejected(f"model {manifest.version}: token table does not match its manifest")
+        self.tokens = tokens
         self.manifest = manifest
         self.policy = Policy(manifest.thresholds.junk, manifest.thresholds.block)
 
@@ -49,9 +56,18 @@ class Scorer:
         try:
             manifest = registry.manifest(chosen)
             model_bytes = registry.model_path(chosen).read_bytes()
+            tokens = registry.tokens(chosen)
         except (RegistryError, OSError) as exc:
             raise ModelRejected(str(exc)) from exc
-        return cls(model_bytes, manifest)
+        return cls(model_bytes, manifest, tokens)
+
+    def rows(self, batch: Sequence[MailFeatures], aggregates: Sequence[Sequence[float]]) -> np.ndarray:
+        """Model rows for a batch: content, this model's text evidence, aggregates."""
+        return np.asarray(
+            [row(f.content, self.tokens.evidence(f.tokens), a)
+             for f, a in zip(batch, aggregates, strict=True)],
+            dtype=np.float32,
+        ).reshape(len(batch), len(FEATURE_NAMES))
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Abuse probabilities for a float32 matrix of rows in schema order (one ONNX call)."""

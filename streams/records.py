@@ -80,6 +80,8 @@ class MailFeatures(_Record):
     sender_domain: str
     recipients: list[str]
     content: list[float]
+    #: Keyed-hash buckets of the mail's words (numbers only; see features.tokens).
+    tokens: list[int] = Field(default_factory=list)
     source: SourcePosition
     #: Broker timestamp of the input record (ms): where end-to-end latency starts.
     produced_at_ms: int

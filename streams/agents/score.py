@@ -16,9 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
-from features.definitions import SCHEMA_HASH, row
+from features.definitions import SCHEMA_HASH
 from features.exceptions import StoreUnavailable
 from features.store import FeatureStore
 from infra.metrics import WorkerStats
@@ -48,7 +46,7 @@ def decide(
     now_ms: int,
 ) -> tuple[list[Verdict], list[FeatureLogEntry]]:
     """Verdicts and feature-log entries for a batch whose aggregates are known."""
-    rows = np.asarray([row(f.content, a) for f, a in zip(batch, aggregates, strict=True)], dtype=np.float32)
+    rows = scorer.rows(batch, aggregates)
     scores = scorer.score(rows)
     verdicts = []
     entries = []

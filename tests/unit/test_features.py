@@ -6,6 +6,7 @@ from pydantic import SecretStr
 from features.definitions import (
     AGGREGATES,
     CONTENT,
+    EVIDENCE_NAMES,
     FEATURE_NAMES,
     SCHEMA_HASH,
     DistinctCount,
@@ -52,6 +53,11 @@ def test_aggregate_names_come_from_their_parameters() -> None:
     assert DistinctCount("sender", "recipients", 86400).name == "sender_distinct_recipients_24h"
 
 
+def test_schema_orders_content_then_evidence_then_aggregates() -> None:
+    assert FEATURE_NAMES[len(CONTENT) : len(CONTENT) + len(EVIDENCE_NAMES)] == EVIDENCE_NAMES
+    assert len(FEATURE_NAMES) == len(CONTENT) + len(EVIDENCE_NAMES) + len(AGGREGATES)
+
+
 def test_content_features_measure_the_mail() -> None:
     values = dict(zip((f.name for f in CONTENT), content_features(mail()), strict=True))
     assert values["url_count"] == 2
@@ -67,7 +73,7 @@ def test_content_features_measure_the_mail() -> None:
 
 def test_row_refuses_parts_of_the_wrong_size() -> None:
     with pytest.raises(ValueError, match="schema wants"):
-        row([1.0], [2.0, 3.0])
+        row([1.0], [2.0], [3.0, 4.0])
 
 
 def test_pseudonyms_are_keyed_normalised_and_carry_the_key_id() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -11,13 +12,13 @@ import onnxmltools
 import pytest
 from onnxmltools.convert.common.data_types import FloatTensorType
 
-from features.definitions import FEATURE_NAMES, SCHEMA_HASH
+from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, FEATURE_NAMES, SCHEMA_HASH
 from infra.settings import ModelSettings
 from models.dataset import Dataset
 from models.exceptions import ModelRefused, RegistryError
 from models.export import onnx_scores, parity, parity_rows, session, to_onnx
-from models.registry import Registry
-from models.train import Candidate, train
+from models.registry import Candidate, Registry
+from models.train import train
 from serving.exceptions import ModelRejected, NoModel
 from serving.scorer import Scorer
 
@@ -27,10 +28,33 @@ WIDTH = len(FEATURE_NAMES)
 def synthetic(n: int = 1200, seed: int = 0) -> Dataset:
     """Rows on a coarse float32 grid, so many rows sit exactly on split thresholds."""
     rng = np.random.default_rng(seed)
-    rows = (rng.integers(0, 40, size=(n, WIDTH)) / np.float32(7)).astype(np.float32)
-    signal = rows[:, 0] + rows[:, 3] - rows[:, 5] + rng.normal(0, 1.0, n)
+    content = (rng.integers(0, 40, size=(n, len(CONTENT))) / np.float32(7)).astype(np.float64)
+    aggregates = rng.integers(0, 5, size=(n, len(AGGREGATES))).astype(np.float64)
+    signal = content[:, 0] + content[:, 3] - content[:, 5] + rng.normal(0, 1.0, n)
     labels = (signal > np.median(signal)).astype(np.int8)
-    return Dataset(rows, labels, np.arange(n, dtype=np.float64) + 1e9, tuple(f"e{i}" for i in range(n)))
+    tokens = tuple(
+        tuple(
+            sorted(
+                {int(t) for t in rng.integers(0, 50, 8)}
+                | ({1000 + int(label)} if rng.random() < 0.6 else set())
+            )
+        )
+        for label in labels
+    )
+    return Dataset(
+        content=content,
+        aggregates=aggregates,
+        tokens=tokens,
+        labels=labels,
+        timestamps=np.arange(n, dtype=np.float64) + 1e9,
+        event_ids=tuple(f"e{i}" for i in range(n)),
+        folders=tuple("synthetic" for _ in range(n)),
+    )
+
+
+def rows_of(data: Dataset) -> np.ndarray:
+    """Full rows with blank evidence: enough for parity, which compares two graphs."""
+    return data.rows(np.zeros((len(data), len(EVIDENCE_NAMES))))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +65,7 @@ def candidate() -> Candidate:
 def test_export_matches_the_booster_at_threshold_edges_and_missing_values(
     candidate: Candidate,
 ) -> None:
-    rows = parity_rows(candidate.booster, synthetic(300, seed=1).rows)
+    rows = parity_rows(candidate.booster, rows_of(synthetic(300, seed=1)))
     assert np.isnan(rows).any()
     assert parity(candidate.model_bytes, candidate.booster, rows) <= 1e-5
     assert candidate.manifest.parity.max_abs_diff <= 1e-5
@@ -55,7 +79,7 @@ def test_uncorrected_thresholds_break_parity_at_edges(candidate: Candidate) -> N
         zipmap=False,
         target_opset=15,
     ).SerializeToString()
-    rows = parity_rows(candidate.booster, synthetic(300, seed=1).rows)
+    rows = parity_rows(candidate.booster, rows_of(synthetic(300, seed=1)))
     assert parity(raw, candidate.booster, rows) > 1e-5
     assert parity(to_onnx(candidate.booster), candidate.booster, rows) <= 1e-5
 
@@ -65,9 +89,7 @@ def test_registry_stores_immutable_versions_and_switches_atomically(
 ) -> None:
     registry = Registry(tmp_path)
     assert registry.current() is None
-    version = registry.register(
-        candidate.model_bytes, candidate.booster, candidate.parity_rows, candidate.manifest
-    )
+    version = registry.register(candidate)
     assert registry.versions() == [version]
     assert registry.current() is None
     registry.promote(version)
@@ -75,7 +97,7 @@ def test_registry_stores_immutable_versions_and_switches_atomically(
     # Versions are read-only on disk (root ignores the bits, so check the bits themselves).
     assert registry.model_path(version).stat().st_mode & 0o222 == 0
     with pytest.raises(RegistryError, match="already exists"):
-        registry.register(candidate.model_bytes, candidate.booster, candidate.parity_rows, candidate.manifest)
+        registry.register(candidate)
     with pytest.raises(RegistryError, match="no model version"):
         registry.promote("nope")
 
@@ -85,9 +107,7 @@ def test_rollback_walks_back_through_promotions(candidate: Candidate, tmp_path: 
     versions = []
     for suffix in ("a", "b", "c"):
         manifest = candidate.manifest.model_copy(update={"version": f"v-{suffix}"})
-        versions.append(
-            registry.register(candidate.model_bytes, candidate.booster, candidate.parity_rows, manifest)
-        )
+        versions.append(registry.register(replace(candidate, manifest=manifest)))
         registry.promote(versions[-1])
     assert registry.rollback() == "v-b"
     assert registry.rollback() == "v-a"
@@ -98,7 +118,7 @@ def test_rollback_walks_back_through_promotions(candidate: Candidate, tmp_path: 
 def test_registry_refuses_a_model_for_another_schema(candidate: Candidate, tmp_path: Path) -> None:
     manifest = candidate.manifest.model_copy(update={"schema_hash": "0" * 16})
     with pytest.raises(ModelRefused, match="schema hash"):
-        Registry(tmp_path).register(candidate.model_bytes, candidate.booster, candidate.parity_rows, manifest)
+        Registry(tmp_path).register(replace(candidate, manifest=manifest))
     assert Registry(tmp_path).versions() == []
 
 
@@ -108,7 +128,7 @@ def test_registry_refuses_a_graph_that_fails_parity(candidate: Candidate, tmp_pa
         update={"onnx_sha256": hashlib.sha256(other.model_bytes).hexdigest()}
     )
     with pytest.raises(ModelRefused, match="parity check failed"):
-        Registry(tmp_path).register(other.model_bytes, candidate.booster, candidate.parity_rows, manifest)
+        Registry(tmp_path).register(replace(candidate, model_bytes=other.model_bytes, manifest=manifest))
     assert Registry(tmp_path).versions() == []
 
 
@@ -117,24 +137,28 @@ def test_registry_refuses_a_manifest_that_lies(candidate: Candidate, tmp_path: P
         update={"parity": candidate.manifest.parity.model_copy(update={"max_abs_diff": 0.5})}
     )
     with pytest.raises(ModelRefused, match="claims parity"):
-        Registry(tmp_path).register(candidate.model_bytes, candidate.booster, candidate.parity_rows, lying)
+        Registry(tmp_path).register(replace(candidate, manifest=lying))
     swapped = candidate.manifest.model_copy(update={"onnx_sha256": "f" * 64})
     with pytest.raises(ModelRefused, match="onnx_sha256"):
-        Registry(tmp_path).register(candidate.model_bytes, candidate.booster, candidate.parity_rows, swapped)
+        Registry(tmp_path).register(replace(candidate, manifest=swapped))
 
 
 def test_scorer_refuses_a_schema_mismatch_and_corrupt_files(candidate: Candidate) -> None:
     with pytest.raises(ModelRejected, match="feature schema"):
-        Scorer(candidate.model_bytes, candidate.manifest.model_copy(update={"schema_hash": "x"}))
+        Scorer(
+            candidate.model_bytes,
+            candidate.manifest.model_copy(update={"schema_hash": "x"}),
+            candidate.tokens,
+        )
     with pytest.raises(ModelRejected, match="ONNX Runtime cannot load"):
-        Scorer(b"not an onnx graph", candidate.manifest)
+        Scorer(b"not an onnx graph", candidate.manifest, candidate.tokens)
     with pytest.raises(NoModel):
         Scorer.from_registry(Registry(Path("/nonexistent/registry")))
 
 
 def test_scorer_scores_like_the_booster_and_applies_the_policy(candidate: Candidate) -> None:
-    scorer = Scorer(candidate.model_bytes, candidate.manifest)
-    rows = synthetic(200, seed=9).rows
+    scorer = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
+    rows = rows_of(synthetic(200, seed=9))
     scores = scorer.score(rows)
     expected = candidate.booster.predict(rows.astype(np.float64))
     assert np.max(np.abs(scores - expected)) <= 1e-5
@@ -152,7 +176,7 @@ def test_training_refuses_data_it_cannot_learn_from() -> None:
     from models.exceptions import TrainingError
 
     data = synthetic(400)
-    one_class = Dataset(data.rows, np.zeros(400, np.int8), data.timestamps, data.event_ids)
+    one_class = replace(data, labels=np.zeros(400, np.int8))
     with pytest.raises(TrainingError, match="one class"):
         train(one_class, ModelSettings(num_trees=5), source="x")
     with pytest.raises(TrainingError, match="too few"):
@@ -163,5 +187,5 @@ def test_booster_file_round_trips(candidate: Candidate, tmp_path: Path) -> None:
     path = tmp_path / "b.txt"
     candidate.booster.save_model(str(path))
     reloaded = lgb.Booster(model_file=str(path))
-    rows = synthetic(50, seed=3).rows.astype(np.float64)
+    rows = rows_of(synthetic(50, seed=3)).astype(np.float64)
     np.testing.assert_allclose(reloaded.predict(rows), candidate.booster.predict(rows))

@@ -1,0 +1,286 @@
+"""``warden evaluate``: two honest evaluation protocols on the SpamAssassin corpus.
+
+1. *Static, time-ordered*: train on the older folders (``easy-ham-1``,
+   ``hard-ham-1``, ``spam-1``), evaluate on the newer (``easy-ham-2``,
+   ``spam-2``).
+2. *Online with feedback* (TREC spam-track style): the whole corpus in Date
+   order; each verdict's true label comes back ``label_delay`` mails later;
+   the model is retrained every ``retrain_every`` new labels on everything
+   labelled so far; metrics are over the verdicts as they were issued.
+
+Behavioural aggregates are computed as the stream flows (point in time);
+Warden's scores come from the served path (ONNX scorer); the text baselines
+are trained on exactly the same windows. Nothing from an evaluation window
+reaches training: the token table, the thresholds and the model are learned
+from the training window only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from features.pseudonym import Pseudonymiser
+from infra.settings import WardenSettings
+from models import metrics
+from models.baselines import NAMES as BASELINE_NAMES
+from models.baselines import Baselines
+from models.dataset import Dataset, build
+from models.exceptions import TrainingError
+from models.registry import Candidate
+from models.report import MetricRow, ModelScores, ProtocolResult, ReportData, WorstError, render
+from models.train import train
+from serving.scorer import Scorer
+from streams import corpus
+from streams.corpus import CorpusMail
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+#: Metrics with bootstrap intervals, for every model.
+RANKING: dict[str, Metric] = {
+    "roc_auc": metrics.roc_auc,
+    "1-roca_pct": lambda y, s: 100.0 * (1.0 - metrics.roc_auc(y, s)),
+    "recall_at_0.1pct_fpr": lambda y, s: metrics.recall_at_fpr(y, s, 0.001),
+    "recall_at_1pct_fpr": lambda y, s: metrics.recall_at_fpr(y, s, 0.01),
+}
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One protocol's outcome: the report section and the plain figures."""
+
+    result: ProtocolResult
+    figures: dict[str, dict[str, float]]
+    candidate: Candidate | None
+
+
+def warden_scores(candidate: Candidate, data: Dataset) -> np.ndarray:
+    """Scores of ``data`` through the served path: token evidence, ONNX scorer."""
+    scorer = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
+    return scorer.score(data.rows(data.evidence(candidate.tokens)))
+
+
+def _metric_rows(
+    model: str, labels: np.ndarray, scores: np.ndarray, resamples: int
+) -> tuple[list[MetricRow], dict[str, float]]:
+    rows, figures = [], {}
+    for name, metric in RANKING.items():
+        value = metric(labels, scores)
+        low, high = metrics.bootstrap_ci(labels, scores, metric, resamples) if resamples else (None, None)
+        rows.append(MetricRow(model, name, value, low, high))
+        figures[name] = value
+    for name, value in (
+        ("brier", metrics.brier(labels, scores)),
+        ("calibration_error", metrics.expected_calibration_error(labels, scores)),
+    ):
+        rows.append(MetricRow(model, name, value, None, None))
+        figures[name] = value
+    return rows, figures
+
+
+def _policy_rows(
+    labels: np.ndarray, junk: np.ndarray, block: np.ndarray
+) -> tuple[list[MetricRow], dict[str, float]]:
+    rows, figures = [], {}
+    for action, flagged in (("junk", junk), ("block", block)):
+        counts = metrics.confusion(labels, flagged)
+        for key in ("precision", "recall", "fpr"):
+            name = f"{key}_at_{action}"
+            rows.append(MetricRow("warden", name, counts[key], None, None))
+            figures[name] = counts[key]
+    return rows, figures
+
+
+def _worst(
+    data: Dataset, scores: np.ndarray, mails: dict[str, CorpusMail], pseudonymiser: Pseudonymiser
+) -> tuple[WorstError, ...]:
+    ham = [i for i in np.argsort(-scores) if data.labels[i] == 0][:8]
+    spam = [i for i in np.argsort(scores) if data.labels[i] == 1][:8]
+    out = []
+    for i in [*ham, *spam]:
+        mail = mails[data.event_ids[i]]
+        out.append(WorstError(
+            event_id=data.event_ids[i],
+            label=int(data.labels[i]),
+            score=float(scores[i]),
+            sender=pseudonymiser.address(mail.event.sender),
+            subject=mail.event.subject,  # the corpus is public
+        ))
+    return tuple(out)
+
+
+def _protocol(
+    name: str,
+    description: str,
+    labels: np.ndarray,
+    scored: dict[str, np.ndarray],
+    junk: np.ndarray,
+    block: np.ndarray,
+    thresholds: dict[str, float],
+    worst: tuple[WorstError, ...],
+    resamples: int,
+) -> tuple[ProtocolResult, dict[str, dict[str, float]]]:
+    rows: list[MetricRow] = []
+    figures: dict[str, dict[str, float]] = {}
+    for model, scores in scored.items():
+        model_rows, model_figures = _metric_rows(model, labels, scores, resamples)
+        rows += model_rows
+        figures[model] = model_figures
+    policy_rows, policy_figures = _policy_rows(labels, junk, block)
+    rows += policy_rows
+    figures["warden"].update(policy_figures)
+    models = tuple(ModelScores(m, labels.astype(np.int8), np.clip(s, 0.0, 1.0)) for m, s in scored.items())
+    result = ProtocolResult(name, description, models, tuple(rows), thresholds, worst)
+    return result, figures
+
+
+def static(
+    settings: WardenSettings,
+    data: Dataset,
+    mails: dict[str, CorpusMail],
+    pseudonymiser: Pseudonymiser,
+    resamples: int = 500,
+) -> Evaluated:
+    """Train on the older folders, evaluate on the newer ones."""
+    older, newer = data.in_folders(corpus.OLDER), data.in_folders(corpus.NEWER)
+    candidate = train(older, settings.models, source="spam-assassin:older")
+    scored = {"warden": warden_scores(candidate, newer)}
+    baselines = Baselines.fit([mails[i] for i in older.event_ids])
+    scored.update(baselines.scores([mails[i] for i in newer.event_ids]))
+    thresholds = candidate.manifest.thresholds
+    result, figures = _protocol(
+        "static, time-ordered",
+        f"Trained on {len(older):,} mails of {', '.join(corpus.OLDER)}; evaluated on "
+        f"{len(newer):,} mails of {', '.join(corpus.NEWER)}. Thresholds were set on the newest "
+        "20% of the training window at the target ham false-positive rates.",
+        newer.labels,
+        scored,
+        scored["warden"] >= thresholds.junk,
+        scored["warden"] >= thresholds.block,
+        thresholds.model_dump(),
+        _worst(newer, scored["warden"], mails, pseudonymiser),
+        resamples,
+    )
+    return Evaluated(result, figures, candidate)
+
+
+def online(
+    settings: WardenSettings,
+    data: Dataset,
+    mails: dict[str, CorpusMail],
+    pseudonymiser: Pseudonymiser,
+    retrain_every: int = 500,
+    label_delay: int = 100,
+    resamples: int = 500,
+) -> Evaluated:
+    """Replay everything in Date order with delayed labels and periodic retraining."""
+    n = len(data)
+    scored: dict[str, np.ndarray] = {m: np.full(n, np.nan) for m in ("warden", *BASELINE_NAMES)}
+    junk = np.zeros(n, dtype=bool)
+    block = np.zeros(n, dtype=bool)
+    candidate: Candidate | None = None
+    baselines: Baselines | None = None
+    retrains = 0
+    next_retrain = retrain_every
+    start = 0
+    while start < n:
+        labelled = max(0, start - label_delay)
+        if labelled >= next_retrain:
+            window = data.take(slice(0, labelled))
+            try:
+                candidate = train(window, settings.models, source=f"online:{labelled}")
+                baselines = Baselines.fit([mails[i] for i in window.event_ids])
+                retrains += 1
+            except TrainingError:
+                pass  # not both classes yet: keep the previous model
+            next_retrain = labelled + retrain_every
+        # Score until the next retraining point (labels arrive label_delay later).
+        stop = min(n, next_retrain + label_delay)
+        if candidate is not None and baselines is not None:
+            chunk = data.take(slice(start, stop))
+            warden = warden_scores(candidate, chunk)
+            scored["warden"][start:stop] = warden
+            junk[start:stop] = warden >= candidate.manifest.thresholds.junk
+            block[start:stop] = warden >= candidate.manifest.thresholds.block
+            for name, values in baselines.scores([mails[i] for i in chunk.event_ids]).items():
+                scored[name][start:stop] = values
+        start = stop
+    issued = ~np.isnan(scored["warden"])
+    first = int(np.argmax(issued)) if issued.any() else n
+    view = data.take(np.flatnonzero(issued))
+    result, figures = _protocol(
+        "online with feedback",
+        f"All {n:,} mails in Date order. Each verdict's true label arrives {label_delay} mails "
+        f"later; the model and the baselines are retrained on all labels so far every "
+        f"{retrain_every} new labels ({retrains} retrainings). Metrics cover the "
+        f"{int(issued.sum()):,} verdicts issued after the first model; the first {first:,} "
+        "mails were its warm-up.",
+        view.labels,
+        {m: s[issued] for m, s in scored.items()},
+        junk[issued],
+        block[issued],
+        candidate.manifest.thresholds.model_dump() if candidate else {},
+        _worst(view, scored["warden"][issued], mails, pseudonymiser),
+        resamples,
+    )
+    figures["protocol"] = {
+        "retrain_every": float(retrain_every),
+        "label_delay": float(label_delay),
+        "retrainings": float(retrains),
+        "warm_up_mails": float(first),
+        "verdicts": float(issued.sum()),
+    }
+    return Evaluated(result, figures, None)
+
+
+def evaluate(
+    settings: WardenSettings,
+    out_dir: Path,
+    protocols: Sequence[str] = ("static", "online"),
+    retrain_every: int = 500,
+    label_delay: int = 100,
+    resamples: int = 500,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Run the protocols, write ``report.html``, the figures and ``evaluation.json``."""
+    all_mails = corpus.load(settings.corpus)
+    mails = {m.event.event_id: m for m in all_mails}
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    data = build(all_mails, pseudonymiser)
+    results: list[ProtocolResult] = []
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    importance: tuple[tuple[str, float], ...] = ()
+    if "static" in protocols:
+        done = static(settings, data, mails, pseudonymiser, resamples)
+        results.append(done.result)
+        figures["static"] = done.figures
+        if done.candidate is not None:
+            booster = done.candidate.booster
+            importance = tuple(zip(booster.feature_name(),
+                                   map(float, booster.feature_importance("gain")), strict=True))
+    if "online" in protocols:
+        done = online(settings, data, mails, pseudonymiser, retrain_every, label_delay, resamples)
+        results.append(done.result)
+        figures["online"] = done.figures
+    report = ReportData(
+        title="Warden mail classifier: evaluation on the SpamAssassin public corpus",
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        protocols=tuple(results),
+        feature_importance=importance,
+        notes=(
+            f"{len(all_mails):,} distinct mails (npm {settings.corpus.npm_package}"
+            f"@{settings.corpus.npm_version}), replayed in Date order.",
+            f"Bootstrap: {resamples} resamples of the evaluated mails, 95% percentile intervals.",
+            f"Policy targets: junk at {settings.models.junk_fpr:.1%} and block at "
+            f"{settings.models.block_fpr:.1%} ham false-positive rate on the validation window.",
+            "Reproduce: make install && .venv/bin/warden evaluate",
+        ),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    render(report, out_dir)
+    (out_dir / "evaluation.json").write_text(json.dumps(figures, indent=2, default=float))
+    return figures
