@@ -54,15 +54,54 @@ _FOREIGN_CHARSET = re.compile(
     r"charset\s*=\s*[\"']?(gb2312|gbk|big5|koi8|windows-125[1-8]|iso-2022|euc-|ks_c|shift_jis)",
     re.IGNORECASE,
 )
-_SHORTENERS = frozenset({
-    "bit.ly", "tinyurl.com", "goo.gl", "t.co", "ow.ly", "is.gd", "buff.ly", "rebrand.ly",
-    "tiny.cc", "cutt.ly", "shorturl.at", "rb.gy", "x.co", "snipurl.com", "u.nu", "go2.me",
-})
+_SHORTENERS = frozenset(
+    {
+        "bit.ly",
+        "tinyurl.com",
+        "goo.gl",
+        "t.co",
+        "ow.ly",
+        "is.gd",
+        "buff.ly",
+        "rebrand.ly",
+        "tiny.cc",
+        "cutt.ly",
+        "shorturl.at",
+        "rb.gy",
+        "x.co",
+        "snipurl.com",
+        "u.nu",
+        "go2.me",
+    }
+)
 #: Top-level domains that carried a large share of abuse in public reports (coarse).
-_RISKY_TLDS = frozenset({
-    "biz", "info", "ru", "cn", "tk", "top", "xyz", "ws", "cc", "su", "ro", "kr", "tw", "br",
-    "pw", "club", "work", "click", "link", "loan", "win", "bid", "download",
-})
+_RISKY_TLDS = frozenset(
+    {
+        "biz",
+        "info",
+        "ru",
+        "cn",
+        "tk",
+        "top",
+        "xyz",
+        "ws",
+        "cc",
+        "su",
+        "ro",
+        "kr",
+        "tw",
+        "br",
+        "pw",
+        "club",
+        "work",
+        "click",
+        "link",
+        "loan",
+        "win",
+        "bid",
+        "download",
+    }
+)
 #: Character statistics look at the first this-many characters of the body.
 _SAMPLE = 20_000
 
@@ -167,8 +206,9 @@ def _message_id_foreign(view: MailView) -> float:
 
 
 def _auth(view: MailView, verdict: str) -> float:
-    text = " ".join(view.headers.get("authentication-results", []) +
-                    view.headers.get("received-spf", [])).lower()
+    text = " ".join(
+        view.headers.get("authentication-results", []) + view.headers.get("received-spf", [])
+    ).lower()
     return float(verdict in text)
 
 
@@ -179,108 +219,178 @@ def _tld(host: str) -> str:
 CONTENT: tuple[ContentFeature, ...] = (
     # Subject
     ContentFeature("subject_chars", lambda v: float(len(v.event.subject)), "subject length"),
-    ContentFeature("subject_upper_ratio", lambda v: _upper_ratio(v.event.subject),
-                   "share of subject letters in capitals"),
-    ContentFeature("subject_punct_run", lambda v: float(longest_run(v.event.subject, "!?$*")),
-                   "longest run of ! ? $ * in the subject"),
-    ContentFeature("subject_is_reply", lambda v: float(bool(_REPLY_PREFIX.match(v.event.subject))),
-                   "subject starts with Re:/Fwd:"),
-    ContentFeature("subject_non_ascii", lambda v: float(_count(_NON_ASCII, v.event.subject)),
-                   "non-ASCII characters in the subject"),
+    ContentFeature(
+        "subject_upper_ratio", lambda v: _upper_ratio(v.event.subject), "share of subject letters in capitals"
+    ),
+    ContentFeature(
+        "subject_punct_run",
+        lambda v: float(longest_run(v.event.subject, "!?$*")),
+        "longest run of ! ? $ * in the subject",
+    ),
+    ContentFeature(
+        "subject_is_reply",
+        lambda v: float(bool(_REPLY_PREFIX.match(v.event.subject))),
+        "subject starts with Re:/Fwd:",
+    ),
+    ContentFeature(
+        "subject_non_ascii",
+        lambda v: float(_count(_NON_ASCII, v.event.subject)),
+        "non-ASCII characters in the subject",
+    ),
     # Body
     ContentFeature("body_chars_log", lambda v: math.log1p(len(v.body)), "log body length"),
     ContentFeature("html_chars_log", lambda v: math.log1p(len(v.event.html)), "log HTML length"),
-    ContentFeature("html_only", lambda v: float(bool(v.event.html) and not v.event.text),
-                   "HTML body with no plain-text part"),
-    ContentFeature("html_share",
-                   lambda v: _ratio(len(v.event.html), len(v.event.html) + len(v.event.text)),
-                   "HTML share of the body bytes"),
-    ContentFeature("html_hidden_marks", lambda v: float(hidden_text_marks(v.event.html[:200_000])),
-                   "styles that hide text (display:none, zero-size fonts)"),
+    ContentFeature(
+        "html_only",
+        lambda v: float(bool(v.event.html) and not v.event.text),
+        "HTML body with no plain-text part",
+    ),
+    ContentFeature(
+        "html_share",
+        lambda v: _ratio(len(v.event.html), len(v.event.html) + len(v.event.text)),
+        "HTML share of the body bytes",
+    ),
+    ContentFeature(
+        "html_hidden_marks",
+        lambda v: float(hidden_text_marks(v.event.html[:200_000])),
+        "styles that hide text (display:none, zero-size fonts)",
+    ),
     ContentFeature("images", lambda v: float(count_images(v.event.html)), "<img> tags"),
-    ContentFeature("body_upper_ratio", lambda v: _upper_ratio(v.sample),
-                   "share of body letters in capitals"),
-    ContentFeature("body_caps_runs", lambda v: float(_count(_CAPS_WORDS, v.sample)),
-                   "runs of two or more words in capitals"),
-    ContentFeature("body_exclaims_per_kchar",
-                   lambda v: 1000.0 * _ratio(v.sample.count("!"), len(v.sample)),
-                   "exclamation marks per 1,000 body characters"),
-    ContentFeature("body_punct_run", lambda v: float(longest_run(v.sample, "!?$")),
-                   "longest run of ! ? $ in the body"),
-    ContentFeature("body_digit_ratio", lambda v: _ratio(_count(_DIGIT, v.sample), len(v.sample)),
-                   "share of digits in the body"),
-    ContentFeature("non_ascii_ratio",
-                   lambda v: _ratio(_count(_NON_ASCII, v.sample), len(v.sample)),
-                   "share of non-ASCII characters in the body"),
-    ContentFeature("foreign_charset",
-                   lambda v: float(bool(_FOREIGN_CHARSET.search(v.header("content-type")))),
-                   "declares an East-Asian or Cyrillic character set"),
-    ContentFeature("base64_body",
-                   lambda v: float("base64" in v.header("content-transfer-encoding").lower()),
-                   "top-level body sent as base64"),
-    ContentFeature("spam_phrases",
-                   lambda v: float(_count(_SPAM_PHRASES, v.event.subject + " " + v.body[:50_000])),
-                   "count of stock spam phrases"),
+    ContentFeature("body_upper_ratio", lambda v: _upper_ratio(v.sample), "share of body letters in capitals"),
+    ContentFeature(
+        "body_caps_runs",
+        lambda v: float(_count(_CAPS_WORDS, v.sample)),
+        "runs of two or more words in capitals",
+    ),
+    ContentFeature(
+        "body_exclaims_per_kchar",
+        lambda v: 1000.0 * _ratio(v.sample.count("!"), len(v.sample)),
+        "exclamation marks per 1,000 body characters",
+    ),
+    ContentFeature(
+        "body_punct_run", lambda v: float(longest_run(v.sample, "!?$")), "longest run of ! ? $ in the body"
+    ),
+    ContentFeature(
+        "body_digit_ratio",
+        lambda v: _ratio(_count(_DIGIT, v.sample), len(v.sample)),
+        "share of digits in the body",
+    ),
+    ContentFeature(
+        "non_ascii_ratio",
+        lambda v: _ratio(_count(_NON_ASCII, v.sample), len(v.sample)),
+        "share of non-ASCII characters in the body",
+    ),
+    ContentFeature(
+        "foreign_charset",
+        lambda v: float(bool(_FOREIGN_CHARSET.search(v.header("content-type")))),
+        "declares an East-Asian or Cyrillic character set",
+    ),
+    ContentFeature(
+        "base64_body",
+        lambda v: float("base64" in v.header("content-transfer-encoding").lower()),
+        "top-level body sent as base64",
+    ),
+    ContentFeature(
+        "spam_phrases",
+        lambda v: float(_count(_SPAM_PHRASES, v.event.subject + " " + v.body[:50_000])),
+        "count of stock spam phrases",
+    ),
     # Links
     ContentFeature("url_count", lambda v: float(len(v.event.urls)), "URLs in the body"),
     ContentFeature("url_hosts", lambda v: float(len(set(v.hosts) - {""})), "distinct URL hosts"),
-    ContentFeature("url_ip_literals", lambda v: float(sum(map(is_ip_literal, v.hosts))),
-                   "URLs whose host is an IP address"),
-    ContentFeature("url_shorteners", lambda v: float(sum(h in _SHORTENERS for h in v.hosts)),
-                   "URLs on link-shortener hosts"),
-    ContentFeature("url_risky_tld_share",
-                   lambda v: _ratio(sum(_tld(h) in _RISKY_TLDS for h in v.hosts), len(v.hosts)),
-                   "share of URLs on high-abuse top-level domains"),
-    ContentFeature("url_off_sender_share",
-                   lambda v: _ratio(sum(bool(h) and not h.endswith(v.sender_domain) for h in v.hosts),
-                                    len(v.hosts)),
-                   "share of URLs not on the sender's domain"),
-    ContentFeature("url_max_chars", lambda v: float(max(map(len, v.event.urls), default=0)),
-                   "longest URL"),
-    ContentFeature("anchor_host_mismatch",
-                   lambda v: float(sum(anchor_names_other_host(h, t) for h, t in v.links)),
-                   "links whose text names another host than their target"),
+    ContentFeature(
+        "url_ip_literals",
+        lambda v: float(sum(map(is_ip_literal, v.hosts))),
+        "URLs whose host is an IP address",
+    ),
+    ContentFeature(
+        "url_shorteners",
+        lambda v: float(sum(h in _SHORTENERS for h in v.hosts)),
+        "URLs on link-shortener hosts",
+    ),
+    ContentFeature(
+        "url_risky_tld_share",
+        lambda v: _ratio(sum(_tld(h) in _RISKY_TLDS for h in v.hosts), len(v.hosts)),
+        "share of URLs on high-abuse top-level domains",
+    ),
+    ContentFeature(
+        "url_off_sender_share",
+        lambda v: _ratio(sum(bool(h) and not h.endswith(v.sender_domain) for h in v.hosts), len(v.hosts)),
+        "share of URLs not on the sender's domain",
+    ),
+    ContentFeature("url_max_chars", lambda v: float(max(map(len, v.event.urls), default=0)), "longest URL"),
+    ContentFeature(
+        "anchor_host_mismatch",
+        lambda v: float(sum(anchor_names_other_host(h, t) for h, t in v.links)),
+        "links whose text names another host than their target",
+    ),
     # Headers
     ContentFeature("recipients", lambda v: float(len(v.event.recipients)), "recipient count"),
     ContentFeature("received_hops", lambda v: float(len(v.hops)), "Received headers (relay hops)"),
-    ContentFeature("received_public_ips",
-                   lambda v: float(sum(bool(h.ip) and not is_private_ip(h.ip) for h in v.hops)),
-                   "public relay IPs in the Received chain"),
-    ContentFeature("received_private_ips",
-                   lambda v: float(sum(bool(h.ip) and is_private_ip(h.ip) for h in v.hops)),
-                   "private or loopback relay IPs in the Received chain"),
-    ContentFeature("helo_mismatches", lambda v: float(sum(map(helo_mismatch, v.hops))),
-                   "relays whose HELO name disagrees with their reverse DNS"),
-    ContentFeature("date_skew_hours", _date_skew_hours,
-                   "hours between the Date header and the first relay's time"),
+    ContentFeature(
+        "received_public_ips",
+        lambda v: float(sum(bool(h.ip) and not is_private_ip(h.ip) for h in v.hops)),
+        "public relay IPs in the Received chain",
+    ),
+    ContentFeature(
+        "received_private_ips",
+        lambda v: float(sum(bool(h.ip) and is_private_ip(h.ip) for h in v.hops)),
+        "private or loopback relay IPs in the Received chain",
+    ),
+    ContentFeature(
+        "helo_mismatches",
+        lambda v: float(sum(map(helo_mismatch, v.hops))),
+        "relays whose HELO name disagrees with their reverse DNS",
+    ),
+    ContentFeature(
+        "date_skew_hours", _date_skew_hours, "hours between the Date header and the first relay's time"
+    ),
     ContentFeature("date_missing", lambda v: float(v.date is None), "no parseable Date header"),
     ContentFeature("date_odd_timezone", _odd_timezone, "Date with an impossible UTC offset"),
-    ContentFeature("message_id_ok", lambda v: float(bool(_MESSAGE_ID.match(v.header("message-id")))),
-                   "Message-ID present and well formed"),
-    ContentFeature("message_id_foreign", _message_id_foreign,
-                   "Message-ID domain unrelated to the sender's"),
-    ContentFeature("reply_to_differs", lambda v: _domain_differs(v, "reply-to"),
-                   "Reply-To domain differs from the sender's"),
-    ContentFeature("return_path_differs", lambda v: _domain_differs(v, "return-path"),
-                   "Return-Path domain differs from the sender's"),
-    ContentFeature("display_name_trick", _display_name_trick,
-                   "From display name shows an address on another domain"),
-    ContentFeature("list_headers", lambda v: float(bool(_LIST_HEADERS & v.headers.keys())),
-                   "carries mailing-list headers"),
-    ContentFeature("has_mailer",
-                   lambda v: float(bool(v.header("x-mailer") or v.header("user-agent"))),
-                   "names its mail client"),
+    ContentFeature(
+        "message_id_ok",
+        lambda v: float(bool(_MESSAGE_ID.match(v.header("message-id")))),
+        "Message-ID present and well formed",
+    ),
+    ContentFeature("message_id_foreign", _message_id_foreign, "Message-ID domain unrelated to the sender's"),
+    ContentFeature(
+        "reply_to_differs",
+        lambda v: _domain_differs(v, "reply-to"),
+        "Reply-To domain differs from the sender's",
+    ),
+    ContentFeature(
+        "return_path_differs",
+        lambda v: _domain_differs(v, "return-path"),
+        "Return-Path domain differs from the sender's",
+    ),
+    ContentFeature(
+        "display_name_trick", _display_name_trick, "From display name shows an address on another domain"
+    ),
+    ContentFeature(
+        "list_headers",
+        lambda v: float(bool(_LIST_HEADERS & v.headers.keys())),
+        "carries mailing-list headers",
+    ),
+    ContentFeature(
+        "has_mailer",
+        lambda v: float(bool(v.header("x-mailer") or v.header("user-agent"))),
+        "names its mail client",
+    ),
     ContentFeature("missing_to", lambda v: float(not v.header("to")), "no To header"),
-    ContentFeature("mime_version", lambda v: float(bool(v.header("mime-version"))),
-                   "declares MIME-Version"),
-    ContentFeature("priority_high",
-                   lambda v: float(v.header("x-priority").strip()[:1] in ("1", "2")),
-                   "marked high priority"),
+    ContentFeature("mime_version", lambda v: float(bool(v.header("mime-version"))), "declares MIME-Version"),
+    ContentFeature(
+        "priority_high",
+        lambda v: float(v.header("x-priority").strip()[:1] in ("1", "2")),
+        "marked high priority",
+    ),
     ContentFeature("auth_pass", lambda v: _auth(v, "pass"), "SPF/DKIM results say pass"),
-    ContentFeature("auth_fail", lambda v: max(_auth(v, "fail"), _auth(v, "softfail")),
-                   "SPF/DKIM results say fail"),
-    ContentFeature("sender_local_digits",
-                   lambda v: float(_count(_DIGIT, v.event.sender.rpartition("@")[0])),
-                   "digits in the sender's local part"),
+    ContentFeature(
+        "auth_fail", lambda v: max(_auth(v, "fail"), _auth(v, "softfail")), "SPF/DKIM results say fail"
+    ),
+    ContentFeature(
+        "sender_local_digits",
+        lambda v: float(_count(_DIGIT, v.event.sender.rpartition("@")[0])),
+        "digits in the sender's local part",
+    ),
     ContentFeature("header_count", lambda v: float(len(v.event.headers)), "number of headers"),
 )

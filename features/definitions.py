@@ -29,9 +29,18 @@ from features.tokens import BUCKETS, EVIDENCE_NAMES, MAX_TOKENS_PER_MESSAGE
 from streams.records import MailEvent
 
 __all__ = [
-    "AGGREGATES", "CONTENT", "EVIDENCE_NAMES", "FEATURE_NAMES", "SCHEMA_HASH",
-    "ContentFeature", "DistinctCount", "MailView", "WindowCount",
-    "content_features", "message_words", "row",
+    "AGGREGATES",
+    "CONTENT",
+    "EVIDENCE_NAMES",
+    "FEATURE_NAMES",
+    "SCHEMA_HASH",
+    "ContentFeature",
+    "DistinctCount",
+    "MailView",
+    "WindowCount",
+    "content_features",
+    "message_words",
+    "row",
 ]
 
 #: Bump when a definition changes meaning without changing its name.
@@ -93,12 +102,14 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 
 def _schema_hash(names: Sequence[str]) -> str:
-    document = json.dumps({
-        "version": DEFINITIONS_VERSION,
-        "features": list(names),
-        "token_buckets": BUCKETS,
-        "tokens_per_message": MAX_TOKENS_PER_MESSAGE,
-    })
+    document = json.dumps(
+        {
+            "version": DEFINITIONS_VERSION,
+            "features": list(names),
+            "token_buckets": BUCKETS,
+            "tokens_per_message": MAX_TOKENS_PER_MESSAGE,
+        }
+    )
     return hashlib.sha256(document.encode("utf-8")).hexdigest()[:16]
 
 
@@ -134,9 +145,7 @@ def message_words(event: MailEvent) -> list[str]:
 
 def row(content: Sequence[float], evidence: Sequence[float], aggregates: Sequence[float]) -> list[float]:
     """A full model row: content, evidence, then aggregates, in schema order."""
-    if (len(content), len(evidence), len(aggregates)) != (
-        len(CONTENT), len(EVIDENCE_NAMES), len(AGGREGATES)
-    ):
+    if (len(content), len(evidence), len(aggregates)) != (len(CONTENT), len(EVIDENCE_NAMES), len(AGGREGATES)):
         raise ValueError(
             f"row parts have {len(content)}+{len(evidence)}+{len(aggregates)} values, "
             f"schema wants {len(CONTENT)}+{len(EVIDENCE_NAMES)}+{len(AGGREGATES)}"

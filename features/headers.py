@@ -53,8 +53,9 @@ def received_hops(values: list[str]) -> list[ReceivedHop]:
         clause = _FROM_CLAUSE.search(value[:2000])
         time = parse_date(value.rpartition(";")[2].strip()[:100])
         if clause is not None:
-            hops.append(ReceivedHop(clause.group(1).lower(), clause.group(2).strip().lower(),
-                                    clause.group(3), time))
+            hops.append(
+                ReceivedHop(clause.group(1).lower(), clause.group(2).strip().lower(), clause.group(3), time)
+            )
         else:
             ip = _IP_IN_BRACKETS.search(value[:2000])
             hops.append(ReceivedHop("", "", ip.group(1) if ip else "", time))

@@ -9,13 +9,22 @@ once-only mechanism are documented in :mod:`features.keys`.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from typing import Protocol, TypeAlias
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.definitions import SENDER_DISTINCT_RECIPIENTS_24H, SENDER_EVENTS_1H
@@ -109,56 +118,124 @@ def script_arguments(event: MailFeatures, keys: Keys, ttl_seconds: int) -> tuple
     return script_keys, args
 
 
+#: A standalone (or Valkey) client, or a Redis Cluster client: the store works on both.
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+
+#: Errors after which a later retry may succeed: a server or cluster node is unreachable or
+#: slow, or the cluster is down.
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ClusterDownError, SlotNotCoveredError, OSError)
+
+
+@contextlib.contextmanager
+def _unreachable_as_unavailable() -> Iterator[None]:
+    """Turns "Redis cannot be reached" into StoreUnavailable; any other error passes through."""
+    try:
+        yield
+    except _TRANSIENT as exc:
+        raise StoreUnavailable(f"redis unreachable: {exc}") from exc
+    except RedisClusterException as exc:
+        # A cluster client that reaches no start-up node raises a bare RedisClusterException
+        # chained to the last node's error; other RedisClusterExceptions are misuse (keys of
+        # one script in several slots) and must not be retried as an outage.
+        if isinstance(exc.__cause__, _TRANSIENT):
+            raise StoreUnavailable(f"redis cluster unreachable: {exc}") from exc
+        raise
+
+
+def connect(
+    urls: str | Sequence[str], *, cluster: bool, socket_timeout_s: float | None = None
+) -> RedisClient:
+    """A client for :class:`RedisStore`, built by an entry point.
+
+    Standalone: one ``redis://`` URL. Cluster: one or more node URLs, all used
+    as start-up nodes; the client discovers the rest of the cluster from them.
+    Credentials and TLS come from the first URL. Nothing is connected yet.
+    """
+    url_list = [urls] if isinstance(urls, str) else list(urls)
+    if not url_list or (len(url_list) > 1 and not cluster):
+        raise ValueError(f"a standalone store needs exactly one URL, got {len(url_list)}")
+    if not cluster:
+        return aioredis.Redis.from_url(
+            url_list[0], socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+        )
+    others = [urlsplit(url) for url in url_list[1:]]
+    return RedisCluster.from_url(
+        url_list[0],
+        startup_nodes=[ClusterNode(part.hostname or "localhost", part.port or 6379) for part in others],
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+    )
+
+
 class RedisStore:
     """The feature store on a Redis (or Valkey) server, standalone or cluster.
 
     Built by the entry point with a client it owns; :meth:`start` must be
-    awaited once before the first batch.
+    awaited once before the first batch. On a cluster every key of one event
+    shares a hash tag (:mod:`features.keys`), so each script runs on one
+    primary, and a batch is one pipelined round trip per primary it touches.
     """
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, ttl_seconds: int) -> None:
         self._client = client
         self._keys = keys
         self._ttl = ttl_seconds
         self._sha: str | None = None
 
     async def start(self) -> None:
-        """Load the update script. Raises StoreUnavailable if Redis cannot be reached."""
-        try:
-            self._sha = str(await self._client.script_load(_APPLY_AND_READ))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unreachable: {exc}") from exc
+        """Load the update script (on every primary of a cluster).
+
+        Called once before the first batch, and again when a server has lost
+        its script cache. Raises StoreUnavailable if Redis cannot be reached.
+        """
+        with _unreachable_as_unavailable():
+            if isinstance(self._client, RedisCluster):
+                # redis-py sends SCRIPT LOAD to every primary by default; say so, since each
+                # primary runs EVALSHA for its own slots.
+                sha = await self._client.execute_command(
+                    "SCRIPT LOAD", _APPLY_AND_READ, target_nodes=RedisCluster.PRIMARIES
+                )
+            else:
+                sha = await self._client.script_load(_APPLY_AND_READ)
+        self._sha = str(sha)
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def ping(self) -> bool:
+        """True when the server (every primary of a cluster) answers."""
         try:
+            if isinstance(self._client, RedisCluster):
+                return bool(await self._client.execute_command("PING", target_nodes=RedisCluster.PRIMARIES))
             return bool(await self._client.ping())
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):
             return False
 
     async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
         if not batch:
             return []
-        try:
+        with _unreachable_as_unavailable():
             if self._sha is None:
                 await self.start()
             try:
                 results = await self._run(batch)
             except NoScriptError:
-                # Redis restarted and lost its script cache: reload and run again.
+                # A server restarted (or a primary was added) and lacks the script: reload and
+                # run the whole batch again. On a cluster the other primaries have applied their
+                # part by now; the once-only script makes running it again a no-op there.
                 await self.start()
                 results = await self._run(batch)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"redis unreachable: {exc}") from exc
         return [[float(events), float(distinct)] for events, distinct in results]
 
     async def _run(self, batch: Sequence[MailFeatures]) -> list[list[int]]:
         sha = self._sha or ""
+        # transaction=False: on a cluster redis-py groups the commands by the node owning each
+        # EVALSHA's keys and sends each group as one pipeline, to all nodes concurrently.
         pipe = self._client.pipeline(transaction=False)
         for event in batch:
             script_keys, args = script_arguments(event, self._keys, self._ttl)
-            pipe.evalsha(sha, len(script_keys), *script_keys, *args)
+            # Not pipe.evalsha(): redis-py's cluster pipeline blocks that method (redis-py#2914)
+            # although it routes a raw EVALSHA by its keys, which must share one slot.
+            pipe.execute_command("EVALSHA", sha, len(script_keys), *script_keys, *args)
         results: list[list[int]] = await pipe.execute(raise_on_error=True)
         return results

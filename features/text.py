@@ -123,8 +123,9 @@ def anchor_names_other_host(href: str, text: str) -> bool:
         return False
     target = url_host(href)
     shown = named.group(1).lower()
-    return bool(target) and not (target == shown or target.endswith("." + shown)
-                                 or shown.endswith("." + target))
+    return bool(target) and not (
+        target == shown or target.endswith("." + shown) or shown.endswith("." + target)
+    )
 
 
 def hidden_text_marks(html: str) -> int:

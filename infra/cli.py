@@ -73,14 +73,33 @@ def _parser() -> argparse.ArgumentParser:
         "evaluate", help="evaluate on the corpus (static and online protocols) and write a report"
     )
     evaluate.add_argument("--protocol", choices=("static", "online", "both"), default="both")
-    evaluate.add_argument("--out", type=Path, default=Path(".warden/evaluation"),
-                          help="folder for report.html, the figures and evaluation.json")
-    evaluate.add_argument("--retrain-every", type=_positive_int, default=500, metavar="N",
-                          help="online protocol: retrain after every N new labels")
-    evaluate.add_argument("--label-delay", type=_non_negative_int, default=100, metavar="N",
-                          help="online protocol: a label arrives N mails after its verdict")
-    evaluate.add_argument("--bootstrap", type=_non_negative_int, default=500, metavar="N",
-                          help="bootstrap resamples for confidence intervals (0: none)")
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=Path(".warden/evaluation"),
+        help="folder for report.html, the figures and evaluation.json",
+    )
+    evaluate.add_argument(
+        "--retrain-every",
+        type=_positive_int,
+        default=500,
+        metavar="N",
+        help="online protocol: retrain after every N new labels",
+    )
+    evaluate.add_argument(
+        "--label-delay",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="online protocol: a label arrives N mails after its verdict",
+    )
+    evaluate.add_argument(
+        "--bootstrap",
+        type=_non_negative_int,
+        default=500,
+        metavar="N",
+        help="bootstrap resamples for confidence intervals (0: none)",
+    )
 
     models = commands.add_parser("models", help="list, promote or roll back model versions")
     models_commands = models.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -216,8 +235,7 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
     from models.evaluate import evaluate
 
     protocols = ("static", "online") if args.protocol == "both" else (args.protocol,)
-    figures = evaluate(settings, args.out, protocols, args.retrain_every, args.label_delay,
-                       args.bootstrap)
+    figures = evaluate(settings, args.out, protocols, args.retrain_every, args.label_delay, args.bootstrap)
     for protocol, models in figures.items():
         print(f"== {protocol} ==")
         for model, values in models.items():

@@ -58,9 +58,9 @@ class Dataset:
 
     def evidence(self, table: TokenTable) -> np.ndarray:
         """Text evidence of every row under ``table``."""
-        return np.asarray(
-            [table.evidence(tokens) for tokens in self.tokens], dtype=np.float64
-        ).reshape(len(self), len(EVIDENCE_NAMES))
+        return np.asarray([table.evidence(tokens) for tokens in self.tokens], dtype=np.float64).reshape(
+            len(self), len(EVIDENCE_NAMES)
+        )
 
     def rows(self, evidence: np.ndarray) -> np.ndarray:
         """Full model rows (float32, schema order) given each row's evidence."""

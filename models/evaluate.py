@@ -104,13 +104,15 @@ def _worst(
     out = []
     for i in [*ham, *spam]:
         mail = mails[data.event_ids[i]]
-        out.append(WorstError(
-            event_id=data.event_ids[i],
-            label=int(data.labels[i]),
-            score=float(scores[i]),
-            sender=pseudonymiser.address(mail.event.sender),
-            subject=mail.event.subject,  # the corpus is public
-        ))
+        out.append(
+            WorstError(
+                event_id=data.event_ids[i],
+                label=int(data.labels[i]),
+                score=float(scores[i]),
+                sender=pseudonymiser.address(mail.event.sender),
+                subject=mail.event.subject,  # the corpus is public
+            )
+        )
     return tuple(out)
 
 
@@ -260,8 +262,9 @@ def evaluate(
         figures["static"] = done.figures
         if done.candidate is not None:
             booster = done.candidate.booster
-            importance = tuple(zip(booster.feature_name(),
-                                   map(float, booster.feature_importance("gain")), strict=True))
+            importance = tuple(
+                zip(booster.feature_name(), map(float, booster.feature_importance("gain")), strict=True)
+            )
     if "online" in protocols:
         done = online(settings, data, mails, pseudonymiser, retrain_every, label_delay, resamples)
         results.append(done.result)

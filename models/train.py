@@ -70,8 +70,7 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
     fit_rows = fit.rows(cross_fitted_evidence(fit.tokens, fit.labels, seed=settings.seed))
     valid_rows = valid.rows(valid.evidence(tokens))
     params = _params(settings)
-    train_set = lgb.Dataset(fit_rows, label=fit.labels, feature_name=list(FEATURE_NAMES),
-                            free_raw_data=False)
+    train_set = lgb.Dataset(fit_rows, label=fit.labels, feature_name=list(FEATURE_NAMES), free_raw_data=False)
     valid_set = lgb.Dataset(valid_rows, label=valid.labels, reference=train_set)
     booster = lgb.train(
         params,

@@ -64,8 +64,10 @@ class Scorer:
     def rows(self, batch: Sequence[MailFeatures], aggregates: Sequence[Sequence[float]]) -> np.ndarray:
         """Model rows for a batch: content, this model's text evidence, aggregates."""
         return np.asarray(
-            [row(f.content, self.tokens.evidence(f.tokens), a)
-             for f, a in zip(batch, aggregates, strict=True)],
+            [
+                row(f.content, self.tokens.evidence(f.tokens), a)
+                for f, a in zip(batch, aggregates, strict=True)
+            ],
             dtype=np.float32,
         ).reshape(len(batch), len(FEATURE_NAMES))
 

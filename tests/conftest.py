@@ -1,4 +1,4 @@
-"""Shared fixtures: the real dev stack, unique names per test, a trained registry."""
+"""Shared fixtures: the real dev stack, a Redis Cluster, unique names per test, a trained registry."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from infra import devstack
+from infra import devstack, rediscluster
 from infra.devstack import StackState
+from infra.rediscluster import ClusterState
 from infra.settings import CorpusSettings, DevSettings, WardenSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +23,14 @@ CORPUS = CorpusSettings(cache_dir=REPO / ".warden" / "cache")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackState]:
     """The embedded broker and Redis, started once for the whole test session."""
     with devstack.running(DevSettings(state_dir=tmp_path_factory.mktemp("stack"))) as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
+    """A three-master Redis Cluster on loopback, started once for the whole test session."""
+    dev = DevSettings(state_dir=tmp_path_factory.mktemp("cluster"))
+    with rediscluster.running_cluster(dev) as state:
         yield state
 
 
