@@ -29,6 +29,7 @@ test: lint typecheck
 
 lint: install
 	$(BIN)/ruff check $(CODE) tests
+	$(BIN)/ruff format --check $(CODE) tests
 
 typecheck: install
 	$(BIN)/mypy

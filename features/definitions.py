@@ -20,9 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
+from features.aggregations import AGGREGATES, Aggregate
 from features.content import CONTENT, ContentFeature, MailView
 from features.text import url_host, words
 from features.tokens import BUCKETS, EVIDENCE_NAMES, MAX_TOKENS_PER_MESSAGE
@@ -34,67 +33,17 @@ __all__ = [
     "EVIDENCE_NAMES",
     "FEATURE_NAMES",
     "SCHEMA_HASH",
+    "Aggregate",
     "ContentFeature",
-    "DistinctCount",
     "MailView",
-    "WindowCount",
     "content_features",
     "message_words",
     "row",
 ]
 
 #: Bump when a definition changes meaning without changing its name.
-DEFINITIONS_VERSION = 2
+DEFINITIONS_VERSION = 3
 
-
-Entity = Literal["sender"]
-Field = Literal["recipients"]
-
-
-def _window_name(seconds: int) -> str:
-    if seconds % 86400 == 0:
-        return f"{seconds // 86400 * 24}h" if seconds == 86400 else f"{seconds // 86400}d"
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
-
-
-@dataclass(frozen=True)
-class WindowCount:
-    """Events by one entity in the sliding window ending at (and including) this event."""
-
-    entity: Entity
-    window_s: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.entity}_events_{_window_name(self.window_s)}"
-
-
-@dataclass(frozen=True)
-class DistinctCount:
-    """Distinct values of a field for one entity over hourly buckets covering the window."""
-
-    entity: Entity
-    field: Field
-    window_s: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.entity}_distinct_{self.field}_{_window_name(self.window_s)}"
-
-    @property
-    def buckets(self) -> int:
-        return max(1, self.window_s // 3600)
-
-
-Aggregate = WindowCount | DistinctCount
-
-SENDER_EVENTS_1H = WindowCount("sender", 3600)
-SENDER_DISTINCT_RECIPIENTS_24H = DistinctCount("sender", "recipients", 86400)
-AGGREGATES: tuple[Aggregate, ...] = (SENDER_EVENTS_1H, SENDER_DISTINCT_RECIPIENTS_24H)
 
 FEATURE_NAMES: tuple[str, ...] = (
     tuple(f.name for f in CONTENT) + EVIDENCE_NAMES + tuple(a.name for a in AGGREGATES)

@@ -7,10 +7,35 @@ exactly what it is served.
 
 from __future__ import annotations
 
-from features.definitions import content_features, message_words
+import tldextract
+
+from features.aggregations import URL_DOMAIN
+from features.content import CONTENT, MailView
+from features.definitions import message_words
+from features.headers import is_private_ip
 from features.pseudonym import Pseudonymiser, address_domain
+from features.text import is_ip_literal
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from streams.records import MailEvent, MailFeatures, SourcePosition
+
+# The public-suffix snapshot bundled with tldextract: never fetched from the network.
+_SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+def registrable_domain(host: str) -> str:
+    """``www.bbc.co.uk`` → ``bbc.co.uk``; IP literals and bare names stay as they are."""
+    if not host or is_ip_literal(host):
+        return host
+    parts = _SUFFIXES(host)
+    return parts.top_domain_under_public_suffix or host
+
+
+def sending_ip(view: MailView) -> str:
+    """The first public relay IP in the Received chain, newest hop first ("" when none)."""
+    for hop in view.hops:
+        if hop.ip and not is_private_ip(hop.ip):
+            return hop.ip
+    return ""
 
 
 def to_features(
@@ -20,7 +45,15 @@ def to_features(
     produced_at_ms: int,
 ) -> MailFeatures:
     """Pseudonymise the identifiers of ``event`` and compute its content features."""
+    view = MailView.of(event)
     recipients = sorted({pseudonymiser.address(r) for r in event.recipients})
+    domains: dict[str, None] = {}
+    for host in view.hosts:
+        if host:
+            domains.setdefault(registrable_domain(host), None)
+        if len(domains) >= URL_DOMAIN.per_event:
+            break
+    ip = sending_ip(view)
     return MailFeatures(
         event_id=event.event_id,
         timestamp=event.timestamp,
@@ -28,7 +61,9 @@ def to_features(
         sender=pseudonymiser.address(event.sender),
         sender_domain=pseudonymiser.domain(address_domain(event.sender)),
         recipients=recipients,
-        content=content_features(event),
+        sending_ip=pseudonymiser.ip(ip) if ip else "",
+        url_domains=[pseudonymiser.host(d) for d in domains],
+        content=[float(feature.compute(view)) for feature in CONTENT],
         tokens=pseudonymiser.token_buckets(message_words(event), BUCKETS, MAX_TOKENS_PER_MESSAGE),
         source=source,
         produced_at_ms=produced_at_ms,

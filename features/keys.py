@@ -1,36 +1,45 @@
 """The Redis key layout, built in one place.
 
-Every key is ``<prefix>:{<entity tag>}:<family>[:<bucket>]``. The part in
+Every key is ``<prefix>:{<tag>:<pseudonym>}:<kind>:<family>``. The part in
 braces is a Redis Cluster hash tag: all keys of one entity live in one slot,
-so one server-side script can update them atomically on a cluster too.
+so one server-side script updates them atomically on a cluster too. Senders
+and recipients are both *accounts* (tag ``a``): a recipient's call can record
+who wrote to it where that account's own sender call will later look.
 
-=========================================  ======  ===================================
-key                                        type    holds
-=========================================  ======  ===================================
-``<p>:{s:<sender>}:ev``                    zset    event ids scored by event time
-``<p>:{s:<sender>}:res``                   hash    event id -> the values served for it
-``<p>:{s:<sender>}:rcpt:<hour>``           hll     recipients seen in that hour bucket
-=========================================  ======  ===================================
+=============================================  ======  =========================================
+key (after ``<prefix>:{<tag>:<pseudonym>}:``)   type    holds
+=============================================  ======  =========================================
+``<kind>:w<window>``                           hash    bucket index -> events (60 buckets)
+``<kind>:hll:<field>:<hour>``                  hll     recipients or senders seen that hour
+``<kind>:first``                               string  earliest event time seen
+``<kind>:rep``                                 hash    ``a:<day>`` / ``l:<day>`` -> report weight
+``sender:out``                                 set     accounts this sender wrote to
+``sender:in``                                  set     accounts that wrote to this account
+``<kind>:memo:<hour>``                         hash    event id -> the values served for it
+=============================================  ======  =========================================
 
-``<sender>`` is the sender's pseudonym (``features.pseudonym``); hours are
-``floor(event time / 3600)``. No raw identifier appears in a key or value.
-Every key gets the retention TTL (``RedisSettings.ttl_seconds``) on every
-write, so an idle entity disappears after that long.
+Tags: ``a`` account (sender, recipient), ``d`` sender domain, ``i`` sending
+IP, ``u`` URL registrable domain; pseudonyms come from
+:mod:`features.pseudonym`, so no raw identifier appears in a key or value.
+Every key gets a TTL on every write: aggregates ``RedisSettings.ttl_seconds``
+(retention), memo hashes ``RedisSettings.memo_ttl_seconds``.
 
-Once-only effects: one script per event (``features.store``) first looks the
-event id up in the results hash. If the event was applied before, it returns
-the values stored then and changes nothing; otherwise it applies the update,
-stores the values it served, and refreshes the TTLs, all atomically. The
-families are idempotent besides (a zset member is the event id; re-adding
-recipients to a HyperLogLog leaves it unchanged). Replaying input after a
-crash therefore leaves every key as if each event had been applied once, and
-a replayed event is served exactly the features it was served the first time.
-Results are trimmed with their events (older than twice the count window).
+Once-only effects: each call (:mod:`features.operations`) first looks the
+event id up in the memo hash of the event's hour. If the event was applied
+before, it returns the values stored then and changes nothing; otherwise it
+applies the updates, stores the values it served, and refreshes the TTLs, all
+in one atomic script. Every family's final state is also independent of the
+order events arrive in (counters add, sets and HyperLogLogs union, first-seen
+takes the minimum, window trimming depends only on the newest bucket), so a
+replay, a duplicate or a reordering within the window leaves every aggregate
+as if each event had been applied once, in any order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from features.aggregations import Entity
 
 
 @dataclass(frozen=True)
@@ -39,18 +48,33 @@ class Keys:
 
     prefix: str
 
-    def _entity(self, kind: str, pseudonym: str) -> str:
-        return f"{self.prefix}:{{{kind}:{pseudonym}}}"
+    def base(self, entity: Entity, pseudonym: str) -> str:
+        return f"{self.prefix}:{{{entity.tag}:{pseudonym}}}:{entity.kind}"
 
-    def sender_events(self, sender: str) -> str:
-        return f"{self._entity('s', sender)}:ev"
+    def memo(self, entity: Entity, pseudonym: str, hour: int) -> str:
+        return f"{self.base(entity, pseudonym)}:memo:{hour}"
 
-    def sender_results(self, sender: str) -> str:
-        return f"{self._entity('s', sender)}:res"
+    def window(self, entity: Entity, pseudonym: str, window_s: int) -> str:
+        return f"{self.base(entity, pseudonym)}:w{window_s}"
 
-    def sender_recipients(self, sender: str, hour: int) -> str:
-        return f"{self._entity('s', sender)}:rcpt:{hour}"
+    def distinct(self, entity: Entity, pseudonym: str, field: str, hour: int) -> str:
+        return f"{self.base(entity, pseudonym)}:hll:{field}:{hour}"
+
+    def first_seen(self, entity: Entity, pseudonym: str) -> str:
+        return f"{self.base(entity, pseudonym)}:first"
+
+    def reputation(self, entity: Entity, pseudonym: str) -> str:
+        return f"{self.base(entity, pseudonym)}:rep"
+
+    def account(self, pseudonym: str, family: str) -> str:
+        """An account-level set (``out``/``in``), shared by the sender and recipient roles."""
+        return f"{self.prefix}:{{a:{pseudonym}}}:sender:{family}"
 
     def pattern(self) -> str:
         """A SCAN pattern that matches every key under this prefix."""
         return f"{self.prefix}:*"
+
+    @staticmethod
+    def is_memo(key: str) -> bool:
+        """True for the bookkeeping memo hashes (not aggregates)."""
+        return ":memo:" in key

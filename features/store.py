@@ -1,16 +1,17 @@
 """The Redis feature store: behavioural aggregates, updated and read per micro-batch.
 
-For each event a server-side script adds the event to its sender's
-aggregates and returns their values *including* that event, at that event's
-time (point-in-time: later events never leak into an earlier event's row).
-A whole micro-batch is one pipelined round trip. The key layout and the
-once-only mechanism are documented in :mod:`features.keys`.
+Every event becomes one call per entity it names (:func:`features.operations.plan`);
+each call is one atomic server-side script that applies the event's updates
+and returns the entity's values *including* that event, at the event's time
+(point in time: later events never leak into an earlier event's row). A whole
+micro-batch is one pipelined round trip (per primary, on a cluster) that both
+writes and reads. The key layout and the once-only mechanism are documented
+in :mod:`features.keys`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Sequence
 from typing import Protocol, TypeAlias
 from urllib.parse import urlsplit
@@ -27,95 +28,29 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from features.definitions import SENDER_DISTINCT_RECIPIENTS_24H, SENDER_EVENTS_1H
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
+from features.operations import LUA, Call, combine, parse, plan
 from streams.records import MailFeatures
 
-# KEYS[1] = sender events zset; KEYS[2] = results hash; KEYS[3..] = recipient HLL
-# buckets, this hour first. ARGV = event id, event time, count-from (exclusive),
-# memo span (seconds), ttl, recipients...
-_APPLY_AND_READ = """
-local id = ARGV[1]
-local ts = tonumber(ARGV[2])
-local ttl = ARGV[5]
-local prior = redis.call('HGET', KEYS[2], id)
-if prior then
-  local sep = string.find(prior, ':', 1, true)
-  return {tonumber(string.sub(prior, 1, sep - 1)), tonumber(string.sub(prior, sep + 1))}
-end
-local newest = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local latest = ts
-if newest[2] and tonumber(newest[2]) > latest then latest = tonumber(newest[2]) end
-local horizon = latest - tonumber(ARGV[4])
-local late = ts < horizon
-if not late then
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
-  local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. horizon)
-  for i = 1, #stale, 500 do
-    local chunk = {unpack(stale, i, math.min(i + 499, #stale))}
-    redis.call('ZREM', KEYS[1], unpack(chunk))
-    redis.call('HDEL', KEYS[2], unpack(chunk))
-  end
-end
-local events = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[3], ARGV[2])
-if late then events = events + 1 end
-if #ARGV > 5 then
-  redis.call('PFADD', KEYS[3], unpack(ARGV, 6, #ARGV))
-else
-  redis.call('PFADD', KEYS[3])
-end
-local distinct = redis.call('PFCOUNT', unpack(KEYS, 3, #KEYS))
-if not late then
-  redis.call('HSET', KEYS[2], id, events .. ':' .. distinct)
-end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[3], ttl)
-return {events, distinct}
-"""
+_APPLY = LUA
 
 
 class FeatureStore(Protocol):
-    """What the scoring stage needs from a store (Redis in production, memory in tests)."""
+    """What the stream stages need from a store (Redis in production, memory in tests)."""
 
     async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
         """Apply each event's updates and return its aggregate values, in schema order.
 
         Called once per micro-batch, before scoring. Raises
-        :class:`StoreUnavailable` when the store cannot be reached; nothing is
-        half-applied in a way a retry would double, so the caller retries the
-        whole batch.
+        :class:`StoreUnavailable` when the store cannot be reached; every call
+        is once-only, so the caller retries the whole batch.
         """
         ...
 
-
-#: Events (and the values served for them) are kept this long behind the sender's newest
-#: event; an event older than that ("late") is counted but neither stored nor memoised.
-MEMO_SPAN_S = 2 * SENDER_EVENTS_1H.window_s
-
-
-def _hour(timestamp: float) -> int:
-    return math.floor(timestamp / 3600)
-
-
-def script_arguments(event: MailFeatures, keys: Keys, ttl_seconds: int) -> tuple[list[str], list[str]]:
-    """The keys and arguments of the update script for one event."""
-    hour = _hour(event.timestamp)
-    buckets = SENDER_DISTINCT_RECIPIENTS_24H.buckets
-    script_keys = [keys.sender_events(event.sender), keys.sender_results(event.sender)] + [
-        keys.sender_recipients(event.sender, hour - back) for back in range(buckets)
-    ]
-    window = SENDER_EVENTS_1H.window_s
-    args = [
-        event.event_id,
-        repr(event.timestamp),
-        repr(event.timestamp - window),
-        str(MEMO_SPAN_S),
-        str(ttl_seconds),
-        *event.recipients,
-    ]
-    return script_keys, args
+    async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:
+        """Run prepared calls (feedback reports, for example) and return their values."""
+        ...
 
 
 #: A standalone (or Valkey) client, or a Redis Cluster client: the store works on both.
@@ -176,11 +111,18 @@ class RedisStore:
     primary, and a batch is one pipelined round trip per primary it touches.
     """
 
-    def __init__(self, client: RedisClient, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(
+        self, client: RedisClient, keys: Keys, ttl_seconds: int, memo_ttl_seconds: int | None = None
+    ) -> None:
         self._client = client
         self._keys = keys
         self._ttl = ttl_seconds
+        self._memo_ttl = memo_ttl_seconds if memo_ttl_seconds is not None else ttl_seconds
         self._sha: str | None = None
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
 
     async def start(self) -> None:
         """Load the update script (on every primary of a cluster).
@@ -193,10 +135,10 @@ class RedisStore:
                 # redis-py sends SCRIPT LOAD to every primary by default; say so, since each
                 # primary runs EVALSHA for its own slots.
                 sha = await self._client.execute_command(
-                    "SCRIPT LOAD", _APPLY_AND_READ, target_nodes=RedisCluster.PRIMARIES
+                    "SCRIPT LOAD", _APPLY, target_nodes=RedisCluster.PRIMARIES
                 )
             else:
-                sha = await self._client.script_load(_APPLY_AND_READ)
+                sha = await self._client.script_load(_APPLY)
         self._sha = str(sha)
 
     async def close(self) -> None:
@@ -214,28 +156,38 @@ class RedisStore:
     async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
         if not batch:
             return []
+        plans = [plan(event, self._keys, self._ttl, self._memo_ttl) for event in batch]
+        results = await self.apply_calls([call for calls in plans for call in calls])
+        out = []
+        position = 0
+        for calls in plans:
+            out.append(combine(calls, results[position : position + len(calls)]))
+            position += len(calls)
+        return out
+
+    async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:
+        if not calls:
+            return []
         with _unreachable_as_unavailable():
             if self._sha is None:
                 await self.start()
             try:
-                results = await self._run(batch)
+                replies = await self._run(calls)
             except NoScriptError:
                 # A server restarted (or a primary was added) and lacks the script: reload and
-                # run the whole batch again. On a cluster the other primaries have applied their
-                # part by now; the once-only script makes running it again a no-op there.
+                # run the whole batch again. Calls already applied answer from their memo.
                 await self.start()
-                results = await self._run(batch)
-        return [[float(events), float(distinct)] for events, distinct in results]
+                replies = await self._run(calls)
+        return [parse(reply) for reply in replies]
 
-    async def _run(self, batch: Sequence[MailFeatures]) -> list[list[int]]:
+    async def _run(self, calls: Sequence[Call]) -> list[bytes]:
         sha = self._sha or ""
         # transaction=False: on a cluster redis-py groups the commands by the node owning each
         # EVALSHA's keys and sends each group as one pipeline, to all nodes concurrently.
         pipe = self._client.pipeline(transaction=False)
-        for event in batch:
-            script_keys, args = script_arguments(event, self._keys, self._ttl)
+        for call in calls:
             # Not pipe.evalsha(): redis-py's cluster pipeline blocks that method (redis-py#2914)
             # although it routes a raw EVALSHA by its keys, which must share one slot.
-            pipe.execute_command("EVALSHA", sha, len(script_keys), *script_keys, *args)
-        results: list[list[int]] = await pipe.execute(raise_on_error=True)
-        return results
+            pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
+        replies: list[bytes] = await pipe.execute(raise_on_error=True)
+        return replies

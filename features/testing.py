@@ -1,65 +1,66 @@
 """An in-memory feature store with the same semantics as :class:`~features.store.RedisStore`.
 
-Used by unit tests and by offline feature computation for training, which
-replays events in time order through it. Distinct counts are exact here and
-HyperLogLog estimates in Redis (standard error 0.81%); the shared contract
-suite in the tests checks that both agree.
+It runs the very calls the Redis store sends (:func:`features.operations.plan`)
+through the reference interpreter. Used by unit tests, as the offline
+recomputation that builds training rows, and as the reference that replay and
+crash tests compare Redis with. Distinct counts are exact here and
+HyperLogLog estimates in Redis (standard error 0.81%).
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Sequence
 
-from features.definitions import CONTENT, SENDER_DISTINCT_RECIPIENTS_24H, SENDER_EVENTS_1H
-from features.store import MEMO_SPAN_S
+from features.definitions import CONTENT
+from features.keys import Keys
+from features.operations import Call, Interpreter, combine, plan
 from streams.records import MailFeatures, SourcePosition
 
 
 class InMemoryStore:
     """Aggregates in dictionaries; no TTL (nothing lives longer than the process)."""
 
-    def __init__(self) -> None:
-        self._events: dict[str, dict[str, float]] = defaultdict(dict)
-        self._recipients: dict[tuple[str, int], set[str]] = defaultdict(set)
-        self._results: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    def __init__(self, keys: Keys | None = None, ttl_seconds: int = 172_800) -> None:
+        self.keys = keys or Keys("mem")
+        self._ttl = ttl_seconds
+        self.interpreter = Interpreter()
 
     async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
         return self.apply_and_read_now(batch)
 
+    async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:
+        return [self.interpreter.run(call) for call in calls]
+
     def apply_and_read_now(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
         """The same as :meth:`apply_and_read`, for synchronous callers (training)."""
-        return [self._apply(event) for event in batch]
+        out = []
+        for event in batch:
+            calls = plan(event, self.keys, self._ttl, self._ttl)
+            out.append(combine(calls, [self.interpreter.run(call) for call in calls]))
+        return out
 
-    def _apply(self, event: MailFeatures) -> list[float]:
-        results = self._results[event.sender]
-        if event.event_id in results:
-            return list(results[event.event_id])
-        ts = event.timestamp
-        window = SENDER_EVENTS_1H.window_s
-        events = self._events[event.sender]
-        horizon = max([ts, *events.values()]) - MEMO_SPAN_S
-        late = ts < horizon
-        if not late:
-            events[event.event_id] = ts
-            for stale in [e for e, t in events.items() if t < horizon]:
-                del events[stale]
-                results.pop(stale, None)
-        count = sum(1 for t in events.values() if ts - window < t <= ts) + int(late)
-        hour = math.floor(ts / 3600)
-        self._recipients[(event.sender, hour)].update(event.recipients)
-        seen: set[str] = set()
-        for back in range(SENDER_DISTINCT_RECIPIENTS_24H.buckets):
-            seen |= self._recipients.get((event.sender, hour - back), set())
-        values = [float(count), float(len(seen))]
-        if not late:
-            results[event.event_id] = values
-        return list(values)
+    def state(self) -> dict[str, object]:
+        """Every aggregate key and its value, as :func:`normalise` would read it from Redis.
+
+        Memo hashes (bookkeeping, not aggregates) are left out.
+        """
+        i = self.interpreter
+        state: dict[str, object] = {}
+        state.update({k: {str(f): c for f, c in v.items()} for k, v in i.windows.items() if v})
+        state.update({k: dict(v) for k, v in i.reputations.items() if v})
+        state.update({k: set(v) for k, v in i.sets.items()})
+        state.update(i.strings)
+        return state
 
 
 def features_for(
-    event_id: str, timestamp: float, sender: str, recipients: list[str], offset: int = 0
+    event_id: str,
+    timestamp: float,
+    sender: str,
+    recipients: list[str],
+    offset: int = 0,
+    url_domains: list[str] | None = None,
+    sending_ip: str = "",
 ) -> MailFeatures:
     """A pseudonymised mail with blank content features, for store and agent tests."""
     return MailFeatures(
@@ -69,6 +70,8 @@ def features_for(
         sender=sender,
         sender_domain="k1.domain",
         recipients=recipients,
+        sending_ip=sending_ip,
+        url_domains=url_domains or [],
         content=[0.0] * len(CONTENT),
         tokens=[1, 2, 3],
         source=SourcePosition(topic="test", partition=0, offset=offset),

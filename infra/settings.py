@@ -61,7 +61,18 @@ class RedisSettings(_Part):
     key_prefix: str = "warden"
     #: Retention: every key written by Warden expires this long after its last write.
     ttl_seconds: int = Field(default=2 * 24 * 3600, ge=60)
+    #: How long the values served for each event are remembered (the once-only memo):
+    #: must exceed how far back a restarted worker can replay (uncommitted offsets).
+    memo_ttl_seconds: int = Field(default=6 * 3600, ge=60)
+    #: Node URLs of a Redis Cluster (comma-separated); when set, ``url`` is not used.
+    cluster_nodes: str | None = None
     socket_timeout_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _memo_within_retention(self) -> RedisSettings:
+        if self.memo_ttl_seconds > self.ttl_seconds:
+            raise ValueError("memo_ttl_seconds must not exceed ttl_seconds (the retention)")
+        return self
 
 
 class PrivacySettings(_Part):
@@ -176,6 +187,7 @@ class WardenSettings(BaseSettings):
             "WARDEN_KAFKA__PARTITIONS": str(self.kafka.partitions),
             "WARDEN_REDIS__KEY_PREFIX": self.redis.key_prefix,
             "WARDEN_REDIS__TTL_SECONDS": str(self.redis.ttl_seconds),
+            "WARDEN_REDIS__MEMO_TTL_SECONDS": str(self.redis.memo_ttl_seconds),
             "WARDEN_PRIVACY__HMAC_KEY": self.privacy.hmac_key.get_secret_value(),
             "WARDEN_PRIVACY__KEY_ID": self.privacy.key_id,
             "WARDEN_WORKER__APP_ID": self.worker.app_id,

@@ -79,6 +79,10 @@ class MailFeatures(_Record):
     sender: str
     sender_domain: str
     recipients: list[str]
+    #: Pseudonym of the first public relay IP in the Received chain ("" when none).
+    sending_ip: str = ""
+    #: Pseudonyms of the registrable domains of the mail's URLs (first-seen order).
+    url_domains: list[str] = Field(default_factory=list)
     content: list[float]
     #: Keyed-hash buckets of the mail's words (numbers only; see features.tokens).
     tokens: list[int] = Field(default_factory=list)

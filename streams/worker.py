@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import faust
-import redis.asyncio as aioredis
 
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
-from features.store import RedisStore
+from features.store import RedisStore, connect
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from models.registry import Registry
@@ -19,15 +18,24 @@ from streams.topics import Topics
 
 def build_services(settings: WardenSettings) -> Services:
     """The worker's resources, from settings. Raises NoModel / ModelRejected for bad models."""
-    if settings.redis.url is None:
-        raise ValueError("build_services needs a Redis URL in the settings")
     scorer = Scorer.from_registry(Registry(settings.models.registry_dir))
-    client = aioredis.Redis.from_url(
-        settings.redis.url.get_secret_value(),
-        socket_timeout=settings.redis.socket_timeout_s,
-        socket_connect_timeout=settings.redis.socket_timeout_s,
+    if settings.redis.cluster_nodes:
+        client = connect(
+            settings.redis.cluster_nodes.split(","),
+            cluster=True,
+            socket_timeout_s=settings.redis.socket_timeout_s,
+        )
+    elif settings.redis.url is not None:
+        client = connect(
+            settings.redis.url.get_secret_value(),
+            cluster=False,
+            socket_timeout_s=settings.redis.socket_timeout_s,
+        )
+    else:
+        raise ValueError("build_services needs a Redis URL or cluster nodes in the settings")
+    store = RedisStore(
+        client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds
     )
-    store = RedisStore(client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     return Services(store=store, scorer=scorer, pseudonymiser=pseudonymiser, stats=WorkerStats())
 

@@ -52,7 +52,7 @@ def settings(stack: StackState, tmp_path: Path, registry_dir: Path) -> WardenSet
     run = uuid.uuid4().hex[:10]
     return WardenSettings(
         kafka={"topic_prefix": f"t{run}.", "partitions": 2},
-        redis={"key_prefix": f"w{run}", "ttl_seconds": 3600},
+        redis={"key_prefix": f"w{run}", "ttl_seconds": 3600, "memo_ttl_seconds": 1800},
         worker={
             "app_id": f"warden-{run}",
             "web_port": devstack.free_port("127.0.0.1"),

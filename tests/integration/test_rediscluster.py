@@ -16,22 +16,27 @@ import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
+from features.aggregations import SENDER, Entity
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
-from features.store import _APPLY_AND_READ, RedisStore, connect
+from features.operations import LUA
+from features.store import RedisStore, connect
 from infra import devstack
 from infra.rediscluster import SLOTS, ClusterState, LocalCluster
 from infra.settings import DevSettings
 from tests.integration.test_store import stream
 
-SCRIPT_SHA = hashlib.sha1(_APPLY_AND_READ.encode()).hexdigest()
+SCRIPT_SHA = hashlib.sha1(LUA.encode()).hexdigest()
 
 
 class _UntaggedKeys(Keys):
     """A broken key layout without hash tags: one event's keys land in several slots."""
 
-    def _entity(self, kind: str, pseudonym: str) -> str:
-        return f"{self.prefix}:{kind}:{pseudonym}"
+    def base(self, entity: Entity, pseudonym: str) -> str:
+        return f"{self.prefix}:{entity.kind}:{pseudonym}"
+
+    def account(self, pseudonym: str, family: str) -> str:
+        return f"{self.prefix}:account:{pseudonym}:{family}"
 
 
 @pytest.fixture
@@ -95,7 +100,7 @@ async def test_a_primary_that_lost_the_script_gets_it_back(cluster_client: Redis
     store = RedisStore(cluster_client, keys, 3600)
     events = stream(seed=12, n=120)
     first = await store.apply_and_read(events)
-    victim = cluster_client.get_node_from_key(keys.sender_events(events[-1].sender))
+    victim = cluster_client.get_node_from_key(keys.window(SENDER, events[-1].sender, 3600))
     await cluster_client.execute_command("SCRIPT FLUSH", target_nodes=victim)
     assert (await _script_on(cluster_client))[victim.name] is False
     # The other primaries apply their part again: the once-only script serves the same values.

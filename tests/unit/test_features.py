@@ -1,21 +1,30 @@
-import json
-
 import pytest
 from pydantic import SecretStr
 
+from features.aggregations import (
+    IP,
+    RECIPIENT,
+    SENDER,
+    SENDER_DOMAIN,
+    URL_DOMAIN,
+    AbuseShare,
+    DecayedRate,
+    DistinctCount,
+    FirstSeen,
+    WindowCount,
+)
 from features.definitions import (
     AGGREGATES,
     CONTENT,
     EVIDENCE_NAMES,
     FEATURE_NAMES,
     SCHEMA_HASH,
-    DistinctCount,
-    WindowCount,
     content_features,
     row,
 )
 from features.extraction import to_features
 from features.keys import Keys
+from features.operations import report
 from features.pseudonym import Pseudonymiser
 from features.testing import InMemoryStore, features_for
 from streams.records import MailEvent, SourcePosition, encode
@@ -43,14 +52,19 @@ def test_schema_has_enough_named_features_in_a_stable_order() -> None:
     assert len(CONTENT) >= 15
     assert len(AGGREGATES) >= 2
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
-    assert FEATURE_NAMES[-2:] == ("sender_events_1h", "sender_distinct_recipients_24h")
+    assert FEATURE_NAMES[-len(AGGREGATES) :] == tuple(a.name for a in AGGREGATES)
     assert len(SCHEMA_HASH) == 16
 
 
 def test_aggregate_names_come_from_their_parameters() -> None:
-    assert WindowCount("sender", 60).name == "sender_events_1m"
-    assert WindowCount("sender", 7200).name == "sender_events_2h"
-    assert DistinctCount("sender", "recipients", 86400).name == "sender_distinct_recipients_24h"
+    assert WindowCount(SENDER, 60).name == "sender_events_1m"
+    assert WindowCount(IP, 7200).name == "ip_events_2h"
+    assert DistinctCount(SENDER, "recipients", 86400).name == "sender_distinct_recipients_24h"
+    assert WindowCount(URL_DOMAIN, 86400).name == "url_domain_events_24h_max"
+    assert FirstSeen(URL_DOMAIN).name == "url_domain_age_h_min"
+    assert DecayedRate(SENDER, 600).name == "sender_rate_hl10m"
+    assert AbuseShare(SENDER_DOMAIN, 7 * 86400).name == "sender_domain_abuse_share_hl7d"
+    assert {"sender_new_recipient_share", "sender_reply_share"} <= set(FEATURE_NAMES)
 
 
 def test_schema_orders_content_then_evidence_then_aggregates() -> None:
@@ -95,22 +109,61 @@ def test_features_leave_no_raw_identifier_or_text() -> None:
     assert len(features.content) == len(CONTENT)
 
 
+def _values(row: list[float]) -> dict[str, float]:
+    return dict(zip((a.name for a in AGGREGATES), row, strict=True))
+
+
 async def test_in_memory_store_windows_are_point_in_time_and_idempotent() -> None:
     store = InMemoryStore()
-    first = features_for("a", 10_000.0, "s", ["r1", "r2"])
-    second = features_for("b", 10_100.0, "s", ["r2", "r3"])
+    first = features_for("a", 10_000.0, "s", ["r1", "r2"], url_domains=["u1"])
+    second = features_for("b", 10_100.0, "s", ["r2", "r3"], url_domains=["u1", "u2"])
     late = features_for("c", 10_000.0 + 3600 * 5, "s", ["r9"])
-    assert await store.apply_and_read([first, second]) == [[1.0, 2.0], [2.0, 3.0]]
-    # Replaying an event already applied changes nothing.
-    assert await store.apply_and_read([second]) == [[2.0, 3.0]]
-    # Five hours later the hourly count has emptied, the daily distinct count has not.
-    assert await store.apply_and_read([late]) == [[1.0, 4.0]]
+    one, two = (_values(r) for r in await store.apply_and_read([first, second]))
+    assert (one["sender_events_1h"], two["sender_events_1h"]) == (1.0, 2.0)
+    assert (one["sender_distinct_recipients_24h"], two["sender_distinct_recipients_24h"]) == (2.0, 3.0)
+    assert two["sender_new_recipient_share"] == 0.5
+    assert two["url_domain_distinct_senders_24h_max"] == 1.0
+    assert two["sender_age_h"] == 100 / 3600
+    # Replaying an event already applied changes nothing and serves the same values.
+    before = store.state()
+    assert _values((await store.apply_and_read([second]))[0]) == two
+    assert store.state() == before
+    # Five hours later the hourly count has emptied, the daily counts have not.
+    later = _values((await store.apply_and_read([late]))[0])
+    assert later["sender_events_1h"] == 1.0
+    assert later["sender_events_24h"] == 3.0
+    assert later["sender_distinct_recipients_24h"] == 4.0
+
+
+async def test_reply_share_sees_who_wrote_to_the_sender() -> None:
+    store = InMemoryStore()
+    await store.apply_and_read([features_for("a", 1e6, "alice", ["bob"])])
+    (reply,) = await store.apply_and_read([features_for("b", 1e6 + 60, "bob", ["alice", "carol"])])
+    assert _values(reply)["sender_reply_share"] == 0.5
+
+
+async def test_reports_build_decayed_reputation_once_per_report() -> None:
+    store = InMemoryStore()
+    keys = store.keys
+    reports = [
+        report(SENDER, "spammer", "abuse", 1.0, 1e6, "f1", keys, 3600, 3600),
+        report(SENDER, "spammer", "abuse", 1.0, 1e6, "f2", keys, 3600, 3600),
+        report(SENDER, "spammer", "abuse", 1.0, 1e6, "f2", keys, 3600, 3600),  # a duplicate
+        report(SENDER, "spammer", "legit", 1.0, 1e6, "f3", keys, 3600, 3600),
+    ]
+    await store.apply_calls(reports)
+    (row,) = await store.apply_and_read([features_for("e", 1e6 + 7 * 86400, "spammer", ["x"])])
+    values = _values(row)
+    assert values["sender_abuse_reports_hl7d"] == 1.0  # two reports, one half-life ago
+    assert values["sender_abuse_share_hl7d"] == 1.0 / (1.0 + 0.5 + 1.0)
 
 
 def test_keys_share_one_cluster_slot_per_entity() -> None:
     keys = Keys("p")
-    tag = "{s:k1.abc}"
-    assert tag in keys.sender_events("k1.abc")
-    assert tag in keys.sender_recipients("k1.abc", 5)
+    tag = "{a:k1.abc}"
+    assert tag in keys.window(SENDER, "k1.abc", 3600)
+    assert tag in keys.distinct(RECIPIENT, "k1.abc", "senders", 5)
+    assert tag in keys.account("k1.abc", "in")
     assert keys.pattern() == "p:*"
-    assert json.dumps(keys.sender_recipients("k1.abc", 5)).count("{") == 1
+    assert Keys.is_memo(keys.memo(SENDER, "k1.abc", 7))
+    assert not Keys.is_memo(keys.first_seen(IP, "k1.abc"))

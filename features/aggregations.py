@@ -1,0 +1,223 @@
+"""Behavioural aggregates, declared once and named from their parameters.
+
+Each aggregate belongs to one *entity* kind (the sender account, its domain,
+the sending IP, a URL's registrable domain, a recipient) and yields one number
+per event, read at the event's time after the event itself is applied
+(point in time: later events never leak into an earlier event's row). Where
+an event names several entities of one kind (URL domains, recipients) the
+values are combined (the largest, or for ages the youngest) and the name says
+so: ``url_domain_events_24h_max``.
+
+The same declarations drive the Redis store, the in-memory reference used for
+offline recomputation and training, and the feature schema
+(:mod:`features.operations` turns them into store operations).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+EntityKind = Literal["sender", "sender_domain", "ip", "url_domain", "recipient"]
+Combine = Literal["one", "max", "min"]
+
+#: Fine buckets per sliding window: a window slides in steps of 1/60 of its length.
+WINDOW_BUCKETS = 60
+#: Reputation is kept in daily buckets over this many days.
+REPUTATION_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A kind of thing aggregates are kept for, and how many one event may touch."""
+
+    kind: EntityKind
+    tag: str
+    per_event: int
+
+    @property
+    def multiple(self) -> bool:
+        return self.per_event > 1
+
+
+SENDER = Entity("sender", "a", 1)
+SENDER_DOMAIN = Entity("sender_domain", "d", 1)
+IP = Entity("ip", "i", 1)
+URL_DOMAIN = Entity("url_domain", "u", 10)
+RECIPIENT = Entity("recipient", "a", 20)
+ENTITIES: tuple[Entity, ...] = (SENDER, SENDER_DOMAIN, IP, URL_DOMAIN, RECIPIENT)
+
+
+def span_name(seconds: int) -> str:
+    """``60`` → ``1m``, ``3600`` → ``1h``, ``86400`` → ``24h``, ``604800`` → ``7d``."""
+    if seconds % 86400 == 0 and seconds > 86400:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class _Aggregate(ABC):
+    entity: Entity
+
+    @property
+    @abstractmethod
+    def stem(self) -> str:
+        """The name without the entity prefix and the combination suffix."""
+
+    @property
+    def combine(self) -> Combine:
+        return "max" if self.entity.multiple else "one"
+
+    @property
+    def name(self) -> str:
+        suffix = "" if self.combine == "one" else f"_{self.combine}"
+        return f"{self.entity.kind}_{self.stem}{suffix}"
+
+
+@dataclass(frozen=True)
+class WindowCount(_Aggregate):
+    """Events in the sliding window ending at this event (60 buckets per window)."""
+
+    window_s: int
+
+    @property
+    def stem(self) -> str:
+        return f"events_{span_name(self.window_s)}"
+
+    @property
+    def bucket_s(self) -> int:
+        return self.window_s // WINDOW_BUCKETS
+
+
+@dataclass(frozen=True)
+class DistinctCount(_Aggregate):
+    """Distinct recipients or senders over hourly HyperLogLog buckets covering the window."""
+
+    field: Literal["recipients", "senders"]
+    window_s: int
+
+    @property
+    def stem(self) -> str:
+        return f"distinct_{self.field}_{span_name(self.window_s)}"
+
+    @property
+    def buckets(self) -> int:
+        return max(1, self.window_s // 3600)
+
+
+@dataclass(frozen=True)
+class FirstSeen(_Aggregate):
+    """Hours since the entity's earliest event (0 for a new entity)."""
+
+    @property
+    def stem(self) -> str:
+        return "age_h"
+
+    @property
+    def combine(self) -> Combine:
+        return "min" if self.entity.multiple else "one"
+
+
+@dataclass(frozen=True)
+class DecayedRate(_Aggregate):
+    """Events in the last hour, each weighted 2^(-age/half-life): a rate that forgets."""
+
+    half_life_s: int
+
+    @property
+    def stem(self) -> str:
+        return f"rate_hl{span_name(self.half_life_s)}"
+
+    @property
+    def window(self) -> WindowCount:
+        """The window whose buckets the rate is computed from."""
+        return WindowCount(self.entity, 3600)
+
+
+@dataclass(frozen=True)
+class NewRecipientShare(_Aggregate):
+    """Share of this mail's recipients the sender never wrote to before."""
+
+    @property
+    def stem(self) -> str:
+        return "new_recipient_share"
+
+
+@dataclass(frozen=True)
+class ReplyShare(_Aggregate):
+    """Share of this mail's recipients who wrote to the sender before (a reply signal)."""
+
+    @property
+    def stem(self) -> str:
+        return "reply_share"
+
+
+@dataclass(frozen=True)
+class AbuseReports(_Aggregate):
+    """Feedback reputation: abuse reports about the entity, decayed with a half-life."""
+
+    half_life_s: int
+
+    @property
+    def stem(self) -> str:
+        return f"abuse_reports_hl{span_name(self.half_life_s)}"
+
+
+@dataclass(frozen=True)
+class AbuseShare(_Aggregate):
+    """Feedback reputation: decayed abuse reports / (abuse + legit reports + 1)."""
+
+    half_life_s: int
+
+    @property
+    def stem(self) -> str:
+        return f"abuse_share_hl{span_name(self.half_life_s)}"
+
+
+Aggregate = (
+    WindowCount
+    | DistinctCount
+    | FirstSeen
+    | DecayedRate
+    | NewRecipientShare
+    | ReplyShare
+    | AbuseReports
+    | AbuseShare
+)
+
+_WEEK = 7 * 86400
+
+AGGREGATES: tuple[Aggregate, ...] = (
+    WindowCount(SENDER, 60),
+    WindowCount(SENDER, 3600),
+    WindowCount(SENDER, 86400),
+    DistinctCount(SENDER, "recipients", 86400),
+    FirstSeen(SENDER),
+    DecayedRate(SENDER, 600),
+    NewRecipientShare(SENDER),
+    ReplyShare(SENDER),
+    AbuseReports(SENDER, _WEEK),
+    AbuseShare(SENDER, _WEEK),
+    WindowCount(SENDER_DOMAIN, 3600),
+    WindowCount(SENDER_DOMAIN, 86400),
+    DistinctCount(SENDER_DOMAIN, "senders", 86400),
+    FirstSeen(SENDER_DOMAIN),
+    AbuseReports(SENDER_DOMAIN, _WEEK),
+    AbuseShare(SENDER_DOMAIN, _WEEK),
+    WindowCount(IP, 60),
+    WindowCount(IP, 3600),
+    WindowCount(IP, 86400),
+    DistinctCount(IP, "senders", 86400),
+    FirstSeen(IP),
+    WindowCount(URL_DOMAIN, 86400),
+    DistinctCount(URL_DOMAIN, "senders", 86400),
+    FirstSeen(URL_DOMAIN),
+    AbuseReports(URL_DOMAIN, _WEEK),
+    AbuseShare(URL_DOMAIN, _WEEK),
+    WindowCount(RECIPIENT, 86400),
+)
