@@ -24,6 +24,8 @@ Combine = Literal["one", "max", "min"]
 
 #: Fine buckets per sliding window: a window slides in steps of 1/60 of its length.
 WINDOW_BUCKETS = 60
+#: HyperLogLog buckets per distinct-count window (each PFCOUNT merges this many sketches).
+DISTINCT_BUCKETS = 6
 #: Reputation is kept in daily buckets over this many days.
 REPUTATION_DAYS = 30
 
@@ -96,7 +98,10 @@ class WindowCount(_Aggregate):
 
 @dataclass(frozen=True)
 class DistinctCount(_Aggregate):
-    """Distinct recipients or senders over hourly HyperLogLog buckets covering the window."""
+    """Distinct recipients or senders over HyperLogLog buckets covering the window.
+
+    The window slides in steps of 1/:data:`DISTINCT_BUCKETS` of its length (4 h for 24 h).
+    """
 
     field: Literal["recipients", "senders"]
     window_s: int
@@ -107,7 +112,11 @@ class DistinctCount(_Aggregate):
 
     @property
     def buckets(self) -> int:
-        return max(1, self.window_s // 3600)
+        return DISTINCT_BUCKETS
+
+    @property
+    def bucket_s(self) -> int:
+        return self.window_s // DISTINCT_BUCKETS
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ who wrote to it where that account's own sender call will later look.
 key (after ``<prefix>:{<tag>:<pseudonym>}:``)   type    holds
 =============================================  ======  =========================================
 ``<kind>:w<window>``                           hash    bucket index -> events (60 buckets)
-``<kind>:hll:<field>:<hour>``                  hll     recipients or senders seen that hour
+``<kind>:hll:<field>:<bucket>``                hll     recipients or senders seen in that bucket
 ``<kind>:first``                               string  earliest event time seen
 ``<kind>:rep``                                 hash    ``a:<day>`` / ``l:<day>`` -> report weight
-``sender:out``                                 set     accounts this sender wrote to
-``sender:in``                                  set     accounts that wrote to this account
+``account:out``                                set     accounts this account wrote to
+``account:in``                                 set     accounts that wrote to this account
 ``<kind>:memo:<hour>``                         hash    event id -> the values served for it
 =============================================  ======  =========================================
 
@@ -57,8 +57,8 @@ class Keys:
     def window(self, entity: Entity, pseudonym: str, window_s: int) -> str:
         return f"{self.base(entity, pseudonym)}:w{window_s}"
 
-    def distinct(self, entity: Entity, pseudonym: str, field: str, hour: int) -> str:
-        return f"{self.base(entity, pseudonym)}:hll:{field}:{hour}"
+    def distinct(self, entity: Entity, pseudonym: str, field: str, bucket: int) -> str:
+        return f"{self.base(entity, pseudonym)}:hll:{field}:{bucket}"
 
     def first_seen(self, entity: Entity, pseudonym: str) -> str:
         return f"{self.base(entity, pseudonym)}:first"
@@ -68,7 +68,7 @@ class Keys:
 
     def account(self, pseudonym: str, family: str) -> str:
         """An account-level set (``out``/``in``), shared by the sender and recipient roles."""
-        return f"{self.prefix}:{{a:{pseudonym}}}:sender:{family}"
+        return f"{self.prefix}:{{a:{pseudonym}}}:account:{family}"
 
     def pattern(self) -> str:
         """A SCAN pattern that matches every key under this prefix."""

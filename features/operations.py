@@ -78,14 +78,15 @@ class _Builder:
         self.keys = keys
         self.entity = entity
         self.pseudonym = pseudonym
-        self.script_keys: list[str] = [keys.memo(entity, pseudonym, hour)]
+        self.index: dict[str, int] = {keys.memo(entity, pseudonym, hour): 1}
         self.ops: list[str] = []
         self.outputs: list[Aggregate] = []
 
     def key(self, name: str) -> int:
-        if name not in self.script_keys:
-            self.script_keys.append(name)
-        return self.script_keys.index(name) + 1
+        index = self.index.get(name)
+        if index is None:
+            index = self.index[name] = len(self.index) + 1
+        return index
 
     def op(self, code: str, key: str, *params: object, output: Aggregate | None = None) -> None:
         self.ops += [code, str(self.key(key)), str(len(params)), *map(str, params)]
@@ -93,9 +94,13 @@ class _Builder:
             self.outputs.append(output)
 
     def call(self, head: Sequence[str]) -> Call:
-        return Call(
-            self.entity, self.pseudonym, tuple(self.script_keys), (*head, *self.ops), tuple(self.outputs)
-        )
+        return Call(self.entity, self.pseudonym, tuple(self.index), (*head, *self.ops), tuple(self.outputs))
+
+
+#: The aggregates of each entity kind, in declaration order (looked up once, not per event).
+_BY_ENTITY: dict[str, tuple[Aggregate, ...]] = {
+    e.kind: tuple(a for a in AGGREGATES if a.entity.kind == e.kind) for e in ENTITIES
+}
 
 
 def _entities(event: MailFeatures) -> list[tuple[Entity, str]]:
@@ -116,9 +121,7 @@ def plan(event: MailFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[C
     calls = []
     for entity, pseudonym in _entities(event):
         b = _Builder(keys, entity, pseudonym, hour)
-        for aggregate in AGGREGATES:
-            if aggregate.entity != entity:
-                continue
+        for aggregate in _BY_ENTITY[entity.kind]:
             if isinstance(aggregate, WindowCount):
                 b.op(
                     "W",
@@ -139,10 +142,12 @@ def plan(event: MailFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[C
                 )
             elif isinstance(aggregate, DistinctCount):
                 values = event.recipients if aggregate.field == "recipients" else [event.sender]
-                first = keys.distinct(entity, pseudonym, aggregate.field, hour)
-                b.key(first)  # the hour's key first: H reads the buckets as consecutive KEYS
+                bucket = math.floor(ts / aggregate.bucket_s)
+                # This bucket's key first: H reads the buckets as consecutive KEYS.
+                first = keys.distinct(entity, pseudonym, aggregate.field, bucket)
+                b.key(first)
                 for back in range(1, aggregate.buckets):
-                    b.key(keys.distinct(entity, pseudonym, aggregate.field, hour - back))
+                    b.key(keys.distinct(entity, pseudonym, aggregate.field, bucket - back))
                 b.op("H", first, aggregate.buckets, *values, output=aggregate)
             elif isinstance(aggregate, FirstSeen):
                 b.op("F", keys.first_seen(entity, pseudonym), output=aggregate)
@@ -168,7 +173,7 @@ def plan(event: MailFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[C
                     aggregate.half_life_s / 86400,
                     output=aggregate,
                 )
-        if entity == RECIPIENT:
+        if entity is RECIPIENT:
             # The recipient has now heard from the sender: their own replies will show it.
             b.op("A", keys.account(pseudonym, "in"), event.sender)
         calls.append(b.call(head))

@@ -101,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
         help="bootstrap resamples for confidence intervals (0: none)",
     )
 
+    bench = commands.add_parser("bench", help="measure and print performance figures (one run)")
+    bench.add_argument(
+        "--only", choices=("store",), action="append", help="run only this section (repeatable; default: all)"
+    )
+    bench.add_argument(
+        "--batches", type=_positive_int, default=300, metavar="N", help="micro-batches to measure per section"
+    )
+
     models = commands.add_parser("models", help="list, promote or roll back model versions")
     models_commands = models.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     models_commands.required = True
@@ -192,6 +200,11 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
                 indent=2,
             )
         )
+        return 0
+    if command == "bench":
+        from infra import bench
+
+        bench.run(settings, sys.stdout, args.only or bench.SECTIONS, args.batches)
         return 0
     if command == "evaluate":
         return _evaluate(args, settings)

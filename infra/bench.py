@@ -1,0 +1,148 @@
+"""``warden bench``: figures measured side by side in one run, printed, never asserted.
+
+Sections:
+
+* ``store``: the feature store's cost per micro-batch (one pipelined round
+  trip that applies and reads every aggregate of 64 events) and Redis memory
+  per tracked entity, on a real server (the embedded one unless configured).
+
+The machines this runs on are shared and noisy: compare figures measured in
+the same run, not across runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from typing import TextIO
+
+import numpy as np
+
+from features.keys import Keys
+from features.operations import plan
+from features.store import RedisStore, connect
+from features.testing import features_for
+from infra import devstack
+from infra.settings import WardenSettings
+from streams.records import MailFeatures
+
+SECTIONS = ("store",)
+
+
+def synthetic_stream(n: int, seed: int = 0) -> list[MailFeatures]:
+    """Pseudonymised mail events shaped like a busy hour: a few heavy senders, many light ones."""
+    rng = random.Random(seed)
+    ts = 1_700_000_000.0
+    events = []
+    for i in range(n):
+        ts += rng.expovariate(1 / 0.05)
+        sender = f"k1.s{int(rng.paretovariate(1.2)) % 5000}"
+        recipients = sorted({f"k1.r{rng.randrange(20_000)}" for _ in range(rng.randint(1, 5))})
+        domains = sorted({f"k1.u{rng.randrange(2000)}" for _ in range(rng.randint(0, 3))})
+        event = features_for(
+            f"b{i}",
+            ts,
+            sender,
+            recipients,
+            offset=i,
+            url_domains=domains,
+            sending_ip=f"k1.ip{rng.randrange(1000)}",
+        )
+        events.append(event.model_copy(update={"sender_domain": f"k1.d{rng.randrange(500)}"}))
+    return events
+
+
+@contextlib.contextmanager
+def redis_url(settings: WardenSettings) -> Iterator[str]:
+    """The configured Redis, or an embedded one for the length of the benchmark."""
+    if settings.redis.url is not None:
+        yield settings.redis.url.get_secret_value()
+        return
+    with devstack.running(settings.dev) as state:
+        yield state.redis_url
+
+
+def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
+    p50, p99 = np.percentile(np.asarray(samples), [50, 99])
+    return float(p50), float(p99)
+
+
+async def _store(url: str, batches: int, batch_size: int) -> dict[str, float]:
+    client = connect(url, cluster=False)
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    keys = Keys(prefix)
+    store = RedisStore(client, keys, ttl_seconds=3600, memo_ttl_seconds=3600)
+    await store.start()
+    warm = 20
+    events = synthetic_stream((batches + warm) * batch_size)
+    before = int((await client.info("memory"))["used_memory"])
+    times = []
+    calls = 0
+    for index in range(batches + warm):
+        batch = events[index * batch_size : (index + 1) * batch_size]
+        started = time.perf_counter()
+        await store.apply_and_read(batch)
+        if index >= warm:
+            times.append((time.perf_counter() - started) * 1000)
+            calls += sum(len(plan(e, keys, 3600, 3600)) for e in batch)
+    after = int((await client.info("memory"))["used_memory"])
+    by_kind: dict[str, int] = defaultdict(int)
+    entities: dict[str, set[bytes]] = defaultdict(set)
+    memo_bytes = 0
+    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        usage = int(await client.memory_usage(key, samples=0) or 0)
+        if b":memo:" in key:
+            memo_bytes += usage
+            continue
+        tag = key[key.index(b"{") + 1 : key.index(b"}")]
+        kind = key[key.index(b"}") + 2 :].split(b":", 1)[0].decode()
+        by_kind[kind] += usage
+        entities[kind].add(tag)
+    await client.delete(*[k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)])
+    await store.close()
+    p50, p99 = _percentiles(times)
+    figures = {
+        "batch_size": float(batch_size),
+        "batch_ms_p50": p50,
+        "batch_ms_p99": p99,
+        "us_per_event_p50": p50 * 1000 / batch_size,
+        "script_calls_per_batch": calls / batches,
+        "used_memory_delta_mb": (after - before) / 1e6,
+        "memo_bytes_per_event": memo_bytes / len(events),
+    }
+    for kind in sorted(entities):
+        figures[f"bytes_per_{kind}"] = by_kind[kind] / len(entities[kind])
+        figures[f"tracked_{kind}"] = float(len(entities[kind]))
+    return figures
+
+
+def run(
+    settings: WardenSettings, out: TextIO, sections: Sequence[str], batches: int = 300
+) -> dict[str, dict[str, float]]:
+    """Run the chosen sections and print their figures."""
+    results: dict[str, dict[str, float]] = {}
+    if "store" in sections:
+        with redis_url(settings) as url:
+            results["store"] = asyncio.run(_store(url, batches, 64))
+        store = results["store"]
+        out.write(
+            "== feature store (real Redis, one pipelined round trip per micro-batch) ==\n"
+            f"batch of {store['batch_size']:.0f} events: p50 {store['batch_ms_p50']:.2f} ms, "
+            f"p99 {store['batch_ms_p99']:.2f} ms ({store['us_per_event_p50']:.0f} us/event at p50; "
+            f"{store['script_calls_per_batch']:.0f} entity calls per batch, reads and writes together)\n"
+        )
+        kinds = Counter({k[len("bytes_per_") :]: v for k, v in store.items() if k.startswith("bytes_per_")})
+        for kind, size in sorted(kinds.items()):
+            out.write(
+                f"memory per tracked {kind:14s} {size:8.0f} bytes ({store[f'tracked_{kind}']:.0f} tracked)\n"
+            )
+        out.write(
+            f"memo (once-only bookkeeping)    {store['memo_bytes_per_event']:8.0f} bytes per event "
+            "until its memo TTL\n"
+        )
+    return results
