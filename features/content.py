@@ -45,10 +45,9 @@ _SPAM_PHRASES = re.compile(
 _MESSAGE_ID = re.compile(r"^\s*<[^<>@\s]+@([^<>@\s]+)>\s*$")
 _REPLY_PREFIX = re.compile(r"^\s*(re|fwd?|aw)\s*:", re.IGNORECASE)
 _LIST_HEADERS = frozenset({"list-id", "list-unsubscribe", "list-post", "mailing-list"})
-_UPPER = re.compile(r"[A-Z]")
-_LETTER = re.compile(r"[A-Za-z]")
-_DIGIT = re.compile(r"[0-9]")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_DROP_UPPER = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_DROP_LETTERS = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
 _CAPS_WORDS = re.compile(r"\b[A-Z]{3,}(?:\s+[A-Z]{3,})+\b")
 _FOREIGN_CHARSET = re.compile(
     r"charset\s*=\s*[\"']?(gb2312|gbk|big5|koi8|windows-125[1-8]|iso-2022|euc-|ks_c|shift_jis)",
@@ -161,9 +160,18 @@ def _count(pattern: re.Pattern[str], text: str) -> int:
     return len(pattern.findall(text))
 
 
+def _count_chars(text: str, drop: dict[int, int | None]) -> int:
+    """How many characters of ``text`` the translation table deletes (C speed)."""
+    return len(text) - len(text.translate(drop))
+
+
+def _non_ascii(text: str) -> int:
+    return len(text) - len(text.encode("ascii", "ignore"))
+
+
 def _upper_ratio(text: str) -> float:
     """Share of ASCII letters that are capitals."""
-    return _ratio(_count(_UPPER, text), _count(_LETTER, text))
+    return _ratio(_count_chars(text, _DROP_UPPER), _count_chars(text, _DROP_LETTERS))
 
 
 def _domain_differs(view: MailView, header: str) -> float:
@@ -234,7 +242,7 @@ CONTENT: tuple[ContentFeature, ...] = (
     ),
     ContentFeature(
         "subject_non_ascii",
-        lambda v: float(_count(_NON_ASCII, v.event.subject)),
+        lambda v: float(_non_ascii(v.event.subject)),
         "non-ASCII characters in the subject",
     ),
     # Body
@@ -272,12 +280,12 @@ CONTENT: tuple[ContentFeature, ...] = (
     ),
     ContentFeature(
         "body_digit_ratio",
-        lambda v: _ratio(_count(_DIGIT, v.sample), len(v.sample)),
+        lambda v: _ratio(_count_chars(v.sample, _DROP_DIGITS), len(v.sample)),
         "share of digits in the body",
     ),
     ContentFeature(
         "non_ascii_ratio",
-        lambda v: _ratio(_count(_NON_ASCII, v.sample), len(v.sample)),
+        lambda v: _ratio(_non_ascii(v.sample), len(v.sample)),
         "share of non-ASCII characters in the body",
     ),
     ContentFeature(
@@ -292,7 +300,7 @@ CONTENT: tuple[ContentFeature, ...] = (
     ),
     ContentFeature(
         "spam_phrases",
-        lambda v: float(_count(_SPAM_PHRASES, v.event.subject + " " + v.body[:50_000])),
+        lambda v: float(_count(_SPAM_PHRASES, v.event.subject + " " + v.sample)),
         "count of stock spam phrases",
     ),
     # Links
@@ -389,7 +397,7 @@ CONTENT: tuple[ContentFeature, ...] = (
     ),
     ContentFeature(
         "sender_local_digits",
-        lambda v: float(_count(_DIGIT, v.event.sender.rpartition("@")[0])),
+        lambda v: float(_count_chars(v.event.sender.rpartition("@")[0], _DROP_DIGITS)),
         "digits in the sender's local part",
     ),
     ContentFeature("header_count", lambda v: float(len(v.event.headers)), "number of headers"),

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: Bump when a definition changes meaning without changing its name.
-DEFINITIONS_VERSION = 3
+DEFINITIONS_VERSION = 4
 
 
 FEATURE_NAMES: tuple[str, ...] = (

@@ -47,6 +47,7 @@ class Pseudonymiser:
             domain: hmac.new(secret, f"warden/pseudonym/{domain}".encode(), hashlib.sha256).digest()
             for domain in _DOMAINS
         }
+        self._token_hash = hashlib.blake2b(key=self._keys["token"][:32], digest_size=8)
 
     def __repr__(self) -> str:
         return f"Pseudonymiser(key_id={self.key_id!r})"
@@ -73,11 +74,12 @@ class Pseudonymiser:
         Keyed BLAKE2b: fast enough for hundreds of words per mail, and without
         the key a bucket cannot be tested against a guessed word.
         """
-        key = self._keys["token"][:32]
+        keyed = self._token_hash
         found: set[int] = set()
-        for word in words:
-            digest = hashlib.blake2b(word.encode("utf-8"), key=key, digest_size=8).digest()
-            found.add(int.from_bytes(digest, "big") % buckets)
+        for word in dict.fromkeys(words):  # each distinct word once, first-seen order
+            state = keyed.copy()  # the keyed state is set up once; copying it is cheap
+            state.update(word.encode("utf-8"))
+            found.add(int.from_bytes(state.digest(), "big") % buckets)
             if len(found) >= limit:
                 break
         return sorted(found)

@@ -71,17 +71,11 @@ def count_images(html: str) -> int:
 
 def longest_run(text: str, characters: str) -> int:
     """Length of the longest run of characters from ``characters`` in ``text``."""
-    best = run = 0
-    for char in text:
-        if char in characters:
-            run += 1
-            best = max(best, run)
-        else:
-            run = 0
-    return best
+    runs = re.findall(f"[{re.escape(characters)}]+", text)
+    return max(map(len, runs), default=0)
 
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'$-]{2,24}|\$\d[\d,.]*|\d{3,}")
+_WORD = re.compile(r"[a-z][a-z0-9'$-]{2,24}|\$\d[\d,.]*|\d{3,}")
 _ANCHOR = re.compile(r"<a\s([^>]{0,1000})>([^<]{0,300})", re.IGNORECASE)
 #: Link parsing looks at the first this-many characters of an HTML body (bounded cost).
 _ANCHOR_SCAN = 100_000
@@ -95,12 +89,7 @@ _HOST_IN_TEXT = re.compile(r"(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})", re.IGN
 
 def words(text: str, limit: int = 2000) -> list[str]:
     """Lower-cased word tokens (letters, digits, money amounts), at most ``limit``."""
-    found = []
-    for match in _WORD.finditer(text):
-        found.append(match.group(0).lower())
-        if len(found) >= limit:
-            break
-    return found
+    return _WORD.findall(text.lower())[:limit]
 
 
 def anchors(html: str, limit: int = 200) -> list[tuple[str, str]]:
