@@ -37,17 +37,19 @@ class Entity:
     kind: EntityKind
     tag: str
     per_event: int
+    #: How a reason on a verdict names it.
+    label: str
 
     @property
     def multiple(self) -> bool:
         return self.per_event > 1
 
 
-SENDER = Entity("sender", "a", 1)
-SENDER_DOMAIN = Entity("sender_domain", "d", 1)
-IP = Entity("ip", "i", 1)
-URL_DOMAIN = Entity("url_domain", "u", 10)
-RECIPIENT = Entity("recipient", "a", 20)
+SENDER = Entity("sender", "a", 1, "the sender")
+SENDER_DOMAIN = Entity("sender_domain", "d", 1, "the sender's domain")
+IP = Entity("ip", "i", 1, "the sending IP")
+URL_DOMAIN = Entity("url_domain", "u", 10, "a linked domain")
+RECIPIENT = Entity("recipient", "a", 20, "a recipient")
 ENTITIES: tuple[Entity, ...] = (SENDER, SENDER_DOMAIN, IP, URL_DOMAIN, RECIPIENT)
 
 
@@ -80,6 +82,11 @@ class _Aggregate(ABC):
         suffix = "" if self.combine == "one" else f"_{self.combine}"
         return f"{self.entity.kind}_{self.stem}{suffix}"
 
+    @property
+    def description(self) -> str:
+        """What the number means, for a reader (reasons on verdicts)."""
+        return f"{self.stem.replace('_', ' ')} of {self.entity.label}"
+
 
 @dataclass(frozen=True)
 class WindowCount(_Aggregate):
@@ -90,6 +97,10 @@ class WindowCount(_Aggregate):
     @property
     def stem(self) -> str:
         return f"events_{span_name(self.window_s)}"
+
+    @property
+    def description(self) -> str:
+        return f"mails from {self.entity.label} in the last {span_name(self.window_s)}"
 
     @property
     def bucket_s(self) -> int:
@@ -111,6 +122,10 @@ class DistinctCount(_Aggregate):
         return f"distinct_{self.field}_{span_name(self.window_s)}"
 
     @property
+    def description(self) -> str:
+        return f"distinct {self.field} of {self.entity.label} in the last {span_name(self.window_s)}"
+
+    @property
     def buckets(self) -> int:
         return DISTINCT_BUCKETS
 
@@ -126,6 +141,10 @@ class FirstSeen(_Aggregate):
     @property
     def stem(self) -> str:
         return "age_h"
+
+    @property
+    def description(self) -> str:
+        return f"hours since {self.entity.label} was first seen"
 
     @property
     def combine(self) -> Combine:

@@ -31,6 +31,7 @@ __all__ = [
     "AGGREGATES",
     "CONTENT",
     "EVIDENCE_NAMES",
+    "FEATURE_DOCS",
     "FEATURE_NAMES",
     "SCHEMA_HASH",
     "Aggregate",
@@ -63,6 +64,18 @@ def _schema_hash(names: Sequence[str]) -> str:
 
 
 SCHEMA_HASH: str = _schema_hash(FEATURE_NAMES)
+
+_EVIDENCE_DOCS = {
+    "token_linear_logit": "words of the mail, weighed by the model's learned token weights",
+    "token_known_share": "share of the mail's words the model has weights for",
+}
+
+#: A reader's description of every feature, for the reasons on a verdict.
+FEATURE_DOCS: dict[str, str] = {
+    **{f.name: f.doc for f in CONTENT},
+    **_EVIDENCE_DOCS,
+    **{a.name: a.description for a in AGGREGATES},
+}
 
 
 def content_features(event: MailEvent) -> list[float]:

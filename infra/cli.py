@@ -19,6 +19,7 @@ from features.exceptions import FeaturesError
 from infra.exceptions import InfraError, SettingsError, UsageError
 from infra.settings import WardenSettings, load_settings
 from models.exceptions import ModelsError
+from models.registry import Registry
 from serving.exceptions import ServingError
 from streams.exceptions import StreamsError
 
@@ -116,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     promote = models_commands.add_parser("promote", help="make a version current")
     promote.add_argument("version")
     models_commands.add_parser("rollback", help="return to the previously promoted version")
+    shadow = models_commands.add_parser(
+        "shadow", help="score a version beside the champion, never acting on it"
+    )
+    shadow.add_argument("version", nargs="?", help="the version to shadow")
+    shadow.add_argument("--clear", action="store_true", help="stop shadowing")
+    models_commands.add_parser("compare", help="champion vs shadow on the logged traffic (feature-log)")
 
     corpus = commands.add_parser("corpus", help="fetch the SpamAssassin corpus into the cache")
     corpus.add_argument("action", choices=("fetch",))
@@ -259,27 +266,87 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from models.registry import Registry
-
     registry = Registry(settings.models.registry_dir)
     if args.action == "list":
-        current = registry.current()
+        current, shadow = registry.current(), registry.shadow()
         versions = registry.versions()
         if not versions:
             print(f"no models registered in {registry.root}")
         for version in versions:
             manifest = registry.manifest(version)
-            marker = "*" if version == current else " "
+            marker = "*" if version == current else ("s" if version == shadow else " ")
             print(
                 f"{marker} {version}  auc={manifest.metrics.get('validation_auc', float('nan')):.4f}"
                 f"  parity={manifest.parity.max_abs_diff:.1e}  data={manifest.data.source}"
             )
         return 0
+    if args.action == "compare":
+        return _compare(settings, registry)
     if args.action == "promote":
         registry.promote(args.version)
-        print(f"promoted {args.version}")
+        changed: str | None = args.version
+    elif args.action == "rollback":
+        changed = registry.rollback()
+    else:
+        if args.clear == (args.version is not None):
+            raise UsageError("give a version to shadow, or --clear (not both)")
+        changed = None if args.clear else args.version
+        registry.set_shadow(changed)
+    _announce(settings, args.action, changed)
+    print(
+        f"{args.action}: {changed or 'none'} (workers switch within {settings.serving.reload_interval_s:g} s)"
+    )
+    return 0
+
+
+def _announce(settings: WardenSettings, action: str, version: str | None) -> None:
+    """Publish the change on model-updates when a broker is configured (for audit and consumers)."""
+    import time
+
+    from streams import broker
+    from streams.records import ModelUpdate, encode
+    from streams.topics import Topics
+
+    if settings.kafka.bootstrap_servers is None:
+        return
+    topics = Topics.from_settings(settings.kafka)
+    broker.ensure_topics(settings.kafka, (topics.model_updates,))
+    producer = broker.producer(settings.kafka)
+    try:
+        update = ModelUpdate.model_validate(
+            {"action": action, "version": version, "at_ms": int(time.time() * 1000)}
+        )
+        producer.send(topics.model_updates.name, value=encode(update)).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def _compare(settings: WardenSettings, registry: Registry) -> int:
+    from serving.compare import compare
+    from streams import broker
+    from streams.exceptions import MalformedRecord
+    from streams.records import FeatureLogEntry, decode
+    from streams.topics import Topics
+
+    settings = _with_services(settings)
+    topics = Topics.from_settings(settings.kafka)
+    reader = broker.TopicReader(settings.kafka, (topics.feature_log,))
+    entries = []
+    try:
+        while batch := reader.poll(2.0):
+            for message in batch:
+                try:
+                    entries.append(decode(FeatureLogEntry, message.value or b""))
+                except MalformedRecord:
+                    continue
+    finally:
+        reader.close()
+    results = compare(entries, registry)
+    if not results:
+        print("no shadow scores in the feature-log yet: `warden models shadow VERSION` first")
         return 0
-    print(f"rolled back to {registry.rollback()}")
+    for result in results:
+        print("\n".join(result.lines()))
     return 0
 
 

@@ -19,6 +19,12 @@ class WorkerStats:
     store_failures: int = 0
     store_degraded: bool = False
     model_version: str = ""
+    shadow_version: str = ""
+    swaps: int = 0
+    model_refusals: int = 0
+    last_swap_load_ms: float = 0.0
+    shadow_scored: int = 0
+    shadow_disagreements: int = 0
     assigned_partitions: int = 0
     started: bool = False
     actions: dict[str, int] = field(default_factory=lambda: {"allow": 0, "junk": 0, "block": 0})
@@ -33,6 +39,7 @@ class WorkerStats:
         return {
             "status": self.status,
             "model_version": self.model_version,
+            "shadow_version": self.shadow_version,
             "assigned_partitions": self.assigned_partitions,
             "ingested": self.ingested,
             "scored": self.scored,
@@ -58,6 +65,16 @@ class WorkerStats:
         ]
         lines += [f'warden_verdicts_total{{action="{a}"}} {n}' for a, n in self.actions.items()]
         lines += [
+            "# TYPE warden_model_swaps_total counter",
+            f"warden_model_swaps_total {self.swaps}",
+            "# TYPE warden_model_refusals_total counter",
+            f"warden_model_refusals_total {self.model_refusals}",
+            "# TYPE warden_model_swap_load_ms gauge",
+            f"warden_model_swap_load_ms {self.last_swap_load_ms:.1f}",
+            "# TYPE warden_shadow_scored_total counter",
+            f"warden_shadow_scored_total {self.shadow_scored}",
+            "# TYPE warden_shadow_disagreements_total counter",
+            f"warden_shadow_disagreements_total {self.shadow_disagreements}",
             "# TYPE warden_model_info gauge",
             f'warden_model_info{{version="{self.model_version}"}} 1',
         ]

@@ -108,6 +108,15 @@ class WorkerSettings(_Part):
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "warn"
 
 
+class ServingSettings(_Part):
+    """How a worker serves models: hot swap, shadow, reasons."""
+
+    #: How often a worker checks the registry's current (and shadow) pointer.
+    reload_interval_s: float = Field(default=2.0, gt=0)
+    #: Reasons attached to each junk or block verdict.
+    reasons: int = Field(default=3, ge=0, le=20)
+
+
 class ModelSettings(_Part):
     """Training and the model registry."""
 
@@ -156,6 +165,7 @@ class WardenSettings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     worker: WorkerSettings = WorkerSettings()
     models: ModelSettings = ModelSettings()
+    serving: ServingSettings = ServingSettings()
     corpus: CorpusSettings = CorpusSettings()
     dev: DevSettings = DevSettings()
 
@@ -195,6 +205,8 @@ class WardenSettings(BaseSettings):
             "WARDEN_WORKER__BATCH_SIZE": str(self.worker.batch_size),
             "WARDEN_WORKER__BATCH_WITHIN_S": str(self.worker.batch_within_s),
             "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
+            "WARDEN_SERVING__RELOAD_INTERVAL_S": str(self.serving.reload_interval_s),
+            "WARDEN_SERVING__REASONS": str(self.serving.reasons),
         }
         if self.kafka.bootstrap_servers is not None:
             env["WARDEN_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers

@@ -178,6 +178,30 @@ class Registry:
             raise RegistryError(f"no model file for version {version}")
         return path
 
+    def booster(self, version: str) -> lgb.Booster:
+        """The LightGBM booster ``version`` was exported from (used for reasons)."""
+        path = self._versions / version / BOOSTER_FILE
+        if not path.is_file():
+            raise RegistryError(f"no booster file for version {version}")
+        try:
+            return lgb.Booster(model_file=str(path))
+        except lgb.basic.LightGBMError as exc:
+            raise RegistryError(f"booster of {version} is unreadable: {exc}") from None
+
+    def shadow(self) -> str | None:
+        """The version scored in the shadow of the current one, if any."""
+        try:
+            version = (self.root / "SHADOW").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def set_shadow(self, version: str | None) -> None:
+        """Score ``version`` beside the champion without acting on it (None: no shadow)."""
+        if version is not None and version not in self.versions():
+            raise RegistryError(f"no model version {version}")
+        self._write_atomic(self.root / "SHADOW", (version or "") + "\n")
+
     def tokens(self, version: str) -> TokenTable:
         """The token table shipped with ``version``."""
         path = self._versions / version / TOKENS_FILE

@@ -9,22 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import lightgbm as lgb
 import numpy as np
 
-from features.definitions import FEATURE_NAMES, SCHEMA_HASH, row
+from features.definitions import FEATURE_DOCS, FEATURE_NAMES, SCHEMA_HASH, row
 from features.tokens import TokenTable
 from models.exceptions import ExportError, RegistryError
 from models.export import onnx_scores, session
 from models.registry import Manifest, Registry
 from serving.exceptions import ModelRejected, NoModel
 from serving.policy import Policy
-from streams.records import MailFeatures
+from streams.records import MailFeatures, Reason
 
 
 class Scorer:
     """A loaded model version with its policy."""
 
-    def __init__(self, model_bytes: bytes, manifest: Manifest, tokens: TokenTable) -> None:
+    def __init__(
+        self,
+        model_bytes: bytes,
+        manifest: Manifest,
+        tokens: TokenTable,
+        booster: lgb.Booster | None = None,
+    ) -> None:
         if manifest.schema_hash != SCHEMA_HASH:
             raise ModelRejected(
                 f"model {manifest.version} was trained on feature schema "
@@ -40,6 +47,7 @@ class Scorer:
         if tokens.sha256() != manifest.token_table_sha256:
             raise ModelRejected(f"model {manifest.version}: token table does not match its manifest")
         self.tokens = tokens
+        self.booster = booster
         self.manifest = manifest
         self.policy = Policy(manifest.thresholds.junk, manifest.thresholds.block)
 
@@ -57,9 +65,39 @@ class Scorer:
             manifest = registry.manifest(chosen)
             model_bytes = registry.model_path(chosen).read_bytes()
             tokens = registry.tokens(chosen)
+            booster = registry.booster(chosen)
         except (RegistryError, OSError) as exc:
             raise ModelRejected(str(exc)) from exc
-        return cls(model_bytes, manifest, tokens)
+        return cls(model_bytes, manifest, tokens, booster)
+
+    def explain(self, rows: np.ndarray, top: int) -> list[list[Reason]]:
+        """The ``top`` features that pushed each row most towards abuse.
+
+        LightGBM's exact tree SHAP contributions from the booster the graph was
+        exported from. Called for flagged rows only, so its cost stays off the
+        bulk of the stream; without a booster (or ``top=0``) there are no reasons.
+        """
+        if self.booster is None or top == 0 or len(rows) == 0:
+            return [[] for _ in range(len(rows))]
+        contributions = np.asarray(
+            self.booster.predict(rows.astype(np.float64), pred_contrib=True), dtype=np.float64
+        )[:, : len(FEATURE_NAMES)]
+        out = []
+        for values, contrib in zip(rows, contributions, strict=True):
+            order = np.argsort(-contrib)[:top]
+            out.append(
+                [
+                    Reason(
+                        feature=FEATURE_NAMES[i],
+                        description=FEATURE_DOCS[FEATURE_NAMES[i]],
+                        value=float(values[i]),
+                        contribution=float(contrib[i]),
+                    )
+                    for i in order
+                    if contrib[i] > 0
+                ]
+            )
+        return out
 
     def rows(self, batch: Sequence[MailFeatures], aggregates: Sequence[Sequence[float]]) -> np.ndarray:
         """Model rows for a batch: content, this model's text evidence, aggregates."""

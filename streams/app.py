@@ -7,7 +7,6 @@ report the worker's :class:`~infra.metrics.WorkerStats`.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,8 @@ from features.pseudonym import Pseudonymiser
 from features.store import RedisStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
-from serving.scorer import Scorer
+from serving.slot import ModelSlot
+from streams import web
 from streams.agents import ingest, score
 from streams.topics import Topic, Topics
 from streams.transport import SCHEME, WardenApp
@@ -32,7 +32,7 @@ class Services:
     """Resources a worker needs, built by the entry point and injected."""
 
     store: RedisStore
-    scorer: Scorer
+    slot: ModelSlot
     pseudonymiser: Pseudonymiser
     stats: WorkerStats
 
@@ -82,7 +82,6 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     mail_features = channel(topics.mail_features)
     dead_letters = channel(topics.dead_letters)
     stats = services.stats
-    stats.model_version = services.scorer.version
 
     ingest.register(app, mail_events, mail_features, dead_letters, settings, services.pseudonymiser, stats)
     score.register(
@@ -93,7 +92,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         dead_letters,
         settings,
         services.store,
-        services.scorer,
+        services.slot,
         stats,
     )
 
@@ -115,17 +114,14 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         stats.assigned_partitions = len(assigned)
         stats.started = True
 
+    async def _follow_registry() -> None:
+        # Hot swap: load a newly promoted (or shadowed) version beside the one serving.
+        while True:
+            await app.sleep(settings.serving.reload_interval_s)
+            await services.slot.refresh()
+
     app.task(_connect_store)
+    app.task(_follow_registry)
     app.on_partitions_assigned.connect(_assigned)
-
-    @app.page("/health")
-    async def _health(web: Any, request: Any) -> Any:
-        body = json.dumps(stats.health())
-        status = 503 if stats.status == "degraded" else 200
-        return web.text(body, status=status, content_type="application/json")
-
-    @app.page("/metrics")
-    async def _metrics(web: Any, request: Any) -> Any:
-        return web.text(stats.prometheus(), content_type="text/plain; version=0.0.4")
-
+    web.register(app, settings, services)
     return app

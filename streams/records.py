@@ -91,6 +91,16 @@ class MailFeatures(_Record):
     produced_at_ms: int
 
 
+class Reason(_Record):
+    """One feature that pushed a verdict towards abuse: its value and its contribution."""
+
+    feature: str
+    description: str
+    value: float
+    #: Contribution to the model's log-odds (LightGBM SHAP values).
+    contribution: float
+
+
 class Verdict(_Record):
     """What Warden decided about one event."""
 
@@ -102,6 +112,8 @@ class Verdict(_Record):
     source: SourcePosition
     produced_at_ms: int
     decided_at_ms: int
+    #: For junk and block: the strongest contributions, largest first (empty for allow).
+    reasons: list[Reason] = Field(default_factory=list)
 
 
 class FeatureLogEntry(_Record):
@@ -113,6 +125,18 @@ class FeatureLogEntry(_Record):
     model_version: str
     schema_hash: str
     features: list[float]
+    score: float | None = None
+    #: A challenger scored on the same row and never acted on (None without a shadow).
+    shadow_version: str | None = None
+    shadow_score: float | None = None
+
+
+class ModelUpdate(_Record):
+    """A change of the registry's pointers, announced on ``model-updates``."""
+
+    action: Literal["promote", "rollback", "shadow"]
+    version: str | None
+    at_ms: int
 
 
 class DeadLetter(_Record):

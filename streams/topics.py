@@ -11,6 +11,7 @@ mail.features      sender pseudonym             :class:`~streams.records.MailFea
 verdicts           event id                     :class:`~streams.records.Verdict`
 feature-log        event id                     :class:`~streams.records.FeatureLogEntry`
 dead-letters       source topic                 :class:`~streams.records.DeadLetter`
+model-updates      (none)                       :class:`~streams.records.ModelUpdate`
 =================  ===========================  ==========================================
 
 ``mail.features`` is keyed by the sender pseudonym so that every update of one
@@ -45,6 +46,7 @@ class Topics:
     verdicts: Topic
     feature_log: Topic
     dead_letters: Topic
+    model_updates: Topic
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings) -> Topics:
@@ -62,6 +64,7 @@ class Topics:
             verdicts=topic("verdicts", "one verdict per event"),
             feature_log=topic("feature-log", "the features each verdict was computed from"),
             dead_letters=topic("dead-letters", "records that could not be processed, with why"),
+            model_updates=topic("model-updates", "promotions, rollbacks and shadow changes"),
         )
 
     def all(self) -> tuple[Topic, ...]:
@@ -71,6 +74,7 @@ class Topics:
             self.verdicts,
             self.feature_log,
             self.dead_letters,
+            self.model_updates,
         )
 
     def inputs(self) -> tuple[Topic, ...]:

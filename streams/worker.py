@@ -10,7 +10,7 @@ from features.store import RedisStore, connect
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from models.registry import Registry
-from serving.scorer import Scorer
+from serving.slot import ModelSlot
 from streams.app import Services, create_app
 from streams.broker import ensure_topics
 from streams.topics import Topics
@@ -18,7 +18,8 @@ from streams.topics import Topics
 
 def build_services(settings: WardenSettings) -> Services:
     """The worker's resources, from settings. Raises NoModel / ModelRejected for bad models."""
-    scorer = Scorer.from_registry(Registry(settings.models.registry_dir))
+    stats = WorkerStats()
+    slot = ModelSlot.from_registry(Registry(settings.models.registry_dir), stats)
     if settings.redis.cluster_nodes:
         client = connect(
             settings.redis.cluster_nodes.split(","),
@@ -37,7 +38,7 @@ def build_services(settings: WardenSettings) -> Services:
         client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds
     )
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    return Services(store=store, scorer=scorer, pseudonymiser=pseudonymiser, stats=WorkerStats())
+    return Services(store=store, slot=slot, pseudonymiser=pseudonymiser, stats=stats)
 
 
 def run(settings: WardenSettings) -> None:

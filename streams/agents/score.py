@@ -22,6 +22,7 @@ from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from serving.scorer import Scorer
+from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
 from streams.records import (
     DeadLetter,
@@ -44,23 +45,35 @@ def decide(
     aggregates: Sequence[Sequence[float]],
     scorer: Scorer,
     now_ms: int,
+    *,
+    shadow: Scorer | None = None,
+    reasons: int = 0,
 ) -> tuple[list[Verdict], list[FeatureLogEntry]]:
-    """Verdicts and feature-log entries for a batch whose aggregates are known."""
+    """Verdicts and feature-log entries for a batch whose aggregates are known.
+
+    One ONNX call for the champion (and one for the shadow, if any); reasons
+    are computed for the flagged rows only.
+    """
     rows = scorer.rows(batch, aggregates)
     scores = scorer.score(rows)
+    actions = [scorer.policy.decide(float(s)) for s in scores]
+    flagged = [i for i, action in enumerate(actions) if action != "allow"]
+    explained = dict(zip(flagged, scorer.explain(rows[flagged], reasons), strict=True))
+    shadow_scores = shadow.score(shadow.rows(batch, aggregates)) if shadow is not None else None
     verdicts = []
     entries = []
-    for features, values, score in zip(batch, rows, scores, strict=True):
+    for i, (features, values, score) in enumerate(zip(batch, rows, scores, strict=True)):
         verdicts.append(
             Verdict(
                 kind=features.kind,
                 event_id=features.event_id,
-                action=scorer.policy.decide(float(score)),
+                action=actions[i],
                 score=float(score),
                 model_version=scorer.version,
                 source=features.source,
                 produced_at_ms=features.produced_at_ms,
                 decided_at_ms=now_ms,
+                reasons=explained.get(i, []),
             )
         )
         entries.append(
@@ -71,6 +84,9 @@ def decide(
                 model_version=scorer.version,
                 schema_hash=SCHEMA_HASH,
                 features=[float(v) for v in values],
+                score=float(score),
+                shadow_version=shadow.version if shadow is not None else None,
+                shadow_score=float(shadow_scores[i]) if shadow_scores is not None else None,
             )
         )
     return verdicts, entries
@@ -106,7 +122,7 @@ def register(
     dead_letters: Any,
     settings: WardenSettings,
     store: FeatureStore,
-    scorer: Scorer,
+    slot: ModelSlot,
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
 ) -> None:
@@ -131,7 +147,22 @@ def register(
             if not batch:
                 continue
             aggregates = await read_aggregates(store, batch, stats)
-            verdicts, entries = decide(batch, aggregates, scorer, int(clock() * 1000))
+            # Read the slot once: a hot swap lands between batches, never inside one.
+            champion, shadow = slot.champion, slot.shadow
+            verdicts, entries = decide(
+                batch,
+                aggregates,
+                champion,
+                int(clock() * 1000),
+                shadow=shadow,
+                reasons=settings.serving.reasons,
+            )
+            if shadow is not None:
+                stats.shadow_scored += len(entries)
+                stats.shadow_disagreements += sum(
+                    champion.policy.decide(e.score or 0.0) != champion.policy.decide(e.shadow_score or 0.0)
+                    for e in entries
+                )
             for verdict, entry in zip(verdicts, entries, strict=True):
                 key = verdict.event_id.encode()
                 await verdicts_out.send(key=key, value=encode(verdict))

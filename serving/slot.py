@@ -1,0 +1,115 @@
+"""The models a worker serves, swapped while traffic flows.
+
+A :class:`ModelSlot` holds the champion (whose verdicts are acted on) and an
+optional shadow (scored on the same rows, logged, never acted on). The
+scoring agent reads the slot once per micro-batch, so a swap always lands on
+a batch boundary: every event is scored once, by the old version or the new
+one, and its verdict names which. :meth:`refresh` follows the registry's
+pointers; a new version is loaded and warmed in a thread beside the one
+serving, and only then put in the slot. A version that fails to load is
+refused and the current one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.definitions import FEATURE_NAMES
+from infra.metrics import WorkerStats
+from models.registry import Registry
+from serving.exceptions import ModelRejected, NoModel
+from serving.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One completed swap: what changed and what loading it cost."""
+
+    role: str
+    old: str | None
+    new: str | None
+    load_ms: float
+
+
+def load_warm(registry: Registry, version: str) -> Scorer:
+    """Load ``version`` and score one batch with it so the first real batch pays nothing extra."""
+    scorer = Scorer.from_registry(registry, version)
+    scorer.score(np.zeros((64, len(FEATURE_NAMES)), dtype=np.float32))
+    return scorer
+
+
+class ModelSlot:
+    """The champion and the shadow of one worker."""
+
+    def __init__(self, registry: Registry, champion: Scorer, stats: WorkerStats) -> None:
+        self.registry = registry
+        self.champion = champion
+        self.shadow: Scorer | None = None
+        self._stats = stats
+        self._refused: set[str] = set()
+        stats.model_version = champion.version
+
+    @classmethod
+    def from_registry(cls, registry: Registry, stats: WorkerStats) -> ModelSlot:
+        """A slot serving the registry's current version. Raises NoModel or ModelRejected."""
+        current = registry.current()
+        if current is None:
+            raise NoModel(f"no model promoted in {registry.root}: run `warden train`")
+        slot = cls(registry, load_warm(registry, current), stats)
+        shadow = registry.shadow()
+        if shadow is not None and shadow != current:
+            try:
+                slot.shadow = load_warm(registry, shadow)
+                stats.shadow_version = shadow
+            except ModelRejected as exc:
+                log.warning("shadow model %s refused: %s", shadow, exc)
+        return slot
+
+    async def refresh(self) -> list[Swap]:
+        """Follow the registry's pointers; returns the swaps made (usually none)."""
+        swaps = []
+        wanted = self.registry.current()
+        if wanted is not None and wanted != self.champion.version and wanted not in self._refused:
+            loaded = await self._load(wanted)
+            if loaded is not None:
+                scorer, load_ms = loaded
+                swaps.append(Swap("champion", self.champion.version, wanted, load_ms))
+                self.champion = scorer
+                self._stats.model_version = wanted
+                self._stats.swaps += 1
+        shadow = self.registry.shadow()
+        current_shadow = self.shadow.version if self.shadow else None
+        if shadow != current_shadow and (shadow is None or shadow not in self._refused):
+            if shadow is None:
+                self.shadow = None
+                self._stats.shadow_version = ""
+                swaps.append(Swap("shadow", current_shadow, None, 0.0))
+            else:
+                loaded = await self._load(shadow)
+                if loaded is not None:
+                    self.shadow, load_ms = loaded
+                    self._stats.shadow_version = shadow
+                    swaps.append(Swap("shadow", current_shadow, shadow, load_ms))
+        for swap in swaps:
+            log.warning("%s model %s -> %s (loaded in %.0f ms)", swap.role, swap.old, swap.new, swap.load_ms)
+        return swaps
+
+    async def _load(self, version: str) -> tuple[Scorer, float] | None:
+        started = time.perf_counter()
+        try:
+            scorer = await asyncio.get_running_loop().run_in_executor(None, load_warm, self.registry, version)
+        except ModelRejected as exc:
+            self._refused.add(version)
+            self._stats.model_refusals += 1
+            log.warning("model %s refused, keeping %s: %s", version, self.champion.version, exc)
+            return None
+        load_ms = (time.perf_counter() - started) * 1000
+        self._stats.last_swap_load_ms = load_ms
+        return scorer, load_ms

@@ -1,0 +1,179 @@
+"""Serving while traffic flows: hot swap, shadow, reasons and POST /score, on a real worker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from infra.settings import WardenSettings
+from infra.worker_process import wait_healthy, worker_process
+from models.registry import Registry
+from models.train import train_from_corpus
+from serving.compare import compare
+from streams import broker, corpus
+from streams.records import FeatureLogEntry, Verdict, decode
+from streams.replay import replay
+from streams.topics import Topics
+
+
+@pytest.fixture(scope="module")
+def two_versions(registry_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """A registry with the session's champion and a second, different, registered version."""
+    root = tmp_path_factory.mktemp("two-versions") / "registry"
+    shutil.copytree(registry_dir, root)
+    first = Registry(root).current()
+    assert first is not None
+    settings = WardenSettings(
+        corpus={"cache_dir": Path(__file__).resolve().parents[2] / ".warden" / "cache"},
+        models={"registry_dir": root, "num_trees": 40, "seed": 11},
+    )
+    second = train_from_corpus(settings, corpus.OLDER, promote=False).version
+    return root, first, second
+
+
+def _settings_with(settings: WardenSettings, registry: Path) -> WardenSettings:
+    return settings.model_copy(
+        update={
+            "models": settings.models.model_copy(update={"registry_dir": registry}),
+            "serving": settings.serving.model_copy(update={"reload_interval_s": 0.2}),
+        }
+    )
+
+
+def _read_verdicts(reader: broker.TopicReader, verdicts: dict[str, list[Verdict]], count: int) -> None:
+    for message in reader.until(lambda: len(verdicts) >= count, timeout_s=120):
+        assert message.value is not None
+        verdict = decode(Verdict, message.value)
+        verdicts[verdict.event_id].append(verdict)
+
+
+def _wait_for(settings: WardenSettings, field: str, value: str, timeout_s: float = 30.0) -> None:
+    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            if json.loads(response.read()).get(field) == value:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"the worker's {field} did not become {value}")
+
+
+def test_hot_swap_mid_stream_scores_every_event_once_by_one_version(
+    settings: WardenSettings,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    two_versions: tuple[Path, str, str],
+) -> None:
+    source, old, new = two_versions
+    registry_root = tmp_path / "registry"
+    shutil.copytree(source, registry_root)
+    live = _settings_with(settings, registry_root)
+    registry = Registry(registry_root)
+    topics = Topics.from_settings(live.kafka)
+    broker.ensure_topics(live.kafka, topics.all())
+    mails = corpus.load(live.corpus, corpus.NEWER)[:600]
+    producer = broker.producer(live.kafka)
+    verdicts: dict[str, list[Verdict]] = defaultdict(list)
+    reader = broker.TopicReader(live.kafka, (topics.verdicts,))
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        registry.set_shadow(new)  # the challenger rides along first, never acted on
+        _wait_for(live, "shadow_version", new)
+        replay([m.event for m in mails[:300]], producer, topics.mail_events)
+        _read_verdicts(reader, verdicts, 150)
+        registry.promote(new)  # mid-stream: the worker swaps at a batch boundary
+        registry.set_shadow(old)
+        _wait_for(live, "shadow_version", old)
+        replay([m.event for m in mails[300:]], producer, topics.mail_events)
+        _read_verdicts(reader, verdicts, len(mails))
+        time.sleep(1.0)
+        for message in reader.poll(1.0):
+            assert message.value is not None
+            verdict = decode(Verdict, message.value)
+            verdicts[verdict.event_id].append(verdict)
+        metrics = (
+            urllib.request.urlopen(f"http://{live.worker.web_host}:{live.worker.web_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+    producer.close()
+    reader.close()
+
+    assert set(verdicts) == {m.event.event_id for m in mails}
+    assert all(len(copies) == 1 for copies in verdicts.values()), "every event scored exactly once"
+    versions = [v.model_version for copies in verdicts.values() for v in copies]
+    assert set(versions) == {old, new}
+    # Per partition, once the new version appears the old one never returns.
+    by_partition: dict[int, list[Verdict]] = defaultdict(list)
+    for copies in verdicts.values():
+        by_partition[copies[0].source.partition].append(copies[0])
+    for partition_verdicts in by_partition.values():
+        ordered = [v.model_version for v in sorted(partition_verdicts, key=lambda v: v.source.offset)]
+        first_new = ordered.index(new) if new in ordered else len(ordered)
+        assert all(version == new for version in ordered[first_new:])
+    assert "warden_model_swaps_total 1" in metrics
+
+    # Reasons on every flagged verdict, none on allowed ones.
+    for copies in verdicts.values():
+        verdict = copies[0]
+        if verdict.action == "allow":
+            assert verdict.reasons == []
+        else:
+            assert 1 <= len(verdict.reasons) <= live.serving.reasons
+            assert all(r.contribution > 0 and r.description for r in verdict.reasons)
+
+    # The shadow was scored on the same rows and can be compared with the champion.
+    log_reader = broker.TopicReader(live.kafka, (topics.feature_log,))
+    entries = [decode(FeatureLogEntry, m.value or b"") for m in log_reader.until(lambda: False, 3)]
+    log_reader.close()
+    shadowed = [e for e in entries if e.shadow_version is not None]
+    # Each shadow is loaded within a reload interval of being set, so most rows carry one.
+    assert {(e.model_version, e.shadow_version) for e in shadowed} == {(old, new), (new, old)}
+    assert len(shadowed) >= len(mails) // 4
+    results = compare(entries, registry)
+    assert results
+    assert all(0.0 <= r.agreement <= 1.0 and r.events > 0 for r in results)
+
+
+def test_post_score_gives_the_verdict_the_stream_gives(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    topics = Topics.from_settings(settings.kafka)
+    broker.ensure_topics(settings.kafka, topics.all())
+    mails = [m for m in corpus.load(settings.corpus, corpus.NEWER) if m.is_spam][:5]
+    mails += [m for m in corpus.load(settings.corpus, corpus.NEWER) if not m.is_spam][:5]
+    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/score"
+    with worker_process(settings, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(settings, proc, timeout_s=90)
+        synchronous = {}
+        for mail in mails:
+            request = urllib.request.Request(url, data=mail.event.model_dump_json().encode(), method="POST")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                synchronous[mail.event.event_id] = Verdict.model_validate(json.loads(response.read()))
+        bad = urllib.request.Request(url, data=b"{not json", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bad, timeout=10)
+        assert refused.value.code == 400
+        assert "not JSON" in json.loads(refused.value.read())["error"]
+
+        producer = broker.producer(settings.kafka)
+        replay([m.event for m in mails], producer, topics.mail_events)
+        producer.close()
+        streamed: dict[str, list[Verdict]] = defaultdict(list)
+        reader = broker.TopicReader(settings.kafka, (topics.verdicts,))
+        _read_verdicts(reader, streamed, len(mails))
+        reader.close()
+
+    for event_id, verdict in synchronous.items():
+        (stream_verdict,) = streamed[event_id]
+        assert stream_verdict.action == verdict.action
+        assert stream_verdict.score == pytest.approx(verdict.score, abs=1e-9)
+        assert stream_verdict.model_version == verdict.model_version
+        assert [r.feature for r in stream_verdict.reasons] == [r.feature for r in verdict.reasons]
+    assert {v.action for v in synchronous.values()} != {"allow"}
