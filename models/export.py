@@ -10,7 +10,8 @@ every float32 input. :func:`to_onnx` applies that correction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
@@ -107,44 +108,92 @@ def onnx_scores(sess: ort.InferenceSession, rows: np.ndarray) -> np.ndarray:
     return np.asarray(outputs[0][:, 1], dtype=np.float64)
 
 
-def parity_rows(booster: lgb.Booster, held_out: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Held-out rows plus rows on every split threshold and rows with missing values.
+def _splits(booster: lgb.Booster) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(feature, threshold) of every root split, and of every deeper split."""
+    roots: list[tuple[int, float]] = []
+    deeper: list[tuple[int, float]] = []
+    for tree in booster.dump_model()["tree_info"]:
+        stack = [(tree["tree_structure"], True)]
+        while stack:
+            node, is_root = stack.pop()
+            if "split_index" not in node:
+                continue
+            split = (int(node["split_feature"]), float(node["threshold"]))
+            (roots if is_root else deeper).append(split)
+            stack.extend(((node["left_child"], False), (node["right_child"], False)))
+    return roots, deeper
 
-    The edge rows take held-out rows and set one feature to a split threshold
-    (as float32, rounded down and up) so that both branches are exercised.
+
+def parity_rows(
+    booster: lgb.Booster, held_out: np.ndarray, seed: int = 0, deeper_sample: int = 1000
+) -> np.ndarray:
+    """Held-out rows, rows on split thresholds, rows with missing and extreme values.
+
+    Edge rows take a held-out row and set one feature exactly on a split
+    threshold, as float32 rounded down, rounded to nearest and one step above,
+    for the root split of every tree and a sample of deeper splits.
     """
     rng = np.random.default_rng(seed)
     base = held_out.astype(np.float32)
     if len(base) == 0:
         raise ExportError("parity needs at least one held-out row")
+    roots, deeper = _splits(booster)
+    if len(deeper) > deeper_sample:
+        deeper = [deeper[i] for i in rng.choice(len(deeper), deeper_sample, replace=False)]
     edges = []
-    for tree in booster.dump_model()["tree_info"][:50]:
-        stack = [tree["tree_structure"]]
-        while stack:
-            node = stack.pop()
-            if "split_index" not in node:
-                continue
-            stack.extend((node["left_child"], node["right_child"]))
-            for value in (_floor32(float(node["threshold"])), np.float32(node["threshold"])):
-                edge = base[rng.integers(len(base))].copy()
-                edge[int(node["split_feature"])] = value
-                edges.append(edge)
+    for feature, threshold in [*roots, *deeper]:
+        below = _floor32(threshold)
+        for value in (below, np.float32(threshold), np.nextafter(below, np.float32(np.inf))):
+            edge = base[rng.integers(len(base))].copy()
+            edge[feature] = value
+            edges.append(edge)
     missing = base[rng.integers(len(base), size=min(200, len(base)))].copy()
-    mask = rng.random(missing.shape) < 0.3
-    missing[mask] = np.nan
-    extreme = base[rng.integers(len(base), size=min(50, len(base)))].copy()
-    extreme[:, rng.integers(base.shape[1], size=len(extreme))] = np.float32(3e38)
+    missing[rng.random(missing.shape) < 0.3] = np.nan
+    extreme = base[rng.integers(len(base), size=min(100, len(base)))].copy()
+    columns = rng.integers(base.shape[1], size=len(extreme))
+    extreme[np.arange(len(extreme)), columns] = np.where(
+        rng.random(len(extreme)) < 0.5, np.float32(3e38), np.float32(-3e38)
+    )
     parts = [base, missing, extreme]
     if edges:
         parts.append(np.stack(edges))
     return np.concatenate(parts).astype(np.float32)
 
 
-def parity(model_bytes: bytes, booster: lgb.Booster, rows: np.ndarray) -> float:
-    """Largest |ONNX score - booster score| over ``rows`` (fed to both as float32)."""
+@dataclass(frozen=True)
+class ParityCheck:
+    """How far the ONNX graph is from its booster on a set of rows."""
+
+    max_abs_diff: float
+    #: Rows on which the two disagree about a decision (score >= threshold) at any
+    #: threshold, among rows whose booster score is farther than ``margin`` from it.
+    label_flips: int
+    #: Rows within ``margin`` of a threshold: a float32 tie, not a flip.
+    ties: int
+    rows: int
+
+
+def parity(
+    model_bytes: bytes,
+    booster: lgb.Booster,
+    rows: np.ndarray,
+    thresholds: Sequence[float] = (0.5,),
+    margin: float = 1e-6,
+) -> ParityCheck:
+    """Compare ONNX and booster scores over ``rows`` (fed to both as float32).
+
+    A score within ``margin`` of a threshold is a tie at float32 precision
+    (the graph computes in float32, the booster in float64): counted, not a flip.
+    """
     rows32 = rows.astype(np.float32)
     expected = np.asarray(booster.predict(rows32.astype(np.float64)), dtype=np.float64)
     actual = onnx_scores(session(model_bytes), rows32)
     if not np.all(np.isfinite(actual)):
-        return float("inf")
-    return float(np.max(np.abs(expected - actual)))
+        return ParityCheck(float("inf"), len(rows), 0, len(rows))
+    flips = np.zeros(len(rows), dtype=bool)
+    ties = np.zeros(len(rows), dtype=bool)
+    for threshold in thresholds:
+        near = np.abs(expected - threshold) <= margin
+        ties |= near
+        flips |= ~near & ((expected >= threshold) != (actual >= threshold))
+    return ParityCheck(float(np.max(np.abs(expected - actual))), int(flips.sum()), int(ties.sum()), len(rows))

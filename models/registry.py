@@ -52,6 +52,9 @@ class Parity(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_abs_diff: float
+    label_flips: int = 0
+    #: Rows scored within float32 precision of a threshold (ties, not flips).
+    ties: int = 0
     rows: int
     tolerance: float
 
@@ -126,12 +129,16 @@ class Registry:
             raise ModelRefused(f"schema hash {manifest.schema_hash} is not the running schema {SCHEMA_HASH}")
         if manifest.onnx_sha256 != hashlib.sha256(model_bytes).hexdigest():
             raise ModelRefused("the manifest's onnx_sha256 does not match the model bytes")
-        measured = parity(model_bytes, booster, rows)
+        thresholds = (0.5, manifest.thresholds.junk, manifest.thresholds.block)
+        check = parity(model_bytes, booster, rows, thresholds)
+        measured = check.max_abs_diff
         if not measured <= manifest.parity.tolerance:
             raise ModelRefused(
                 f"parity check failed: max |onnx - booster| = {measured:.3g} "
                 f"> tolerance {manifest.parity.tolerance:.3g} on {len(rows)} rows"
             )
+        if check.label_flips:
+            raise ModelRefused(f"parity check failed: {check.label_flips} rows change decision")
         if abs(measured - manifest.parity.max_abs_diff) > manifest.parity.tolerance:
             raise ModelRefused(
                 f"the manifest claims parity {manifest.parity.max_abs_diff:.3g}, measured {measured:.3g}"

@@ -22,7 +22,7 @@ from features.tokens import TokenTable, cross_fitted_evidence
 from infra.settings import ModelSettings, WardenSettings
 from models.dataset import Dataset, build
 from models.exceptions import TrainingError
-from models.export import parity, parity_rows, to_onnx
+from models.export import onnx_scores, parity, parity_rows, session, to_onnx
 from models.metrics import confusion, roc_auc, threshold_at_fpr
 from models.registry import (
     Candidate,
@@ -80,7 +80,9 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
         callbacks=[lgb.early_stopping(50, verbose=False)],
     )
     booster.free_dataset()
-    scores = np.asarray(booster.predict(valid_rows.astype(np.float64)), dtype=np.float64)
+    model_bytes = to_onnx(booster)
+    # Thresholds from the scores the served graph gives, not the booster's float64 ones.
+    scores = onnx_scores(session(model_bytes), valid_rows)
     junk = threshold_at_fpr(valid.labels, scores, settings.junk_fpr)
     block = max(junk, threshold_at_fpr(valid.labels, scores, settings.block_fpr))
     flagged = confusion(valid.labels, scores >= junk)
@@ -94,9 +96,8 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
         "validation_rows": float(len(valid)),
         "token_table_size": float(len(tokens.weights)),
     }
-    model_bytes = to_onnx(booster)
     rows = parity_rows(booster, valid_rows, seed=settings.seed)
-    max_diff = parity(model_bytes, booster, rows)
+    check = parity(model_bytes, booster, rows, (0.5, junk, block))
     manifest = Manifest(
         version=new_version(model_bytes),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -104,7 +105,13 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
         feature_names=list(FEATURE_NAMES),
         thresholds=Thresholds(junk=junk, block=block),
         metrics={k: float(v) for k, v in metrics.items()},
-        parity=Parity(max_abs_diff=max_diff, rows=len(rows), tolerance=settings.parity_tolerance),
+        parity=Parity(
+            max_abs_diff=check.max_abs_diff,
+            label_flips=check.label_flips,
+            ties=check.ties,
+            rows=check.rows,
+            tolerance=settings.parity_tolerance,
+        ),
         data=DataRange(
             first_event_time=float(data.timestamps.min()),
             last_event_time=float(data.timestamps.max()),

@@ -67,7 +67,10 @@ def test_export_matches_the_booster_at_threshold_edges_and_missing_values(
 ) -> None:
     rows = parity_rows(candidate.booster, rows_of(synthetic(300, seed=1)))
     assert np.isnan(rows).any()
-    assert parity(candidate.model_bytes, candidate.booster, rows) <= 1e-5
+    check = parity(candidate.model_bytes, candidate.booster, rows, (0.5, 0.2, 0.8))
+    assert check.max_abs_diff <= 1e-5
+    assert check.label_flips == 0
+    assert check.rows == len(rows)
     assert candidate.manifest.parity.max_abs_diff <= 1e-5
 
 
@@ -80,8 +83,10 @@ def test_uncorrected_thresholds_break_parity_at_edges(candidate: Candidate) -> N
         target_opset=15,
     ).SerializeToString()
     rows = parity_rows(candidate.booster, rows_of(synthetic(300, seed=1)))
-    assert parity(raw, candidate.booster, rows) > 1e-5
-    assert parity(to_onnx(candidate.booster), candidate.booster, rows) <= 1e-5
+    broken = parity(raw, candidate.booster, rows)
+    assert broken.max_abs_diff > 1e-5
+    assert broken.label_flips > 0
+    assert parity(to_onnx(candidate.booster), candidate.booster, rows).label_flips == 0
 
 
 def test_registry_stores_immutable_versions_and_switches_atomically(
