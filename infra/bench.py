@@ -2,9 +2,14 @@
 
 Sections:
 
+* ``scorer``: the same model scored by LightGBM ``predict``, by Warden's ONNX
+  scorer and by lleaves when it is installed, at batch 1, 64 and 512;
 * ``store``: the feature store's cost per micro-batch (one pipelined round
   trip that applies and reads every aggregate of 64 events) and Redis memory
-  per tracked entity, on a real server (the embedded one unless configured).
+  per tracked entity, on a real server (the embedded one unless configured);
+* ``pipeline``: a whole worker's events/s on a backlog, and its end-to-end
+  latency at half that rate, next to a bare Faust agent loop on the same
+  broker (the ratio is the figure).
 
 The machines this runs on are shared and noisy: compare figures measured in
 the same run, not across runs.
@@ -31,7 +36,7 @@ from infra import devstack
 from infra.settings import WardenSettings
 from streams.records import MailFeatures
 
-SECTIONS = ("store",)
+SECTIONS = ("scorer", "store", "pipeline")
 
 
 def synthetic_stream(n: int, seed: int = 0) -> list[MailFeatures]:
@@ -125,7 +130,11 @@ def run(
     settings: WardenSettings, out: TextIO, sections: Sequence[str], batches: int = 300
 ) -> dict[str, dict[str, float]]:
     """Run the chosen sections and print their figures."""
+    from infra import bench_pipeline, bench_scorer
+
     results: dict[str, dict[str, float]] = {}
+    if "scorer" in sections:
+        results["scorer"] = bench_scorer.run(settings, out)
     if "store" in sections:
         with redis_url(settings) as url:
             results["store"] = asyncio.run(_store(url, batches, 64))
@@ -145,4 +154,6 @@ def run(
             f"memo (once-only bookkeeping)    {store['memo_bytes_per_event']:8.0f} bytes per event "
             "until its memo TTL\n"
         )
+    if "pipeline" in sections:
+        results["pipeline"] = bench_pipeline.run(settings, out)
     return results

@@ -104,7 +104,10 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure and print performance figures (one run)")
     bench.add_argument(
-        "--only", choices=("store",), action="append", help="run only this section (repeatable; default: all)"
+        "--only",
+        choices=("scorer", "store", "pipeline"),
+        action="append",
+        help="run only this section (repeatable; default: all)",
     )
     bench.add_argument(
         "--batches", type=_positive_int, default=300, metavar="N", help="micro-batches to measure per section"

@@ -102,9 +102,16 @@ def session(model_bytes: bytes) -> ort.InferenceSession:
         raise ExportError(f"ONNX Runtime cannot load the model: {exc}") from exc
 
 
+#: LightGBM's predictor reads any |value| <= 1e-35 as zero (it builds sparse rows and drops
+#: such entries); split thresholds of +-1e-35 exist, so the graph's input must match.
+ZERO_THRESHOLD = 1e-35
+
+
 def onnx_scores(sess: ort.InferenceSession, rows: np.ndarray) -> np.ndarray:
-    """Spam probabilities for float32 rows."""
-    outputs = sess.run([PROBABILITIES], {INPUT_NAME: rows.astype(np.float32, copy=False)})
+    """Spam probabilities for rows (as float32, with LightGBM's zero rule applied)."""
+    values = rows.astype(np.float32, copy=True)
+    values[np.abs(values) <= ZERO_THRESHOLD] = 0.0  # NaN compares false and stays missing
+    outputs = sess.run([PROBABILITIES], {INPUT_NAME: values})
     return np.asarray(outputs[0][:, 1], dtype=np.float64)
 
 

@@ -194,3 +194,13 @@ def test_booster_file_round_trips(candidate: Candidate, tmp_path: Path) -> None:
     reloaded = lgb.Booster(model_file=str(path))
     rows = rows_of(synthetic(50, seed=3)).astype(np.float64)
     np.testing.assert_allclose(reloaded.predict(rows), candidate.booster.predict(rows))
+
+
+def test_tiny_values_follow_lightgbms_zero_rule(candidate: Candidate) -> None:
+    """LightGBM reads |x| <= 1e-35 as 0 and has splits at +-1e-35: the scorer must agree."""
+    rows = rows_of(synthetic(64, seed=4))
+    for value in (1e-35, -1e-35, 1.0000000180025095e-35, -1.0000000180025095e-35, 5e-36):
+        tiny = rows.copy()
+        tiny[:, ::3] = np.float32(value)
+        expected = candidate.booster.predict(tiny.astype(np.float64))
+        assert np.max(np.abs(onnx_scores(session(candidate.model_bytes), tiny) - expected)) <= 1e-5

@@ -1,0 +1,194 @@
+"""``warden bench`` pipeline section: a whole worker next to a bare Faust loop, same broker.
+
+Both consume a backlog of the same mail records, pre-produced before they
+start, so that throughput measures the consumer, not the producer:
+first-output to last-output broker timestamps. Then each is fed at half the
+worker's throughput and its end-to-end latency measured (input broker
+timestamp to output broker timestamp).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from infra import devstack
+from infra.demo import Console, services
+from infra.settings import WardenSettings
+from infra.worker_process import wait_healthy, worker_process
+from models.train import train_from_corpus
+from streams import broker, corpus
+from streams.records import MailEvent, encode
+from streams.topics import Topic, Topics
+
+BACKLOG = 3000
+LATENCY_SECONDS = 8.0
+
+
+def _events(mails: Sequence[corpus.CorpusMail], count: int, tag: str) -> list[MailEvent]:
+    """``count`` corpus mails (cycled), each with its own event id."""
+    return [mails[i % len(mails)].event.model_copy(update={"event_id": f"{tag}-{i}"}) for i in range(count)]
+
+
+def _drain(settings: WardenSettings, topic: Topic, count: int, since_ms: int, timeout_s: float) -> list[int]:
+    """Broker timestamps of ``count`` records written to ``topic`` since ``since_ms``."""
+    reader = broker.TopicReader(settings.kafka, (topic,))
+    stamps: list[int] = []
+    try:
+        for message in reader.until(lambda: len(stamps) >= count, timeout_s):
+            if message.timestamp_ms >= since_ms:
+                stamps.append(message.timestamp_ms)
+    finally:
+        reader.close()
+    return stamps
+
+
+def _latencies(
+    settings: WardenSettings, topic: Topic, sent_ms: Mapping[bytes, int], timeout_s: float
+) -> list[float]:
+    """Output minus input broker time for each record keyed by one of ``sent_ms``'s keys."""
+    reader = broker.TopicReader(settings.kafka, (topic,))
+    found: dict[bytes, float] = {}
+    try:
+        for message in reader.until(lambda: len(found) >= len(sent_ms), timeout_s):
+            key = message.key
+            if key is not None and key in sent_ms and key not in found:
+                found[key] = message.timestamp_ms - sent_ms[key]
+    finally:
+        reader.close()
+    return list(found.values())
+
+
+def _produce(
+    settings: WardenSettings, topic: Topic, events: Sequence[MailEvent], rate: float | None
+) -> dict[bytes, int]:
+    """Send events (key: event id); returns each key's broker timestamp."""
+    producer = broker.producer(settings.kafka)
+    try:
+        futures = {}
+        started = time.monotonic()
+        for index, event in enumerate(events, start=1):
+            if rate is not None:
+                pause = started + index / rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+            key = event.event_id.encode()
+            futures[key] = producer.send(topic.name, key=key, value=encode(event))
+        return {key: future.get(timeout=60).timestamp for key, future in futures.items()}
+    finally:
+        producer.close()
+
+
+@contextmanager
+def _bare_faust(settings: WardenSettings, source: Topic, sink: Topic, log: Path) -> Iterator[None]:
+    env_port = devstack.free_port(settings.worker.web_host)
+    argv = [
+        sys.executable,
+        "-m",
+        "infra.barefaust",
+        settings.kafka.bootstrap_servers or "",
+        source.name,
+        sink.name,
+        f"bare-{uuid.uuid4().hex[:8]}",
+        str(env_port),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _rate(stamps: Sequence[int]) -> float:
+    if len(stamps) < 2:
+        return 0.0
+    return (len(stamps) - 1) / max(1e-3, (max(stamps) - min(stamps)) / 1000)
+
+
+def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Measure the worker and the bare loop on the embedded (or configured) broker."""
+    import os
+
+    env = dict(
+        base_env
+        if base_env is not None
+        else {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+    )
+    console = Console(out)
+    run_id = uuid.uuid4().hex[:8]
+    with services(settings, console) as live:
+        live = live.model_copy(
+            update={
+                "kafka": live.kafka.model_copy(update={"topic_prefix": f"bench{run_id}."}),
+                "redis": live.redis.model_copy(update={"key_prefix": f"bench{run_id}"}),
+                "worker": live.worker.model_copy(
+                    update={
+                        "app_id": f"bench-{run_id}",
+                        "web_port": devstack.free_port(live.worker.web_host),
+                    }
+                ),
+                "models": live.models.model_copy(
+                    update={"registry_dir": live.dev.state_dir / f"bench-registry-{run_id}"}
+                ),
+            }
+        )
+        console.step("training a model for the pipeline benchmark ...")
+        train_from_corpus(live, corpus.OLDER)
+        topics = Topics.from_settings(live.kafka)
+        bare_in = Topic(f"bench{run_id}.bare.in", live.kafka.partitions, 1, "bare loop input")
+        bare_out = Topic(f"bench{run_id}.bare.out", live.kafka.partitions, 1, "bare loop output")
+        broker.ensure_topics(live.kafka, (*topics.all(), bare_in, bare_out))
+        mails = corpus.load(live.corpus, corpus.NEWER)
+        figures: dict[str, float] = {"backlog": float(BACKLOG)}
+
+        console.step(f"bare Faust loop: a backlog of {BACKLOG:,} mail records ...")
+        since = int(time.time() * 1000)
+        _produce(live, bare_in, _events(mails, BACKLOG, f"bare{run_id}"), None)
+        with _bare_faust(live, bare_in, bare_out, live.dev.state_dir / f"bench-bare-{run_id}.log"):
+            figures["bare_events_per_s"] = _rate(_drain(live, bare_out, BACKLOG, since, 180))
+
+            console.step(f"warden worker: the same backlog through {topics.mail_events.name} ...")
+            since = int(time.time() * 1000)
+            _produce(live, topics.mail_events, _events(mails, BACKLOG, f"w{run_id}"), None)
+            with worker_process(live, env, live.dev.state_dir / f"bench-worker-{run_id}.log") as proc:
+                wait_healthy(live, proc, timeout_s=90)
+                figures["warden_events_per_s"] = _rate(_drain(live, topics.verdicts, BACKLOG, since, 300))
+                rate = max(1.0, figures["warden_events_per_s"] / 2)
+                count = max(20, int(rate * LATENCY_SECONDS))
+                console.step(
+                    f"latency at half the worker's throughput ({rate:.0f} events/s, {count:,} events) ..."
+                )
+                sent = _produce(live, topics.mail_events, _events(mails, count, f"l{run_id}"), rate)
+                warden = _latencies(live, topics.verdicts, sent, 120)
+                sent_bare = _produce(live, bare_in, _events(mails, count, f"lb{run_id}"), rate)
+                bare = _latencies(live, bare_out, sent_bare, 120)
+    figures["latency_rate"] = rate
+    for name, samples in (("warden", warden), ("bare", bare)):
+        p50, p99 = np.percentile(np.asarray(samples or [0.0]), [50, 99])
+        figures[f"{name}_latency_ms_p50"] = float(p50)
+        figures[f"{name}_latency_ms_p99"] = float(p99)
+    figures["warden_over_bare"] = figures["warden_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
+    out.write(
+        "== pipeline (one worker process vs a bare Faust agent loop, same broker, same records) ==\n"
+        f"throughput on a {BACKLOG:,}-record backlog: warden {figures['warden_events_per_s']:,.0f} events/s, "
+        f"bare Faust {figures['bare_events_per_s']:,.0f} events/s, ratio {figures['warden_over_bare']:.2f}x\n"
+        f"end-to-end latency at {rate:,.0f} events/s: warden p50 {figures['warden_latency_ms_p50']:.0f} ms, "
+        f"p99 {figures['warden_latency_ms_p99']:.0f} ms; "
+        f"bare Faust p50 {figures['bare_latency_ms_p50']:.0f} ms, "
+        f"p99 {figures['bare_latency_ms_p99']:.0f} ms\n"
+    )
+    return figures

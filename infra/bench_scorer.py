@@ -1,0 +1,78 @@
+"""``warden bench`` scorer section: one model, three ways to score it, same rows, same run."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import numpy as np
+
+from features.pseudonym import Pseudonymiser
+from infra.settings import WardenSettings
+from models.dataset import build
+from models.train import train
+from serving.scorer import Scorer
+from streams import corpus
+
+BATCHES = (1, 64, 512)
+
+
+def _time(call: Callable[[], Any], rows: int) -> dict[str, float]:
+    call()
+    repeats = max(30, 30_000 // rows)
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    micro = np.asarray(samples) * 1e6
+    p50, p99 = np.percentile(micro, [50, 99])
+    return {"p50_us": float(p50), "p99_us": float(p99), "rows_per_s": rows / float(p50) * 1e6}
+
+
+def run(settings: WardenSettings, out: TextIO) -> dict[str, float]:
+    """Train a model on the older corpus folders and time it on the newer ones."""
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    older = build(corpus.load(settings.corpus, corpus.OLDER), pseudonymiser)
+    newer = build(corpus.load(settings.corpus, corpus.NEWER), pseudonymiser)
+    candidate = train(older, settings.models, source="bench")
+    scorer = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
+    rows = newer.rows(newer.evidence(candidate.tokens))
+    booster = candidate.booster
+    engines: dict[str, Callable[[np.ndarray], Any]] = {
+        "lightgbm": lambda x: booster.predict(x.astype(np.float64), num_threads=1),
+        "warden": scorer.score,
+    }
+    if importlib.util.find_spec("lleaves") is not None:  # optional, for comparison only
+        import lleaves  # type: ignore[import-not-found]
+
+        path = f"/tmp/warden-bench-{candidate.manifest.version}.txt"  # noqa: S108 (scratch file)
+        booster.save_model(path)
+        compiled = lleaves.Model(model_file=path)
+        compiled.compile()
+        engines["lleaves"] = lambda x: compiled.predict(x.astype(np.float64), n_jobs=1)
+    figures: dict[str, float] = {"trees": float(booster.num_trees()), "features": float(rows.shape[1])}
+    out.write(f"== scorer ({booster.num_trees()} trees, {rows.shape[1]} features, one thread) ==\n")
+    out.write(f"{'batch':>6} " + " ".join(f"{name:>28}" for name in engines) + "\n")
+    for size in BATCHES:
+        batch = rows[:size]
+        cells = []
+        for name, engine in engines.items():
+            timing = _time(lambda e=engine, b=batch: e(b), size)  # type: ignore[misc]
+            for key, value in timing.items():
+                figures[f"{name}_b{size}_{key}"] = value
+            cells.append(f"{timing['p50_us']:7.0f}/{timing['p99_us']:6.0f} us {timing['rows_per_s']:8.0f}/s")
+        out.write(f"{size:>6} " + " ".join(f"{c:>28}" for c in cells) + "\n")
+    ratio = figures["warden_b64_rows_per_s"] / figures["lightgbm_b64_rows_per_s"]
+    figures["warden_over_lightgbm_b64"] = ratio
+    out.write(f"warden / lightgbm rows/s at batch 64: {ratio:.2f}x")
+    if "lleaves" in engines:
+        lleaves_ratio = figures["warden_b64_rows_per_s"] / figures["lleaves_b64_rows_per_s"]
+        figures["warden_over_lleaves_b64"] = lleaves_ratio
+        out.write(f"; warden / lleaves: {lleaves_ratio:.2f}x")
+    else:
+        out.write(" (lleaves not installed: `pip install lleaves` to compare)")
+    out.write("\n")
+    return figures
