@@ -102,6 +102,25 @@ def _parser() -> argparse.ArgumentParser:
         help="bootstrap resamples for confidence intervals (0: none)",
     )
 
+    feedback = commands.add_parser("feedback", help="send labels for event ids to the feedback topic")
+    feedback.add_argument("--event-id", help="label one event (with --label, --source, --reporter)")
+    feedback.add_argument("--label", choices=("abuse", "legit"))
+    feedback.add_argument(
+        "--source", choices=("user_report", "ops_review", "appeal", "auto"), default="ops_review"
+    )
+    feedback.add_argument("--reporter", default="cli", help="who labels (pseudonymised by the worker)")
+    feedback.add_argument("--reason", help="an optional note")
+    feedback.add_argument("--file", help="labels from a CSV (with a header) or JSONL file, or - for stdin")
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="train on training-examples, gate against the champion, promote if better "
+        "(exit 0 promoted or unchanged, 3 not promoted, 4 too little data, 5 locked, 1 failure)",
+    )
+    retrain.add_argument("--since", type=float, metavar="EPOCH_S", help="labels given at or after this time")
+    retrain.add_argument("--until", type=float, metavar="EPOCH_S", help="labels given before this time")
+    retrain.add_argument("--min-examples", type=_positive_int, default=200, metavar="N")
+
     bench = commands.add_parser("bench", help="measure and print performance figures (one run)")
     bench.add_argument(
         "--only",
@@ -120,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     promote = models_commands.add_parser("promote", help="make a version current")
     promote.add_argument("version")
     models_commands.add_parser("rollback", help="return to the previously promoted version")
+    show = models_commands.add_parser("show", help="a version's manifest (default: the current one)")
+    show.add_argument("version", nargs="?")
     shadow = models_commands.add_parser(
         "shadow", help="score a version beside the champion, never acting on it"
     )
@@ -211,6 +232,10 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
             )
         )
         return 0
+    if command == "feedback":
+        return _feedback(args, _with_services(settings))
+    if command == "retrain":
+        return _retrain(args, _with_services(settings))
     if command == "bench":
         from infra import bench
 
@@ -254,6 +279,29 @@ def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
     return 0
 
 
+def _feedback(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from streams import feedback_source
+
+    records = feedback_source.read(args)
+    sent = feedback_source.send(settings, records)
+    print(f"sent {sent:,} labels to {settings.kafka.topic_prefix}feedback")
+    return 0
+
+
+def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from models import retrain
+
+    try:
+        result = retrain.retrain(settings, args.since, args.until, args.min_examples)
+    except retrain.RetrainLocked as exc:
+        print(f"warden: error: {exc}", file=sys.stderr)
+        return retrain.EXIT_LOCKED
+    if result.outcome == "promoted":
+        _announce(settings, "promote", result.version)
+    print(retrain.summary(result))
+    return retrain.EXIT_CODES[result.outcome]
+
+
 def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
     from models.evaluate import evaluate
 
@@ -285,6 +333,12 @@ def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
         return 0
     if args.action == "compare":
         return _compare(settings, registry)
+    if args.action == "show":
+        chosen = args.version or registry.current()
+        if chosen is None:
+            raise UsageError(f"no model promoted in {registry.root}")
+        print(registry.manifest(chosen).model_dump_json(indent=2))
+        return 0
     if args.action == "promote":
         registry.promote(args.version)
         changed: str | None = args.version

@@ -24,6 +24,11 @@ class WorkerStats:
     model_refusals: int = 0
     last_swap_load_ms: float = 0.0
     shadow_scored: int = 0
+    feedback_accepted: int = 0
+    feedback_unknown: int = 0
+    feedback_duplicates: int = 0
+    feedback_capped: int = 0
+    served_rows_lost: int = 0
     shadow_disagreements: int = 0
     assigned_partitions: int = 0
     started: bool = False
@@ -65,6 +70,11 @@ class WorkerStats:
         ]
         lines += [f'warden_verdicts_total{{action="{a}"}} {n}' for a, n in self.actions.items()]
         lines += [
+            "# TYPE warden_feedback_total counter",
+            f'warden_feedback_total{{outcome="accepted"}} {self.feedback_accepted}',
+            f'warden_feedback_total{{outcome="unknown_event"}} {self.feedback_unknown}',
+            f'warden_feedback_total{{outcome="duplicate"}} {self.feedback_duplicates}',
+            f'warden_feedback_total{{outcome="capped"}} {self.feedback_capped}',
             "# TYPE warden_model_swaps_total counter",
             f"warden_model_swaps_total {self.swaps}",
             "# TYPE warden_model_refusals_total counter",

@@ -108,6 +108,24 @@ class WorkerSettings(_Part):
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "warn"
 
 
+class FeedbackSettings(_Part):
+    """How labels are weighed and bounded (poisoning resistance)."""
+
+    #: Served rows are kept this long for labels to join (a later label is "unknown").
+    row_ttl_seconds: int = Field(default=3 * 24 * 3600, ge=60)
+    weight_ops_review: float = Field(default=1.0, ge=0)
+    weight_appeal: float = Field(default=1.0, ge=0)
+    weight_auto: float = Field(default=0.5, ge=0)
+    weight_user_report: float = Field(default=0.2, ge=0)
+    #: Reports a single reporter may make per day before its reports weigh nothing.
+    reporter_daily_cap: int = Field(default=20, ge=1)
+    #: User reports counted per reported sender per day; beyond, they weigh nothing.
+    target_daily_cap: int = Field(default=10, ge=1)
+
+    def weight(self, source: str) -> float:
+        return float(getattr(self, f"weight_{source}"))
+
+
 class ServingSettings(_Part):
     """How a worker serves models: hot swap, shadow, reasons."""
 
@@ -166,6 +184,7 @@ class WardenSettings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     models: ModelSettings = ModelSettings()
     serving: ServingSettings = ServingSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
     corpus: CorpusSettings = CorpusSettings()
     dev: DevSettings = DevSettings()
 

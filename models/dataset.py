@@ -35,6 +35,8 @@ class Dataset:
     timestamps: np.ndarray  # float64 [n]
     event_ids: tuple[str, ...]
     folders: tuple[str, ...]
+    #: Per-row training weights (None: every row weighs 1).
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -50,6 +52,7 @@ class Dataset:
             timestamps=self.timestamps[positions],
             event_ids=tuple(self.event_ids[i] for i in positions),
             folders=tuple(self.folders[i] for i in positions),
+            weights=None if self.weights is None else self.weights[positions],
         )
 
     def in_folders(self, folders: Sequence[str]) -> Dataset:

@@ -14,7 +14,6 @@ import hashlib
 from datetime import UTC, datetime
 
 import lightgbm as lgb
-import numpy as np
 
 from features.definitions import FEATURE_NAMES, SCHEMA_HASH
 from features.pseudonym import Pseudonymiser
@@ -54,7 +53,13 @@ def _params(settings: ModelSettings) -> dict[str, object]:
     }
 
 
-def train(data: Dataset, settings: ModelSettings, source: str, validation_share: float = 0.2) -> Candidate:
+def train(
+    data: Dataset,
+    settings: ModelSettings,
+    source: str,
+    validation_share: float = 0.2,
+    version: str | None = None,
+) -> Candidate:
     """Train, export and parity-check a candidate on ``data`` (rows in time order).
 
     Raises TrainingError when the data cannot support a model.
@@ -70,8 +75,10 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
     fit_rows = fit.rows(cross_fitted_evidence(fit.tokens, fit.labels, seed=settings.seed))
     valid_rows = valid.rows(valid.evidence(tokens))
     params = _params(settings)
-    train_set = lgb.Dataset(fit_rows, label=fit.labels, feature_name=list(FEATURE_NAMES), free_raw_data=False)
-    valid_set = lgb.Dataset(valid_rows, label=valid.labels, reference=train_set)
+    train_set = lgb.Dataset(
+        fit_rows, label=fit.labels, weight=fit.weights, feature_name=list(FEATURE_NAMES), free_raw_data=False
+    )
+    valid_set = lgb.Dataset(valid_rows, label=valid.labels, weight=valid.weights, reference=train_set)
     booster = lgb.train(
         params,
         train_set,
@@ -99,7 +106,7 @@ def train(data: Dataset, settings: ModelSettings, source: str, validation_share:
     rows = parity_rows(booster, valid_rows, seed=settings.seed)
     check = parity(model_bytes, booster, rows, (0.5, junk, block))
     manifest = Manifest(
-        version=new_version(model_bytes),
+        version=version or new_version(model_bytes),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         schema_hash=SCHEMA_HASH,
         feature_names=list(FEATURE_NAMES),

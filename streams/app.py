@@ -15,12 +15,13 @@ import faust
 
 from features.exceptions import StoreUnavailable
 from features.pseudonym import Pseudonymiser
+from features.served import FeedbackLedger, ServedRows
 from features.store import RedisStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from serving.slot import ModelSlot
 from streams import web
-from streams.agents import ingest, score
+from streams.agents import feedback, ingest, score
 from streams.topics import Topic, Topics
 from streams.transport import SCHEME, WardenApp
 
@@ -32,6 +33,8 @@ class Services:
     """Resources a worker needs, built by the entry point and injected."""
 
     store: RedisStore
+    served: ServedRows
+    ledger: FeedbackLedger
     slot: ModelSlot
     pseudonymiser: Pseudonymiser
     stats: WorkerStats
@@ -93,6 +96,20 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         settings,
         services.store,
         services.slot,
+        services.served,
+        stats,
+    )
+    feedback.register(
+        app,
+        channel(topics.feedback),
+        channel(topics.training_examples),
+        dead_letters,
+        settings,
+        services.store,
+        services.store.keys,
+        services.served,
+        services.ledger,
+        services.pseudonymiser,
         stats,
     )
 

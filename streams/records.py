@@ -131,6 +131,58 @@ class FeatureLogEntry(_Record):
     shadow_score: float | None = None
 
 
+FeedbackLabel = Literal["abuse", "legit"]
+FeedbackSource = Literal["user_report", "ops_review", "appeal", "auto"]
+
+
+class Feedback(_Record):
+    """A label for one event, from a user, an operator, an appeal or an automatic rule.
+
+    Input record (``feedback`` topic, key: event id). ``reporter`` is whatever
+    identifies the reporter (an address, an operator id); the feedback agent
+    pseudonymises it and nothing raw goes further.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    feedback_id: str = Field(pattern=_EVENT_ID)
+    event_id: str = Field(pattern=_EVENT_ID)
+    kind: EventKind = "mail"
+    label: FeedbackLabel
+    source: FeedbackSource
+    reporter: str = Field(min_length=1, max_length=320)
+    #: When the label was given (epoch seconds).
+    at: float
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class ServedRow(_Record):
+    """What a verdict was computed from, kept (pseudonymous) so feedback can join it."""
+
+    event_id: str
+    kind: EventKind = "mail"
+    timestamp: float
+    model_version: str
+    sender: str
+    sender_domain: str
+    url_domains: list[str]
+    content: list[float]
+    tokens: list[int]
+    aggregates: list[float]
+
+
+class TrainingExample(_Record):
+    """A served row with its label and weight: what ``warden retrain`` learns from."""
+
+    event_id: str
+    kind: EventKind = "mail"
+    label: int = Field(ge=0, le=1)
+    weight: float = Field(ge=0)
+    source: FeedbackSource
+    labelled_at: float
+    row: ServedRow
+
+
 class ModelUpdate(_Record):
     """A change of the registry's pointers, announced on ``model-updates``."""
 

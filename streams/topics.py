@@ -12,6 +12,8 @@ verdicts           event id                     :class:`~streams.records.Verdict
 feature-log        event id                     :class:`~streams.records.FeatureLogEntry`
 dead-letters       source topic                 :class:`~streams.records.DeadLetter`
 model-updates      (none)                       :class:`~streams.records.ModelUpdate`
+feedback           event id                     :class:`~streams.records.Feedback` (input)
+training-examples  event id                     :class:`~streams.records.TrainingExample`
 =================  ===========================  ==========================================
 
 ``mail.features`` is keyed by the sender pseudonym so that every update of one
@@ -47,6 +49,8 @@ class Topics:
     feature_log: Topic
     dead_letters: Topic
     model_updates: Topic
+    feedback: Topic
+    training_examples: Topic
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings) -> Topics:
@@ -65,6 +69,8 @@ class Topics:
             feature_log=topic("feature-log", "the features each verdict was computed from"),
             dead_letters=topic("dead-letters", "records that could not be processed, with why"),
             model_updates=topic("model-updates", "promotions, rollbacks and shadow changes"),
+            feedback=topic("feedback", "labels from users, operators, appeals and rules"),
+            training_examples=topic("training-examples", "served rows joined with their labels"),
         )
 
     def all(self) -> tuple[Topic, ...]:
@@ -75,8 +81,10 @@ class Topics:
             self.feature_log,
             self.dead_letters,
             self.model_updates,
+            self.feedback,
+            self.training_examples,
         )
 
     def inputs(self) -> tuple[Topic, ...]:
         """The topics that carry raw events from outside Warden."""
-        return (self.mail_events,)
+        return (self.mail_events, self.feedback)

@@ -6,6 +6,7 @@ import faust
 
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
+from features.served import FeedbackLedger, ServedRows
 from features.store import RedisStore, connect
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
@@ -38,7 +39,12 @@ def build_services(settings: WardenSettings) -> Services:
         client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds
     )
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    return Services(store=store, slot=slot, pseudonymiser=pseudonymiser, stats=stats)
+    prefix = settings.redis.key_prefix
+    served = ServedRows(client, prefix, settings.feedback.row_ttl_seconds)
+    ledger = FeedbackLedger(client, prefix, settings.feedback.row_ttl_seconds)
+    return Services(
+        store=store, served=served, ledger=ledger, slot=slot, pseudonymiser=pseudonymiser, stats=stats
+    )
 
 
 def run(settings: WardenSettings) -> None:

@@ -16,8 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from features.definitions import SCHEMA_HASH
 from features.exceptions import StoreUnavailable
+from features.served import ServedRows
 from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
@@ -28,6 +31,7 @@ from streams.records import (
     DeadLetter,
     FeatureLogEntry,
     MailFeatures,
+    ServedRow,
     SourcePosition,
     Verdict,
     decode,
@@ -114,6 +118,37 @@ async def read_aggregates(
         return values
 
 
+async def _remember(
+    served: ServedRows,
+    batch: Sequence[MailFeatures],
+    aggregates: Sequence[Sequence[float]],
+    version: str,
+    stats: WorkerStats,
+) -> None:
+    """Keep what each verdict was computed from, for labels to join later."""
+    rows = [
+        ServedRow(
+            event_id=f.event_id,
+            kind=f.kind,
+            timestamp=f.timestamp,
+            model_version=version,
+            sender=f.sender,
+            sender_domain=f.sender_domain,
+            url_domains=f.url_domains,
+            content=f.content,
+            tokens=f.tokens,
+            aggregates=list(a),
+        )
+        for f, a in zip(batch, aggregates, strict=True)
+    ]
+    try:
+        await served.remember(rows)
+    except (RedisError, OSError) as exc:
+        # The verdicts stand; a label for these events will be reported as unknown.
+        stats.served_rows_lost += len(rows)
+        log.warning("could not keep %d served rows: %s", len(rows), exc)
+
+
 def register(
     app: Any,
     source: Any,
@@ -123,6 +158,7 @@ def register(
     settings: WardenSettings,
     store: FeatureStore,
     slot: ModelSlot,
+    served: ServedRows,
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
 ) -> None:
@@ -168,6 +204,7 @@ def register(
                 await verdicts_out.send(key=key, value=encode(verdict))
                 await feature_log.send(key=key, value=encode(entry))
                 stats.actions[verdict.action] += 1
+            await _remember(served, batch, aggregates, champion.version, stats)
             stats.scored += len(verdicts)
             stats.batches += 1
 

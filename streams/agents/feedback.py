@@ -1,0 +1,191 @@
+"""The feedback agent: labels joined with the rows that were served, weighed and bounded.
+
+For each label on ``feedback`` it recalls what the labelled event's verdict
+was computed from (:class:`~features.served.ServedRows`), and emits a
+:class:`~streams.records.TrainingExample` with a weight, and updates the
+decayed reputation of the event's sender, sender domain and URL domains.
+
+Poisoning resistance: every source has a weight (a user report counts for
+0.2 of an operator's review by default); a user's reports beyond a daily
+cap weigh nothing; user reports about one sender beyond a daily cap weigh
+nothing. So a farm of accounts mass-reporting a legitimate sender adds at
+most ``target_daily_cap x weight_user_report`` of abuse weight per day to
+that sender, whatever its size, and the same bound holds for its training
+examples. Labels for unknown or expired events, malformed labels and
+duplicates are counted; the first two go to dead letters with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from features.aggregations import SENDER, SENDER_DOMAIN, URL_DOMAIN
+from features.keys import Keys
+from features.operations import Call, report
+from features.pseudonym import Pseudonymiser
+from features.served import FeedbackLedger, ServedRows
+from features.store import FeatureStore
+from infra.metrics import WorkerStats
+from infra.settings import FeedbackSettings, WardenSettings
+from streams.exceptions import MalformedRecord
+from streams.records import DeadLetter, Feedback, ServedRow, SourcePosition, TrainingExample, decode, encode
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """One accepted label and the weight it carries."""
+
+    feedback: Feedback
+    row: ServedRow
+    weight: float
+
+
+def weigh(feedback: Feedback, reporter_count: int, target_count: int, settings: FeedbackSettings) -> float:
+    """The weight of one label given how many reports its reporter and target have today.
+
+    The caps bound user reports, the source an attacker controls; operators'
+    reviews, appeals and automatic rules are trusted and only weighted.
+    """
+    if feedback.source == "user_report" and (
+        reporter_count > settings.reporter_daily_cap or target_count > settings.target_daily_cap
+    ):
+        return 0.0
+    return settings.weight(feedback.source)
+
+
+def reputation_calls(labelled: Labelled, store_keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[Call]:
+    """Reputation updates for the labelled event's sender, domain and URL domains."""
+    if labelled.weight <= 0:
+        return []
+    feedback, row = labelled.feedback, labelled.row
+    targets = [(SENDER, row.sender), (SENDER_DOMAIN, row.sender_domain)]
+    targets += [(URL_DOMAIN, domain) for domain in row.url_domains]
+    return [
+        report(
+            entity,
+            pseudonym,
+            feedback.label,
+            labelled.weight,
+            feedback.at,
+            f"{feedback.feedback_id}.{index}",
+            store_keys,
+            ttl_s,
+            memo_ttl_s,
+        )
+        for index, (entity, pseudonym) in enumerate(targets)
+    ]
+
+
+def example(labelled: Labelled) -> TrainingExample:
+    return TrainingExample(
+        event_id=labelled.row.event_id,
+        kind=labelled.row.kind,
+        label=1 if labelled.feedback.label == "abuse" else 0,
+        weight=labelled.weight,
+        source=labelled.feedback.source,
+        labelled_at=labelled.feedback.at,
+        row=labelled.row,
+    )
+
+
+async def join(
+    items: Sequence[tuple[Feedback, SourcePosition, bytes]],
+    served: ServedRows,
+    ledger: FeedbackLedger,
+    pseudonymiser: Pseudonymiser,
+    settings: FeedbackSettings,
+    stats: WorkerStats,
+    now: float,
+) -> tuple[list[Labelled], list[DeadLetter]]:
+    """Accept, weigh or refuse a batch of decoded labels (four pipelined round trips)."""
+    rows = await served.recall([feedback.event_id for feedback, _, _ in items])
+    letters = []
+    known = []
+    for (feedback, position, raw), row in zip(items, rows, strict=True):
+        if row is None:
+            stats.feedback_unknown += 1
+            letters.append(
+                DeadLetter.of(position, f"unknown or expired event {feedback.event_id}", raw, int(now * 1000))
+            )
+        else:
+            known.append((feedback, row))
+    fresh = await ledger.first_time([feedback.feedback_id for feedback, _ in known])
+    accepted = [pair for pair, first in zip(known, fresh, strict=True) if first]
+    stats.feedback_duplicates += len(known) - len(accepted)
+    if not accepted:
+        return [], letters
+    day = math.floor(now / 86400)
+    counts = await ledger.count(
+        [pseudonymiser.address(feedback.reporter) for feedback, _ in accepted],
+        [row.sender if feedback.source == "user_report" else None for feedback, row in accepted],
+        day,
+    )
+    labelled = []
+    for (feedback, row), (reporter_count, target_count) in zip(accepted, counts, strict=True):
+        weight = weigh(feedback, reporter_count, target_count, settings)
+        if weight == 0.0:
+            stats.feedback_capped += 1
+        labelled.append(Labelled(feedback, row, weight))
+    return labelled, letters
+
+
+def register(
+    app: Any,
+    source: Any,
+    examples_out: Any,
+    dead_letters: Any,
+    settings: WardenSettings,
+    store: FeatureStore,
+    keys: Keys,
+    served: ServedRows,
+    ledger: FeedbackLedger,
+    pseudonymiser: Pseudonymiser,
+    stats: WorkerStats,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Declare the feedback agent on ``app`` for the ``source`` (feedback) topic."""
+
+    async def feedback(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.worker.batch_size, within=settings.worker.batch_within_s
+        ):
+            now = clock()
+            items = []
+            for event in events:
+                message = event.message
+                position = SourcePosition(
+                    topic=message.topic, partition=message.partition, offset=message.offset
+                )
+                raw = message.value or b""
+                try:
+                    items.append((decode(Feedback, raw), position, raw))
+                except MalformedRecord as exc:
+                    stats.dead_lettered += 1
+                    letter = DeadLetter.of(position, exc.reason, raw, int(now * 1000))
+                    await dead_letters.send(key=position.topic.encode(), value=encode(letter))
+            if not items:
+                continue
+            labelled, letters = await join(
+                items, served, ledger, pseudonymiser, settings.feedback, stats, now
+            )
+            for letter in letters:
+                stats.dead_lettered += 1
+                await dead_letters.send(key=letter.source.topic.encode(), value=encode(letter))
+            calls = [
+                call
+                for item in labelled
+                for call in reputation_calls(
+                    item, keys, settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds
+                )
+            ]
+            if calls:
+                await store.apply_calls(calls)
+            for item in labelled:
+                stats.feedback_accepted += 1
+                await examples_out.send(key=item.row.event_id.encode(), value=encode(example(item)))
+
+    app.agent(source, name=f"{settings.worker.app_id}.feedback")(feedback)

@@ -1,0 +1,170 @@
+"""The whole loop on the real broker and Redis: verdicts → feedback → examples → retrain → swap."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from infra.settings import WardenSettings
+from infra.worker_process import wait_healthy, worker_process
+from models.registry import Registry
+from models.retrain import EXIT_NOT_PROMOTED, EXIT_PROMOTED, EXIT_TOO_LITTLE_DATA
+from streams import broker, corpus, feedback_source
+from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
+from streams.replay import replay, send_raw
+from streams.topics import Topics
+
+
+def _verdicts(settings: WardenSettings, topics: Topics, wanted: set[str]) -> dict[str, list[Verdict]]:
+    found: dict[str, list[Verdict]] = defaultdict(list)
+    reader = broker.TopicReader(settings.kafka, (topics.verdicts,))
+    for message in reader.until(lambda: wanted <= set(found), timeout_s=120):
+        verdict = decode(Verdict, message.value or b"")
+        if verdict.event_id in wanted:
+            found[verdict.event_id].append(verdict)
+    reader.close()
+    return found
+
+
+def _wait_for_model(settings: WardenSettings, version: str | None, timeout_s: float = 30.0) -> None:
+    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            if json.loads(response.read()).get("model_version") == version:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the worker did not switch to {version}")
+
+
+def _cli(
+    settings: WardenSettings, base_env: dict[str, str], *argv: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**base_env, **settings.service_environment(), **(extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", *argv], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_labels_retrain_promote_swap_and_rollback(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path, registry_dir: Path
+) -> None:
+    registry_root = tmp_path / "registry"
+    shutil.copytree(registry_dir, registry_root)
+    live = settings.model_copy(
+        update={
+            "models": settings.models.model_copy(update={"registry_dir": registry_root}),
+            "serving": settings.serving.model_copy(update={"reload_interval_s": 0.2}),
+        }
+    )
+    registry = Registry(registry_root)
+    first = registry.current()
+    topics = Topics.from_settings(live.kafka)
+    broker.ensure_topics(live.kafka, topics.all())
+    newer = corpus.load(live.corpus, corpus.NEWER)
+    # Everything scored so far gets labelled: the older collection and the first 900 newer mails.
+    labelled, later = corpus.load(live.corpus, corpus.OLDER) + newer[:900], newer[900:960]
+
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        producer = broker.producer(live.kafka)
+        replay([m.event for m in labelled], producer, topics.mail_events)
+        assert set(_verdicts(live, topics, {m.event.event_id for m in labelled}))
+
+        # Operators label every scored mail; one label names an unknown event, one is malformed.
+        now = time.time()
+        labels = [
+            Feedback(
+                feedback_id=f"fb-{i}",
+                event_id=m.event.event_id,
+                label="abuse" if m.is_spam else "legit",
+                source="ops_review",
+                reporter=f"operator{i % 3}",
+                at=now,
+            )
+            for i, m in enumerate(labelled)
+        ]
+        labels.append(
+            Feedback(
+                feedback_id="fb-ghost",
+                event_id="never-seen",
+                label="abuse",
+                source="ops_review",
+                reporter="operator0",
+                at=now,
+            )
+        )
+        assert feedback_source.send(live, labels) == len(labels)
+        send_raw(producer, [(topics.feedback, b"x", b'{"feedback_id": 7}')])
+        assert feedback_source.send(live, labels[:10]) == 10  # duplicates change nothing
+
+        examples: list[TrainingExample] = []
+        letters: list[DeadLetter] = []
+        reader = broker.TopicReader(live.kafka, (topics.training_examples, topics.dead_letters))
+        for message in reader.until(lambda: len(examples) >= len(labelled) and len(letters) >= 2, 120):
+            if message.topic == topics.training_examples.name:
+                examples.append(decode(TrainingExample, message.value or b""))
+            else:
+                letters.append(decode(DeadLetter, message.value or b""))
+        time.sleep(1.0)
+        examples += [
+            decode(TrainingExample, m.value or b"")
+            for m in reader.poll(1.0)
+            if m.topic == topics.training_examples.name
+        ]
+        reader.close()
+        assert len(examples) == len(labelled), "one example per label; duplicates dropped"
+        assert {e.event_id for e in examples} == {m.event.event_id for m in labelled}
+        assert all(e.weight == 1.0 and len(e.row.content) > 0 for e in examples)
+        reasons = " | ".join(letter.reason for letter in letters)
+        assert "unknown or expired event never-seen" in reasons
+        assert "feedback_id" in reasons
+
+        # Too little data for a demanding threshold: said by the exit code, nothing registered.
+        versions_before = registry.versions()
+        scarce = _cli(live, base_env, "retrain", "--min-examples", "5000")
+        assert scarce.returncode == EXIT_TOO_LITTLE_DATA, scarce.stderr
+        assert registry.versions() == versions_before
+
+        # A retrain that beats the champion on the same holdout: promoted, announced, swapped.
+        started = time.monotonic()
+        promoted = _cli(live, base_env, "retrain", "--min-examples", "200")
+        assert promoted.returncode == EXIT_PROMOTED, promoted.stdout + promoted.stderr
+        result = json.loads(promoted.stdout.strip().splitlines()[-1])
+        new = result["version"]
+        assert result["outcome"] == "promoted"
+        assert registry.current() == new
+        assert result["candidate_auc"] >= result["champion_auc"]
+
+        _wait_for_model(live, new)
+        swap_seconds = time.monotonic() - started
+        again = _cli(live, base_env, "retrain", "--min-examples", "200")
+        assert json.loads(again.stdout.strip().splitlines()[-1])["outcome"] == "unchanged"
+        replay([m.event for m in later[:30]], producer, topics.mail_events)
+        after = _verdicts(live, topics, {m.event.event_id for m in later[:30]})
+        assert {v.model_version for copies in after.values() for v in copies} == {new}
+
+        # A weaker candidate on the same examples: registered, not promoted, and the code says so.
+        tiny = {"WARDEN_MODELS__NUM_TREES": "1", "WARDEN_MODELS__NUM_LEAVES": "2"}
+        refused = _cli(live, base_env, "retrain", "--min-examples", "200", extra=tiny)
+        assert refused.returncode == EXIT_NOT_PROMOTED, refused.stdout + refused.stderr
+        weak_version = json.loads(refused.stdout.strip().splitlines()[-1])["version"]
+        assert weak_version in registry.versions()
+        assert registry.current() == new
+
+        # Rollback: running workers return to the previous version.
+        rolled = _cli(live, base_env, "models", "rollback")
+        assert rolled.returncode == 0, rolled.stderr
+        assert registry.current() == first
+        _wait_for_model(live, first)
+        replay([m.event for m in later[30:]], producer, topics.mail_events)
+        producer.close()
+        back = _verdicts(live, topics, {m.event.event_id for m in later[30:]})
+        assert {v.model_version for copies in back.values() for v in copies} == {first}
+    print(f"retrain start -> new version scoring: {swap_seconds:.1f} s")
