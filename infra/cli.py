@@ -357,25 +357,9 @@ def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _announce(settings: WardenSettings, action: str, version: str | None) -> None:
-    """Publish the change on model-updates when a broker is configured (for audit and consumers)."""
-    import time
+    from streams.broker import announce
 
-    from streams import broker
-    from streams.records import ModelUpdate, encode
-    from streams.topics import Topics
-
-    if settings.kafka.bootstrap_servers is None:
-        return
-    topics = Topics.from_settings(settings.kafka)
-    broker.ensure_topics(settings.kafka, (topics.model_updates,))
-    producer = broker.producer(settings.kafka)
-    try:
-        update = ModelUpdate.model_validate(
-            {"action": action, "version": version, "at_ms": int(time.time() * 1000)}
-        )
-        producer.send(topics.model_updates.name, value=encode(update)).get(timeout=30)
-    finally:
-        producer.close()
+    announce(settings, action, version)
 
 
 def _compare(settings: WardenSettings, registry: Registry) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,11 @@ from infra import devstack
 from infra.exceptions import DevStackError
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
+from models import retrain
 from models.train import train_from_corpus
-from streams import broker, corpus
-from streams.records import DeadLetter, Verdict, decode
+from streams import broker, corpus, feedback_source
+from streams.campaign import campaign
+from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
 from streams.replay import replay, send_raw
 from streams.topics import Topics
 
@@ -175,6 +178,7 @@ def run(
             joined = wait_healthy(live, proc, timeout_s=90)
             console.step(f"worker joined its consumer group in {joined:.1f} s")
             summary = _replay_and_measure(live, topics, newer, rate, console)
+            summary.update(close_the_loop(live, topics, newer, console))
         summary["model_version"] = manifest.version
         summary["worker_join_s"] = round(joined, 2)
     summary["demo_seconds"] = round(time.monotonic() - demo_started, 1)
@@ -285,8 +289,113 @@ def _print_summary(summary: Mapping[str, object], out: TextIO) -> None:
         f"throughput           {summary['throughput_events_per_s']:,} events/s "
         "(first input sent -> last verdict)",
         f"model                {summary['model_version']}",
+        f"feedback loop        campaign recall {summary['campaign_recall_before']} before, "
+        f"{summary['campaign_recall_after']} after one feedback + retrain cycle "
+        f"(retrain {summary['retrain_outcome']}, worker on the new model "
+        f"{summary['retrain_to_swap_s']} s after the retrain started)",
         f"demo took            {summary['demo_seconds']} s",
         "",
     ]
     out.write("\n".join(lines))
     out.flush()
+
+
+def _await_verdicts(
+    settings: WardenSettings, topics: Topics, ids: set[str], timeout_s: float
+) -> dict[str, Verdict]:
+    found: dict[str, Verdict] = {}
+    reader = broker.TopicReader(settings.kafka, (topics.verdicts,))
+    try:
+        for message in reader.until(lambda: ids <= set(found), timeout_s):
+            verdict = decode(Verdict, message.value or b"")
+            if verdict.event_id in ids:
+                found.setdefault(verdict.event_id, verdict)
+    finally:
+        reader.close()
+    return found
+
+
+def _await_examples(settings: WardenSettings, topics: Topics, count: int, timeout_s: float) -> int:
+    seen: set[str] = set()
+    reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
+    try:
+        for message in reader.until(lambda: len(seen) >= count, timeout_s):
+            seen.add(decode(TrainingExample, message.value or b"").event_id)
+    finally:
+        reader.close()
+    return len(seen)
+
+
+def _model_version(settings: WardenSettings) -> str:
+    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/health"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(json.loads(response.read()).get("model_version", ""))
+
+
+def close_the_loop(
+    settings: WardenSettings, topics: Topics, mails: list[corpus.CorpusMail], console: Console
+) -> dict[str, object]:
+    """A new campaign starts; operators label; retrain; the worker swaps; the campaign is caught."""
+    start = max(m.event.timestamp for m in mails) + 86_400
+    recipients = sorted({r for m in mails[:300] for r in m.event.recipients})[:60]
+    events = campaign(400, start, recipients)
+    first, second = events[:200], events[200:]
+    producer = broker.producer(settings.kafka)
+    try:
+        console.step("a new campaign starts: 200 invoice-fraud mails the first model has never seen ...")
+        replay(first, producer, topics.mail_events)
+        before = _await_verdicts(settings, topics, {e.event_id for e in first}, 180)
+        now = time.time()
+        labels = [
+            Feedback(
+                feedback_id=f"demo-{m.event.event_id}",
+                event_id=m.event.event_id,
+                label="abuse" if m.is_spam else "legit",
+                source="ops_review",
+                reporter="ops-team",
+                at=now,
+            )
+            for m in mails
+        ] + [
+            Feedback(
+                feedback_id=f"demo-{e.event_id}",
+                event_id=e.event_id,
+                label="abuse",
+                source="ops_review",
+                reporter="ops-team",
+                at=now,
+            )
+            for e in first[::2]
+        ]
+        console.step(f"operators label {len(labels):,} scored mails (half of the campaign so far) ...")
+        feedback_source.send(settings, labels)
+        joined = _await_examples(settings, topics, len(labels), 180)
+        console.step(f"{joined:,} training examples joined; running `warden retrain` ...")
+        started = time.monotonic()
+        result = retrain.retrain(settings, min_examples=200)
+        if result.outcome == "promoted":
+            broker.announce(settings, "promote", result.version)
+            while _model_version(settings) != result.version and time.monotonic() - started < 120:
+                time.sleep(0.05)
+        swap_s = time.monotonic() - started
+        console.step(
+            f"retrain: {result.outcome} {result.version} "
+            f"(candidate AUC {result.figures.get('candidate_auc', float('nan')):.4f} vs champion "
+            f"{result.figures.get('champion_auc', float('nan')):.4f}); worker scoring with it "
+            f"{swap_s:.1f} s after the retrain started"
+        )
+        replay(second, producer, topics.mail_events)
+        after = _await_verdicts(settings, topics, {e.event_id for e in second}, 180)
+    finally:
+        producer.close()
+    recall_before = sum(v.action != "allow" for v in before.values()) / max(1, len(before))
+    recall_after = sum(v.action != "allow" for v in after.values()) / max(1, len(after))
+    versions_after = sorted({v.model_version for v in after.values()})
+    return {
+        "campaign_recall_before": round(recall_before, 4),
+        "campaign_recall_after": round(recall_after, 4),
+        "retrain_outcome": result.outcome,
+        "retrained_version": result.version,
+        "retrain_to_swap_s": round(swap_s, 1),
+        "versions_after": versions_after,
+    }

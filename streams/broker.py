@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from infra.settings import KafkaSettings
+from infra.settings import KafkaSettings, WardenSettings
 from streams.exceptions import BrokerError
 from streams.topics import Topic
 
@@ -114,3 +114,24 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def announce(settings: WardenSettings, action: str, version: str | None) -> None:
+    """Publish a registry change on ``model-updates`` (when a broker is configured)."""
+    from streams.records import ModelUpdate, encode
+    from streams.topics import Topics
+
+    if settings.kafka.bootstrap_servers is None:
+        return
+    topics = Topics.from_settings(settings.kafka)
+    ensure_topics(settings.kafka, (topics.model_updates,))
+    sender = producer(settings.kafka)
+    try:
+        update = ModelUpdate.model_validate(
+            {"action": action, "version": version, "at_ms": int(time.time() * 1000)}
+        )
+        sender.send(topics.model_updates.name, value=encode(update)).get(timeout=30)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot announce on model-updates: {exc}") from exc
+    finally:
+        sender.close()
