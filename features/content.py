@@ -27,12 +27,13 @@ from features.pseudonym import address_domain
 from features.text import (
     anchor_names_other_host,
     anchors,
+    caps_runs,
     count_images,
     hidden_text_marks,
     html_to_text,
     is_ip_literal,
     longest_run,
-    url_host,
+    url_hosts,
 )
 from streams.records import MailEvent
 
@@ -42,13 +43,18 @@ _SPAM_PHRASES = re.compile(
     r"earn \$|\$\$\$|money back|special promotion|lowest price|dear friend)\b",
     re.IGNORECASE,
 )
+#: The same pattern for lower-cased ASCII text: it has no capitals, and lower-casing
+#: ASCII moves no character and changes no word boundary, so the matches are the same.
+_SPAM_PHRASES_ASCII = re.compile(_SPAM_PHRASES.pattern)
 _MESSAGE_ID = re.compile(r"^\s*<[^<>@\s]+@([^<>@\s]+)>\s*$")
 _REPLY_PREFIX = re.compile(r"^\s*(re|fwd?|aw)\s*:", re.IGNORECASE)
 _LIST_HEADERS = frozenset({"list-id", "list-unsubscribe", "list-post", "mailing-list"})
 _DROP_UPPER = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _DROP_LETTERS = str.maketrans("", "", "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _DROP_DIGITS = str.maketrans("", "", "0123456789")
-_CAPS_WORDS = re.compile(r"\b[A-Z]{3,}(?:\s+[A-Z]{3,})+\b")
+_ASCII_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_ASCII_LETTERS = _ASCII_UPPER + _ASCII_UPPER.lower()
+_ASCII_DIGITS = b"0123456789"
 _FOREIGN_CHARSET = re.compile(
     r"charset\s*=\s*[\"']?(gb2312|gbk|big5|koi8|windows-125[1-8]|iso-2022|euc-|ks_c|shift_jis)",
     re.IGNORECASE,
@@ -106,41 +112,81 @@ _SAMPLE = 20_000
 
 
 @dataclass(frozen=True)
+class SampleCounts:
+    """Character counts of the body sample, taken once (C speed) for several features."""
+
+    chars: int
+    non_ascii: int
+    upper: int
+    letters: int
+    digits: int
+
+    @classmethod
+    def of(cls, sample: str) -> SampleCounts:
+        # Dropping the non-ASCII characters keeps every ASCII one: the counts are the same.
+        ascii_only = sample.encode("ascii", "ignore")
+        size = len(ascii_only)
+        return cls(
+            chars=len(sample),
+            non_ascii=len(sample) - size,
+            upper=size - len(ascii_only.translate(None, _ASCII_UPPER)),
+            letters=size - len(ascii_only.translate(None, _ASCII_LETTERS)),
+            digits=size - len(ascii_only.translate(None, _ASCII_DIGITS)),
+        )
+
+
+@dataclass(frozen=True)
 class MailView:
     """A mail parsed once for all content features (ingest stage only: holds raw text)."""
 
     event: MailEvent
     body: str
+    #: The host of every URL of the mail, in order (:func:`features.text.url_host`).
     hosts: tuple[str, ...]
     headers: dict[str, list[str]]
     sender_domain: str
     hops: tuple[ReceivedHop, ...]
     date: float | None
     links: tuple[tuple[str, str], ...]
+    #: The first characters of the body that character statistics look at.
+    sample: str
+    counts: SampleCounts
+    #: Relay IPs of the Received chain that are public, newest hop first (repeats kept).
+    public_ips: tuple[str, ...]
+    #: How many hops name a private, loopback or link-local relay IP.
+    private_ips: int
 
     @classmethod
     def of(cls, event: MailEvent) -> MailView:
+        """Parse ``event`` for the content features; called once per mail at ingest."""
         headers: dict[str, list[str]] = {}
         for name, value in event.headers:
             headers.setdefault(name.lower(), []).append(value)
+        body = event.text if event.text else html_to_text(event.html)
+        sample = body[:_SAMPLE]
+        hops = tuple(received_hops(headers.get("received", [])))
+        private: dict[str, bool] = {}  # per distinct IP: a Received chain repeats its relays
+        for hop in hops:
+            if hop.ip and hop.ip not in private:
+                private[hop.ip] = is_private_ip(hop.ip)
         return cls(
             event=event,
-            body=event.text if event.text else html_to_text(event.html),
-            hosts=tuple(url_host(u) for u in event.urls),
+            body=body,
+            hosts=url_hosts(event.urls),
             headers=headers,
             sender_domain=address_domain(event.sender),
-            hops=tuple(received_hops(headers.get("received", []))),
+            hops=hops,
             date=parse_date(headers.get("date", [""])[0]),
             links=tuple(anchors(event.html)),
+            sample=sample,
+            counts=SampleCounts.of(sample),
+            public_ips=tuple(h.ip for h in hops if h.ip and not private[h.ip]),
+            private_ips=sum(bool(h.ip) and private[h.ip] for h in hops),
         )
 
     def header(self, name: str) -> str:
         values = self.headers.get(name, [])
         return values[0] if values else ""
-
-    @property
-    def sample(self) -> str:
-        return self.body[:_SAMPLE]
 
 
 @dataclass(frozen=True)
@@ -172,6 +218,13 @@ def _non_ascii(text: str) -> int:
 def _upper_ratio(text: str) -> float:
     """Share of ASCII letters that are capitals."""
     return _ratio(_count_chars(text, _DROP_UPPER), _count_chars(text, _DROP_LETTERS))
+
+
+def _spam_phrases(view: MailView) -> int:
+    text = view.event.subject + " " + view.sample
+    if text.isascii():  # matching case-sensitively is far cheaper
+        return _count(_SPAM_PHRASES_ASCII, text.lower())
+    return _count(_SPAM_PHRASES, text)
 
 
 def _domain_differs(view: MailView, header: str) -> float:
@@ -264,15 +317,17 @@ CONTENT: tuple[ContentFeature, ...] = (
         "styles that hide text (display:none, zero-size fonts)",
     ),
     ContentFeature("images", lambda v: float(count_images(v.event.html)), "<img> tags"),
-    ContentFeature("body_upper_ratio", lambda v: _upper_ratio(v.sample), "share of body letters in capitals"),
     ContentFeature(
-        "body_caps_runs",
-        lambda v: float(_count(_CAPS_WORDS, v.sample)),
-        "runs of two or more words in capitals",
+        "body_upper_ratio",
+        lambda v: _ratio(v.counts.upper, v.counts.letters),
+        "share of body letters in capitals",
+    ),
+    ContentFeature(
+        "body_caps_runs", lambda v: float(caps_runs(v.sample)), "runs of two or more words in capitals"
     ),
     ContentFeature(
         "body_exclaims_per_kchar",
-        lambda v: 1000.0 * _ratio(v.sample.count("!"), len(v.sample)),
+        lambda v: 1000.0 * _ratio(v.sample.count("!"), v.counts.chars),
         "exclamation marks per 1,000 body characters",
     ),
     ContentFeature(
@@ -280,12 +335,12 @@ CONTENT: tuple[ContentFeature, ...] = (
     ),
     ContentFeature(
         "body_digit_ratio",
-        lambda v: _ratio(_count_chars(v.sample, _DROP_DIGITS), len(v.sample)),
+        lambda v: _ratio(v.counts.digits, v.counts.chars),
         "share of digits in the body",
     ),
     ContentFeature(
         "non_ascii_ratio",
-        lambda v: _ratio(_non_ascii(v.sample), len(v.sample)),
+        lambda v: _ratio(v.counts.non_ascii, v.counts.chars),
         "share of non-ASCII characters in the body",
     ),
     ContentFeature(
@@ -300,7 +355,7 @@ CONTENT: tuple[ContentFeature, ...] = (
     ),
     ContentFeature(
         "spam_phrases",
-        lambda v: float(_count(_SPAM_PHRASES, v.event.subject + " " + v.sample)),
+        lambda v: float(_spam_phrases(v)),
         "count of stock spam phrases",
     ),
     # Links
@@ -337,12 +392,12 @@ CONTENT: tuple[ContentFeature, ...] = (
     ContentFeature("received_hops", lambda v: float(len(v.hops)), "Received headers (relay hops)"),
     ContentFeature(
         "received_public_ips",
-        lambda v: float(sum(bool(h.ip) and not is_private_ip(h.ip) for h in v.hops)),
+        lambda v: float(len(v.public_ips)),
         "public relay IPs in the Received chain",
     ),
     ContentFeature(
         "received_private_ips",
-        lambda v: float(sum(bool(h.ip) and is_private_ip(h.ip) for h in v.hops)),
+        lambda v: float(v.private_ips),
         "private or loopback relay IPs in the Received chain",
     ),
     ContentFeature(

@@ -84,19 +84,24 @@ def content_features(event: MailEvent) -> list[float]:
     return [float(feature.compute(view)) for feature in CONTENT]
 
 
-_TOKEN_HEADERS = ("x-mailer", "user-agent", "content-type", "x-mailing-list", "list-id", "precedence")
+_TOKEN_HEADERS = frozenset(
+    {"x-mailer", "user-agent", "content-type", "x-mailing-list", "list-id", "precedence"}
+)
 
 
-def message_words(event: MailEvent) -> list[str]:
+def message_words(event: MailEvent, url_hosts: Sequence[str] | None = None) -> list[str]:
     """The words text evidence is learned from: subject, body, URL hosts and a few headers.
 
     Subject words and header words carry a prefix so they are told apart from
     body words; everything here is turned into keyed buckets at ingest.
+    ``url_hosts`` is :func:`~features.text.url_host` of each of ``event.urls``
+    when the caller has them already (:attr:`MailView.hosts`).
     """
     body = event.text if event.text else event.html
+    hosts = url_hosts[:50] if url_hosts is not None else [url_host(u) for u in event.urls[:50]]
     found = [f"s:{w}" for w in words(event.subject, limit=50)]
     found += words(body[:100_000])
-    found += [f"host:{url_host(u)}" for u in event.urls[:50]]
+    found += [f"host:{host}" for host in hosts]
     found.append(f"from:{event.sender.rpartition('@')[2].lower()}")
     for name, value in event.headers[:100]:
         lowered = name.lower()

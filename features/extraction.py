@@ -12,7 +12,6 @@ import tldextract
 from features.aggregations import URL_DOMAIN
 from features.content import CONTENT, MailView
 from features.definitions import message_words
-from features.headers import is_private_ip
 from features.pseudonym import Pseudonymiser, address_domain
 from features.text import is_ip_literal
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
@@ -32,10 +31,20 @@ def registrable_domain(host: str) -> str:
 
 def sending_ip(view: MailView) -> str:
     """The first public relay IP in the Received chain, newest hop first ("" when none)."""
-    for hop in view.hops:
-        if hop.ip and not is_private_ip(hop.ip):
-            return hop.ip
-    return ""
+    return view.public_ips[0] if view.public_ips else ""
+
+
+def url_domains(hosts: tuple[str, ...], limit: int) -> list[str]:
+    """Registrable domains of ``hosts``, first-seen order, until ``limit`` are found."""
+    domains: dict[str, None] = {}
+    seen: set[str] = set()
+    for host in hosts:
+        if host and host not in seen:  # a repeated host adds no domain: look each up once
+            seen.add(host)
+            domains.setdefault(registrable_domain(host), None)
+        if len(domains) >= limit:
+            break
+    return list(domains)
 
 
 def to_features(
@@ -47,12 +56,7 @@ def to_features(
     """Pseudonymise the identifiers of ``event`` and compute its content features."""
     view = MailView.of(event)
     recipients = sorted({pseudonymiser.address(r) for r in event.recipients})
-    domains: dict[str, None] = {}
-    for host in view.hosts:
-        if host:
-            domains.setdefault(registrable_domain(host), None)
-        if len(domains) >= URL_DOMAIN.per_event:
-            break
+    domains = url_domains(view.hosts, URL_DOMAIN.per_event)
     ip = sending_ip(view)
     return MailFeatures(
         event_id=event.event_id,
@@ -64,7 +68,9 @@ def to_features(
         sending_ip=pseudonymiser.ip(ip) if ip else "",
         url_domains=[pseudonymiser.host(d) for d in domains],
         content=[float(feature.compute(view)) for feature in CONTENT],
-        tokens=pseudonymiser.token_buckets(message_words(event), BUCKETS, MAX_TOKENS_PER_MESSAGE),
+        tokens=pseudonymiser.token_buckets(
+            message_words(event, url_hosts=view.hosts), BUCKETS, MAX_TOKENS_PER_MESSAGE
+        ),
         source=source,
         produced_at_ms=produced_at_ms,
     )

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from collections.abc import Iterable
+from itertools import islice
 from typing import Literal
 
 from pydantic import SecretStr
@@ -53,7 +55,7 @@ class Pseudonymiser:
         return f"Pseudonymiser(key_id={self.key_id!r})"
 
     def _apply(self, domain: Domain, value: str) -> str:
-        digest = hmac.new(self._keys[domain], value.encode("utf-8"), hashlib.sha256).hexdigest()
+        digest = hmac.digest(self._keys[domain], value.encode("utf-8"), "sha256").hex()
         return f"{self.key_id}.{digest[:32]}"
 
     def address(self, address: str) -> str:
@@ -72,14 +74,23 @@ class Pseudonymiser:
         """Distinct keyed-hash buckets of ``words`` (sorted, at most ``limit``).
 
         Keyed BLAKE2b: fast enough for hundreds of words per mail, and without
-        the key a bucket cannot be tested against a guessed word.
+        the key a bucket cannot be tested against a guessed word. A word's
+        bucket is its 8-byte digest, read big-endian, modulo ``buckets``; the
+        buckets kept are the first ``limit`` distinct ones in word order (at
+        least one).
         """
-        keyed = self._token_hash
-        found: set[int] = set()
-        for word in dict.fromkeys(words):  # each distinct word once, first-seen order
-            state = keyed.copy()  # the keyed state is set up once; copying it is cheap
-            state.update(word.encode("utf-8"))
-            found.add(int.from_bytes(state.digest(), "big") % buckets)
-            if len(found) >= limit:
+        keep = max(limit, 1)
+        copy = self._token_hash.copy  # the keyed state is set up once; copying it is cheap
+        distinct = list(dict.fromkeys(words))  # each distinct word once, first-seen order
+        found: dict[int, None] = {}  # distinct buckets, first-seen order
+        for start in range(0, len(distinct), keep):  # usually one chunk; stop once enough are found
+            digests = []
+            for word in distinct[start : start + keep]:
+                state = copy()
+                state.update(word.encode("utf-8"))
+                digests.append(state.digest())
+            values = struct.unpack(f">{len(digests)}Q", b"".join(digests))
+            found.update(dict.fromkeys(value % buckets for value in values))
+            if len(found) >= keep:
                 break
-        return sorted(found)
+        return sorted(islice(found, keep))

@@ -3,17 +3,25 @@
 Pure functions over strings, used by the content features at ingest and by
 the corpus reader that builds mail events. Regular expressions rather than a
 full HTML parser: hostile HTML must cost linear time, never raise.
+
+These run for every mail at ingest, so the hot ones take shortcuts that give
+exactly the answer of the plain version (pinned by
+``tests/unit/test_extraction_speed_equivalence.py``): case-insensitive
+patterns run case-sensitively on lower-cased ASCII text (lower-casing ASCII
+keeps every position and word boundary, and no non-ASCII letter can match),
+and common URL and host shapes skip ``urlsplit`` and ``ipaddress``.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import string
 from urllib.parse import urlsplit
 
 _TAG = re.compile(r"<[^>]{0,2000}>")
 _ENTITY = re.compile(r"&(#\d{1,7}|#x[0-9a-fA-F]{1,6}|[a-zA-Z]{2,8});")
-_SPACE = re.compile(r"\s+")
 _URL = re.compile(r"""\b(?:https?://|www\.)[^\s<>"'()\[\]{}]{1,2000}""", re.IGNORECASE)
 _HREF = re.compile(r"""href\s*=\s*["']?([^"'\s>]{1,2000})""", re.IGNORECASE)
 _IMG = re.compile(r"<img\b", re.IGNORECASE)
@@ -23,7 +31,7 @@ def html_to_text(html: str) -> str:
     """Visible text of an HTML body, whitespace collapsed."""
     text = _TAG.sub(" ", html)
     text = _ENTITY.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(text.split())  # str.split and regex \s agree on what white space is
 
 
 def extract_urls(text: str, html: str = "", limit: int = 1000) -> list[str]:
@@ -46,9 +54,20 @@ def extract_urls(text: str, html: str = "", limit: int = 1000) -> list[str]:
     return list(found)
 
 
+#: ``http(s)://`` and an ASCII host name up to the end of the netloc: for these
+#: ``urlsplit`` strips nothing, finds no user, port or brackets and validates
+#: nothing, so its hostname is the lower-cased match.
+_PLAIN_HTTP_HOST = re.compile(r"[hH][tT][tT][pP][sS]?://([A-Za-z0-9.-]*)(?:[/?#]|\Z)")
+#: IPv6 needs a colon and IPv4 is ASCII digits and dots, so anything else is no IP.
+_NOT_IPV4 = re.compile(r"[^0-9.]")
+
+
 def url_host(url: str) -> str:
     """The lower-cased host of a URL ("" when it has none or cannot be parsed)."""
     candidate = url if "://" in url[:12] else f"http://{url}"
+    plain = _PLAIN_HTTP_HOST.match(candidate)
+    if plain is not None:
+        return plain.group(1).rstrip(".").lower()
     try:
         host = urlsplit(candidate).hostname or ""
     except ValueError:
@@ -56,10 +75,22 @@ def url_host(url: str) -> str:
     return host.rstrip(".").lower()
 
 
+def url_hosts(urls: list[str]) -> tuple[str, ...]:
+    """:func:`url_host` of every URL, in order (each distinct URL parsed once)."""
+    known: dict[str, str] = {}
+    for url in urls:
+        if url not in known:
+            known[url] = url_host(url)
+    return tuple(known[url] for url in urls)
+
+
 def is_ip_literal(host: str) -> bool:
     """True for hosts written as an IPv4 or IPv6 address."""
+    bare = host.strip("[]")
+    if ":" not in bare and _NOT_IPV4.search(bare) is not None:
+        return False
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(bare)
     except ValueError:
         return False
     return True
@@ -71,11 +102,51 @@ def count_images(html: str) -> int:
 
 def longest_run(text: str, characters: str) -> int:
     """Length of the longest run of characters from ``characters`` in ``text``."""
-    runs = re.findall(f"[{re.escape(characters)}]+", text)
-    return max(map(len, runs), default=0)
+    table = _run_table(characters)
+    if table is None:
+        runs = re.findall(f"[{re.escape(characters)}]+", text)
+        return max(map(len, runs), default=0)
+    # UTF-8 writes an ASCII character as that one byte and never uses such a
+    # byte inside another character, so the runs of bytes are the runs of characters.
+    return max(map(len, _utf8(text).translate(table).split()), default=0)
 
 
-_WORD = re.compile(r"[a-z][a-z0-9'$-]{2,24}|\$\d[\d,.]*|\d{3,}")
+@functools.lru_cache(maxsize=16)
+def _run_table(characters: str) -> bytes | None:
+    """Bytes of ``characters`` → ``!``, every other byte → space (None unless ASCII)."""
+    if not characters or not characters.isascii():
+        return None
+    keep = characters.encode("ascii")
+    return bytes(0x21 if byte in keep else 0x20 for byte in range(256))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+#: ``\b[A-Z]{3,}(?:\s+[A-Z]{3,})+\b``, written to start with a character class (the
+#: lookbehind is that ``\b``) so that the regex engine tries a match at capitals only.
+_CAPS_RUN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]{2,}(?:\s+[A-Z]{3,})+\b")
+#: UTF-8 bytes → ``A`` for a capital, space for white space or any non-ASCII byte, ``.`` else.
+_CAPS_SHAPE = bytes(
+    0x41 if chr(byte) in string.ascii_uppercase else 0x20 if byte >= 0x80 or chr(byte).isspace() else 0x2E
+    for byte in range(256)
+)
+_CAPS_CANDIDATE = re.compile(rb"AAA +AAA")
+
+
+def caps_runs(text: str) -> int:
+    r"""Runs of two or more words in capitals (``\b[A-Z]{3,}(?:\s+[A-Z]{3,})+\b``)."""
+    # Every run shows as AAA, spaces, AAA in the shape of the text: most texts have none.
+    if _CAPS_CANDIDATE.search(_utf8(text).translate(_CAPS_SHAPE)) is None:
+        return 0
+    return len(_CAPS_RUN.findall(text))
+
+
+#: ``[a-z][a-z0-9'$-]{2,24}|\$\d[\d,.]*|\d{3,}``, written to start with one character
+#: class (each lookbehind picks the branch its first character belongs to) so that the
+#: regex engine tries a match only where a word can start.
+_WORD = re.compile(r"[a-z$\d](?:(?<=[a-z])[a-z0-9'$-]{2,24}|(?<=\$)\d[\d,.]*|(?<=\d)\d{2,})")
 _ANCHOR = re.compile(r"<a\s([^>]{0,1000})>([^<]{0,300})", re.IGNORECASE)
 #: Link parsing looks at the first this-many characters of an HTML body (bounded cost).
 _ANCHOR_SCAN = 100_000
@@ -84,6 +155,7 @@ _HIDDEN = re.compile(
     r"<font[^>]{0,200}size\s*=\s*[\"']?[01]\b",
     re.IGNORECASE,
 )
+_HIDDEN_LOWER = re.compile(_HIDDEN.pattern)
 _HOST_IN_TEXT = re.compile(r"(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})", re.IGNORECASE)
 
 
@@ -119,4 +191,6 @@ def anchor_names_other_host(href: str, text: str) -> bool:
 
 def hidden_text_marks(html: str) -> int:
     """Styles that hide text from the reader (display:none, zero-size fonts)."""
+    if html.isascii():
+        return len(_HIDDEN_LOWER.findall(html.lower()))
     return len(_HIDDEN.findall(html))

@@ -1,4 +1,14 @@
-from features.text import extract_urls, html_to_text, is_ip_literal, longest_run, url_host
+from features.text import (
+    caps_runs,
+    extract_urls,
+    hidden_text_marks,
+    html_to_text,
+    is_ip_literal,
+    longest_run,
+    url_host,
+    url_hosts,
+    words,
+)
 
 
 def test_html_to_text_drops_tags_and_entities() -> None:
@@ -14,13 +24,35 @@ def test_hosts_and_ip_literals() -> None:
     assert url_host("HTTP://Example.COM:8080/x") == "example.com"
     assert url_host("www.example.org/path") == "www.example.org"
     assert url_host("http://[::1]/") == "::1"
+    assert url_host("https://user@Example.COM./x") == "example.com"
+    hosts = url_hosts(["http://A.example/", "ftp://b.example:21", "http://A.example/"])
+    assert hosts == ("a.example", "b.example", "a.example")
     assert is_ip_literal("10.0.0.1")
+    assert is_ip_literal("[2001:db8::1]")
     assert not is_ip_literal("example.com")
+    assert not is_ip_literal("1.2.3")
 
 
 def test_longest_run() -> None:
     assert longest_run("wow!!! really?!", "!?") == 3
     assert longest_run("", "!") == 0
+    assert longest_run("!!\u00e9!!!", "!") == 3  # a non-ASCII character ends a run
+    assert longest_run("\u00e9\u00e9\u00e9", "\u00e9") == 3
+
+
+def test_capitals_words_and_hidden_styles() -> None:
+    assert caps_runs("SAVE BIG NOW today, SALE ends") == 1
+    assert caps_runs("SAVEBIG NOW\u00a0TODAY") == 1
+    assert caps_runs("USA and UK") == 0
+    assert words("Get $5,000.00 NOW - 12345 don't re-use it") == [
+        "get",
+        "$5,000.00",
+        "now",
+        "12345",
+        "don't",
+        "re-use",
+    ]
+    assert hidden_text_marks("<p STYLE='Display: None'>x</p><font size=0>") == 2
 
 
 def test_hostile_html_is_linear() -> None:
