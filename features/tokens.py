@@ -42,9 +42,18 @@ class TokenTable:
     documents: int
 
     @classmethod
-    def learn(cls, token_sets: Sequence[Sequence[int]], labels: Sequence[int] | np.ndarray) -> TokenTable:
-        """Learn from the token sets of labelled training documents (and nothing else)."""
-        weights, bias = _logistic_weights(token_sets, labels)
+    def learn(
+        cls,
+        token_sets: Sequence[Sequence[int]],
+        labels: Sequence[int] | np.ndarray,
+        sample_weight: np.ndarray | None = None,
+    ) -> TokenTable:
+        """Learn from the token sets of labelled training documents (and nothing else).
+
+        ``sample_weight`` carries the feedback weights: a label that weighs
+        nothing (a capped report) teaches the token weights nothing either.
+        """
+        weights, bias = _logistic_weights(token_sets, labels, sample_weight)
         return cls(weights, bias, len(token_sets))
 
     def evidence(self, tokens: Iterable[int]) -> list[float]:
@@ -76,7 +85,9 @@ class TokenTable:
 
 
 def _logistic_weights(
-    token_sets: Sequence[Sequence[int]], labels: Sequence[int] | np.ndarray
+    token_sets: Sequence[Sequence[int]],
+    labels: Sequence[int] | np.ndarray,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[dict[int, float], float]:
     """An L2 logistic regression on binary token presence: one weight per bucket."""
     from scipy.sparse import csr_matrix
@@ -93,14 +104,18 @@ def _logistic_weights(
         return {}, 0.0
     matrix = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(token_sets), len(columns)))
     model = LogisticRegression(C=LOGISTIC_C, solver="liblinear", max_iter=2000)
-    model.fit(matrix, np.asarray(labels))
+    model.fit(matrix, np.asarray(labels), sample_weight=sample_weight)
     coef = model.coef_[0]
     weights = {token: float(coef[j]) for token, j in columns.items() if abs(coef[j]) > 1e-4}
     return weights, float(model.intercept_[0])
 
 
 def cross_fitted_evidence(
-    token_sets: Sequence[Sequence[int]], labels: np.ndarray, folds: int = 5, seed: int = 0
+    token_sets: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    folds: int = 5,
+    seed: int = 0,
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Evidence for training rows from tables learned on the *other* folds.
 
@@ -114,7 +129,11 @@ def cross_fitted_evidence(
         held = order[fold::folds]
         mask = np.ones(n, dtype=bool)
         mask[held] = False
-        table = TokenTable.learn([token_sets[int(i)] for i in np.flatnonzero(mask)], labels[mask])
+        table = TokenTable.learn(
+            [token_sets[int(i)] for i in np.flatnonzero(mask)],
+            labels[mask],
+            None if sample_weight is None else sample_weight[mask],
+        )
         for i in held:
             out[i] = table.evidence(token_sets[int(i)])
     return out

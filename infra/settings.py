@@ -121,6 +121,10 @@ class FeedbackSettings(_Part):
     reporter_daily_cap: int = Field(default=20, ge=1)
     #: User reports counted per reported sender per day; beyond, they weigh nothing.
     target_daily_cap: int = Field(default=10, ge=1)
+    #: Whether user reports also train the next model (they always feed reputation).
+    #: Off by default: a few capped reports about a sender whose mail nobody labels
+    #: can still teach a model that sender's own words (see the poisoning test).
+    train_on_user_reports: bool = False
 
     def weight(self, source: str) -> float:
         return float(getattr(self, f"weight_{source}"))

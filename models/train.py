@@ -71,8 +71,10 @@ def train(
     for part, name in ((fit, "training"), (valid, "validation")):
         if len(set(part.labels.tolist())) < 2:
             raise TrainingError(f"the {name} window holds one class only")
-    tokens = TokenTable.learn(fit.tokens, fit.labels)
-    fit_rows = fit.rows(cross_fitted_evidence(fit.tokens, fit.labels, seed=settings.seed))
+    tokens = TokenTable.learn(fit.tokens, fit.labels, fit.weights)
+    fit_rows = fit.rows(
+        cross_fitted_evidence(fit.tokens, fit.labels, seed=settings.seed, sample_weight=fit.weights)
+    )
     valid_rows = valid.rows(valid.evidence(tokens))
     params = _params(settings)
     train_set = lgb.Dataset(

@@ -10,8 +10,9 @@ Poisoning resistance: every source has a weight (a user report counts for
 cap weigh nothing; user reports about one sender beyond a daily cap weigh
 nothing. So a farm of accounts mass-reporting a legitimate sender adds at
 most ``target_daily_cap x weight_user_report`` of abuse weight per day to
-that sender, whatever its size, and the same bound holds for its training
-examples. Labels for unknown or expired events, malformed labels and
+that sender's reputation, whatever its size. User reports train the next
+model only if ``FeedbackSettings.train_on_user_reports`` is set (off by
+default), and then within the same bound. Labels for unknown or expired events, malformed labels and
 duplicates are counted; the first two go to dead letters with the reason.
 """
 
@@ -80,12 +81,19 @@ def reputation_calls(labelled: Labelled, store_keys: Keys, ttl_s: int, memo_ttl_
     ]
 
 
-def example(labelled: Labelled) -> TrainingExample:
+def training_weight(labelled: Labelled, settings: FeedbackSettings) -> float:
+    """The weight a label carries in training: user reports only when the settings say so."""
+    if labelled.feedback.source == "user_report" and not settings.train_on_user_reports:
+        return 0.0
+    return labelled.weight
+
+
+def example(labelled: Labelled, settings: FeedbackSettings) -> TrainingExample:
     return TrainingExample(
         event_id=labelled.row.event_id,
         kind=labelled.row.kind,
         label=1 if labelled.feedback.label == "abuse" else 0,
-        weight=labelled.weight,
+        weight=training_weight(labelled, settings),
         source=labelled.feedback.source,
         labelled_at=labelled.feedback.at,
         row=labelled.row,
@@ -186,6 +194,8 @@ def register(
                 await store.apply_calls(calls)
             for item in labelled:
                 stats.feedback_accepted += 1
-                await examples_out.send(key=item.row.event_id.encode(), value=encode(example(item)))
+                await examples_out.send(
+                    key=item.row.event_id.encode(), value=encode(example(item, settings.feedback))
+                )
 
     app.agent(source, name=f"{settings.worker.app_id}.feedback")(feedback)
