@@ -9,7 +9,6 @@ timestamp to output broker timestamp).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 import uuid
@@ -23,7 +22,7 @@ import numpy as np
 from infra import devstack
 from infra.demo import Console, services
 from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
+from infra.worker_process import child_process, wait_healthy, worker_process
 from models.train import train_from_corpus
 from streams import broker, corpus
 from streams.records import MailEvent, encode
@@ -100,17 +99,8 @@ def _bare_faust(settings: WardenSettings, source: Topic, sink: Topic, log: Path)
         f"bare-{uuid.uuid4().hex[:8]}",
         str(env_port),
     ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+    with child_process(argv, None, log):
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _rate(stamps: Sequence[int]) -> float:

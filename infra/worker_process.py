@@ -9,27 +9,28 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from infra.devstack import die_with_parent
 from infra.exceptions import DevStackError
 from infra.settings import WardenSettings
 
 
 @contextlib.contextmanager
-def worker_process(
-    settings: WardenSettings, base_env: Mapping[str, str], log_path: Path
+def child_process(
+    argv: Sequence[str], env: Mapping[str, str] | None, log_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``warden worker`` child process, stopped (SIGTERM, then SIGKILL) on exit."""
-    env = {**base_env, **settings.service_environment()}
+    """A child process logging to ``log_path``, stopped (SIGTERM, then SIGKILL) on exit."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "worker"],
-            env=env,
+            list(argv),
+            env=None if env is None else dict(env),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # a killed parent leaves no orphan worker
         )
     try:
         yield proc
@@ -40,6 +41,16 @@ def worker_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def worker_process(
+    settings: WardenSettings, base_env: Mapping[str, str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``warden worker`` child process with ``settings``' services and names."""
+    env = {**base_env, **settings.service_environment()}
+    with child_process([sys.executable, "-m", "infra.cli", "worker"], env, log_path) as proc:
+        yield proc
 
 
 def wait_healthy(settings: WardenSettings, proc: subprocess.Popen[bytes], timeout_s: float) -> float:
