@@ -139,13 +139,18 @@ def dataset(examples: Sequence[TrainingExample]) -> Dataset:
 
 
 def version_id(data: Dataset, settings: WardenSettings) -> str:
-    """The same examples and training settings give the same version."""
+    """The same examples (labels, weights and rows) and settings give the same version."""
     digest = hashlib.sha256()
     digest.update(SCHEMA_HASH.encode())
     digest.update(settings.models.model_dump_json(exclude={"registry_dir"}).encode())
     weights = data.weights if data.weights is not None else np.ones(len(data))
     for event_id, label, weight in zip(data.event_ids, data.labels, weights, strict=True):
         digest.update(f"{event_id}:{int(label)}:{float(weight):.6f};".encode())
+    # The rows as served, too: the same labels on different features are different data.
+    digest.update(np.ascontiguousarray(data.content).tobytes())
+    digest.update(np.ascontiguousarray(data.aggregates).tobytes())
+    for tokens in data.tokens:
+        digest.update(np.asarray(tokens, dtype=np.int64).tobytes() + b";")
     return f"r-{digest.hexdigest()[:24]}"
 
 
