@@ -473,11 +473,6 @@ class Interpreter:
         raise ValueError(f"unknown operation {code!r}")
 
 
-def aggregate_keys(calls: Iterable[Call]) -> set[str]:
-    """Every aggregate key the calls touch (memo hashes excluded)."""
-    return {k for call in calls for k in call.keys[1:]}
-
-
 # The server side of the same operations. Values are returned as one string,
 # printed with %.17g so that both sides parse exactly the same doubles. Set
 # members are unpacked straight from ARGV, never from the program.
@@ -636,7 +631,6 @@ __all__ = [
     "Call",
     "Interpreter",
     "Label",
-    "aggregate_keys",
     "combine",
     "parse",
     "plan",

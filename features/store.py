@@ -33,8 +33,6 @@ from features.keys import Keys
 from features.operations import LUA, Call, combine, parse, plan
 from streams.records import MailFeatures
 
-_APPLY = LUA
-
 
 class FeatureStore(Protocol):
     """What the stream stages need from a store (Redis in production, memory in tests)."""
@@ -135,10 +133,10 @@ class RedisStore:
                 # redis-py sends SCRIPT LOAD to every primary by default; say so, since each
                 # primary runs EVALSHA for its own slots.
                 sha = await self._client.execute_command(
-                    "SCRIPT LOAD", _APPLY, target_nodes=RedisCluster.PRIMARIES
+                    "SCRIPT LOAD", LUA, target_nodes=RedisCluster.PRIMARIES
                 )
             else:
-                sha = await self._client.script_load(_APPLY)
+                sha = await self._client.script_load(LUA)
         self._sha = str(sha)
 
     async def close(self) -> None:

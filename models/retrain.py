@@ -33,7 +33,7 @@ from models.dataset import Dataset
 from models.exceptions import ModelsError
 from models.metrics import recall_at_fpr, roc_auc
 from models.registry import Registry
-from models.train import train
+from models.train import split, train
 from serving.exceptions import NoModel
 from serving.scorer import Scorer
 from streams import broker
@@ -179,8 +179,7 @@ def retrain(
         if version in registry.versions():
             return RetrainResult("unchanged", version, len(data), figures)
         candidate = train(data, settings.models, source="training-examples", version=version)
-        cut = int(len(data) * 0.8)
-        holdout = data.take(slice(cut, None))
+        _, holdout = split(data)  # the very rows the candidate was validated on
         fpr = settings.models.junk_fpr
         challenger = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
         figures["candidate_auc"], figures["candidate_recall"] = _gates(challenger, holdout, fpr)

@@ -53,11 +53,21 @@ def _params(settings: ModelSettings) -> dict[str, object]:
     }
 
 
+#: Share of the (time-ordered) training rows held out for validation and the gates.
+VALIDATION_SHARE = 0.2
+
+
+def split(data: Dataset, validation_share: float = VALIDATION_SHARE) -> tuple[Dataset, Dataset]:
+    """The older rows to fit on and the newest ones to validate on (rows are in time order)."""
+    cut = int(len(data) * (1 - validation_share))
+    return data.take(slice(0, cut)), data.take(slice(cut, None))
+
+
 def train(
     data: Dataset,
     settings: ModelSettings,
     source: str,
-    validation_share: float = 0.2,
+    validation_share: float = VALIDATION_SHARE,
     version: str | None = None,
 ) -> Candidate:
     """Train, export and parity-check a candidate on ``data`` (rows in time order).
@@ -66,8 +76,7 @@ def train(
     """
     if len(data) < 50:
         raise TrainingError(f"{len(data)} rows are too few to train on")
-    cut = int(len(data) * (1 - validation_share))
-    fit, valid = data.take(slice(0, cut)), data.take(slice(cut, None))
+    fit, valid = split(data, validation_share)
     for part, name in ((fit, "training"), (valid, "validation")):
         if len(set(part.labels.tolist())) < 2:
             raise TrainingError(f"the {name} window holds one class only")

@@ -18,7 +18,7 @@ import math
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
@@ -261,11 +261,3 @@ def _event_time(message: email.message.Message, envelope_time: float | None) -> 
         if stamp is not None:
             return stamp
     raise CorpusError(f"message {message.get('Message-ID', '?')} has no usable date")
-
-
-def split_counts(mails: Sequence[CorpusMail]) -> dict[str, int]:
-    """Mails per folder (for progress lines and reports)."""
-    counts: dict[str, int] = {}
-    for mail in mails:
-        counts[mail.folder] = counts.get(mail.folder, 0) + 1
-    return counts
