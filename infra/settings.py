@@ -50,6 +50,29 @@ class KafkaSettings(_Part):
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
     #: Seconds a CLI producer or consumer waits on the broker before giving up.
     request_timeout_s: float = Field(default=30.0, gt=0)
+    # Security (see infra.security): TLS and SASL for the worker (Faust/aiokafka) and the
+    # batch clients (kafka-python) alike. Secrets are SecretStr: never in repr, logs or errors.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    #: CA bundle that signs the brokers' certificates (default: the system's trust store).
+    ssl_cafile: Path | None = None
+    #: Client certificate and key, for brokers that require mutual TLS.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and (
+            not self.sasl_username or self.sasl_password is None
+        ):
+            raise ValueError(f"{self.security_protocol} needs sasl_username and sasl_password")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
 
 
 class RedisSettings(_Part):
@@ -67,6 +90,17 @@ class RedisSettings(_Part):
     #: Node URLs of a Redis Cluster (comma-separated); when set, ``url`` is not used.
     cluster_nodes: str | None = None
     socket_timeout_s: float = Field(default=5.0, gt=0)
+    # Security (see infra.security): AUTH (ACL user or the default user) and TLS.
+    #: ACL user name (Redis >= 6); unset means the default user.
+    username: str | None = None
+    #: AUTH password; overrides one written in ``url``.
+    password: SecretStr | None = None
+    #: Speak TLS (as a ``rediss://`` URL does).
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_check_hostname: bool = True
 
     @model_validator(mode="after")
     def _memo_within_retention(self) -> RedisSettings:
@@ -106,6 +140,17 @@ class WorkerSettings(_Part):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "warn"
+
+
+class HealthSettings(_Part):
+    """When ``GET /health`` says degraded or failing (see infra.health)."""
+
+    #: Records behind the high watermarks (all assigned partitions) above which a worker is degraded.
+    lag_degraded: int = Field(default=10_000, ge=1)
+    #: Seconds without any partition assigned after which a worker is failing.
+    unassigned_failing_s: float = Field(default=60.0, gt=0)
+    #: How often consumer lag, agent state and the health state are sampled.
+    sample_interval_s: float = Field(default=1.0, gt=0)
 
 
 class FeedbackSettings(_Part):
@@ -189,6 +234,7 @@ class WardenSettings(BaseSettings):
     models: ModelSettings = ModelSettings()
     serving: ServingSettings = ServingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
+    health: HealthSettings = HealthSettings()
     corpus: CorpusSettings = CorpusSettings()
     dev: DevSettings = DevSettings()
 
@@ -235,7 +281,43 @@ class WardenSettings(BaseSettings):
             env["WARDEN_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers
         if self.redis.url is not None:
             env["WARDEN_REDIS__URL"] = self.redis.url.get_secret_value()
+        env.update(self.security_environment())
         return env
+
+    def security_environment(self) -> dict[str, str]:
+        """``WARDEN_*`` variables carrying the Kafka and Redis security settings that are set."""
+        env: dict[str, str] = {}
+        for part, prefix in ((self.kafka, "WARDEN_KAFKA__"), (self.redis, "WARDEN_REDIS__")):
+            for name in sorted(_SECURITY_FIELDS & set(type(part).model_fields)):
+                value = getattr(part, name)
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
+                if value is not None:
+                    env[prefix + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
+
+#: The security fields of KafkaSettings and RedisSettings (passed on to child processes).
+_SECURITY_FIELDS = frozenset(
+    {
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_key_password",
+        "ssl_check_hostname",
+        "username",
+        "password",
+        "tls",
+        "tls_ca_file",
+        "tls_certfile",
+        "tls_keyfile",
+        "tls_check_hostname",
+    }
+)
 
 
 def load_settings(file: Path | None = None, **overrides: Any) -> WardenSettings:

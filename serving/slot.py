@@ -69,6 +69,7 @@ class ModelSlot:
                 slot.shadow = load_warm(registry, shadow)
                 stats.shadow_version = shadow
             except ModelRejected as exc:
+                stats.shadow_failing = True
                 log.warning("shadow model %s refused: %s", shadow, exc)
         return slot
 
@@ -97,6 +98,8 @@ class ModelSlot:
                     self.shadow, load_ms = loaded
                     self._stats.shadow_version = shadow
                     swaps.append(Swap("shadow", current_shadow, shadow, load_ms))
+        # Health reports a shadow the registry asks for but this worker refused.
+        self._stats.shadow_failing = shadow is not None and shadow in self._refused
         for swap in swaps:
             log.warning("%s model %s -> %s (loaded in %.0f ms)", swap.role, swap.old, swap.new, swap.load_ms)
         return swaps

@@ -20,10 +20,10 @@ from features.store import RedisStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from serving.slot import ModelSlot
-from streams import web
+from streams import monitor, web
 from streams.agents import feedback, ingest, score
 from streams.topics import Topic, Topics
-from streams.transport import SCHEME, WardenApp
+from streams.transport import SCHEME, WardenApp, broker_credentials
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         producer_acks=-1,
         producer_max_request_size=16 * 1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,
+        broker_credentials=broker_credentials(kafka),
     )
     app.fetch_max_wait_ms = kafka.fetch_max_wait_ms
     topics = Topics.from_settings(kafka)
@@ -141,4 +142,5 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     app.task(_follow_registry)
     app.on_partitions_assigned.connect(_assigned)
     web.register(app, settings, services)
+    monitor.register(app, settings, stats)
     return app

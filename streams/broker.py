@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from infra.security import kafka_python_options
 from infra.settings import KafkaSettings, WardenSettings
 from streams.exceptions import BrokerError
 from streams.topics import Topic
@@ -33,6 +34,7 @@ def ensure_topics(settings: KafkaSettings, topics: tuple[Topic, ...]) -> list[st
         admin = KafkaAdminClient(
             bootstrap_servers=_bootstrap(settings),
             request_timeout_ms=int(settings.request_timeout_s * 1000),
+            **kafka_python_options(settings),
         )
     except (KafkaError, OSError) as exc:
         raise BrokerError(f"broker unreachable at {settings.bootstrap_servers}: {exc}") from exc
@@ -58,6 +60,7 @@ def producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "retries": 5,
         "max_request_size": 16 * 1024 * 1024,
         "request_timeout_ms": int(settings.request_timeout_s * 1000),
+        **kafka_python_options(settings),
     }
     options.update(overrides)
     try:
@@ -90,6 +93,7 @@ class TopicReader:
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 fetch_max_bytes=64 * 1024 * 1024,
                 max_partition_fetch_bytes=16 * 1024 * 1024,
+                **kafka_python_options(settings),
             )
         except (KafkaError, OSError) as exc:
             raise BrokerError(f"broker unreachable at {settings.bootstrap_servers}: {exc}") from exc

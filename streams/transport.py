@@ -15,8 +15,12 @@ from __future__ import annotations
 from typing import Any, cast
 
 import faust
+from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from infra.security import kafka_ssl_context
+from infra.settings import KafkaSettings
 
 SCHEME = "wardenkafka"
 
@@ -25,6 +29,25 @@ class WardenApp(faust.App):
     """A Faust app that knows Warden's consumer fetch wait."""
 
     fetch_max_wait_ms: int = 1500
+
+
+def broker_credentials(settings: KafkaSettings) -> SASLCredentials | SSLCredentials | None:
+    """Faust's ``broker_credentials`` for the security settings (None for PLAINTEXT).
+
+    Faust hands them to every aiokafka consumer and producer of the worker.
+    """
+    context = kafka_ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        password = settings.sasl_password
+        return SASLCredentials(
+            username=settings.sasl_username,
+            password=None if password is None else password.get_secret_value(),
+            ssl_context=context,
+            mechanism=settings.sasl_mechanism,
+        )
+    if context is not None:
+        return SSLCredentials(context)
+    return None
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -1,4 +1,10 @@
-"""The worker's web pages: ``GET /health``, ``GET /metrics`` and ``POST /score``.
+"""The worker's web pages: ``GET /health``, ``GET /metrics``, the dashboard and ``POST /score``.
+
+``GET /health`` answers with the state of :mod:`infra.health` (200 for ready
+and degraded, 503 for starting and failing) and its reasons as JSON.
+``GET /metrics`` is the Prometheus text exposition of :mod:`infra.metrics`.
+``GET /dashboard`` is the live page of :mod:`infra.dashboard`, which polls
+``GET /dashboard.json``.
 
 ``POST /score`` takes a mail event (the ``mail.events`` JSON) and answers with
 its verdict, through the stream's own path: the ingest transform, the same
@@ -15,7 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from infra import dashboard, health
+from infra.metrics import exposition
 from streams.agents.ingest import ingest_record
 from streams.agents.score import decide, read_aggregates
 from streams.records import DeadLetter, SourcePosition
@@ -31,16 +40,25 @@ HTTP_SOURCE = SourcePosition(topic="http:/score", partition=0, offset=0)
 def register(app: faust.App, settings: WardenSettings, services: Services) -> None:
     """Declare the pages on ``app``."""
     stats = services.stats
+    page = dashboard.page()
 
     @app.page("/health")
     async def _health(web: Any, request: Any) -> Any:
+        state = health.update(stats, settings.health)
         body = json.dumps(stats.health())
-        status = 503 if stats.status == "degraded" else 200
-        return web.text(body, status=status, content_type="application/json")
+        return web.text(body, status=health.HTTP_STATUS[state], content_type="application/json")
 
     @app.page("/metrics")
     async def _metrics(web: Any, request: Any) -> Any:
-        return web.text(stats.prometheus(), content_type="text/plain; version=0.0.4")
+        return web.bytes(exposition(stats), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/dashboard")
+    async def _dashboard(web: Any, request: Any) -> Any:
+        return web.html(page)
+
+    @app.page("/dashboard.json")
+    async def _dashboard_json(web: Any, request: Any) -> Any:
+        return web.json(dashboard.snapshot(stats))
 
     class Score(View):
         async def post(self, request: Request) -> Response:

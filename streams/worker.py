@@ -9,6 +9,7 @@ from features.pseudonym import Pseudonymiser
 from features.served import FeedbackLedger, ServedRows
 from features.store import RedisStore, connect
 from infra.metrics import WorkerStats
+from infra.security import redis_options
 from infra.settings import WardenSettings
 from models.registry import Registry
 from serving.slot import ModelSlot
@@ -26,12 +27,16 @@ def build_services(settings: WardenSettings) -> Services:
             settings.redis.cluster_nodes.split(","),
             cluster=True,
             socket_timeout_s=settings.redis.socket_timeout_s,
+            tls=settings.redis.tls,
+            options=redis_options(settings.redis),
         )
     elif settings.redis.url is not None:
         client = connect(
             settings.redis.url.get_secret_value(),
             cluster=False,
             socket_timeout_s=settings.redis.socket_timeout_s,
+            tls=settings.redis.tls,
+            options=redis_options(settings.redis),
         )
     else:
         raise ValueError("build_services needs a Redis URL or cluster nodes in the settings")

@@ -162,6 +162,7 @@ def register(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
             now = clock()
+            stats.events_in["feedback"] += len(events)
             items = []
             for event in events:
                 message = event.message
@@ -172,7 +173,7 @@ def register(
                 try:
                     items.append((decode(Feedback, raw), position, raw))
                 except MalformedRecord as exc:
-                    stats.dead_lettered += 1
+                    stats.dead_letter(exc.reason)
                     letter = DeadLetter.of(position, exc.reason, raw, int(now * 1000))
                     await dead_letters.send(key=position.topic.encode(), value=encode(letter))
             if not items:
@@ -181,7 +182,7 @@ def register(
                 items, served, ledger, pseudonymiser, settings.feedback, stats, now
             )
             for letter in letters:
-                stats.dead_lettered += 1
+                stats.dead_letter(letter.reason)
                 await dead_letters.send(key=letter.source.topic.encode(), value=encode(letter))
             calls = [
                 call

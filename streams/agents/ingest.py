@@ -49,6 +49,11 @@ def ingest_record(
     return DeadLetter.of(source, reason, raw or b"", int(now * 1000))
 
 
+def _kind_of(topic_name: str, prefix: str) -> str:
+    """The event kind an input topic carries: ``mail.events`` -> ``mail``."""
+    return topic_name.removeprefix(prefix).split(".", 1)[0]
+
+
 def register(
     app: Any,
     source: Any,
@@ -61,23 +66,34 @@ def register(
 ) -> None:
     """Declare the ingest agent on ``app`` for the ``source`` topic."""
 
+    kind = _kind_of(source.get_topic_name(), settings.kafka.topic_prefix)
+
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
             now = clock()
+            # Stage times are summed over the batch and recorded once per batch.
+            features_s = produce_s = 0.0
             for event in events:
                 message = event.message
                 position = SourcePosition(
                     topic=message.topic, partition=message.partition, offset=message.offset
                 )
                 produced_at_ms = int(message.timestamp * 1000)
+                t0 = time.perf_counter()
                 outcome = ingest_record(message.value, position, produced_at_ms, settings, pseudonymiser, now)
+                t1 = time.perf_counter()
                 if isinstance(outcome, DeadLetter):
-                    stats.dead_lettered += 1
+                    stats.dead_letter(outcome.reason)
                     await dead_letters.send(key=position.topic.encode(), value=encode(outcome))
                 else:
                     stats.ingested += 1
                     await features_out.send(key=outcome.sender.encode(), value=encode(outcome))
+                features_s += t1 - t0
+                produce_s += time.perf_counter() - t1
+            stats.events_in[kind] += len(events)
+            stats.stage_seconds["features"].observe(features_s)
+            stats.stage_seconds["produce"].observe(produce_s)
 
     app.agent(source, name=f"{settings.worker.app_id}.ingest")(ingest)

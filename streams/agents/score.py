@@ -111,6 +111,7 @@ async def read_aggregates(
             stats.store_degraded = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX_S)
+            stats.store_retries += 1
             continue
         if stats.store_degraded:
             log.warning("feature store available again")
@@ -165,9 +166,11 @@ def register(
     """Declare the scoring agent on ``app`` for the ``source`` (features) topic."""
 
     async def score(stream: Any) -> None:
+        stage = stats.stage_seconds
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
+            t0 = time.perf_counter()
             batch: list[MailFeatures] = []
             for event in events:
                 message = event.message
@@ -177,12 +180,14 @@ def register(
                     position = SourcePosition(
                         topic=message.topic, partition=message.partition, offset=message.offset
                     )
-                    stats.dead_lettered += 1
+                    stats.dead_letter(exc.reason)
                     letter = DeadLetter.of(position, exc.reason, message.value or b"", int(clock() * 1000))
                     await dead_letters.send(key=position.topic.encode(), value=encode(letter))
             if not batch:
                 continue
+            t1 = time.perf_counter()
             aggregates = await read_aggregates(store, batch, stats)
+            t2 = time.perf_counter()
             # Read the slot once: a hot swap lands between batches, never inside one.
             champion, shadow = slot.champion, slot.shadow
             verdicts, entries = decide(
@@ -199,13 +204,22 @@ def register(
                     champion.policy.decide(e.score or 0.0) != champion.policy.decide(e.shadow_score or 0.0)
                     for e in entries
                 )
+            t3 = time.perf_counter()
             for verdict, entry in zip(verdicts, entries, strict=True):
                 key = verdict.event_id.encode()
                 await verdicts_out.send(key=key, value=encode(verdict))
                 await feature_log.send(key=key, value=encode(entry))
-                stats.actions[verdict.action] += 1
             await _remember(served, batch, aggregates, champion.version, stats)
+            t4 = time.perf_counter()
+            sent_ms = clock() * 1000
+            stats.verdicts((v.kind, v.action) for v in verdicts)
             stats.scored += len(verdicts)
             stats.batches += 1
+            stats.batch_sizes.observe(len(batch))
+            stage["decode"].observe(t1 - t0)
+            stage["store"].observe(t2 - t1)
+            stage["score"].observe(t3 - t2)
+            stage["produce"].observe(t4 - t3)
+            stats.end_to_end_seconds.observe_many((sent_ms - f.produced_at_ms) / 1000 for f in batch)
 
     app.agent(source, name=f"{settings.worker.app_id}.score")(score)

@@ -1,0 +1,69 @@
+"""The worker's sampler: consumer lag, agent crashes and the health state, once a second.
+
+Runs as a Faust timer beside the agents, so nothing here is on the per-event
+path. Lag per assigned partition is the partition's high watermark (the
+offset the next produced record will get) minus the next offset this worker
+will process: one past the last record handed to an agent, or the fetch
+position before any record was read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from infra import health
+from infra.metrics import WorkerStats
+from infra.settings import WardenSettings
+
+log = logging.getLogger(__name__)
+
+
+async def consumer_lag(app: Any) -> dict[tuple[str, int], int]:
+    """Records behind the high watermark, per assigned ``(topic, partition)``."""
+    consumer = app.consumer
+    lag: dict[tuple[str, int], int] = {}
+    for tp in sorted(consumer.assignment()):
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue  # nothing fetched from this partition yet
+        last_read = consumer._read_offset.get(tp)
+        following = last_read + 1 if last_read is not None else await consumer.position(tp)
+        if following is None:
+            continue
+        lag[(tp.topic, tp.partition)] = max(0, int(highwater) - int(following))
+    return lag
+
+
+def crashed_agents(app: Any) -> list[str]:
+    """Names of the agents that have an actor which crashed and was not restarted."""
+    return [name for name, agent in app.agents.items() if any(actor.crashed for actor in agent._actors)]
+
+
+def register(app: Any, settings: WardenSettings, stats: WorkerStats) -> None:
+    """Declare the sampler on ``app``."""
+    started = time.monotonic()
+    last_assigned = started
+    interval = settings.health.sample_interval_s
+
+    async def sample() -> None:
+        nonlocal last_assigned
+        now = time.monotonic()
+        stats.uptime_s = now - started
+        stats.throughput.sample(stats.scored, now)
+        try:
+            stats.consumer_lag = await consumer_lag(app)
+            stats.assigned_partitions = len(app.consumer.assignment())
+        except Exception as exc:  # the sampler must never stop the worker; the figures just age
+            log.debug("cannot sample consumer lag: %s", type(exc).__name__)
+        if stats.assigned_partitions:
+            last_assigned = now
+        stats.unassigned_s = now - last_assigned
+        stats.crashed_agents = crashed_agents(app)
+        before = stats.health_state
+        state = health.update(stats, settings.health)
+        if state != before:
+            log.warning("health %s -> %s: %s", before, state, "; ".join(stats.health_reasons) or "ok")
+
+    app.timer(interval)(sample)
