@@ -120,9 +120,11 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
             try:
                 await services.store.start()
             except StoreUnavailable as exc:
+                stats.store_failures += 1
                 stats.store_degraded = True
                 log.warning("feature store unavailable at start: %s", exc)
                 await app.sleep(1.0)
+                stats.store_retries += 1
                 continue
             stats.store_degraded = False
             return

@@ -50,7 +50,8 @@ def register(app: faust.App, settings: WardenSettings, services: Services) -> No
 
     @app.page("/metrics")
     async def _metrics(web: Any, request: Any) -> Any:
-        return web.bytes(exposition(stats), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset in content_type=, so the full header goes in headers=.
+        return web.bytes(exposition(stats), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/dashboard")
     async def _dashboard(web: Any, request: Any) -> Any:
