@@ -7,6 +7,7 @@ report the worker's :class:`~infra.metrics.WorkerStats`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -114,6 +115,9 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         stats,
     )
 
+    # asyncio.sleep, not app.sleep: in a running worker mode's Service.sleep returned at once
+    # (seen: ~500 store retries a second with Redis refusing AUTH), so both loops spun hot.
+
     async def _connect_store() -> None:
         # Degrade, don't die: a worker that starts while Redis is down waits for it.
         while True:
@@ -123,7 +127,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
                 stats.store_failures += 1
                 stats.store_degraded = True
                 log.warning("feature store unavailable at start: %s", exc)
-                await app.sleep(1.0)
+                await asyncio.sleep(1.0)
                 stats.store_retries += 1
                 continue
             stats.store_degraded = False
@@ -137,7 +141,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     async def _follow_registry() -> None:
         # Hot swap: load a newly promoted (or shadowed) version beside the one serving.
         while True:
-            await app.sleep(settings.serving.reload_interval_s)
+            await asyncio.sleep(settings.serving.reload_interval_s)
             await services.slot.refresh()
 
     app.task(_connect_store)
