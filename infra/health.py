@@ -8,7 +8,9 @@ starting   503     no partition assigned yet, for less than
 ready      200     partitions assigned, a champion model loaded, nothing below
 degraded   200     still processing, but: the feature store is failing (the worker
                    backs off and retries, keeping its place), consumer lag above
-                   ``health.lag_degraded``, or the shadow model was refused
+                   ``health.lag_degraded``, the shadow model was refused, or a
+                   rebalance has taken its partitions (for less than
+                   ``health.unassigned_failing_s``)
 failing    503     no partition assigned for ``health.unassigned_failing_s``, no
                    champion model, or an agent has crashed
 =========  ======  ==============================================================
@@ -42,9 +44,12 @@ def evaluate(stats: WorkerStats, settings: HealthSettings) -> tuple[State, list[
         failing.append(f"no partition assigned for {stats.unassigned_s:.0f} s")
     if failing:
         return "failing", failing
-    if stats.assigned_partitions == 0:
-        return "starting", ["waiting for a partition assignment"]
     degraded = []
+    if stats.assigned_partitions == 0:
+        if not stats.started:
+            return "starting", ["waiting for a partition assignment"]
+        # Assigned before: a rebalance is under way (503 here would flap on every rebalance).
+        degraded.append(f"no partition assigned for {stats.unassigned_s:.0f} s (rebalancing)")
     if stats.store_degraded:
         degraded.append(f"feature store unavailable, retrying with backoff ({stats.store_failures} errors)")
     if stats.total_lag > settings.lag_degraded:

@@ -99,8 +99,13 @@ def test_health_states_and_their_http_status() -> None:
     state, reasons = health.evaluate(stats, limits)
     assert (state, health.HTTP_STATUS[state]) == ("failing", 503)
     assert "no partition assigned" in reasons[0]
-    stats.assigned_partitions, stats.unassigned_s = 2, 0
+    stats.assigned_partitions, stats.unassigned_s, stats.started = 2, 0, True
     assert health.evaluate(stats, limits) == ("ready", [])
+    stats.assigned_partitions, stats.unassigned_s = 0, 3  # a rebalance after the first assignment
+    state, reasons = health.evaluate(stats, limits)
+    assert (state, health.HTTP_STATUS[state]) == ("degraded", 200)
+    assert "rebalancing" in reasons[0]
+    stats.assigned_partitions = 2
     stats.store_degraded = True
     stats.consumer_lag[("t", 0)] = 101
     stats.shadow_failing = True
