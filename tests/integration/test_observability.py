@@ -205,6 +205,18 @@ def test_metrics_health_and_the_live_dashboard_follow_real_traffic(
         assert float(shown["throughput"] or 0) > 0
         assert shown["state"] == "ready"
 
+        # Everything was processed, so the sampled lag of the input partitions comes down to 0.
+        def caught_up() -> bool:
+            lag = _scrape(settings)
+            input_lag = [
+                v
+                for (name, labels), v in lag.items()
+                if name == "warden_consumer_lag" and dict(labels)["topic"] == topics.mail_events.name
+            ]
+            return len(input_lag) == topics.mail_events.partitions and sum(input_lag) == 0
+
+        _poll(caught_up, 30)
+
     # Values moved with the traffic, consistently with what reached the topics.
     assert _labelled(after, "warden_events_in_total", "kind") == {"mail": N + len(BAD)}
     assert _labelled(after, "warden_events_out_total", "kind") == {"mail": N}

@@ -143,3 +143,49 @@ def test_dashboard_figures_follow_the_counters() -> None:
     assert latency["p50"] == pytest.approx(stats.end_to_end_seconds.quantile(0.5) * 1000, abs=1e-3)
     assert "<script>" in dashboard.page()
     assert "http" not in dashboard.page().split("<script>")[0]  # no stylesheet or font from elsewhere
+
+
+class _FakeConsumer:
+    """The parts of a Faust consumer the sampler reads."""
+
+    def __init__(self) -> None:
+        from faust.types import TP
+
+        self.tps = [TP("t.mail.events", 0), TP("t.mail.events", 1), TP("t.mail.features", 0)]
+        self._read_offset: dict[object, int | None] = {self.tps[0]: 41}
+        self.highwaters: dict[object, int | None] = {self.tps[0]: 50, self.tps[1]: 10, self.tps[2]: None}
+
+    def assignment(self) -> set[object]:
+        return set(self.tps)
+
+    def highwater(self, tp: object) -> int | None:
+        return self.highwaters[tp]
+
+    async def position(self, tp: object) -> int:
+        return 4
+
+
+class _FakeActor:
+    def __init__(self, crashed: bool) -> None:
+        self.crashed = crashed
+
+
+class _FakeAgent:
+    def __init__(self, *crashed: bool) -> None:
+        self._actors = [_FakeActor(c) for c in crashed]
+
+
+class _FakeApp:
+    def __init__(self) -> None:
+        self.consumer = _FakeConsumer()
+        self.agents = {"w.ingest": _FakeAgent(False), "w.score": _FakeAgent(False, True)}
+
+
+async def test_lag_is_high_watermark_minus_the_next_offset_to_process() -> None:
+    from streams.monitor import consumer_lag, crashed_agents
+
+    app = _FakeApp()
+    # Partition 0: read up to 41, so 42..49 wait (8); partition 1: nothing read yet, fetch position 4;
+    # the features partition has no high watermark yet and is left out.
+    assert await consumer_lag(app) == {("t.mail.events", 0): 8, ("t.mail.events", 1): 6}
+    assert crashed_agents(app) == ["w.score"]

@@ -24,7 +24,7 @@ def test_sasl_settings_reach_kafka_python_and_faust() -> None:
         security_protocol="SASL_SSL",
         sasl_mechanism="SCRAM-SHA-512",
         sasl_username="warden",
-        sasl_password=PASSWORD,  # type: ignore[arg-type]
+        sasl_password=PASSWORD,
         ssl_check_hostname=False,
     )
     options = kafka_python_options(kafka)
@@ -52,7 +52,7 @@ def test_ssl_only_and_plaintext() -> None:
             KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p")
         )
         is None
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_sasl_without_credentials_is_refused() -> None:
@@ -67,7 +67,7 @@ def test_unreadable_tls_files_fail_with_a_one_line_error(tmp_path: Path) -> None
 
 
 def test_redis_auth_and_tls_options() -> None:
-    redis = RedisSettings(username="warden", password=PASSWORD, tls=True, tls_ca_file=Path("/ca.pem"))  # type: ignore[arg-type]
+    redis = RedisSettings(username="warden", password=PASSWORD, tls=True, tls_ca_file=Path("/ca.pem"))
     assert redis_options(redis) == {
         "username": "warden",
         "password": PASSWORD,
