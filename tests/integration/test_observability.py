@@ -355,3 +355,32 @@ def test_redis_auth_works_and_secrets_never_leak(
     assert done.returncode != 0
     assert b"Traceback" not in done.stderr
     assert password.encode() not in done.stdout + done.stderr
+
+
+SASL_PASSWORD = "s3cr3t-Pa55word-7f1c"  # a test secret to look for
+
+
+def test_a_cli_that_cannot_reach_a_secured_broker_does_not_print_its_secrets(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "WARDEN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "WARDEN_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "WARDEN_KAFKA__SASL_USERNAME": "warden",
+        "WARDEN_KAFKA__SASL_PASSWORD": SASL_PASSWORD,
+        "WARDEN_KAFKA__REQUEST_TIMEOUT_S": "2",
+        "WARDEN_REDIS__URL": f"redis://:{SASL_PASSWORD}@127.0.0.1:1/0",
+        "WARDEN_REDIS__PASSWORD": SASL_PASSWORD,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "feedback", "--event-id", "e1", "--label", "abuse"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in output
+    assert "broker unreachable at 127.0.0.1:1" in output  # one line saying why
+    assert SASL_PASSWORD not in output

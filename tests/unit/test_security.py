@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,29 +87,3 @@ def test_secrets_stay_out_of_repr_and_dumps_but_reach_child_processes() -> None:
     assert env["WARDEN_KAFKA__SASL_PASSWORD"] == PASSWORD
     assert env["WARDEN_REDIS__PASSWORD"] == PASSWORD
     assert env["WARDEN_KAFKA__SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
-
-
-def test_a_cli_that_cannot_reach_a_secured_broker_does_not_print_its_secrets(tmp_path: Path) -> None:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "WARDEN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
-        "WARDEN_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "WARDEN_KAFKA__SASL_USERNAME": "warden",
-        "WARDEN_KAFKA__SASL_PASSWORD": PASSWORD,
-        "WARDEN_KAFKA__REQUEST_TIMEOUT_S": "2",
-        "WARDEN_REDIS__URL": f"redis://:{PASSWORD}@127.0.0.1:1/0",
-        "WARDEN_REDIS__PASSWORD": PASSWORD,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "feedback", "--event-id", "e1", "--label", "abuse"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0
-    assert "Traceback" not in output
-    assert output.strip()  # it did say why
-    assert PASSWORD not in output
