@@ -384,3 +384,90 @@ def test_a_cli_that_cannot_reach_a_secured_broker_does_not_print_its_secrets(tmp
     assert "Traceback" not in output
     assert "broker unreachable at 127.0.0.1:1" in output  # one line saying why
     assert SASL_PASSWORD not in output
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "1", "-subj", "/CN=warden-test-ca")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "1", "-extfile", "san.cnf",
+    )  # fmt: skip
+    return directory / "ca.crt", directory / "server.crt", directory / "server.key"
+
+
+@contextlib.contextmanager
+def _tls_proxy(target_port: int, cert: Path, key: Path) -> Iterator[int]:
+    """A TLS listener on loopback relaying to a plain Redis port (the server's TLS end)."""
+    import asyncio
+    import ssl
+    import threading
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    loop = asyncio.new_event_loop()
+    port = devstack.free_port("127.0.0.1")
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(client_r, server_w), pipe(server_r, client_w))
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(
+        asyncio.start_server(relay, "127.0.0.1", port, ssl=context, ssl_handshake_timeout=10), loop
+    ).result(timeout=10)
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+
+
+@pytest.mark.skipif(not Path("/usr/bin/openssl").exists(), reason="no openssl to make test certificates")
+async def test_redis_tls_settings_verify_the_server_and_carry_auth(
+    secured_redis: tuple[str, str], tmp_path: Path
+) -> None:
+    from features.keys import Keys
+    from features.store import RedisStore, connect
+    from infra.security import redis_options
+    from infra.settings import RedisSettings
+
+    url, password = secured_redis
+    ca, cert, key = _certificates(tmp_path)
+    with _tls_proxy(int(url.rsplit(":", 1)[1].split("/")[0]), cert, key) as port:
+        tls_url = f"redis://127.0.0.1:{port}/0"
+        trusted = RedisSettings(
+            url=SecretStr(tls_url), username="warden", password=SecretStr(password), tls=True, tls_ca_file=ca
+        )
+        store = RedisStore(
+            connect(tls_url, cluster=False, tls=True, options=redis_options(trusted), socket_timeout_s=10),
+            Keys("tls"),
+            3600,
+        )
+        await store.start()  # loads the script: TLS handshake, AUTH and a command all went through
+        assert await store.ping()
+        await store.close()
+
+        # Without the CA the server's certificate is refused: TLS is verified, not just spoken.
+        untrusted = trusted.model_copy(update={"tls_ca_file": None})
+        client = connect(tls_url, cluster=False, tls=True, options=redis_options(untrusted))
+        with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+            await client.ping()
+        await client.aclose()
