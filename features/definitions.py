@@ -179,7 +179,7 @@ def _schema(
 
 
 #: The schema of every event kind; ``SCHEMAS["mail"]`` is exactly FEATURE_NAMES / SCHEMA_HASH.
-SCHEMAS: dict[EventKind, Schema] = {
+SCHEMAS: dict[str, Schema] = {
     "mail": _schema("mail", CONTENT, AGGREGATES),
     "calendar": _schema("calendar", CALENDAR_CONTENT, CALENDAR_AGGREGATES),
     "contacts": _schema("contacts", CONTACTS_CONTENT, CONTACTS_AGGREGATES),

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import lightgbm as lgb
 
-from features.definitions import FEATURE_NAMES, SCHEMA_HASH
+from features.definitions import SCHEMAS
 from features.pseudonym import Pseudonymiser
 from features.tokens import TokenTable, cross_fitted_evidence
 from infra.settings import ModelSettings, WardenSettings
@@ -85,9 +85,14 @@ def train(
         cross_fitted_evidence(fit.tokens, fit.labels, seed=settings.seed, sample_weight=fit.weights)
     )
     valid_rows = valid.rows(valid.evidence(tokens))
+    schema = SCHEMAS[data.kind]
     params = _params(settings)
     train_set = lgb.Dataset(
-        fit_rows, label=fit.labels, weight=fit.weights, feature_name=list(FEATURE_NAMES), free_raw_data=False
+        fit_rows,
+        label=fit.labels,
+        weight=fit.weights,
+        feature_name=list(schema.feature_names),
+        free_raw_data=False,
     )
     valid_set = lgb.Dataset(valid_rows, label=valid.labels, weight=valid.weights, reference=train_set)
     booster = lgb.train(
@@ -119,8 +124,9 @@ def train(
     manifest = Manifest(
         version=version or new_version(model_bytes),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        schema_hash=SCHEMA_HASH,
-        feature_names=list(FEATURE_NAMES),
+        kind=data.kind,
+        schema_hash=schema.schema_hash,
+        feature_names=list(schema.feature_names),
         thresholds=Thresholds(junk=junk, block=block),
         metrics={k: float(v) for k, v in metrics.items()},
         parity=Parity(
