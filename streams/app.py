@@ -22,7 +22,7 @@ from infra.settings import WardenSettings
 from serving.slot import ModelSlot
 from streams import web
 from streams.agents import feedback, ingest, score
-from streams.records import ActivityFeatures
+from streams.records import ActivityFeatures, ActivityKind
 from streams.topics import Topic, Topics
 from streams.transport import SCHEME, WardenApp
 
@@ -104,7 +104,11 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     )
     # Calendar and contacts: their own input topics, one features topic, the same workers.
     activity_features = channel(topics.activity_features)
-    for kind, events_topic in (("calendar", topics.calendar_events), ("contacts", topics.contacts_events)):
+    activity_inputs: tuple[tuple[ActivityKind, Topic], ...] = (
+        ("calendar", topics.calendar_events),
+        ("contacts", topics.contacts_events),
+    )
+    for kind, events_topic in activity_inputs:
         ingest.register(
             app,
             channel(events_topic),
@@ -113,7 +117,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
             settings,
             services.pseudonymiser,
             stats,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
         )
     score.register(
         app,
