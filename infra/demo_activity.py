@@ -97,7 +97,8 @@ def collect_activity(
         "duplicate_verdicts": duplicates,
     }
     for kind in ("calendar", "contacts"):
-        ids = [i for i, e in truth.items() if e.event.kind == kind and i in verdicts]
+        # Quality over the simulated window (account history before it is scored, not measured).
+        ids = [i for i, e in truth.items() if e.event.kind == kind and i in verdicts and not e.history]
         labels = np.asarray([truth[i].label == 1 for i in ids], dtype=bool)
         flagged = np.asarray([verdicts[i].action != "allow" for i in ids], dtype=bool)
         tp, fp = int((labels & flagged).sum()), int((~labels & flagged).sum())

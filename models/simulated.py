@@ -35,7 +35,10 @@ from streams.simulator import CAMPAIGN_TYPES, LEGIT, Simulated, SimulationParams
 
 
 def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudonymiser) -> Dataset:
-    """The rows of ``kind``'s events; both kinds pass through one store, in time order."""
+    """The rows of ``kind``'s events; both kinds pass through one store, in time order.
+
+    Account history (:attr:`Simulated.history`) goes through the store but gives no row.
+    """
     schema = SCHEMAS[kind]
     store = InMemoryStore()
     content: list[list[float]] = []
@@ -46,7 +49,7 @@ def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudo
         source = SourcePosition(topic="simulator", partition=0, offset=offset)
         features = to_activity_features(item.event, pseudonymiser, source, produced_at_ms=0)
         (values,) = store.apply_and_read_now([features])
-        if item.event.kind == kind:
+        if item.event.kind == kind and not item.history:
             content.append(features.content)
             aggregates.append(values)
             tokens.append(tuple(features.tokens))

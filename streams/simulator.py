@@ -9,6 +9,10 @@ abuse), lives through ``days`` days:
 
 * on joining, an account creates cards for its circle (that is how it gets
   known contacts), and later creates a few more and shares some with others;
+  for the accounts that exist when the run starts, those cards are their
+  *history*: created in the 14 days before ``start``, sent through the
+  stream like everything else (the store learns the contacts from them) and
+  marked ``history``, so training and evaluation leave them out;
 * it sends invites on working days in its local working hours (weekends at a
   quarter of the rate), mostly to its circle and now and then to strangers
   (a new client, a candidate); some are updated or cancelled later; a few
@@ -168,6 +172,8 @@ class Simulated:
     #: The campaign type, or ``legit``.
     campaign: str
     campaign_id: str = ""
+    #: Account history from before the simulated window (not trained or evaluated on).
+    history: bool = False
 
 
 @dataclass
@@ -270,6 +276,7 @@ class _World:
         truth: tuple[int, str, str] = (0, LEGIT, ""),
         urls: Sequence[str] = (),
         photo: bool = False,
+        history: bool = False,
     ) -> None:
         event = ContactsEvent(
             event_id=self._id("con"),
@@ -281,7 +288,7 @@ class _World:
             urls=list(urls),
             photo=photo,
         )
-        self.out.append(Simulated(event, *truth))
+        self.out.append(Simulated(event, *truth, history=history))
 
     def person_card(self, address: str) -> ContactCard:
         first, _, rest = address.partition("@")[0].partition(".")
@@ -317,11 +324,14 @@ def _legit(world: _World) -> None:
     p, rng = world.p, world.rng
     end = p.start + p.days * 86400
     for account in world.accounts:
-        # Joining: a card for each person of the circle over the first hours.
+        # Joining: a card for each person of the circle, over the first hours of a new account or
+        # over the two weeks before the run for an account that already exists.
+        history = account.joins < p.start + 3600
         for contact in account.circle:
-            ts = account.joins + rng.uniform(0, 6 * 3600)
+            ts = p.start - rng.uniform(0, 14 * 86400) if history else account.joins + rng.uniform(0, 6 * 3600)
             if ts < end:
-                world.card(ts, account.address, (), world.person_card(contact), photo=rng.random() < 0.3)
+                photo = rng.random() < 0.3
+                world.card(ts, account.address, (), world.person_card(contact), photo=photo, history=history)
         for day in range(math.ceil(p.days)):
             weekday = (math.floor(p.start / 86400) + day + 3) % 7 < 5  # 1970-01-01 was a Thursday
             scale = account.activity * (1.0 if weekday else 0.25)
