@@ -99,6 +99,7 @@ def collect_activity(
     for kind in ("calendar", "contacts"):
         # Quality over the simulated window (account history before it is scored, not measured).
         ids = [i for i, e in truth.items() if e.event.kind == kind and i in verdicts and not e.history]
+        all_verdicts = sum(v.kind == kind for v in verdicts.values())
         labels = np.asarray([truth[i].label == 1 for i in ids], dtype=bool)
         flagged = np.asarray([verdicts[i].action != "allow" for i in ids], dtype=bool)
         tp, fp = int((labels & flagged).sum()), int((~labels & flagged).sum())
@@ -109,7 +110,8 @@ def collect_activity(
                 by_type[name] = round(sum(verdicts[i].action != "allow" for i in of_type) / len(of_type), 4)
         out[kind] = {
             "events": sum(e.event.kind == kind for e in truth.values()),
-            "verdicts": len(ids),
+            "verdicts": all_verdicts,
+            "measured": len(ids),
             "wrong_kind": sum(verdicts[i].kind != kind for i in ids),
             "abuse": int(labels.sum()),
             "precision_junk_or_block": round(tp / (tp + fp), 4) if tp + fp else None,
@@ -128,9 +130,13 @@ def activity_lines(activity: object) -> list[str]:
     for kind in ("calendar", "contacts"):
         k = activity[kind]
         lines.append(
-            f"{kind:20s} {k['events']:,} events -> {k['verdicts']:,} verdicts ({k['abuse']:,} abuse); "
-            f"precision {k['precision_junk_or_block']}  recall {k['recall_junk_or_block']}  "
-            f"false-positive rate {k['false_positive_rate']}  model {', '.join(k['model_versions'])}"
+            f"{kind:20s} {k['events']:,} events -> {k['verdicts']:,} verdicts, model "
+            f"{', '.join(k['model_versions'])}"
+        )
+        lines.append(
+            f"{'':20s} in the window {k['measured']:,} ({k['abuse']:,} abuse): precision "
+            f"{k['precision_junk_or_block']}  recall {k['recall_junk_or_block']}  "
+            f"false-positive rate {k['false_positive_rate']}"
         )
         by_type = "  ".join(f"{name} {value}" for name, value in k["recall_by_campaign"].items())
         lines.append(f"{'':20s} recall by campaign: {by_type}")

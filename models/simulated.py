@@ -98,6 +98,8 @@ class TypeResult:
     campaign: str
     events: int
     flagged: int
+    #: Flagged at a score of 0.5 instead of the model's junk threshold.
+    flagged_at_half: int = 0
 
     @property
     def rate(self) -> float:
@@ -113,9 +115,15 @@ def score_stream(
     data = build(events, kind, pseudonymiser)
     scores = onnx_scores(session(trained.model_bytes), data.rows(data.evidence(trained.tokens)))
     flagged = scores >= trained.manifest.thresholds.junk
+    half = scores >= 0.5
     campaigns = np.asarray(data.folders)
     return {
-        name: TypeResult(name, int((campaigns == name).sum()), int(flagged[campaigns == name].sum()))
+        name: TypeResult(
+            name,
+            int((campaigns == name).sum()),
+            int(flagged[campaigns == name].sum()),
+            int(half[campaigns == name].sum()),
+        )
         for name in (LEGIT, *CAMPAIGN_TYPES)
     }
 
@@ -132,6 +140,7 @@ class Evaluation:
     train: SimulationParams
     test: SimulationParams
     results: dict[str, TypeResult]
+    junk: float
     #: Campaign type -> recall on it of a model trained without it (empty unless asked for).
     held_out: dict[str, float]
 
@@ -141,7 +150,7 @@ class Evaluation:
             f"== {self.kind} model: trained on seed {self.train.seed}, tested on seed {self.test.seed} "
             f"({self.test.accounts} accounts, {self.test.days:g} days) ==",
             f"{'campaign type':20s} {'events':>7s} {'flagged':>8s} {'recall':>7s} {'precision*':>10s}"
-            + ("  recall held out" if self.held_out else ""),
+            f" {'recall@0.5':>10s}" + ("  recall held out" if self.held_out else ""),
         ]
         abuse_events = abuse_flagged = 0
         for name in CAMPAIGN_TYPES:
@@ -151,9 +160,10 @@ class Evaluation:
             abuse_events += result.events
             abuse_flagged += result.flagged
             held = f"  {self.held_out[name]:16.3f}" if name in self.held_out else ""
+            at_half = result.flagged_at_half / result.events
             out.append(
                 f"{name:20s} {result.events:7d} {result.flagged:8d} {result.rate:7.3f} "
-                f"{precision_against_legit(self.results, name):10.3f}{held}"
+                f"{precision_against_legit(self.results, name):10.3f} {at_half:10.3f}{held}"
             )
         overall = abuse_flagged / (abuse_flagged + legit.flagged) if abuse_flagged + legit.flagged else 0.0
         recall = abuse_flagged / abuse_events if abuse_events else float("nan")
@@ -178,7 +188,8 @@ def evaluate_simulated(
         raise ValueError("the test stream needs a seed other than the training stream's")
     test_params = replace(train_params, seed=test_seed)
     test_events = simulate(test_params)
-    results = score_stream(candidate(settings, kind, train_params), kind, test_events, settings)
+    trained = candidate(settings, kind, train_params)
+    results = score_stream(trained, kind, test_events, settings)
     held_out: dict[str, float] = {}
     if hold_out_each:
         for name in CAMPAIGN_TYPES:
@@ -187,4 +198,4 @@ def evaluate_simulated(
             mix = {**train_params.mix, name: 0.0}
             without = candidate(settings, kind, replace(train_params, mix=mix))
             held_out[name] = score_stream(without, kind, test_events, settings)[name].rate
-    return Evaluation(kind, train_params, test_params, results, held_out)
+    return Evaluation(kind, train_params, test_params, results, trained.manifest.thresholds.junk, held_out)
