@@ -141,8 +141,9 @@ class Evaluation:
     test: SimulationParams
     results: dict[str, TypeResult]
     junk: float
-    #: Campaign type -> recall on it of a model trained without it (empty unless asked for).
-    held_out: dict[str, float]
+    #: Campaign type -> recall on it of a model trained without it, at its junk threshold and at
+    #: 0.5 (empty unless asked for).
+    held_out: dict[str, tuple[float, float]]
 
     def lines(self) -> list[str]:
         legit = self.results[LEGIT]
@@ -159,7 +160,10 @@ class Evaluation:
                 continue
             abuse_events += result.events
             abuse_flagged += result.flagged
-            held = f"  {self.held_out[name]:16.3f}" if name in self.held_out else ""
+            held = ""
+            if name in self.held_out:
+                at_junk, at_half_held = self.held_out[name]
+                held = f"  {at_junk:7.3f} / {at_half_held:5.3f}"
             at_half = result.flagged_at_half / result.events
             out.append(
                 f"{name:20s} {result.events:7d} {result.flagged:8d} {result.rate:7.3f} "
@@ -169,9 +173,16 @@ class Evaluation:
         recall = abuse_flagged / abuse_events if abuse_events else float("nan")
         out.append(f"{'all abuse':20s} {abuse_events:7d} {abuse_flagged:8d} {recall:7.3f} {overall:10.3f}")
         out.append(
-            f"{'legit':20s} {legit.events:7d} {legit.flagged:8d}   false-positive rate {legit.rate:.4f}"
+            f"{'legit':20s} {legit.events:7d} {legit.flagged:8d}   false-positive rate {legit.rate:.4f} "
+            f"(at 0.5: {legit.flagged_at_half / max(1, legit.events):.4f})"
+        )
+        out.append(
+            f"flagged: score >= the model's junk threshold {self.junk:.3g} (set at the target "
+            "false-positive rate on the training stream's validation window)"
         )
         out.append("precision* = flagged events of the type / (those + all flagged legit events)")
+        if self.held_out:
+            out.append("recall held out: at the junk threshold / at 0.5, of a model trained without the type")
         return out
 
 
@@ -190,12 +201,13 @@ def evaluate_simulated(
     test_events = simulate(test_params)
     trained = candidate(settings, kind, train_params)
     results = score_stream(trained, kind, test_events, settings)
-    held_out: dict[str, float] = {}
+    held_out: dict[str, tuple[float, float]] = {}
     if hold_out_each:
         for name in CAMPAIGN_TYPES:
             if not results[name].events:
                 continue
             mix = {**train_params.mix, name: 0.0}
             without = candidate(settings, kind, replace(train_params, mix=mix))
-            held_out[name] = score_stream(without, kind, test_events, settings)[name].rate
+            result = score_stream(without, kind, test_events, settings)[name]
+            held_out[name] = (result.rate, result.flagged_at_half / result.events)
     return Evaluation(kind, train_params, test_params, results, trained.manifest.thresholds.junk, held_out)

@@ -121,6 +121,14 @@ _QUIET_TEXTS = (
     "Please review the shared file before our call: {url}",
     "As promised, details of the position: {url}",
 )
+#: A taken-over account writes to its own contacts in its own (business) voice: its own words.
+_TAKEOVER_TITLES = ("Invoice approval needed", "Updated bank details", "Signed contract - please check")
+_TAKEOVER_TEXTS = (
+    "Hi, I need this approved before end of day, the document is on our new portal: {url}",
+    "Our bank details changed, please use the account in the form here: {url}",
+    "Can you sign this for me? I am in meetings all day: {url}",
+)
+_TAKEOVER_CARDS = ("Accounts Payable", "New Finance Contact", "Payroll Office")
 _SUPPORT_NAMES = ("Customer Support 24/7", "Refund Desk 365", "Account Security Team", "Prize Office 2026")
 _SUPPORT_NOTES = (
     "Call now to claim your refund! Urgent: account locked. {url}",
@@ -437,19 +445,19 @@ def _campaign(world: _World, kind: str, at: float, cid: str) -> None:
             return
         victim, domain = rng.choice(victims), world.spam_domain(("com", "net", *_SPAM_TLDS))
         ts = at
-        for _ in range(rng.randint(5, 20)):
+        for _ in range(rng.randint(8, 30)):
             ts += rng.expovariate(1 / 180)
             if ts >= end:
                 return
-            url = world.lure_url(domain)
+            url = f"https://{domain}/{rng.choice(('doc', 'sign', 'portal'))}/{rng.randint(1000, 9999)}"
             recipients = rng.sample(victim.circle, min(len(victim.circle), rng.randint(3, 15)))
-            if rng.random() < 0.7:
-                text = rng.choice(_LURE_TEXTS + _QUIET_TEXTS).format(url=url)
+            if rng.random() < 0.6:
+                text = rng.choice(_TAKEOVER_TEXTS).format(url=url)
                 world.invite(
                     ts,
                     victim.address,
                     recipients,
-                    rng.choice(_LURE_TITLES + _QUIET_TITLES),
+                    rng.choice(_TAKEOVER_TITLES),
                     text,
                     truth=truth,
                     urls=[url],
@@ -458,9 +466,10 @@ def _campaign(world: _World, kind: str, at: float, cid: str) -> None:
                 )
             else:
                 card = ContactCard(
-                    display_name=rng.choice(_SUPPORT_NAMES),
-                    phones=["+1 888 555 0199"],
-                    note=rng.choice(_SUPPORT_NOTES).format(url=url),
+                    display_name=rng.choice(_TAKEOVER_CARDS),
+                    emails=[f"finance@{domain}"],
+                    organization=victim.domain.split(".")[0].title(),
+                    note=f"Please use this contact for payments from now on: {url}",
                 )
                 world.card(ts, victim.address, recipients, card, truth=truth, urls=[url])
     elif kind == "low_and_slow":
