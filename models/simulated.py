@@ -76,7 +76,7 @@ def candidate(settings: WardenSettings, kind: ActivityKind, params: SimulationPa
     """A trained, exported and parity-checked candidate on a simulated stream (not registered)."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     data = build(simulate(params), kind, pseudonymiser)
-    return train(data, settings.models, source=_source(params))
+    return train(data, settings.models, source=_source(params), widen_thresholds=True)
 
 
 def train_simulated(

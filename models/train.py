@@ -22,7 +22,7 @@ from infra.settings import ModelSettings, WardenSettings
 from models.dataset import Dataset, build
 from models.exceptions import TrainingError
 from models.export import onnx_scores, parity, parity_rows, session, to_onnx
-from models.metrics import confusion, roc_auc, threshold_at_fpr
+from models.metrics import confusion, roc_auc, threshold_at_fpr, widened_threshold
 from models.registry import (
     Candidate,
     DataRange,
@@ -69,6 +69,8 @@ def train(
     source: str,
     validation_share: float = VALIDATION_SHARE,
     version: str | None = None,
+    *,
+    widen_thresholds: bool = False,
 ) -> Candidate:
     """Train, export and parity-check a candidate on ``data`` (rows in time order).
 
@@ -108,6 +110,11 @@ def train(
     scores = onnx_scores(session(model_bytes), valid_rows)
     junk = threshold_at_fpr(valid.labels, scores, settings.junk_fpr)
     block = max(junk, threshold_at_fpr(valid.labels, scores, settings.block_fpr))
+    if widen_thresholds:
+        # Simulated kinds: a separable validation window would put the thresholds at the very
+        # edge of the legitimate scores; the same validation rows are flagged from mid-gap.
+        junk = widened_threshold(valid.labels, scores, junk)
+        block = max(junk, widened_threshold(valid.labels, scores, block))
     flagged = confusion(valid.labels, scores >= junk)
     metrics = {
         "validation_auc": roc_auc(valid.labels, scores),

@@ -17,6 +17,7 @@ from features.testing import InMemoryStore
 from infra.cli import EXIT_USAGE, main
 from infra.settings import IngestSettings, WardenSettings
 from models.exceptions import ModelRefused
+from models.metrics import threshold_at_fpr, widened_threshold
 from models.registry import Registry
 from models.simulated import candidate, score_stream
 from serving.scorer import Scorer
@@ -208,3 +209,13 @@ def test_cli_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: tup
     assert code == EXIT_USAGE
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_widened_thresholds_keep_validation_recall_and_sit_between_the_classes() -> None:
+    labels = np.asarray([0, 0, 0, 0, 1, 1], dtype=np.int8)
+    scores = np.asarray([0.001, 0.002, 0.004, 0.01, 0.95, 0.99])
+    edge = threshold_at_fpr(labels, scores, 0.25)
+    widened = widened_threshold(labels, scores, edge)
+    assert edge < widened < 0.95
+    assert ((scores >= widened) == labels.astype(bool)).all()
+    assert widened_threshold(labels, scores, 0.999) == 0.999  # no positive above: unchanged
