@@ -177,8 +177,8 @@ class Evaluation:
             f"(at 0.5: {legit.flagged_at_half / max(1, legit.events):.4f})"
         )
         out.append(
-            f"flagged: score >= the model's junk threshold {self.junk:.3g} (set at the target "
-            "false-positive rate on the training stream's validation window)"
+            f"flagged: score >= the model's junk threshold {self.junk:.3g} (the training stream's "
+            "validation window: its false-positive target, widened at the same recall)"
         )
         out.append("precision* = flagged events of the type / (those + all flagged legit events)")
         if self.held_out:
