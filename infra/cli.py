@@ -171,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     models = commands.add_parser("models", help="list, promote or roll back model versions")
+    models.add_argument(
+        "--kind",
+        choices=("mail", "calendar", "contacts"),
+        default="mail",
+        help="whose models (calendar and contacts have registries of their own; shadows are mail only)",
+    )
     models_commands = models.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     models_commands.required = True
     models_commands.add_parser("list", help="registered versions, current marked")
@@ -503,7 +509,9 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
-    registry = Registry(settings.models.registry_dir)
+    registry = Registry(settings.models.registry_dir).for_kind(args.kind)
+    if args.kind != "mail" and args.action in ("shadow", "compare"):
+        raise UsageError(f"shadow models are for mail only, not {args.kind}")
     if args.action == "list":
         current, shadow = registry.current(), registry.shadow()
         versions = registry.versions()
