@@ -36,6 +36,7 @@ drawn by ``mix``), each with a ground-truth label and type on every event:
     accounts share "support line" contact cards (scam note, phone, link)
     with dozens of strangers.
 
+The campaigns and their wording live in :mod:`streams.simulated_campaigns`.
 Everything is drawn from one ``random.Random(seed)``: the same parameters
 give the same events. Events are real :class:`~streams.records.CalendarEvent`
 and :class:`~streams.records.ContactsEvent` records and go through the same
@@ -55,6 +56,7 @@ from kafka.errors import KafkaError
 
 from streams.exceptions import BrokerError
 from streams.records import CalendarEvent, ContactCard, ContactsEvent, encode
+from streams.simulated_campaigns import FIRST_NAMES, SPAM_TLDS, WEBMAIL, WORDS, run_campaign
 from streams.topics import Topics
 
 CampaignType = Literal["fresh_invite_spam", "compromised_burst", "low_and_slow", "card_spam"]
@@ -64,13 +66,8 @@ LEGIT = "legit"
 #: 2026-01-01T00:00:00Z: the default first day (accepted by ingest's timestamp range).
 DEFAULT_START = 1_767_225_600.0
 
-_FIRST: tuple[str, ...] = (
-    *("ana", "ben", "carla", "dev", "elena", "farid", "grace", "hugo", "ines", "jon", "kira", "liam"),
-    *("maya", "noah", "olga", "pavel", "quinn", "rosa", "sam", "tara", "umar", "vera", "wen", "yusuf"),
-)
 _LAST = ("smith", "garcia", "kim", "novak", "okafor", "rossi", "silva", "tanaka", "weber", "young", "lopez")
 _ORGS = ("northwind.com", "contoso.org", "fabrikam.net", "tailspin.io", "wingtip.co.uk", "litware.de")
-_WEBMAIL = ("gmail.com", "outlook.com", "yahoo.com", "proton.me", "gmx.net")
 _MEETING_LINKS = (
     "https://zoom.us/j/{n}",
     "https://meet.google.com/{w}-{w}",
@@ -90,7 +87,6 @@ _TITLES = (
     "Retro",
     "Onboarding {name}",
 )
-_WORDS = ("atlas", "beacon", "cedar", "delta", "ember", "falcon", "granite", "harbor", "iris", "juniper")
 _AGENDA = (
     "",
     "",
@@ -100,42 +96,6 @@ _AGENDA = (
     "Bring your questions about the {word} rollout.",
 )
 _ROOMS = ("Room 4.12", "Main office, 2nd floor", "Cafe downstairs", "", "", "Building B")
-_LURE_TITLES = (
-    "You have won a $500 gift card",
-    "Payment overdue - action required",
-    "Crypto investment webinar (free bonus)",
-    "Your account will be suspended",
-    "Claim your refund today",
-    "Exclusive offer: verify to receive reward",
-)
-_LURE_TEXTS = (
-    "Congratulations! Click the link to claim your prize before it expires: {url}",
-    "Your payment is overdue. Verify your account now at {url} to avoid suspension.",
-    "Join our exclusive crypto investment session and receive a 200% bonus: {url}",
-    "Unusual sign-in detected. Confirm your password here: {url}",
-    "A refund of $349.99 is waiting. Claim it at {url}",
-)
-_QUIET_TITLES = ("Follow-up on your application", "Re: documents", "Quick question", "Shared file review")
-_QUIET_TEXTS = (
-    "Hi, following up as discussed. The documents are here: {url}",
-    "Please review the shared file before our call: {url}",
-    "As promised, details of the position: {url}",
-)
-#: A taken-over account writes to its own contacts in its own (business) voice: its own words.
-_TAKEOVER_TITLES = ("Invoice approval needed", "Updated bank details", "Signed contract - please check")
-_TAKEOVER_TEXTS = (
-    "Hi, I need this approved before end of day, the document is on our new portal: {url}",
-    "Our bank details changed, please use the account in the form here: {url}",
-    "Can you sign this for me? I am in meetings all day: {url}",
-)
-_TAKEOVER_CARDS = ("Accounts Payable", "New Finance Contact", "Payroll Office")
-_SUPPORT_NAMES = ("Customer Support 24/7", "Refund Desk 365", "Account Security Team", "Prize Office 2026")
-_SUPPORT_NOTES = (
-    "Call now to claim your refund! Urgent: account locked. {url}",
-    "Official support line. Verify your wallet to receive the bonus: {url}",
-    "Winner notification - call within 24 hours to claim: {url}",
-)
-_SPAM_TLDS = ("xyz", "top", "click", "info", "online", "shop")
 
 
 @dataclass(frozen=True)
@@ -195,7 +155,9 @@ class _Account:
     webinars: bool = False
 
 
-class _World:
+class World:
+    """The simulation being generated: its accounts, its random generator and the events so far."""
+
     def __init__(self, params: SimulationParams) -> None:
         self.p = params
         self.rng = random.Random(params.seed)
@@ -206,18 +168,18 @@ class _World:
             self._circle(account)
 
     # -- population ------------------------------------------------------------------------
-    def _name(self) -> str:
-        return f"{self.rng.choice(_FIRST)}.{self.rng.choice(_LAST)}{self.rng.randint(1, 999)}"
+    def local_name(self) -> str:
+        return f"{self.rng.choice(FIRST_NAMES)}.{self.rng.choice(_LAST)}{self.rng.randint(1, 999)}"
 
     def stranger(self) -> str:
-        return f"{self._name()}@{self.rng.choice(_ORGS + _WEBMAIL + ('example.net', 'mailbox.org'))}"
+        return f"{self.local_name()}@{self.rng.choice(_ORGS + WEBMAIL + ('example.net', 'mailbox.org'))}"
 
     def _account(self, index: int) -> _Account:
         rng, p = self.rng, self.p
-        domain = rng.choice(_ORGS) if rng.random() < 0.7 else rng.choice(_WEBMAIL)
+        domain = rng.choice(_ORGS) if rng.random() < 0.7 else rng.choice(WEBMAIL)
         late = rng.random() < p.late_joiners
         return _Account(
-            address=f"{self._name()}@{domain}",
+            address=f"{self.local_name()}@{domain}",
             domain=domain,
             tz_h=rng.choice((-8.0, -5.0, 0.0, 1.0, 2.0, 5.5, 8.0, 9.0)),
             activity=rng.lognormvariate(0.0, 0.6),
@@ -317,8 +279,8 @@ class _World:
         hour = min(20.0, max(7.0, self.rng.gauss(13.0, 2.5)))
         return self.p.start + day * 86400 + (hour - account.tz_h) * 3600 + self.rng.uniform(0, 60)
 
-    def spam_domain(self, tlds: Sequence[str] = _SPAM_TLDS) -> str:
-        word, lure = self.rng.choice(_WORDS), self.rng.choice(("prize", "secure", "verify", "pay", "gift"))
+    def spam_domain(self, tlds: Sequence[str] = SPAM_TLDS) -> str:
+        word, lure = self.rng.choice(WORDS), self.rng.choice(("prize", "secure", "verify", "pay", "gift"))
         return f"{word}-{lure}{self.rng.randint(1, 99)}.{self.rng.choice(tlds)}"
 
     def lure_url(self, domain: str) -> str:
@@ -328,7 +290,7 @@ class _World:
         return f"https://{domain}/{path}/{self.rng.randint(1000, 9999)}"
 
 
-def _legit(world: _World) -> None:
+def _legit(world: World) -> None:
     p, rng = world.p, world.rng
     end = p.start + p.days * 86400
     for account in world.accounts:
@@ -351,7 +313,7 @@ def _legit(world: _World) -> None:
                 invitees = rng.sample(account.circle, size)
                 if rng.random() < 0.15:
                     invitees.append(world.stranger())
-                word, name = rng.choice(_WORDS), rng.choice(_FIRST).title()
+                word, name = rng.choice(WORDS), rng.choice(FIRST_NAMES).title()
                 link = (
                     rng.choice(_MEETING_LINKS).format(n=rng.randint(10**8, 10**9), w=word)
                     if rng.random() < 0.5
@@ -380,7 +342,7 @@ def _legit(world: _World) -> None:
                 if account.joins <= ts < end:
                     link = f"https://zoom.us/webinar/{rng.randint(10**8, 10**9)}"
                     crowd = [world.stranger() for _ in range(rng.randint(40, 300))]
-                    title = f"Webinar: {rng.choice(_WORDS).title()} product update"
+                    title = f"Webinar: {rng.choice(WORDS).title()} product update"
                     text = f"Join us for a live demo and Q&A. Register: {link}"
                     world.invite(
                         ts,
@@ -408,119 +370,6 @@ def _legit(world: _World) -> None:
                     world.card(ts, account.address, recipients, world.person_card(subject), urls=urls)
 
 
-def _campaign(world: _World, kind: str, at: float, cid: str) -> None:
-    p, rng = world.p, world.rng
-    end = p.start + p.days * 86400
-    truth = (1, kind, cid)
-    if kind == "fresh_invite_spam":
-        domain = world.spam_domain()
-        for _ in range(rng.randint(2, 5)):
-            spammer = world._name() + "@" + rng.choice((*_WEBMAIL, f"mail-{domain}"))
-            ts = at + rng.uniform(0, 1800)
-            for _ in range(rng.randint(4, 15)):
-                ts += rng.expovariate(1 / 240)
-                if ts >= end:
-                    return
-                url = world.lure_url(domain)
-                text = rng.choice(_LURE_TEXTS).format(url=url)
-                crowd = [world.stranger() for _ in range(rng.randint(15, 250))]
-                client = "api" if rng.random() < 0.7 else "web"
-                recurrence: Literal["none", "daily"] = "daily" if rng.random() < 0.3 else "none"
-                world.invite(
-                    ts,
-                    spammer,
-                    crowd,
-                    rng.choice(_LURE_TITLES),
-                    text,
-                    truth=truth,
-                    urls=[url],
-                    location=url if rng.random() < 0.4 else "",
-                    lead_h=rng.uniform(1, 24),
-                    recurrence=recurrence,
-                    client=client,
-                )
-    elif kind == "compromised_burst":
-        victims = [a for a in world.accounts if a.joins < at - 86400 and len(a.circle) >= 3]
-        if not victims:
-            return
-        victim, domain = rng.choice(victims), world.spam_domain(("com", "net", *_SPAM_TLDS))
-        ts = at
-        for _ in range(rng.randint(8, 30)):
-            ts += rng.expovariate(1 / 180)
-            if ts >= end:
-                return
-            url = f"https://{domain}/{rng.choice(('doc', 'sign', 'portal'))}/{rng.randint(1000, 9999)}"
-            recipients = rng.sample(victim.circle, min(len(victim.circle), rng.randint(3, 15)))
-            if rng.random() < 0.6:
-                text = rng.choice(_TAKEOVER_TEXTS).format(url=url)
-                world.invite(
-                    ts,
-                    victim.address,
-                    recipients,
-                    rng.choice(_TAKEOVER_TITLES),
-                    text,
-                    truth=truth,
-                    urls=[url],
-                    lead_h=rng.uniform(1, 12),
-                    client=rng.choice(("web", "api")),
-                )
-            else:
-                card = ContactCard(
-                    display_name=rng.choice(_TAKEOVER_CARDS),
-                    emails=[f"finance@{domain}"],
-                    organization=victim.domain.split(".")[0].title(),
-                    note=f"Please use this contact for payments from now on: {url}",
-                )
-                world.card(ts, victim.address, recipients, card, truth=truth, urls=[url])
-    elif kind == "low_and_slow":
-        domain = f"{rng.choice(_WORDS)}-{rng.choice(('careers', 'docs', 'files', 'hr'))}.com"
-        senders = [a for a in world.accounts if a.joins < at] or world.accounts
-        for account in rng.sample(senders, min(len(senders), rng.randint(15, 40))):
-            ts = max(at, account.joins) + rng.uniform(0, 86400)
-            while ts < end:
-                url = f"https://{domain}/{rng.choice(('apply', 'share', 'view'))}/{rng.randint(1000, 9999)}"
-                recipients = [world.stranger() for _ in range(rng.randint(2, 8))]
-                if rng.random() < 0.8:
-                    text = rng.choice(_QUIET_TEXTS).format(url=url)
-                    world.invite(
-                        ts,
-                        account.address,
-                        recipients,
-                        rng.choice(_QUIET_TITLES),
-                        text,
-                        truth=truth,
-                        urls=[url],
-                        lead_h=rng.uniform(4, 72),
-                        client=rng.choice(("web", "android")),
-                    )
-                else:
-                    card = ContactCard(
-                        display_name=rng.choice(_FIRST).title() + " (Recruiting)",
-                        emails=[f"jobs@{domain}"],
-                        note=f"Open positions: {url}",
-                    )
-                    world.card(ts, account.address, recipients, card, truth=truth, urls=[url])
-                ts += rng.uniform(0.5, 1.5) * 86400
-    else:  # card_spam
-        domain = world.spam_domain()
-        for _ in range(rng.randint(2, 5)):
-            spammer = f"{world._name()}@{rng.choice(_WEBMAIL)}"
-            ts = at + rng.uniform(0, 3600)
-            for _ in range(rng.randint(3, 12)):
-                ts += rng.expovariate(1 / 300)
-                if ts >= end:
-                    return
-                url = world.lure_url(domain)
-                card = ContactCard(
-                    display_name=rng.choice(_SUPPORT_NAMES),
-                    phones=[f"+1 8{rng.randint(10, 99)} 555 {rng.randint(1000, 9999)}"],
-                    organization=rng.choice(("", "Support Center", "Refund Dept")),
-                    note=rng.choice(_SUPPORT_NOTES).format(url=url),
-                )
-                crowd = [world.stranger() for _ in range(rng.randint(10, 120))]
-                world.card(ts, spammer, crowd, card, truth=truth, urls=[url], photo=rng.random() < 0.2)
-
-
 def _poisson(rng: random.Random, mean: float) -> int:
     """A Poisson draw (Knuth; means here are small)."""
     limit, k, product = math.exp(-mean), 0, rng.random()
@@ -532,7 +381,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
 
 def simulate(params: SimulationParams) -> list[Simulated]:
     """The whole simulated stream, in time order (calendar and contacts interleaved)."""
-    world = _World(params)
+    world = World(params)
     _legit(world)
     weights = [params.mix.get(kind, 0.0) for kind in CAMPAIGN_TYPES]
     if sum(weights) > 0 and params.campaigns_per_day > 0:
@@ -541,7 +390,7 @@ def simulate(params: SimulationParams) -> list[Simulated]:
         while at < params.start + params.days * 86400:
             number += 1
             kind = world.rng.choices(CAMPAIGN_TYPES, weights)[0]
-            _campaign(world, kind, at, f"{kind}-{params.seed}-{number}")
+            run_campaign(world, kind, at, f"{kind}-{params.seed}-{number}")
             at += world.rng.expovariate(params.campaigns_per_day) * 86400
     return sorted(world.out, key=lambda s: (s.event.timestamp, s.event.event_id))
 
