@@ -15,6 +15,7 @@ from features.keys import Keys
 from features.pseudonym import Pseudonymiser
 from features.store import RedisStore, connect
 from features.testing import InMemoryStore
+from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from models.registry import Registry
@@ -38,8 +39,9 @@ MALFORMED = [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("server", ["redis", "cluster"])
 async def test_simulated_activity_gives_the_same_aggregates_in_redis_as_in_memory(
-    settings: WardenSettings,
+    settings: WardenSettings, server: str, request: pytest.FixtureRequest
 ) -> None:
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     events = simulate(SimulationParams(seed=5, accounts=40, days=1.0, campaigns_per_day=8.0))
@@ -49,8 +51,12 @@ async def test_simulated_activity_gives_the_same_aggregates_in_redis_as_in_memor
     ]
     assert {f.kind for f in features} == {"calendar", "contacts"}
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
-    assert settings.redis.url is not None
-    client = connect(settings.redis.url.get_secret_value(), cluster=False)
+    if server == "cluster":
+        cluster: ClusterState = request.getfixturevalue("redis_cluster")
+        client = connect(cluster.urls, cluster=True)
+    else:
+        assert settings.redis.url is not None
+        client = connect(settings.redis.url.get_secret_value(), cluster=False)
     store = RedisStore(
         client,
         Keys(settings.redis.key_prefix),
