@@ -19,7 +19,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
-EntityKind = Literal["sender", "sender_domain", "ip", "url_domain", "recipient"]
+EntityKind = Literal[
+    "sender",
+    "sender_domain",
+    "ip",
+    "url_domain",
+    "recipient",
+    "organizer",
+    "invitee",
+    "card_owner",
+    "card_recipient",
+]
 Combine = Literal["one", "max", "min"]
 
 #: Fine buckets per sliding window: a window slides in steps of 1/60 of its length.
@@ -39,6 +49,8 @@ class Entity:
     per_event: int
     #: How a reason on a verdict names it.
     label: str
+    #: What its events are called in a reason ("mails", "invites", "shared cards").
+    noun: str = "mails"
 
     @property
     def multiple(self) -> bool:
@@ -50,7 +62,23 @@ SENDER_DOMAIN = Entity("sender_domain", "d", 1, "the sender's domain")
 IP = Entity("ip", "i", 1, "the sending IP")
 URL_DOMAIN = Entity("url_domain", "u", 10, "a linked domain")
 RECIPIENT = Entity("recipient", "a", 20, "a recipient")
-ENTITIES: tuple[Entity, ...] = (SENDER, SENDER_DOMAIN, IP, URL_DOMAIN, RECIPIENT)
+#: Calendar and contacts accounts share the account tag with mail, so one account's keys sit
+#: in one slot; their families are their own (an invite is not counted as a mail).
+ORGANIZER = Entity("organizer", "a", 1, "the organizer", "invites")
+INVITEE = Entity("invitee", "a", 20, "an invitee", "invites")
+CARD_OWNER = Entity("card_owner", "a", 1, "the card's owner", "card events")
+CARD_RECIPIENT = Entity("card_recipient", "a", 20, "a card's recipient", "shared cards")
+ENTITIES: tuple[Entity, ...] = (
+    SENDER,
+    SENDER_DOMAIN,
+    IP,
+    URL_DOMAIN,
+    RECIPIENT,
+    ORGANIZER,
+    INVITEE,
+    CARD_OWNER,
+    CARD_RECIPIENT,
+)
 
 
 def span_name(seconds: int) -> str:
@@ -100,7 +128,7 @@ class WindowCount(_Aggregate):
 
     @property
     def description(self) -> str:
-        return f"mails from {self.entity.label} in the last {span_name(self.window_s)}"
+        return f"{self.entity.noun} of {self.entity.label} in the last {span_name(self.window_s)}"
 
     @property
     def bucket_s(self) -> int:
@@ -207,6 +235,36 @@ class AbuseShare(_Aggregate):
         return f"abuse_share_hl{span_name(self.half_life_s)}"
 
 
+@dataclass(frozen=True)
+class UnknownContactShare(_Aggregate):
+    """Share of this event's recipients not among the account's known contacts (then learnt).
+
+    The known-contact set is per account and shared by calendar and contacts:
+    cards the account created and people it invited or shared a card with.
+    """
+
+    @property
+    def stem(self) -> str:
+        return "unknown_contact_share"
+
+    @property
+    def description(self) -> str:
+        return f"share of recipients who are not contacts of {self.entity.label}"
+
+
+@dataclass(frozen=True)
+class AccountAge(_Aggregate):
+    """Hours since the account's first calendar or contacts event (shared by both kinds)."""
+
+    @property
+    def stem(self) -> str:
+        return "account_age_h"
+
+    @property
+    def description(self) -> str:
+        return f"hours since {self.entity.label} was first seen on calendar or contacts"
+
+
 Aggregate = (
     WindowCount
     | DistinctCount
@@ -216,6 +274,8 @@ Aggregate = (
     | ReplyShare
     | AbuseReports
     | AbuseShare
+    | UnknownContactShare
+    | AccountAge
 )
 
 _WEEK = 7 * 86400
@@ -249,3 +309,36 @@ AGGREGATES: tuple[Aggregate, ...] = (
     AbuseShare(URL_DOMAIN, _WEEK),
     WindowCount(RECIPIENT, 86400),
 )
+
+#: Linked domains are one population across mail, calendar and contacts: an event of any kind
+#: counts in the same windows and reads the same feedback reputation.
+URL_DOMAIN_AGGREGATES: tuple[Aggregate, ...] = tuple(a for a in AGGREGATES if a.entity is URL_DOMAIN)
+
+
+def _account_aggregates(account: Entity) -> tuple[Aggregate, ...]:
+    return (
+        WindowCount(account, 3600),
+        WindowCount(account, 86400),
+        DistinctCount(account, "recipients", 86400),
+        AccountAge(account),
+        DecayedRate(account, 600),
+        UnknownContactShare(account),
+    )
+
+
+CALENDAR_AGGREGATES: tuple[Aggregate, ...] = (
+    *_account_aggregates(ORGANIZER),
+    *URL_DOMAIN_AGGREGATES,
+    WindowCount(INVITEE, 86400),
+)
+CONTACTS_AGGREGATES: tuple[Aggregate, ...] = (
+    *_account_aggregates(CARD_OWNER),
+    *URL_DOMAIN_AGGREGATES,
+    WindowCount(CARD_RECIPIENT, 86400),
+)
+#: Each event kind's aggregates, in its schema order.
+AGGREGATES_BY_KIND: dict[str, tuple[Aggregate, ...]] = {
+    "mail": AGGREGATES,
+    "calendar": CALENDAR_AGGREGATES,
+    "contacts": CONTACTS_AGGREGATES,
+}

@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from features.aggregations import AGGREGATES, Aggregate
+from features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityFeature
+from features.aggregations import AGGREGATES, CALENDAR_AGGREGATES, CONTACTS_AGGREGATES, Aggregate
 from features.content import CONTENT, ContentFeature, MailView
 from features.text import url_host, words
 from features.tokens import BUCKETS, EVIDENCE_NAMES, MAX_TOKENS_PER_MESSAGE
-from streams.records import MailEvent
+from streams.records import EventKind, MailEvent
 
 __all__ = [
     "AGGREGATES",
@@ -33,10 +35,12 @@ __all__ = [
     "EVIDENCE_NAMES",
     "FEATURE_DOCS",
     "FEATURE_NAMES",
+    "SCHEMAS",
     "SCHEMA_HASH",
     "Aggregate",
     "ContentFeature",
     "MailView",
+    "Schema",
     "content_features",
     "message_words",
     "row",
@@ -51,9 +55,12 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-def _schema_hash(names: Sequence[str]) -> str:
+def _schema_hash(names: Sequence[str], kind: str = "mail") -> str:
+    # Mail's document is unchanged from before kinds existed, so mail models keep their hash.
+    extra = {} if kind == "mail" else {"kind": kind}
     document = json.dumps(
         {
+            **extra,
             "version": DEFINITIONS_VERSION,
             "features": list(names),
             "token_buckets": BUCKETS,
@@ -118,3 +125,62 @@ def row(content: Sequence[float], evidence: Sequence[float], aggregates: Sequenc
             f"schema wants {len(CONTENT)}+{len(EVIDENCE_NAMES)}+{len(AGGREGATES)}"
         )
     return [*content, *evidence, *aggregates]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One event kind's ordered model row: content, text evidence, aggregates; and its hash.
+
+    Every kind has its own schema and hash; a model carries the hash of the
+    schema it was trained on and the scorer of that kind refuses any other.
+    """
+
+    kind: EventKind
+    content_names: tuple[str, ...]
+    aggregates: tuple[Aggregate, ...]
+    docs: dict[str, str]
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.content_names + EVIDENCE_NAMES + tuple(a.name for a in self.aggregates)
+
+    @property
+    def schema_hash(self) -> str:
+        return _schema_hash(self.feature_names, self.kind)
+
+    def row(
+        self, content: Sequence[float], evidence: Sequence[float], aggregates: Sequence[float]
+    ) -> list[float]:
+        """A full model row of this kind, in schema order."""
+        wanted = (len(self.content_names), len(EVIDENCE_NAMES), len(self.aggregates))
+        if (len(content), len(evidence), len(aggregates)) != wanted:
+            raise ValueError(
+                f"{self.kind} row parts have {len(content)}+{len(evidence)}+{len(aggregates)} values, "
+                f"schema wants {wanted[0]}+{wanted[1]}+{wanted[2]}"
+            )
+        return [*content, *evidence, *aggregates]
+
+
+def _schema(
+    kind: EventKind,
+    content: Sequence[ContentFeature] | Sequence[ActivityFeature],
+    aggregates: tuple[Aggregate, ...],
+) -> Schema:
+    return Schema(
+        kind=kind,
+        content_names=tuple(f.name for f in content),
+        aggregates=aggregates,
+        docs={
+            **{f.name: f.doc for f in content},
+            **_EVIDENCE_DOCS,
+            **{a.name: a.description for a in aggregates},
+        },
+    )
+
+
+#: The schema of every event kind; ``SCHEMAS["mail"]`` is exactly FEATURE_NAMES / SCHEMA_HASH.
+SCHEMAS: dict[str, Schema] = {
+    "mail": _schema("mail", CONTENT, AGGREGATES),
+    "calendar": _schema("calendar", CALENDAR_CONTENT, CALENDAR_AGGREGATES),
+    "contacts": _schema("contacts", CONTACTS_CONTENT, CONTACTS_AGGREGATES),
+}

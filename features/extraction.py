@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import tldextract
 
+from features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, activity_words
 from features.aggregations import URL_DOMAIN
 from features.content import CONTENT, MailView
 from features.definitions import message_words
 from features.pseudonym import Pseudonymiser, address_domain
 from features.text import is_ip_literal
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
-from streams.records import MailEvent, MailFeatures, SourcePosition
+from streams.records import (
+    ActivityFeatures,
+    CalendarEvent,
+    ContactsEvent,
+    MailEvent,
+    MailFeatures,
+    SourcePosition,
+)
 
 # The public-suffix snapshot bundled with tldextract: never fetched from the network.
 _SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -71,6 +79,43 @@ def to_features(
         tokens=pseudonymiser.token_buckets(
             message_words(event, url_hosts=view.hosts), BUCKETS, MAX_TOKENS_PER_MESSAGE
         ),
+        source=source,
+        produced_at_ms=produced_at_ms,
+    )
+
+
+def to_activity_features(
+    event: CalendarEvent | ContactsEvent,
+    pseudonymiser: Pseudonymiser,
+    source: SourcePosition,
+    produced_at_ms: int,
+) -> ActivityFeatures:
+    """Pseudonymise a calendar or contacts event and compute its content features.
+
+    The same pseudonymiser as mail: one account has one pseudonym across all
+    three kinds, and a linked domain one pseudonym, so they join in the store.
+    """
+    view = ActivityView.of(event)
+    if isinstance(event, CalendarEvent):
+        account, content, contacts = event.organizer, CALENDAR_CONTENT, []
+    else:
+        account, content = event.owner, CONTACTS_CONTENT
+        contacts = (
+            sorted({pseudonymiser.address(e) for e in event.card.emails}) if event.action == "created" else []
+        )
+    return ActivityFeatures(
+        kind=event.kind,
+        event_id=event.event_id,
+        timestamp=event.timestamp,
+        key_id=pseudonymiser.key_id,
+        action=event.action,
+        sender=pseudonymiser.address(account),
+        sender_domain=pseudonymiser.domain(address_domain(account)),
+        recipients=sorted({pseudonymiser.address(r) for r in view.recipients}),
+        contacts=contacts,
+        url_domains=[pseudonymiser.host(d) for d in url_domains(view.hosts, URL_DOMAIN.per_event)],
+        content=[float(feature.compute(view)) for feature in content],
+        tokens=pseudonymiser.token_buckets(activity_words(view), BUCKETS, MAX_TOKENS_PER_MESSAGE),
         source=source,
         produced_at_ms=produced_at_ms,
     )

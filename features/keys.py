@@ -15,6 +15,8 @@ key (after ``<prefix>:{<tag>:<pseudonym>}:``)   type    holds
 ``<kind>:rep``                                 hash    ``a:<day>`` / ``l:<day>`` -> report weight
 ``account:out``                                set     accounts this account wrote to
 ``account:in``                                 set     accounts that wrote to this account
+``account:contacts``                           set     the account's known contacts (calendar, contacts)
+``account:first``                              string  the account's first calendar/contacts event time
 ``<kind>:memo:<hour>``                         hash    event id -> the values served for it
 =============================================  ======  =========================================
 

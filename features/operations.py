@@ -64,9 +64,13 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from features.aggregations import (
-    AGGREGATES,
+    AGGREGATES_BY_KIND,
+    CARD_OWNER,
+    CARD_RECIPIENT,
     ENTITIES,
+    INVITEE,
     IP,
+    ORGANIZER,
     RECIPIENT,
     REPUTATION_DAYS,
     SENDER,
@@ -75,6 +79,7 @@ from features.aggregations import (
     WINDOW_BUCKETS,
     AbuseReports,
     AbuseShare,
+    AccountAge,
     Aggregate,
     DecayedRate,
     DistinctCount,
@@ -82,10 +87,11 @@ from features.aggregations import (
     FirstSeen,
     NewRecipientShare,
     ReplyShare,
+    UnknownContactShare,
     WindowCount,
 )
 from features.keys import Keys
-from streams.records import MailFeatures
+from streams.records import ActivityFeatures, EventFeatures, EventKind
 
 Label = Literal["abuse", "legit"]
 
@@ -117,7 +123,7 @@ def _items(tokens: Iterable[object]) -> str:
 #: time divisions (``t["t<s>"]`` is the event time divided by ``s`` seconds, rounded down).
 _KeyOf: TypeAlias = Callable[[Keys, Entity, str, Mapping[str, int]], str]
 #: The member lists a call may carry: the event's recipients, or its sender.
-_MemberList = Literal["recipients", "senders"]
+_MemberList = Literal["recipients", "senders", "contacts"]
 
 
 @dataclass(frozen=True)
@@ -202,9 +208,16 @@ class _RecipeBuilder:
         )
 
 
+#: Every aggregate of every event kind, once each, in first-declared order. An entity kind's
+#: recipe is the same whichever event kind names it (linked domains are shared).
+_ALL_AGGREGATES: tuple[Aggregate, ...] = tuple(
+    dict.fromkeys(a for kind in AGGREGATES_BY_KIND.values() for a in kind)
+)
+
+
 def _recipe(entity: Entity) -> _Recipe:
     b = _RecipeBuilder()
-    for aggregate in AGGREGATES:
+    for aggregate in _ALL_AGGREGATES:
         if aggregate.entity.kind != entity.kind:
             continue
         if isinstance(aggregate, WindowCount):
@@ -226,6 +239,11 @@ def _recipe(entity: Entity) -> _Recipe:
             b.op("H", first, aggregate.buckets, *values, output=aggregate)
         elif isinstance(aggregate, FirstSeen):
             b.op("F", b.key(("first",), _first_seen_key), output=aggregate)
+        elif isinstance(aggregate, AccountAge):
+            b.op("F", b.key(("account-first",), _account_key("first")), output=aggregate)
+        elif isinstance(aggregate, UnknownContactShare):
+            contacts = b.key(("contacts",), _account_key("contacts"))
+            b.op("N", contacts, *b.members("recipients"), output=aggregate)
         elif isinstance(aggregate, NewRecipientShare):
             b.op("N", b.key(("out",), _account_key("out")), *b.members("recipients"), output=aggregate)
         elif isinstance(aggregate, ReplyShare):
@@ -242,6 +260,9 @@ def _recipe(entity: Entity) -> _Recipe:
     if entity is RECIPIENT:
         # The recipient has now heard from the sender: their own replies will show it.
         b.op("A", b.key(("in",), _account_key("in")), *b.members("senders"))
+    if entity is CARD_OWNER:
+        # The emails of a card the owner created become the owner's known contacts.
+        b.op("A", b.key(("contacts",), _account_key("contacts")), *b.members("contacts"))
     return b.recipe()
 
 
@@ -252,7 +273,15 @@ _DIVISIONS: tuple[tuple[str, int], ...] = tuple(
 )
 
 
-def _entities(event: MailFeatures) -> list[tuple[Entity, str]]:
+def _entities(event: EventFeatures) -> list[tuple[Entity, str]]:
+    if isinstance(event, ActivityFeatures):
+        account, recipient = (
+            (ORGANIZER, INVITEE) if event.kind == "calendar" else (CARD_OWNER, CARD_RECIPIENT)
+        )
+        activity = [(account, event.sender)]
+        activity += [(URL_DOMAIN, d) for d in event.url_domains[: URL_DOMAIN.per_event]]
+        activity += [(recipient, r) for r in event.recipients[: recipient.per_event]]
+        return activity
     found = [(SENDER, event.sender), (SENDER_DOMAIN, event.sender_domain)]
     if event.sending_ip:
         found.append((IP, event.sending_ip))
@@ -266,7 +295,7 @@ def _head(ts: float, ttl_s: int, memo_ttl_s: int) -> str:
     return _items((repr(ts), ttl_s, memo_ttl_s))
 
 
-def plan(event: MailFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[Call]:
+def plan(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[Call]:
     """The calls that apply ``event`` and read its aggregates, one per entity."""
     ts = event.timestamp
     t = {name: math.floor(ts / seconds) for name, seconds in _DIVISIONS}
@@ -274,6 +303,7 @@ def plan(event: MailFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[C
     lists: dict[_MemberList, tuple[str, ...]] = {
         "recipients": tuple(event.recipients),
         "senders": (event.sender,),
+        "contacts": tuple(event.contacts) if isinstance(event, ActivityFeatures) else (),
     }
     # Every entity of one kind runs the same program on its own keys: build it once per kind.
     args: dict[str, tuple[str, ...]] = {}
@@ -317,36 +347,47 @@ def report(
     return Call(entity, pseudonym, call_keys, (report_id, program), ())
 
 
-#: Where each aggregate sits in a row, and whether its values combine by ``min``.
-_POSITION: dict[Aggregate, int] = {a: i for i, a in enumerate(AGGREGATES)}
-_BY_MIN: tuple[bool, ...] = tuple(a.combine == "min" for a in AGGREGATES)
-#: The row positions of each entity kind's outputs as :func:`plan` lists them.
-_POSITIONS: dict[str, tuple[int, ...]] = {
-    kind: tuple(_POSITION[a] for a in recipe.outputs) for kind, recipe in _RECIPES.items()
+#: Where each aggregate sits in each event kind's row, and whether its values combine by ``min``.
+_POSITION: dict[str, dict[Aggregate, int]] = {
+    kind: {a: i for i, a in enumerate(aggregates)} for kind, aggregates in AGGREGATES_BY_KIND.items()
+}
+_BY_MIN: dict[str, tuple[bool, ...]] = {
+    kind: tuple(a.combine == "min" for a in aggregates) for kind, aggregates in AGGREGATES_BY_KIND.items()
+}
+#: The row positions of each entity kind's outputs as :func:`plan` lists them, per event kind
+#: (only the entity kinds an event kind's schema reads).
+_POSITIONS: dict[tuple[str, str], tuple[int, ...]] = {
+    (kind, entity_kind): tuple(_POSITION[kind][a] for a in recipe.outputs)
+    for kind in AGGREGATES_BY_KIND
+    for entity_kind, recipe in _RECIPES.items()
+    if all(a in _POSITION[kind] for a in recipe.outputs) and recipe.outputs
 }
 
 
-def _positions(call: Call) -> tuple[int, ...]:
+def _positions(call: Call, kind: str) -> tuple[int, ...]:
     # Planned calls share their recipe's outputs; looking each aggregate (a dataclass) up
     # by hash would cost more than the rest of combine().
     recipe = _RECIPES.get(call.entity.kind)
     if recipe is not None and call.outputs is recipe.outputs:
-        return _POSITIONS[call.entity.kind]
-    return tuple(_POSITION[a] for a in call.outputs)
+        return _POSITIONS[(kind, call.entity.kind)]
+    return tuple(_POSITION[kind][a] for a in call.outputs)
 
 
-def combine(calls: Sequence[Call], results: Sequence[Sequence[float]]) -> list[float]:
-    """One event's aggregate values in :data:`AGGREGATES` order, from its calls' results.
+def combine(
+    calls: Sequence[Call], results: Sequence[Sequence[float]], kind: EventKind = "mail"
+) -> list[float]:
+    """One event's aggregate values in its kind's schema order, from its calls' results.
 
     Values of entities an event does not name (no sending IP, no URL) are 0.
     """
-    row: list[float | None] = [None] * len(AGGREGATES)
+    by_min = _BY_MIN[kind]
+    row: list[float | None] = [None] * len(by_min)
     for call, values in zip(calls, results, strict=True):
-        for position, value in zip(_positions(call), values, strict=True):
+        for position, value in zip(_positions(call, kind), values, strict=True):
             seen = row[position]
             if seen is None:
                 row[position] = value
-            elif _BY_MIN[position]:
+            elif by_min[position]:
                 row[position] = min(seen, value)
             else:
                 row[position] = max(seen, value)

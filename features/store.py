@@ -31,13 +31,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
 from features.operations import LUA, Call, combine, parse, plan
-from streams.records import MailFeatures
+from streams.records import EventFeatures
 
 
 class FeatureStore(Protocol):
     """What the stream stages need from a store (Redis in production, memory in tests)."""
 
-    async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
+    async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
         """Apply each event's updates and return its aggregate values, in schema order.
 
         Called once per micro-batch, before scoring. Raises
@@ -162,15 +162,15 @@ class RedisStore:
         except (RedisError, RedisClusterException, OSError):
             return False
 
-    async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
+    async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
         if not batch:
             return []
         plans = [plan(event, self._keys, self._ttl, self._memo_ttl) for event in batch]
         results = await self.apply_calls([call for calls in plans for call in calls])
         out = []
         position = 0
-        for calls in plans:
-            out.append(combine(calls, results[position : position + len(calls)]))
+        for event, calls in zip(batch, plans, strict=True):
+            out.append(combine(calls, results[position : position + len(calls)], event.kind))
             position += len(calls)
         return out
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from features.definitions import CONTENT
 from features.keys import Keys
 from features.operations import Call, Interpreter, combine, plan
-from streams.records import MailFeatures, SourcePosition
+from streams.records import EventFeatures, MailFeatures, SourcePosition
 
 
 class InMemoryStore:
@@ -25,18 +25,18 @@ class InMemoryStore:
         self._ttl = ttl_seconds
         self.interpreter = Interpreter()
 
-    async def apply_and_read(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
+    async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
         return self.apply_and_read_now(batch)
 
     async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:
         return [self.interpreter.run(call) for call in calls]
 
-    def apply_and_read_now(self, batch: Sequence[MailFeatures]) -> list[list[float]]:
+    def apply_and_read_now(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
         """The same as :meth:`apply_and_read`, for synchronous callers (training)."""
         out = []
         for event in batch:
             calls = plan(event, self.keys, self._ttl, self._ttl)
-            out.append(combine(calls, [self.interpreter.run(call) for call in calls]))
+            out.append(combine(calls, [self.interpreter.run(call) for call in calls], event.kind))
         return out
 
     def state(self) -> dict[str, object]:

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from features.exceptions import FeaturesError
 from infra.exceptions import InfraError, SettingsError, UsageError
@@ -22,6 +22,9 @@ from models.exceptions import ModelsError
 from models.registry import Registry
 from serving.exceptions import ServingError
 from streams.exceptions import StreamsError
+
+if TYPE_CHECKING:
+    from streams.simulator import SimulationParams
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -33,7 +36,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="warden", description="Real-time abuse detection for mail events.")
+    parser = _Parser(
+        prog="warden", description="Real-time abuse detection for mail, calendar and contacts events."
+    )
     parser.add_argument(
         "--settings",
         type=Path,
@@ -69,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train, check and register a model on the corpus")
     train.add_argument("--collection", choices=("older", "all"), default="older")
     train.add_argument("--no-promote", action="store_true", help="register without promoting")
+    train.add_argument(
+        "--kind",
+        choices=("mail", "calendar", "contacts"),
+        default="mail",
+        help="which model: mail (from the corpus) or calendar/contacts (from the simulator)",
+    )
+    _simulation_options(train)
 
     evaluate = commands.add_parser(
         "evaluate", help="evaluate on the corpus (static and online protocols) and write a report"
@@ -95,11 +107,37 @@ def _parser() -> argparse.ArgumentParser:
         help="online protocol: a label arrives N mails after its verdict",
     )
     evaluate.add_argument(
+        "--kind",
+        choices=("mail", "calendar", "contacts"),
+        default="mail",
+        help="mail: the corpus protocols; calendar/contacts: train on one simulated seed, test on another",
+    )
+    evaluate.add_argument(
+        "--test-seed", type=int, default=2, metavar="N", help="calendar/contacts: seed of the test stream"
+    )
+    evaluate.add_argument(
+        "--hold-out-each",
+        action="store_true",
+        help="calendar/contacts: also train once without each campaign type and report recall on it",
+    )
+    _simulation_options(evaluate)
+    evaluate.add_argument(
         "--bootstrap",
         type=_non_negative_int,
         default=500,
         metavar="N",
         help="bootstrap resamples for confidence intervals (0: none)",
+    )
+
+    simulate = commands.add_parser(
+        "simulate", help="generate simulated calendar and contacts traffic with labelled abuse campaigns"
+    )
+    _simulation_options(simulate)
+    simulate.add_argument("--out", type=Path, metavar="FILE", help="write events with their labels as JSONL")
+    simulate.add_argument(
+        "--produce",
+        action="store_true",
+        help="send the events (not the labels) to calendar.events/contacts.events",
     )
 
     feedback = commands.add_parser("feedback", help="send labels for event ids to the feedback topic")
@@ -133,6 +171,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     models = commands.add_parser("models", help="list, promote or roll back model versions")
+    models.add_argument(
+        "--kind",
+        choices=("mail", "calendar", "contacts"),
+        default="mail",
+        help="whose models (calendar and contacts have registries of their own; shadows are mail only)",
+    )
     models_commands = models.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     models_commands.required = True
     models_commands.add_parser("list", help="registered versions, current marked")
@@ -154,6 +198,75 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
     dev.add_argument("action", choices=("up", "down", "status"))
     return parser
+
+
+def _simulation_options(parser: argparse.ArgumentParser) -> None:
+    """The simulator's parameters (streams.simulator.SimulationParams), shared by three commands."""
+    group = parser.add_argument_group("simulator (calendar and contacts)")
+    group.add_argument("--seed", type=int, default=1, help="random seed of the simulated stream (default 1)")
+    group.add_argument("--accounts", type=_positive_int, default=400, help="accounts in the population")
+    group.add_argument("--days", type=_positive, default=7.0, help="days of traffic")
+    group.add_argument(
+        "--start", type=float, default=None, metavar="EPOCH_S", help="first day (default 2026-01-01)"
+    )
+    group.add_argument("--circle", type=_positive_int, default=12, help="average contact-circle size")
+    group.add_argument(
+        "--invites-per-day", type=_positive, default=1.2, help="invites a day of an ordinary account"
+    )
+    group.add_argument(
+        "--cards-per-day", type=_positive, default=0.25, help="cards a day of an ordinary account"
+    )
+    group.add_argument(
+        "--campaigns-per-day",
+        type=_non_negative,
+        default=4.0,
+        help="abuse campaigns started a day (all types)",
+    )
+    group.add_argument(
+        "--mix",
+        default="",
+        metavar="TYPE=W,...",
+        help="relative weights of the campaign types fresh_invite_spam, compromised_burst, "
+        "low_and_slow, card_spam (default 1 each)",
+    )
+
+
+def _simulation_params(args: argparse.Namespace) -> SimulationParams:
+    from streams.simulator import CAMPAIGN_TYPES, DEFAULT_START, SimulationParams
+
+    mix: dict[str, float] = dict.fromkeys(CAMPAIGN_TYPES, 1.0)
+    for part in filter(None, (p.strip() for p in args.mix.split(","))):
+        name, equals, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise UsageError(f"--mix: {part!r} is not TYPE=WEIGHT") from None
+        if not equals:
+            raise UsageError(f"--mix: {part!r} is not TYPE=WEIGHT")
+    try:
+        return SimulationParams(
+            seed=args.seed,
+            accounts=args.accounts,
+            days=args.days,
+            start=DEFAULT_START if args.start is None else args.start,
+            circle=args.circle,
+            invites_per_day=args.invites_per_day,
+            cards_per_day=args.cards_per_day,
+            campaigns_per_day=args.campaigns_per_day,
+            mix=mix,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
 
 
 def _positive(text: str) -> float:
@@ -213,6 +326,10 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return 0
     if command == "replay":
         return _replay(args, _with_services(settings))
+    if command == "train" and args.kind != "mail":
+        return _train_simulated(args, settings)
+    if command == "simulate":
+        return _simulate(args, settings)
     if command == "train":
         from models.train import train_from_corpus
         from streams import corpus
@@ -302,8 +419,83 @@ def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
     return retrain.EXIT_CODES[result.outcome]
 
 
+def _train_simulated(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from models.simulated import train_simulated
+
+    manifest = train_simulated(settings, args.kind, _simulation_params(args), promote=not args.no_promote)
+    print(
+        json.dumps(
+            {
+                "kind": manifest.kind,
+                "version": manifest.version,
+                "promoted": not args.no_promote,
+                "data": manifest.data.source,
+                "metrics": manifest.metrics,
+                "thresholds": manifest.thresholds.model_dump(),
+                "parity_max_abs_diff": manifest.parity.max_abs_diff,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from collections import Counter
+
+    from streams.simulator import simulate
+
+    if args.out is None and not args.produce:
+        raise UsageError("say where the events go: --out FILE and/or --produce")
+    events = simulate(_simulation_params(args))
+    if args.out is not None:
+        try:
+            with args.out.open("w", encoding="utf-8") as out:
+                for item in events:
+                    record = {"label": item.label, "campaign": item.campaign, "campaign_id": item.campaign_id}
+                    out.write(json.dumps({**record, "event": item.event.model_dump()}) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.out}: {exc.strerror}") from None
+    if args.produce:
+        from streams import broker
+        from streams.simulator import produce
+        from streams.topics import Topics
+
+        settings = _with_services(settings)
+        topics = Topics.from_settings(settings.kafka)
+        broker.ensure_topics(settings.kafka, topics.all())
+        producer = broker.producer(settings.kafka)
+        try:
+            produce(events, producer, topics)
+        finally:
+            producer.close()
+    counts = Counter((item.event.kind, item.campaign) for item in events)
+    for (kind, campaign), n in sorted(counts.items()):
+        print(f"{kind:9s} {campaign:18s} {n:7,d}")
+    where = [str(args.out)] if args.out is not None else []
+    where += [f"{settings.kafka.topic_prefix}calendar.events/contacts.events"] if args.produce else []
+    print(f"{len(events):,} events -> {' and '.join(where)}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
     from models.evaluate import evaluate
+
+    if args.kind != "mail":
+        from models.simulated import evaluate_simulated
+
+        try:
+            evaluation = evaluate_simulated(
+                settings,
+                args.kind,
+                _simulation_params(args),
+                args.test_seed,
+                hold_out_each=args.hold_out_each,
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print("\n".join(evaluation.lines()))
+        return 0
 
     protocols = ("static", "online") if args.protocol == "both" else (args.protocol,)
     figures = evaluate(settings, args.out, protocols, args.retrain_every, args.label_delay, args.bootstrap)
@@ -317,7 +509,9 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
-    registry = Registry(settings.models.registry_dir)
+    registry = Registry(settings.models.registry_dir).for_kind(args.kind)
+    if args.kind != "mail" and args.action in ("shadow", "compare"):
+        raise UsageError(f"shadow models are for mail only, not {args.kind}")
     if args.action == "list":
         current, shadow = registry.current(), registry.shadow()
         versions = registry.versions()

@@ -4,12 +4,16 @@ Starts the broker and Redis (unless the settings name real ones), fetches the
 corpus, trains on the older collection, starts a worker process, replays the
 newer collection with a few malformed records between the mails, waits for
 a verdict or dead letter for every record, and prints quality, latency and
-throughput. The summary is also written as JSON.
+throughput. Calendar and contacts run beside mail: their models are trained
+on a simulated stream (seed 1), and another simulated stream (seed 2) goes
+to their topics while the mails replay, to the same worker. The summary
+(per kind) is also written as JSON.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import time
@@ -22,15 +26,18 @@ from typing import TextIO
 import numpy as np
 
 from infra import devstack
+from infra.demo_activity import DEMO_SIMULATION, activity_lines, collect_activity, send_activity
 from infra.exceptions import DevStackError
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from models import retrain
+from models.simulated import train_simulated
 from models.train import train_from_corpus
 from streams import broker, corpus, feedback_source
 from streams.campaign import campaign
 from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
 from streams.replay import replay, send_raw
+from streams.simulator import simulate
 from streams.topics import Topics
 
 #: Hostile or broken records sent between the mails: (what, value).
@@ -132,7 +139,7 @@ def collect(
             else:
                 letter = decode(DeadLetter, message.value)
                 position = (letter.source.partition, letter.source.offset)
-                if position in wanted_positions:
+                if position in wanted_positions and letter.source.topic == topics.mail_events.name:
                     outcome.dead_letters[position] = letter
             console.progress(
                 f"verdicts {len(outcome.verdicts):,}/{len(wanted_ids):,}  "
@@ -180,13 +187,28 @@ def run(
             f"{manifest.metrics['validation_auc']:.4f}, parity {manifest.parity.max_abs_diff:.1e} "
             f"on {manifest.parity.rows:,} rows"
         )
+        for kind in ("calendar", "contacts"):
+            console.step(f"training the {kind} model on a simulated stream (seed {DEMO_SIMULATION.seed}) ...")
+            trained = train_simulated(live, kind, DEMO_SIMULATION)
+            console.step(
+                f"registered and promoted {kind} {trained.version}: validation AUC "
+                f"{trained.metrics['validation_auc']:.4f}, parity {trained.parity.max_abs_diff:.1e}"
+            )
         broker.ensure_topics(live.kafka, topics.all())
         log_path = live.dev.state_dir / "demo-worker.log"
         console.step(f"starting a worker (log: {log_path}) ...")
         with worker_process(live, base_env, log_path) as proc:
             joined = wait_healthy(live, proc, timeout_s=90)
             console.step(f"worker joined its consumer group in {joined:.1f} s")
+            activity = simulate(dataclasses.replace(DEMO_SIMULATION, seed=2))
+            activity_since_ms, activity_positions = send_activity(live, topics, activity, console.step)
             summary = _replay_and_measure(live, topics, newer, rate, console)
+            activity_summary = collect_activity(
+                live, topics, activity, activity_positions, activity_since_ms, console.step
+            )
+            summary["activity"] = activity_summary
+            # One count of records without a verdict or dead letter, over all three streams.
+            summary["missing"] = int(str(summary["missing"])) + int(str(activity_summary["missing"]))
             summary.update(close_the_loop(live, topics, newer, console))
         summary["model_version"] = manifest.version
         summary["worker_join_s"] = round(joined, 2)
@@ -302,6 +324,7 @@ def _print_summary(summary: Mapping[str, object], out: TextIO) -> None:
         f"{summary['campaign_recall_after']} after one feedback + retrain cycle "
         f"(retrain {summary['retrain_outcome']}, worker on the new model "
         f"{summary['retrain_to_swap_s']} s after the retrain started)",
+        *activity_lines(summary.get("activity")),
         f"demo took            {summary['demo_seconds']} s",
         "",
     ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, FEATURE_NAMES
+from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, SCHEMAS
 from features.extraction import to_features
 from features.pseudonym import Pseudonymiser
 from features.testing import InMemoryStore
@@ -37,6 +37,8 @@ class Dataset:
     folders: tuple[str, ...]
     #: Per-row training weights (None: every row weighs 1).
     weights: np.ndarray | None = None
+    #: The event kind whose schema the rows follow.
+    kind: str = "mail"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,6 +55,7 @@ class Dataset:
             event_ids=tuple(self.event_ids[i] for i in positions),
             folders=tuple(self.folders[i] for i in positions),
             weights=None if self.weights is None else self.weights[positions],
+            kind=self.kind,
         )
 
     def in_folders(self, folders: Sequence[str]) -> Dataset:
@@ -68,8 +71,9 @@ class Dataset:
     def rows(self, evidence: np.ndarray) -> np.ndarray:
         """Full model rows (float32, schema order) given each row's evidence."""
         full = np.concatenate([self.content, evidence, self.aggregates], axis=1)
-        if full.shape[1] != len(FEATURE_NAMES):
-            raise ValueError(f"rows have {full.shape[1]} columns, schema wants {len(FEATURE_NAMES)}")
+        width = len(SCHEMAS[self.kind].feature_names)
+        if full.shape[1] != width:
+            raise ValueError(f"rows have {full.shape[1]} columns, the {self.kind} schema wants {width}")
         return full.astype(np.float32)
 
 

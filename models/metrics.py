@@ -76,6 +76,25 @@ def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> floa
     return float(np.nextafter(negatives[allowed], np.inf))
 
 
+def widened_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+    """Raise ``threshold`` as far as validation recall allows, then back off to mid-way.
+
+    Every threshold between ``threshold`` and the lowest positive score at or above it
+    flags the same validation positives (and no more negatives); this returns the midpoint
+    of that range in log-odds, so the threshold keeps the validation recall but sits between
+    the classes instead of at the edge of the negatives' tail (where a separable validation
+    window puts a false-positive-rate target).
+    """
+    positives = scores[labels.astype(bool) & (scores >= threshold)]
+    if len(positives) == 0:
+        return threshold
+    eps = 1e-12
+    low = float(np.clip(threshold, eps, 1 - eps))
+    high = float(np.clip(positives.min(), eps, 1 - eps))
+    middle = (np.log(low / (1 - low)) + np.log(high / (1 - high))) / 2
+    return float(min(float(positives.min()), max(threshold, 1.0 / (1.0 + np.exp(-middle)))))
+
+
 def confusion(labels: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
     """Counts, precision, recall and false-positive rate of a flag against labels."""
     labels = labels.astype(bool)

@@ -9,6 +9,12 @@ Layout under ``ModelSettings.registry_dir``::
     versions/<version>/manifest.json     schema hash, metrics, thresholds, parity, data range
     CURRENT                              the promoted version (replaced atomically)
     HISTORY                              one promoted version per line, oldest first
+    kinds/<kind>/...                     the same layout for the calendar and contacts models
+
+Mail's models sit at the root (registries from before other kinds existed
+read unchanged); every other event kind has a registry of its own under
+``kinds/<kind>`` (:meth:`Registry.for_kind`), holding only models of that
+kind's schema.
 
 A version directory is written under a temporary name and renamed into
 place, then made read-only: readers never see half a version. Registration
@@ -29,10 +35,11 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from features.definitions import FEATURE_NAMES, SCHEMA_HASH
+from features.definitions import SCHEMAS
 from features.tokens import TokenTable
 from models.exceptions import ModelRefused, RegistryError
 from models.export import parity
+from streams.records import EventKind
 
 MODEL_FILE = "model.onnx"
 BOOSTER_FILE = "booster.txt"
@@ -105,10 +112,19 @@ def new_version(model_bytes: bytes) -> str:
 
 
 class Registry:
-    """A registry rooted at one directory (created on first registration)."""
+    """A registry of one event kind's models, rooted at one directory (created on first registration)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, kind: EventKind = "mail") -> None:
         self.root = root
+        self.kind: EventKind = kind
+
+    def for_kind(self, kind: EventKind) -> Registry:
+        """The registry of ``kind``'s models (mail: this one; others: ``kinds/<kind>`` below it)."""
+        if kind == self.kind:
+            return self
+        if self.kind != "mail":
+            raise RegistryError(f"the {self.kind} registry holds no other kinds")
+        return Registry(self.root / "kinds" / kind, kind)
 
     @property
     def _versions(self) -> Path:
@@ -125,8 +141,14 @@ class Registry:
         manifest = candidate.manifest
         if manifest.token_table_sha256 != candidate.tokens.sha256():
             raise ModelRefused("the manifest's token_table_sha256 does not match the token table")
-        if manifest.schema_hash != SCHEMA_HASH or manifest.feature_names != list(FEATURE_NAMES):
-            raise ModelRefused(f"schema hash {manifest.schema_hash} is not the running schema {SCHEMA_HASH}")
+        schema = SCHEMAS[self.kind]
+        if manifest.kind != self.kind:
+            raise ModelRefused(f"a {manifest.kind} model does not belong in the {self.kind} registry")
+        if manifest.schema_hash != schema.schema_hash or manifest.feature_names != list(schema.feature_names):
+            raise ModelRefused(
+                f"schema hash {manifest.schema_hash} is not the running {self.kind} "
+                f"schema {schema.schema_hash}"
+            )
         if manifest.onnx_sha256 != hashlib.sha256(model_bytes).hexdigest():
             raise ModelRefused("the manifest's onnx_sha256 does not match the model bytes")
         thresholds = (0.5, manifest.thresholds.junk, manifest.thresholds.block)

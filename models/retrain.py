@@ -117,7 +117,8 @@ def read_examples(
 def dataset(examples: Sequence[TrainingExample]) -> Dataset:
     """One row per event (the most authoritative, then latest, label wins), in event-time order."""
     chosen: dict[str, TrainingExample] = {}
-    for item in examples:
+    # Retraining from feedback is for the mail model; calendar and contacts train from the simulator.
+    for item in (e for e in examples if e.kind == "mail"):
         best = chosen.get(item.event_id)
         rank = (_AUTHORITY[item.source], item.labelled_at)
         if best is None or rank >= (_AUTHORITY[best.source], best.labelled_at):

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 import lightgbm as lgb
 import numpy as np
 
-from features.definitions import FEATURE_DOCS, FEATURE_NAMES, SCHEMA_HASH, row
+from features.definitions import SCHEMAS, Schema
 from features.tokens import TokenTable
 from models.exceptions import ExportError, RegistryError
 from models.export import onnx_scores, session
 from models.registry import Manifest, Registry
 from serving.exceptions import ModelRejected, NoModel
 from serving.policy import Policy
-from streams.records import MailFeatures, Reason
+from streams.records import EventFeatures, Reason
 
 
 class Scorer:
@@ -32,17 +32,21 @@ class Scorer:
         tokens: TokenTable,
         booster: lgb.Booster | None = None,
     ) -> None:
-        if manifest.schema_hash != SCHEMA_HASH:
+        schema = SCHEMAS.get(manifest.kind)
+        if schema is None:
+            raise ModelRejected(f"model {manifest.version} is for an unknown event kind {manifest.kind!r}")
+        if manifest.schema_hash != schema.schema_hash:
             raise ModelRejected(
                 f"model {manifest.version} was trained on feature schema "
-                f"{manifest.schema_hash}; this worker computes {SCHEMA_HASH}"
+                f"{manifest.schema_hash}; this worker computes {schema.schema_hash} for {manifest.kind}"
             )
+        self.schema: Schema = schema
         try:
             self._session = session(model_bytes)
         except ExportError as exc:
             raise ModelRejected(f"model {manifest.version}: {exc}") from exc
         shape = self._session.get_inputs()[0].shape
-        if len(shape) != 2 or shape[1] != len(FEATURE_NAMES):
+        if len(shape) != 2 or shape[1] != len(schema.feature_names):
             raise ModelRejected(f"model {manifest.version} takes input of shape {shape}")
         if tokens.sha256() != manifest.token_table_sha256:
             raise ModelRejected(f"model {manifest.version}: token table does not match its manifest")
@@ -81,15 +85,16 @@ class Scorer:
             return [[] for _ in range(len(rows))]
         contributions = np.asarray(
             self.booster.predict(rows.astype(np.float64), pred_contrib=True), dtype=np.float64
-        )[:, : len(FEATURE_NAMES)]
+        )[:, : len(self.schema.feature_names)]
+        names, docs = self.schema.feature_names, self.schema.docs
         out = []
         for values, contrib in zip(rows, contributions, strict=True):
             order = np.argsort(-contrib)[:top]
             out.append(
                 [
                     Reason(
-                        feature=FEATURE_NAMES[i],
-                        description=FEATURE_DOCS[FEATURE_NAMES[i]],
+                        feature=names[i],
+                        description=docs[names[i]],
                         value=float(values[i]),
                         contribution=float(contrib[i]),
                     )
@@ -99,19 +104,20 @@ class Scorer:
             )
         return out
 
-    def rows(self, batch: Sequence[MailFeatures], aggregates: Sequence[Sequence[float]]) -> np.ndarray:
-        """Model rows for a batch: content, this model's text evidence, aggregates."""
+    def rows(self, batch: Sequence[EventFeatures], aggregates: Sequence[Sequence[float]]) -> np.ndarray:
+        """Model rows for a batch of this model's kind: content, its text evidence, aggregates."""
+        row = self.schema.row
         return np.asarray(
             [
                 row(f.content, self.tokens.evidence(f.tokens), a)
                 for f, a in zip(batch, aggregates, strict=True)
             ],
             dtype=np.float32,
-        ).reshape(len(batch), len(FEATURE_NAMES))
+        ).reshape(len(batch), len(self.schema.feature_names))
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Abuse probabilities for a float32 matrix of rows in schema order (one ONNX call)."""
-        if rows.ndim != 2 or rows.shape[1] != len(FEATURE_NAMES):
+        if rows.ndim != 2 or rows.shape[1] != len(self.schema.feature_names):
             raise ModelRejected(f"rows of shape {rows.shape} do not fit the schema")
         scores = onnx_scores(self._session, rows)
         if not np.all(np.isfinite(scores)):

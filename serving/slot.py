@@ -19,11 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.definitions import FEATURE_NAMES
 from infra.metrics import WorkerStats
 from models.registry import Registry
 from serving.exceptions import ModelRejected, NoModel
 from serving.scorer import Scorer
+from streams.records import ActivityKind
+
+#: The event kinds served beside mail, each by its own champion (no shadow for these).
+ACTIVITY_KINDS: tuple[ActivityKind, ...] = ("calendar", "contacts")
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class Swap:
 def load_warm(registry: Registry, version: str) -> Scorer:
     """Load ``version`` and score one batch with it so the first real batch pays nothing extra."""
     scorer = Scorer.from_registry(registry, version)
-    scorer.score(np.zeros((64, len(FEATURE_NAMES)), dtype=np.float32))
+    scorer.score(np.zeros((64, len(scorer.schema.feature_names)), dtype=np.float32))
     return scorer
 
 
@@ -52,6 +55,8 @@ class ModelSlot:
         self.registry = registry
         self.champion = champion
         self.shadow: Scorer | None = None
+        #: The champion of each other event kind, once one is promoted in its registry.
+        self.kinds: dict[str, Scorer] = {}
         self._stats = stats
         self._refused: set[str] = set()
         stats.model_version = champion.version
@@ -63,6 +68,14 @@ class ModelSlot:
         if current is None:
             raise NoModel(f"no model promoted in {registry.root}: run `warden train`")
         slot = cls(registry, load_warm(registry, current), stats)
+        for kind in ACTIVITY_KINDS:
+            wanted = registry.for_kind(kind).current()
+            if wanted is not None:
+                try:
+                    slot.kinds[kind] = load_warm(registry.for_kind(kind), wanted)
+                except ModelRejected as exc:
+                    slot._refused.add(wanted)
+                    log.warning("%s model %s refused: %s", kind, wanted, exc)
         shadow = registry.shadow()
         if shadow is not None and shadow != current:
             try:
@@ -73,9 +86,27 @@ class ModelSlot:
                 log.warning("shadow model %s refused: %s", shadow, exc)
         return slot
 
+    def scorer_for(self, kind: str) -> Scorer | None:
+        """The champion serving ``kind`` (None: no model of that kind promoted yet)."""
+        return self.champion if kind == "mail" else self.kinds.get(kind)
+
     async def refresh(self) -> list[Swap]:
         """Follow the registry's pointers; returns the swaps made (usually none)."""
         swaps = []
+        for kind in ACTIVITY_KINDS:
+            registry = self.registry.for_kind(kind)
+            wanted_kind = registry.current()
+            serving = self.kinds.get(kind)
+            serving_version = serving.version if serving is not None else None
+            if (
+                wanted_kind is not None
+                and wanted_kind != serving_version
+                and wanted_kind not in self._refused
+            ):
+                loaded_kind = await self._load(wanted_kind, registry)
+                if loaded_kind is not None:
+                    self.kinds[kind], load_ms = loaded_kind
+                    swaps.append(Swap(kind, serving_version, wanted_kind, load_ms))
         wanted = self.registry.current()
         if wanted is not None and wanted != self.champion.version and wanted not in self._refused:
             loaded = await self._load(wanted)
@@ -104,10 +135,12 @@ class ModelSlot:
             log.warning("%s model %s -> %s (loaded in %.0f ms)", swap.role, swap.old, swap.new, swap.load_ms)
         return swaps
 
-    async def _load(self, version: str) -> tuple[Scorer, float] | None:
+    async def _load(self, version: str, registry: Registry | None = None) -> tuple[Scorer, float] | None:
         started = time.perf_counter()
         try:
-            scorer = await asyncio.get_running_loop().run_in_executor(None, load_warm, self.registry, version)
+            scorer = await asyncio.get_running_loop().run_in_executor(
+                None, load_warm, registry or self.registry, version
+            )
         except ModelRejected as exc:
             self._refused.add(version)
             self._stats.model_refusals += 1

@@ -23,6 +23,7 @@ from infra.settings import WardenSettings
 from serving.slot import ModelSlot
 from streams import monitor, web
 from streams.agents import feedback, ingest, score
+from streams.records import ActivityFeatures, ActivityKind
 from streams.topics import Topic, Topics
 from streams.transport import SCHEME, WardenApp, broker_credentials
 
@@ -86,20 +87,52 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     mail_events = channel(topics.mail_events)
     mail_features = channel(topics.mail_features)
     dead_letters = channel(topics.dead_letters)
+    verdicts = channel(topics.verdicts)
+    feature_log = channel(topics.feature_log)
     stats = services.stats
 
     ingest.register(app, mail_events, mail_features, dead_letters, settings, services.pseudonymiser, stats)
     score.register(
         app,
         mail_features,
-        channel(topics.verdicts),
-        channel(topics.feature_log),
+        verdicts,
+        feature_log,
         dead_letters,
         settings,
         services.store,
         services.slot,
         services.served,
         stats,
+    )
+    # Calendar and contacts: their own input topics, one features topic, the same workers.
+    activity_features = channel(topics.activity_features)
+    activity_inputs: tuple[tuple[ActivityKind, Topic], ...] = (
+        ("calendar", topics.calendar_events),
+        ("contacts", topics.contacts_events),
+    )
+    for kind, events_topic in activity_inputs:
+        ingest.register(
+            app,
+            channel(events_topic),
+            activity_features,
+            dead_letters,
+            settings,
+            services.pseudonymiser,
+            stats,
+            kind=kind,
+        )
+    score.register(
+        app,
+        activity_features,
+        verdicts,
+        feature_log,
+        dead_letters,
+        settings,
+        services.store,
+        services.slot,
+        services.served,
+        stats,
+        record_type=ActivityFeatures,
     )
     feedback.register(
         app,

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from infra.settings import IngestSettings
 from streams.exceptions import MalformedRecord
 
-EventKind = Literal["mail"]
+EventKind = Literal["mail", "calendar", "contacts"]
+#: The event kinds of the simulated streams (calendar invites and shared contact cards).
+ActivityKind = Literal["calendar", "contacts"]
 Action = Literal["allow", "junk", "block"]
 
 _EVENT_ID = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -61,6 +63,103 @@ class MailEvent(_Record):
         return value
 
 
+def _check_address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain or len(value) > 320 or any(c.isspace() for c in value):
+        raise ValueError("is not an e-mail address")
+    return value
+
+
+class CalendarEvent(_Record):
+    """A calendar invite as the calendar service reports it (raw; ingest input only).
+
+    ``action`` says whether the invite was created, updated or cancelled;
+    ``start`` and ``end`` are epoch seconds; ``recurrence`` is a closed set.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+    kind: Literal["calendar"] = "calendar"
+    event_id: str = Field(pattern=_EVENT_ID)
+    #: When the invite was sent (epoch seconds).
+    timestamp: float
+    action: Literal["created", "updated", "cancelled"]
+    organizer: str = Field(min_length=3, max_length=320)
+    invitees: list[str] = Field(min_length=1)
+    title: str = ""
+    description: str = ""
+    location: str = ""
+    urls: list[str] = Field(default_factory=list)
+    start: float
+    end: float
+    recurrence: Literal["none", "daily", "weekly", "monthly", "yearly"] = "none"
+    #: The client that sent it (``web``, ``ios``, ``android``, ``api``, ...).
+    client: str = Field(default="", max_length=64)
+
+    @field_validator("organizer")
+    @classmethod
+    def _organizer_is_address(cls, value: str) -> str:
+        return _check_address(value)
+
+    @field_validator("invitees")
+    @classmethod
+    def _invitees_are_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            _check_address(address)
+        return value
+
+
+class ContactCard(_Record):
+    """The fields of one contact card (raw; ingest input only)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+    display_name: str = Field(default="", max_length=500)
+    emails: list[str] = Field(default_factory=list, max_length=50)
+    phones: list[str] = Field(default_factory=list, max_length=50)
+    organization: str = Field(default="", max_length=500)
+    note: str = ""
+
+    @field_validator("emails")
+    @classmethod
+    def _emails_are_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            _check_address(address)
+        return value
+
+
+class ContactsEvent(_Record):
+    """A contact card created by its owner, or shared with recipients (raw; ingest input only)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+    kind: Literal["contacts"] = "contacts"
+    event_id: str = Field(pattern=_EVENT_ID)
+    timestamp: float
+    action: Literal["created", "shared"]
+    owner: str = Field(min_length=3, max_length=320)
+    #: Who the card was shared with (empty for ``created``; at least one for ``shared``).
+    recipients: list[str] = Field(default_factory=list)
+    card: ContactCard
+    urls: list[str] = Field(default_factory=list)
+    photo: bool = False
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_is_address(cls, value: str) -> str:
+        return _check_address(value)
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients_are_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            _check_address(address)
+        return value
+
+
+ActivityEvent = CalendarEvent | ContactsEvent
+
+
 class SourcePosition(_Record):
     """Where a record was read: enough to find it again."""
 
@@ -89,6 +188,38 @@ class MailFeatures(_Record):
     source: SourcePosition
     #: Broker timestamp of the input record (ms): where end-to-end latency starts.
     produced_at_ms: int
+
+
+class ActivityFeatures(_Record):
+    """A calendar or contacts event after ingest: pseudonyms and numbers, no raw identifier or text.
+
+    ``sender`` is the organizer (calendar) or the card's owner (contacts), and
+    ``recipients`` the invitees or the people the card was shared with, so the
+    account-level parts of the score path (served rows, feedback reputation)
+    read them as they read a mail's. ``contacts`` are the addresses this event
+    adds to the sender's known contacts (the emails of a created card).
+    """
+
+    kind: ActivityKind
+    event_id: str
+    timestamp: float
+    key_id: str
+    action: str
+    sender: str
+    sender_domain: str
+    recipients: list[str]
+    contacts: list[str] = Field(default_factory=list)
+    url_domains: list[str] = Field(default_factory=list)
+    content: list[float]
+    tokens: list[int] = Field(default_factory=list)
+    source: SourcePosition
+    produced_at_ms: int
+    #: Mail's sending IP has no counterpart here (kept so both feature records read alike).
+    sending_ip: str = ""
+
+
+#: What the scoring stage reads: a mail's features or a calendar/contacts event's.
+EventFeatures = MailFeatures | ActivityFeatures
 
 
 class Reason(_Record):
@@ -280,3 +411,57 @@ def _reason(exc: ValidationError) -> str:
     more = exc.error_count() - 1
     suffix = f" (and {more} more)" if more else ""
     return f"{where}: {first['msg']}{suffix}"[:300]
+
+
+def decode_activity_event(
+    raw: bytes | None, kind: ActivityKind, limits: IngestSettings, now: float
+) -> CalendarEvent | ContactsEvent:
+    """Validate one raw calendar or contacts record, like :func:`decode_mail_event`.
+
+    Called by the ingest agent of ``calendar.events`` and ``contacts.events``;
+    a :class:`MalformedRecord` means the record goes to dead letters.
+    """
+    if raw is None:
+        raise MalformedRecord("empty record (no value)")
+    if len(raw) > limits.max_payload_bytes:
+        raise MalformedRecord(f"payload of {len(raw)} bytes exceeds the limit of {limits.max_payload_bytes}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRecord(f"payload is not UTF-8 (byte {exc.start})") from None
+    record_type: type[CalendarEvent] | type[ContactsEvent] = (
+        CalendarEvent if kind == "calendar" else ContactsEvent
+    )
+    try:
+        event = record_type.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise MalformedRecord(f"payload is not JSON: {first['msg'][:120]}") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise MalformedRecord("payload is JSON but not an object") from None
+        raise MalformedRecord(_reason(exc)) from None
+    _check_activity_limits(event, limits, now)
+    return event
+
+
+def _check_activity_limits(event: CalendarEvent | ContactsEvent, limits: IngestSettings, now: float) -> None:
+    if isinstance(event, CalendarEvent):
+        people, name = len(event.invitees), "invitees"
+        texts = {"title": event.title, "description": event.description, "location": event.location}
+        if event.end < event.start:
+            raise MalformedRecord("end: before start")
+    else:
+        people, name = len(event.recipients), "recipients"
+        texts = {"card.note": event.card.note}
+        if event.action == "shared" and not event.recipients:
+            raise MalformedRecord("recipients: a shared card needs at least one recipient")
+    if people > limits.max_recipients:
+        raise MalformedRecord(f"{name}: {people} exceeds the limit of {limits.max_recipients}")
+    if len(event.urls) > limits.max_urls:
+        raise MalformedRecord(f"urls: {len(event.urls)} exceeds the limit of {limits.max_urls}")
+    for field_name, text in texts.items():
+        if len(text) > limits.max_text_chars:
+            raise MalformedRecord(f"{field_name}: longer than {limits.max_text_chars} characters")
+    if not (limits.min_event_time <= event.timestamp <= now + limits.max_clock_skew_s):
+        raise MalformedRecord(f"timestamp: {event.timestamp!r} is outside the accepted range")

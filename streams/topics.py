@@ -8,6 +8,9 @@ topic              key                          value
 =================  ===========================  ==========================================
 mail.events        event id                     raw mail event JSON (ingest input)
 mail.features      sender pseudonym             :class:`~streams.records.MailFeatures`
+calendar.events    event id                     raw calendar event JSON (ingest input)
+contacts.events    event id                     raw contacts event JSON (ingest input)
+activity.features  account pseudonym            :class:`~streams.records.ActivityFeatures`
 verdicts           event id                     :class:`~streams.records.Verdict`
 feature-log        event id                     :class:`~streams.records.FeatureLogEntry`
 dead-letters       source topic                 :class:`~streams.records.DeadLetter`
@@ -16,8 +19,10 @@ feedback           event id                     :class:`~streams.records.Feedbac
 training-examples  event id                     :class:`~streams.records.TrainingExample`
 =================  ===========================  ==========================================
 
-``mail.features`` is keyed by the sender pseudonym so that every update of one
-sender's aggregates is made by one partition's consumer, in order.
+``activity.features`` carries calendar and contacts features together (the
+scoring agent routes each by its ``kind``), keyed by the organizer's or
+owner's pseudonym. ``mail.features`` is keyed by the sender pseudonym so
+that every update of one sender's aggregates is made by one partition's consumer, in order.
 ``dead-letters`` keeps the raw payload (nothing is lost), so it shares the
 input topics' access rules and retention, not those of derived topics.
 """
@@ -51,6 +56,9 @@ class Topics:
     model_updates: Topic
     feedback: Topic
     training_examples: Topic
+    calendar_events: Topic
+    contacts_events: Topic
+    activity_features: Topic
 
     @classmethod
     def from_settings(cls, settings: KafkaSettings) -> Topics:
@@ -71,6 +79,9 @@ class Topics:
             model_updates=topic("model-updates", "promotions, rollbacks and shadow changes"),
             feedback=topic("feedback", "labels from users, operators, appeals and rules"),
             training_examples=topic("training-examples", "served rows joined with their labels"),
+            calendar_events=topic("calendar.events", "calendar invites as produced by the calendar service"),
+            contacts_events=topic("contacts.events", "contact cards created or shared"),
+            activity_features=topic("activity.features", "pseudonymised calendar and contacts features"),
         )
 
     def all(self) -> tuple[Topic, ...]:
@@ -83,8 +94,11 @@ class Topics:
             self.model_updates,
             self.feedback,
             self.training_examples,
+            self.calendar_events,
+            self.contacts_events,
+            self.activity_features,
         )
 
     def inputs(self) -> tuple[Topic, ...]:
         """The topics that carry raw events from outside Warden."""
-        return (self.mail_events, self.feedback)
+        return (self.mail_events, self.feedback, self.calendar_events, self.contacts_events)

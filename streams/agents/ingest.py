@@ -11,14 +11,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from features.extraction import to_features
+from features.extraction import to_activity_features, to_features
 from features.pseudonym import Pseudonymiser
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from streams.exceptions import MalformedRecord
-from streams.records import DeadLetter, MailFeatures, SourcePosition, decode_mail_event, encode
+from streams.records import (
+    ActivityFeatures,
+    ActivityKind,
+    DeadLetter,
+    MailFeatures,
+    SourcePosition,
+    decode_activity_event,
+    decode_mail_event,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +58,27 @@ def ingest_record(
     return DeadLetter.of(source, reason, raw or b"", int(now * 1000))
 
 
-def _kind_of(topic_name: str, prefix: str) -> str:
-    """The event kind an input topic carries: ``mail.events`` -> ``mail``."""
-    return topic_name.removeprefix(prefix).split(".", 1)[0]
+def ingest_activity_record(
+    raw: bytes | None,
+    kind: ActivityKind,
+    source: SourcePosition,
+    produced_at_ms: int,
+    settings: WardenSettings,
+    pseudonymiser: Pseudonymiser,
+    now: float,
+) -> ActivityFeatures | DeadLetter:
+    """One raw calendar or contacts record as features, or as a dead letter (never raises)."""
+    try:
+        event = decode_activity_event(raw, kind, settings.ingest, now)
+        return to_activity_features(event, pseudonymiser, source, produced_at_ms)
+    except MalformedRecord as exc:
+        reason = exc.reason
+    except Exception as exc:  # the boundary: any failure on one record is that record's fault
+        log.warning(
+            "ingest failed on %s/%d@%d: %s", source.topic, source.partition, source.offset, type(exc).__name__
+        )
+        reason = f"internal error while ingesting: {type(exc).__name__}"
+    return DeadLetter.of(source, reason, raw or b"", int(now * 1000))
 
 
 def register(
@@ -63,10 +90,9 @@ def register(
     pseudonymiser: Pseudonymiser,
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
+    kind: Literal["mail", "calendar", "contacts"] = "mail",
 ) -> None:
-    """Declare the ingest agent on ``app`` for the ``source`` topic."""
-
-    kind = _kind_of(source.get_topic_name(), settings.kafka.topic_prefix)
+    """Declare the ingest agent on ``app`` for the ``source`` topic, which carries ``kind`` events."""
 
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(
@@ -82,7 +108,15 @@ def register(
                 )
                 produced_at_ms = int(message.timestamp * 1000)
                 t0 = time.perf_counter()
-                outcome = ingest_record(message.value, position, produced_at_ms, settings, pseudonymiser, now)
+                outcome: MailFeatures | ActivityFeatures | DeadLetter
+                if kind == "mail":
+                    outcome = ingest_record(
+                        message.value, position, produced_at_ms, settings, pseudonymiser, now
+                    )
+                else:
+                    outcome = ingest_activity_record(
+                        message.value, kind, position, produced_at_ms, settings, pseudonymiser, now
+                    )
                 t1 = time.perf_counter()
                 if isinstance(outcome, DeadLetter):
                     stats.dead_letter(outcome.reason)
@@ -96,4 +130,5 @@ def register(
             stats.stage_seconds["features"].observe(features_s)
             stats.stage_seconds["produce"].observe(produce_s)
 
-    app.agent(source, name=f"{settings.worker.app_id}.ingest")(ingest)
+    name = "ingest" if kind == "mail" else f"ingest-{kind}"
+    app.agent(source, name=f"{settings.worker.app_id}.{name}")(ingest)

@@ -1,6 +1,8 @@
-"""The scoring agent: per micro-batch, one store round trip and one ONNX call.
+"""The scoring agent: per micro-batch, one store round trip and one ONNX call per event kind.
 
-Reads :class:`~streams.records.MailFeatures` from ``mail.features``, applies
+Reads :class:`~streams.records.MailFeatures` from ``mail.features`` (and, in
+a second agent of the same worker, :class:`~streams.records.ActivityFeatures`
+from ``activity.features``, routed per kind to that kind's model), applies
 and reads the behavioural aggregates (the store makes re-application after
 a crash harmless), scores all rows at once, and sends one verdict and one
 feature-log entry per event. If the store is down, the batch waits and
@@ -18,7 +20,6 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from features.definitions import SCHEMA_HASH
 from features.exceptions import StoreUnavailable
 from features.served import ServedRows
 from features.store import FeatureStore
@@ -28,7 +29,9 @@ from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
 from streams.records import (
+    ActivityFeatures,
     DeadLetter,
+    EventFeatures,
     FeatureLogEntry,
     MailFeatures,
     ServedRow,
@@ -45,7 +48,7 @@ _BACKOFF_MAX_S = 5.0
 
 
 def decide(
-    batch: Sequence[MailFeatures],
+    batch: Sequence[EventFeatures],
     aggregates: Sequence[Sequence[float]],
     scorer: Scorer,
     now_ms: int,
@@ -86,7 +89,7 @@ def decide(
                 event_id=features.event_id,
                 timestamp=features.timestamp,
                 model_version=scorer.version,
-                schema_hash=SCHEMA_HASH,
+                schema_hash=scorer.schema.schema_hash,
                 features=[float(v) for v in values],
                 score=float(score),
                 shadow_version=shadow.version if shadow is not None else None,
@@ -97,7 +100,7 @@ def decide(
 
 
 async def read_aggregates(
-    store: FeatureStore, batch: Sequence[MailFeatures], stats: WorkerStats
+    store: FeatureStore, batch: Sequence[EventFeatures], stats: WorkerStats
 ) -> list[list[float]]:
     """The store's answer for ``batch``, retrying with backoff until the store answers."""
     delay = _BACKOFF_START_S
@@ -121,7 +124,7 @@ async def read_aggregates(
 
 async def _remember(
     served: ServedRows,
-    batch: Sequence[MailFeatures],
+    batch: Sequence[EventFeatures],
     aggregates: Sequence[Sequence[float]],
     version: str,
     stats: WorkerStats,
@@ -162,64 +165,91 @@ def register(
     served: ServedRows,
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
+    record_type: type[MailFeatures] | type[ActivityFeatures] = MailFeatures,
 ) -> None:
-    """Declare the scoring agent on ``app`` for the ``source`` (features) topic."""
+    """Declare a scoring agent on ``app`` for the ``source`` (features) topic.
+
+    ``record_type`` is what the topic carries: mail features, or the calendar
+    and contacts features of ``activity.features`` (one agent per topic).
+    """
+
+    stage = stats.stage_seconds
+
+    async def dead_letter(position: SourcePosition, reason: str, payload: bytes) -> None:
+        stats.dead_letter(reason)
+        letter = DeadLetter.of(position, reason, payload, int(clock() * 1000))
+        await dead_letters.send(key=position.topic.encode(), value=encode(letter))
+
+    async def score_kind(
+        batch: list[EventFeatures], kind: str, raw: list[tuple[SourcePosition, bytes]]
+    ) -> None:
+        # Read the slot once: a hot swap lands between batches, never inside one.
+        champion = slot.scorer_for(kind)
+        if champion is None:
+            # Nothing is lost: the features record is kept whole, to replay once a model exists.
+            for position, payload in raw:
+                await dead_letter(position, f"no {kind} model is promoted in the registry", payload)
+            return
+        t1 = time.perf_counter()
+        aggregates = await read_aggregates(store, batch, stats)
+        t2 = time.perf_counter()
+        shadow = slot.shadow if kind == "mail" else None
+        verdicts, entries = decide(
+            batch,
+            aggregates,
+            champion,
+            int(clock() * 1000),
+            shadow=shadow,
+            reasons=settings.serving.reasons,
+        )
+        if shadow is not None:
+            stats.shadow_scored += len(entries)
+            stats.shadow_disagreements += sum(
+                champion.policy.decide(e.score or 0.0) != champion.policy.decide(e.shadow_score or 0.0)
+                for e in entries
+            )
+        t3 = time.perf_counter()
+        for verdict, entry in zip(verdicts, entries, strict=True):
+            key = verdict.event_id.encode()
+            await verdicts_out.send(key=key, value=encode(verdict))
+            await feature_log.send(key=key, value=encode(entry))
+        await _remember(served, batch, aggregates, champion.version, stats)
+        t4 = time.perf_counter()
+        sent_ms = clock() * 1000
+        stats.verdicts((v.kind, v.action) for v in verdicts)
+        stats.scored += len(verdicts)
+        stage["store"].observe(t2 - t1)
+        stage["score"].observe(t3 - t2)
+        stage["produce"].observe(t4 - t3)
+        stats.end_to_end_seconds.observe_many((sent_ms - f.produced_at_ms) / 1000 for f in batch)
 
     async def score(stream: Any) -> None:
-        stage = stats.stage_seconds
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
             t0 = time.perf_counter()
-            batch: list[MailFeatures] = []
+            # Route per kind: each kind's events go through its own model, in arrival order.
+            by_kind: dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]] = {}
             for event in events:
                 message = event.message
-                try:
-                    batch.append(decode(MailFeatures, message.value or b""))
-                except MalformedRecord as exc:
-                    position = SourcePosition(
-                        topic=message.topic, partition=message.partition, offset=message.offset
-                    )
-                    stats.dead_letter(exc.reason)
-                    letter = DeadLetter.of(position, exc.reason, message.value or b"", int(clock() * 1000))
-                    await dead_letters.send(key=position.topic.encode(), value=encode(letter))
-            if not batch:
-                continue
-            t1 = time.perf_counter()
-            aggregates = await read_aggregates(store, batch, stats)
-            t2 = time.perf_counter()
-            # Read the slot once: a hot swap lands between batches, never inside one.
-            champion, shadow = slot.champion, slot.shadow
-            verdicts, entries = decide(
-                batch,
-                aggregates,
-                champion,
-                int(clock() * 1000),
-                shadow=shadow,
-                reasons=settings.serving.reasons,
-            )
-            if shadow is not None:
-                stats.shadow_scored += len(entries)
-                stats.shadow_disagreements += sum(
-                    champion.policy.decide(e.score or 0.0) != champion.policy.decide(e.shadow_score or 0.0)
-                    for e in entries
+                position = SourcePosition(
+                    topic=message.topic, partition=message.partition, offset=message.offset
                 )
-            t3 = time.perf_counter()
-            for verdict, entry in zip(verdicts, entries, strict=True):
-                key = verdict.event_id.encode()
-                await verdicts_out.send(key=key, value=encode(verdict))
-                await feature_log.send(key=key, value=encode(entry))
-            await _remember(served, batch, aggregates, champion.version, stats)
-            t4 = time.perf_counter()
-            sent_ms = clock() * 1000
-            stats.verdicts((v.kind, v.action) for v in verdicts)
-            stats.scored += len(verdicts)
+                try:
+                    features = decode(record_type, message.value or b"")
+                except MalformedRecord as exc:
+                    await dead_letter(position, exc.reason, message.value or b"")
+                    continue
+                group = by_kind.setdefault(features.kind, ([], []))
+                group[0].append(features)
+                group[1].append((position, message.value or b""))
+            if not by_kind:
+                continue
+            stage["decode"].observe(time.perf_counter() - t0)
+            for kind, (batch, raw) in by_kind.items():
+                await score_kind(batch, kind, raw)
             stats.batches += 1
-            stats.batch_sizes.observe(len(batch))
-            stage["decode"].observe(t1 - t0)
-            stage["store"].observe(t2 - t1)
-            stage["score"].observe(t3 - t2)
-            stage["produce"].observe(t4 - t3)
-            stats.end_to_end_seconds.observe_many((sent_ms - f.produced_at_ms) / 1000 for f in batch)
+            stats.batch_sizes.observe(sum(len(batch) for batch, _ in by_kind.values()))
 
-    app.agent(source, name=f"{settings.worker.app_id}.score")(score)
+    name = "score" if record_type is MailFeatures else "score-activity"
+    app.agent(source, name=f"{settings.worker.app_id}.{name}")(score)
