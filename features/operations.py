@@ -298,6 +298,17 @@ def plan(event: MailFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[C
     return calls
 
 
+def plan_linked(event: MailFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[Call]:
+    """The write-through calls for the next key generation during a rotation grace period.
+
+    They run in the same round trip as :func:`plan`'s calls; their replies are
+    not read (the served generation's aggregates are). A rotation changes every
+    stored domain's key id, so these calls never touch a served key.
+    """
+    linked = event.as_linked()
+    return [] if linked is None else plan(linked, keys, ttl_s, memo_ttl_s)
+
+
 def report(
     entity: Entity,
     pseudonym: str,
