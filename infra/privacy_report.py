@@ -67,7 +67,7 @@ def verdict_counts(
         null_category=False,
     )
     measurement = count >> dp.m.then_laplace(scale=1.0 / epsilon)
-    if measurement.map(1) > epsilon + 1e-12:  # the library's own accounting must agree
+    if measurement.map(1) > epsilon * (1 + 1e-9):  # the library's own accounting must agree
         raise ValueError(f"verdict counts would cost {measurement.map(1)} > {epsilon}")
     noisy = measurement(values)
     out = []
@@ -83,17 +83,21 @@ def reported_domains(
     """The most-reported sender domains (pseudonyms) above a DP threshold, and that threshold."""
     domains = [e.row.sender_domain for e in examples if e.source == "user_report"]
     count = dp.t.make_count_by(dp.vector_domain(dp.atom_domain(T=str)), dp.symmetric_distance())
-    threshold = int(
-        dp.binary_search_param(
-            lambda t: count >> dp.m.then_laplace_threshold(scale=1.0 / epsilon, threshold=t),
-            d_in=1,
-            d_out=(epsilon, delta),
-            T=int,
-        )
-    )
-    measurement = count >> dp.m.then_laplace_threshold(scale=1.0 / epsilon, threshold=threshold)
+
+    def measurement_at(threshold: int) -> Any:
+        return count >> dp.m.then_laplace_threshold(scale=1.0 / epsilon, threshold=threshold)
+
+    low, high = 1, 1 << 30  # the smallest threshold whose delta (OpenDP's own map) fits
+    while low < high:
+        middle = (low + high) // 2
+        if measurement_at(middle).map(1)[1] <= delta:
+            high = middle
+        else:
+            low = middle + 1
+    threshold = low
+    measurement = measurement_at(threshold)
     spent_epsilon, spent_delta = measurement.map(1)
-    if spent_epsilon > epsilon + 1e-12 or spent_delta > delta:
+    if spent_epsilon > epsilon * (1 + 1e-9) or spent_delta > delta:
         raise ValueError(f"domain counts would cost ({spent_epsilon}, {spent_delta}) > ({epsilon}, {delta})")
     noisy: dict[str, int] = measurement(domains)
     ranked = sorted(noisy.items(), key=lambda item: (-item[1], item[0]))[:top]
