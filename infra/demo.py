@@ -10,6 +10,7 @@ throughput. The summary is also written as JSON.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 import time
@@ -23,6 +24,7 @@ import numpy as np
 
 from infra import devstack
 from infra.exceptions import DevStackError
+from infra.privacy_audit import audit
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from models import retrain
@@ -188,6 +190,7 @@ def run(
             console.step(f"worker joined its consumer group in {joined:.1f} s")
             summary = _replay_and_measure(live, topics, newer, rate, console)
             summary.update(close_the_loop(live, topics, newer, console))
+            summary.update(privacy_audit(live, older + newer, log_path, console))
         summary["model_version"] = manifest.version
         summary["worker_join_s"] = round(joined, 2)
     summary["demo_seconds"] = round(time.monotonic() - demo_started, 1)
@@ -302,11 +305,33 @@ def _print_summary(summary: Mapping[str, object], out: TextIO) -> None:
         f"{summary['campaign_recall_after']} after one feedback + retrain cycle "
         f"(retrain {summary['retrain_outcome']}, worker on the new model "
         f"{summary['retrain_to_swap_s']} s after the retrain started)",
+        f"privacy audit        {summary['privacy_audit']}",
         f"demo took            {summary['demo_seconds']} s",
         "",
     ]
     out.write("\n".join(lines))
     out.flush()
+
+
+def privacy_audit(
+    settings: WardenSettings, mails: list[corpus.CorpusMail], log_path: Path, console: Console
+) -> dict[str, object]:
+    """``warden privacy audit`` over what the demo left: Redis, derived topics, registry, log, metrics."""
+    console.step("privacy audit: Redis, derived topics, the registry, the worker log and /metrics ...")
+    metrics = f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics"
+    report = audit(settings, [m.event.subject for m in mails], logs=[log_path], metrics_url=metrics)
+    text = io.StringIO()
+    report.write(text)
+    path = settings.dev.state_dir / "privacy-audit.txt"
+    path.write_text(text.getvalue())
+    families = len(report.families)
+    keys = report.scanned.get("redis keys", 0)
+    result = "passed" if report.passed else f"FAILED with {len(report.findings):,} finding(s)"
+    return {
+        "privacy_audit": f"{result} ({keys:,} Redis keys in {families} families, every derived topic "
+        f"sampled, registry, worker log and /metrics; report: {path})",
+        "privacy_audit_passed": report.passed,
+    }
 
 
 def _await_verdicts(

@@ -40,7 +40,7 @@ _EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Z
 _IPV4 = re.compile(
     rb"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])"
 )
-_WORD = re.compile(rb"[a-z0-9']+")
+_WORD = re.compile(rb"[a-z0-9]+")
 _REPLY_PREFIXES = {b"re", b"fw", b"fwd", b"aw", b"sv"}
 #: Pseudonyms, hash tags, digit runs: what varies between keys of one family.
 _TAG = re.compile(r"\{([^:}]+):[^}]*\}")
