@@ -192,6 +192,8 @@ class ServedRow(_Record):
     content: list[float]
     tokens: list[int]
     aggregates: list[float]
+    #: The next key generation's pseudonyms during a rotation: feedback updates their reputation too.
+    linked: LinkedPseudonyms | None = None
 
 
 class TrainingExample(_Record):

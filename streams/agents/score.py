@@ -138,6 +138,7 @@ async def _remember(
             content=f.content,
             tokens=f.tokens,
             aggregates=list(a),
+            linked=f.linked,
         )
         for f, a in zip(batch, aggregates, strict=True)
     ]

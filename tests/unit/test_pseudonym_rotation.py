@@ -167,3 +167,42 @@ def test_the_token_key_may_stay_across_generations_and_legacy_constructor_still_
     legacy = Pseudonymiser(SecretStr("some-key"), "k7")
     assert legacy.address("a@b.c").startswith("k7.")
     assert legacy.key_ids["ip"] == "k7"
+
+
+def test_feedback_during_the_grace_period_reaches_both_generations() -> None:
+    from features.aggregations import SENDER, SENDER_DOMAIN
+    from infra.settings import FeedbackSettings
+    from streams.agents.feedback import Labelled, reputation_calls
+    from streams.records import Feedback, ServedRow
+
+    ring = KeyRing([generation(0, "1"), generation(T, "2")], 2 * DAY)
+    features = to_features(traffic()[0], ring, POSITION, 0, now=T + 60)
+    assert features.linked is not None
+    row = ServedRow(
+        event_id=features.event_id,
+        timestamp=features.timestamp,
+        model_version="m",
+        sender=features.sender,
+        sender_domain=features.sender_domain,
+        url_domains=features.url_domains,
+        content=features.content,
+        tokens=features.tokens,
+        aggregates=[],
+        linked=features.linked,
+    )
+    label = Feedback(
+        feedback_id="f1",
+        event_id=row.event_id,
+        label="abuse",
+        source="ops_review",
+        reporter="ops",
+        at=T + 120,
+    )
+    calls = reputation_calls(
+        Labelled(label, row, FeedbackSettings().weight("ops_review")), Keys("rot"), 60, 60
+    )
+    targets = {(c.entity, c.pseudonym) for c in calls}
+    for generation_pseudonyms in (row, features.linked):
+        assert (SENDER, generation_pseudonyms.sender) in targets
+        assert (SENDER_DOMAIN, generation_pseudonyms.sender_domain) in targets
+    assert len({c.args[0] for c in calls}) == len(calls)  # distinct report ids: each once-only
