@@ -1,13 +1,16 @@
-"""The privacy audit on a real pipeline run: it passes, then fails on a planted raw address."""
+"""The privacy audit on a real pipeline run (passes, then fails on planted raw data), and `warden report`."""
 
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
+from infra.cli import EXIT_FAILURE, main
 from infra.privacy_audit import audit, derived_topics
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
@@ -20,7 +23,11 @@ N = 250
 
 
 def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
-    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+    settings: WardenSettings,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
@@ -87,3 +94,21 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
     leaky.write_text(f"scored mail {subject.upper()!r} in 3 ms\n")
     found = audit(settings, subjects, logs=[leaky], topics=False).findings
     assert [(f.kind, f.where) for f in found if f.where.startswith("log")] == [("subject", "log leaky.log")]
+
+    # `warden report` on the same topics: a DP release, then a refusal once the budget is spent.
+    for name, value in settings.service_environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WARDEN_PRIVACY__REPORT_LEDGER", str(tmp_path / "ledger.json"))
+    monkeypatch.setenv("WARDEN_PRIVACY__REPORT_BUDGET_EPSILON", "1.5")
+    capsys.readouterr()
+    assert main(["report", "--epsilon", "1", "--days", "2", "--out", str(tmp_path / "reports")]) == 0
+    published = json.loads((tmp_path / "reports" / "r0001.json").read_text())
+    total = sum(cell["count"] for cell in published["verdicts_per_day"])
+    assert abs(total - N) < 60  # 6 cells of discrete Laplace noise, scale 2
+    assert published["budget_left"] == pytest.approx(0.5)
+    assert all(d["domain"].startswith("k1.") for d in published["most_reported_domains"])
+    capsys.readouterr()
+    assert main(["report", "--epsilon", "1", "--out", str(tmp_path / "reports")]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err.startswith("warden: error: privacy budget exhausted")
+    assert err.count("\n") == 1
