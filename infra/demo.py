@@ -24,7 +24,7 @@ import numpy as np
 
 from infra import devstack
 from infra.exceptions import DevStackError
-from infra.privacy_audit import audit
+from infra.privacy_audit import audit, corpus_names
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from models import retrain
@@ -319,7 +319,13 @@ def privacy_audit(
     """``warden privacy audit`` over what the demo left: Redis, derived topics, registry, log, metrics."""
     console.step("privacy audit: Redis, derived topics, the registry, the worker log and /metrics ...")
     metrics = f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics"
-    report = audit(settings, [m.event.subject for m in mails], logs=[log_path], metrics_url=metrics)
+    report = audit(
+        settings,
+        [m.event.subject for m in mails],
+        names=corpus_names(settings),
+        logs=[log_path],
+        metrics_url=metrics,
+    )
     text = io.StringIO()
     report.write(text)
     path = settings.dev.state_dir / "privacy-audit.txt"

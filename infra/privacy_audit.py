@@ -13,9 +13,11 @@ checks what is actually stored, not what the code intends:
 * **The model registry**: every file (manifests, ONNX graphs, token tables).
 * **Logs and metrics**: the log files given, and a worker's ``/metrics``.
 
-A finding is an e-mail address, an IPv4 address, or a known subject of the
+A finding is an e-mail address, an IPv4 address, a known subject of the
 replay corpus (at least three words and 15 characters, reply prefixes
-dropped, matched as a word sequence whatever the case and punctuation).
+dropped) or a display name from its address headers (at least two words and
+8 characters), each matched as a word sequence whatever the case and
+punctuation.
 Findings are reported by place and kind with the value masked, so the
 audit's own output does not repeat what it found.
 """
@@ -112,30 +114,35 @@ def _mask(value: bytes) -> str:
 class Scanner:
     """Finds raw identifiers and known subjects in bytes."""
 
-    def __init__(self, subjects: Iterable[str]) -> None:
-        #: Subjects as word sequences (reply prefixes dropped), indexed by their first three words.
-        self._subjects: dict[tuple[bytes, ...], set[tuple[bytes, ...]]] = defaultdict(set)
+    def __init__(self, subjects: Iterable[str], names: Iterable[str] = ()) -> None:
+        #: Known phrases as word sequences, indexed by their first two words: subjects (reply
+        #: prefixes dropped; three words and 15 characters or more) and display names (two words
+        #: and 8 characters or more).
+        self._phrases: dict[tuple[bytes, ...], dict[tuple[bytes, ...], str]] = defaultdict(dict)
         for subject in subjects:
-            normal = subject.strip().lower().encode("utf-8", "ignore")
-            words = _WORD.findall(normal)
+            words = _WORD.findall(subject.strip().lower().encode("utf-8", "ignore"))
             while words and words[0] in _REPLY_PREFIXES:
                 words = words[1:]
             if len(words) >= 3 and len(b" ".join(words)) >= 15:
-                self._subjects[tuple(words[:3])].add(tuple(words))
+                self._phrases[tuple(words[:2])][tuple(words)] = "subject"
+        for name in names:
+            words = _WORD.findall(name.strip().lower().encode("utf-8", "ignore"))
+            if len(words) >= 2 and len(b" ".join(words)) >= 8:
+                self._phrases[tuple(words[:2])].setdefault(tuple(words), "name")
 
     def scan(self, where: str, data: bytes) -> Iterator[Finding]:
         for match in _EMAIL.finditer(data):
             yield Finding(where, "address", _mask(match.group()))
         for match in _IPV4.finditer(data):
             yield Finding(where, "ip", _mask(match.group()))
-        if self._subjects:
+        if self._phrases:
             words = _WORD.findall(data.lower())
             seen: set[tuple[bytes, ...]] = set()
-            for i in range(len(words) - 2):
-                for subject in self._subjects.get((words[i], words[i + 1], words[i + 2]), ()):
-                    if subject not in seen and tuple(words[i : i + len(subject)]) == subject:
-                        seen.add(subject)
-                        yield Finding(where, "subject", _mask(b" ".join(subject)))
+            for i in range(len(words) - 1):
+                for phrase, kind in self._phrases.get((words[i], words[i + 1]), {}).items():
+                    if phrase not in seen and tuple(words[i : i + len(phrase)]) == phrase:
+                        seen.add(phrase)
+                        yield Finding(where, kind, _mask(b" ".join(phrase)))
 
 
 def family_of(key: str, prefix: str) -> str:
@@ -260,17 +267,53 @@ def corpus_subjects(settings: WardenSettings) -> list[str]:
     return [mail.event.subject for mail in corpus.load(settings.corpus, corpus.ALL)]
 
 
+_NAME_HEADERS = {"from", "to", "cc", "reply-to", "sender"}
+
+
+def display_names(headers: Iterable[tuple[str, str]]) -> list[str]:
+    """The display names in a mail's address headers (``"Alice Smith" <a@b.c>`` → ``Alice Smith``)."""
+    from email.utils import getaddresses
+
+    values = [value for name, value in headers if name.lower() in _NAME_HEADERS]
+    return [name for name, _ in getaddresses(values) if name.strip()]
+
+
+def own_vocabulary(settings: WardenSettings) -> bytes:
+    """Text Warden writes itself (feature names and descriptions, corpus and topic labels)."""
+    from features.definitions import FEATURE_DOCS
+    from streams import corpus
+
+    topics = Topics.from_settings(settings.kafka).all()
+    parts = [*FEATURE_DOCS, *FEATURE_DOCS.values(), *corpus.ALL, "spam-assassin"]
+    return " ".join(parts + [t.description for t in topics]).encode()
+
+
+def corpus_names(settings: WardenSettings) -> list[str]:
+    """The display names in the replay corpus's address headers (people's and lists' names).
+
+    Names that Warden's own vocabulary contains (a list called "Spam Assassin",
+    say) are left out: Warden writing them is no evidence of a leak.
+    """
+    from streams import corpus
+
+    mails = corpus.load(settings.corpus, corpus.ALL)
+    names = {name for mail in mails for name in display_names(mail.event.headers)}
+    own = own_vocabulary(settings)
+    return sorted(name for name in names if not any(Scanner((), [name]).scan("vocabulary", own)))
+
+
 def audit(
     settings: WardenSettings,
     subjects: Iterable[str],
     *,
+    names: Iterable[str] = (),
     logs: Sequence[Path] = (),
     metrics_url: str | None = None,
     sample: int = 2000,
     topics: bool = True,
 ) -> AuditReport:
     """Run every check that has something to look at; the settings must name Redis (and the broker)."""
-    scanner = Scanner(subjects)
+    scanner = Scanner(subjects, names)
     report = AuditReport()
     if settings.redis.url is not None:
         client = redis.Redis.from_url(settings.redis.url.get_secret_value())

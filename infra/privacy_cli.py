@@ -78,12 +78,17 @@ def _privacy(args: argparse.Namespace, settings: WardenSettings, with_services: 
         )
         return 0
     from infra.exceptions import PrivacyAuditFailed
-    from infra.privacy_audit import audit, corpus_subjects
+    from infra.privacy_audit import audit, corpus_names, corpus_subjects
 
     settings = with_services(settings)
     logs = args.log if args.log is not None else sorted(settings.dev.state_dir.glob("*.log"))
     report = audit(
-        settings, corpus_subjects(settings), logs=logs, metrics_url=args.metrics_url, sample=args.sample
+        settings,
+        corpus_subjects(settings),
+        names=corpus_names(settings),
+        logs=logs,
+        metrics_url=args.metrics_url,
+        sample=args.sample,
     )
     report.write(sys.stdout)
     if not report.passed:

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from infra.cli import EXIT_FAILURE, main
-from infra.privacy_audit import audit, derived_topics
+from infra.privacy_audit import audit, corpus_names, derived_topics, display_names
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus, feedback_source
@@ -33,6 +33,7 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
     broker.ensure_topics(settings.kafka, topics.all())
     mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
     subjects = [m.event.subject for m in mails]
+    names = corpus_names(settings)
     log_path = tmp_path / "worker.log"
     producer = broker.producer(settings.kafka)
     with worker_process(settings, base_env, log_path) as proc:
@@ -59,7 +60,7 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
         reader.close()
         assert len(seen) == len(labels)
         metrics = f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics"
-        clean = audit(settings, subjects, logs=[log_path], metrics_url=metrics)
+        clean = audit(settings, subjects, names=names, logs=[log_path], metrics_url=metrics)
 
     out = io.StringIO()
     clean.write(out)
@@ -91,9 +92,11 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
     # A raw subject in a log is a finding too.
     subject = next(s for s in subjects if len(s.split()) >= 4 and len(s) >= 20)
     leaky = tmp_path / "leaky.log"
-    leaky.write_text(f"scored mail {subject.upper()!r} in 3 ms\n")
-    found = audit(settings, subjects, logs=[leaky], topics=False).findings
-    assert [(f.kind, f.where) for f in found if f.where.startswith("log")] == [("subject", "log leaky.log")]
+    name = next(n for m in mails for n in display_names(m.event.headers) if n in names and " " in n)
+    leaky.write_text(f"scored mail {subject.upper()!r} in 3 ms\nreporter: {name}\n")
+    found = audit(settings, subjects, names=names, logs=[leaky], topics=False).findings
+    in_log = sorted((f.kind, f.where) for f in found if f.where.startswith("log"))
+    assert in_log == [("name", "log leaky.log"), ("subject", "log leaky.log")]
 
     # `warden report` on the same topics: a DP release, then a refusal once the budget is spent.
     for name, value in settings.service_environment().items():

@@ -23,6 +23,16 @@ def test_raw_identifiers_and_known_subjects_are_found_and_masked() -> None:
     assert "mortgage" not in shown.lower()
 
 
+def test_display_names_are_found_as_words() -> None:
+    from infra.privacy_audit import display_names
+
+    names = display_names([("From", '"Brian Chapman" <b@x.org>'), ("To", "Robin Hill <r@y.org>, z@z.org")])
+    assert names == ["Brian Chapman", "Robin Hill"]
+    scanner = Scanner((), [*names, "Al", "Bo Li"])  # too short to be told from ordinary words
+    found = list(scanner.scan("log", b"user BRIAN  chapman reported; robin-hill too; al bo li"))
+    assert [f.kind for f in found] == ["name", "name"]
+
+
 def test_derived_records_raise_nothing() -> None:
     scanner = Scanner(SUBJECTS)
     record = encode(features_for("e-1", 1_700_000_000.25, "k1.9f2c0a", ["k1.77ab"], sending_ip="k1.0c1d"))
