@@ -11,3 +11,7 @@ class StoreUnavailable(FeaturesError):
 
 class SchemaMismatch(FeaturesError):
     """Two parts disagree on the feature schema (names, order or hash)."""
+
+
+class PseudonymKeyError(FeaturesError):
+    """A pseudonymisation key or key file is missing, malformed or inconsistent (never shows a secret)."""

@@ -13,13 +13,14 @@ from features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, 
 from features.aggregations import URL_DOMAIN
 from features.content import CONTENT, MailView
 from features.definitions import message_words
-from features.pseudonym import Pseudonymiser, address_domain
+from features.pseudonym import KeyRing, Pseudonymiser, address_domain
 from features.text import is_ip_literal
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from streams.records import (
     ActivityFeatures,
     CalendarEvent,
     ContactsEvent,
+    LinkedPseudonyms,
     MailEvent,
     MailFeatures,
     SourcePosition,
@@ -57,12 +58,55 @@ def url_domains(hosts: tuple[str, ...], limit: int) -> list[str]:
 
 def to_features(
     event: MailEvent,
+    pseudonymiser: Pseudonymiser | KeyRing,
+    source: SourcePosition,
+    produced_at_ms: int,
+    now: float | None = None,
+) -> MailFeatures:
+    """Pseudonymise the identifiers of ``event`` and compute its content features.
+
+    ``now`` (the worker's clock, given by ingest) picks the served key
+    generation of the pseudonymiser's key ring and, during a rotation's grace
+    period, the linked one. Without ``now`` (training) the generation served
+    by wall clock is used and nothing is linked.
+    """
+    view = MailView.of(event)
+    ring = pseudonymiser if isinstance(pseudonymiser, KeyRing) else pseudonymiser.ring
+    if ring is not None and now is None:
+        return _to_features(event, view, ring.current(), source, produced_at_ms)
+    if ring is not None and now is not None:
+        chosen = ring.at(now)
+        served = _to_features(event, view, chosen.served, source, produced_at_ms)
+        if chosen.linked is None:
+            return served
+        return served.model_copy(update={"linked": linked_pseudonyms(event, chosen.linked, view)})
+    assert isinstance(pseudonymiser, Pseudonymiser)  # a KeyRing always has a ring (itself)
+    return _to_features(event, view, pseudonymiser, source, produced_at_ms)
+
+
+def linked_pseudonyms(
+    event: MailEvent, pseudonymiser: Pseudonymiser, view: MailView | None = None
+) -> LinkedPseudonyms:
+    """The event's identifiers under another key generation (the linked one of a rotation)."""
+    view = view or MailView.of(event)
+    ip = sending_ip(view)
+    return LinkedPseudonyms(
+        key_id=pseudonymiser.key_id,
+        sender=pseudonymiser.address(event.sender),
+        sender_domain=pseudonymiser.domain(address_domain(event.sender)),
+        recipients=sorted({pseudonymiser.address(r) for r in event.recipients}),
+        sending_ip=pseudonymiser.ip(ip) if ip else "",
+        url_domains=[pseudonymiser.host(d) for d in url_domains(view.hosts, URL_DOMAIN.per_event)],
+    )
+
+
+def _to_features(
+    event: MailEvent,
+    view: MailView,
     pseudonymiser: Pseudonymiser,
     source: SourcePosition,
     produced_at_ms: int,
 ) -> MailFeatures:
-    """Pseudonymise the identifiers of ``event`` and compute its content features."""
-    view = MailView.of(event)
     recipients = sorted({pseudonymiser.address(r) for r in event.recipients})
     domains = url_domains(view.hosts, URL_DOMAIN.per_event)
     ip = sending_ip(view)

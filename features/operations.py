@@ -91,7 +91,7 @@ from features.aggregations import (
     WindowCount,
 )
 from features.keys import Keys
-from streams.records import ActivityFeatures, EventFeatures, EventKind
+from streams.records import ActivityFeatures, EventFeatures, EventKind, MailFeatures
 
 Label = Literal["abuse", "legit"]
 
@@ -326,6 +326,19 @@ def plan(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[
         )
         calls.append(Call(entity, pseudonym, call_keys, call_args, recipe.outputs))
     return calls
+
+
+def plan_linked(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[Call]:
+    """The write-through calls for the next key generation during a rotation grace period.
+
+    They run in the same round trip as :func:`plan`'s calls; their replies are
+    not read (the served generation's aggregates are). A rotation changes every
+    stored domain's key id, so these calls never touch a served key.
+    """
+    if not isinstance(event, MailFeatures):
+        return []  # calendar and contacts pseudonyms are not linked across a rotation yet
+    linked = event.as_linked()
+    return [] if linked is None else plan(linked, keys, ttl_s, memo_ttl_s)
 
 
 def report(

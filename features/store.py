@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
-from features.operations import LUA, Call, combine, parse, plan
+from features.operations import LUA, Call, combine, parse, plan, plan_linked
 from streams.records import EventFeatures
 
 
@@ -166,12 +166,18 @@ class RedisStore:
         if not batch:
             return []
         plans = [plan(event, self._keys, self._ttl, self._memo_ttl) for event in batch]
-        results = await self.apply_calls([call for calls in plans for call in calls])
+        # During a key rotation the next generation's calls ride in the same round trip, each
+        # event's right after its own: an event served by the next generation (the grace period
+        # ended mid-batch) then sees every earlier event of the batch, as it would one by one.
+        linked = [plan_linked(event, self._keys, self._ttl, self._memo_ttl) for event in batch]
+        results = await self.apply_calls(
+            [call for calls, more in zip(plans, linked, strict=True) for call in calls + more]
+        )
         out = []
         position = 0
-        for event, calls in zip(batch, plans, strict=True):
+        for event, calls, more in zip(batch, plans, linked, strict=True):
             out.append(combine(calls, results[position : position + len(calls)], event.kind))
-            position += len(calls)
+            position += len(calls) + len(more)
         return out
 
     async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:

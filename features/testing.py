@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from features.definitions import CONTENT
 from features.keys import Keys
-from features.operations import Call, Interpreter, combine, plan
+from features.operations import Call, Interpreter, combine, plan, plan_linked
 from streams.records import EventFeatures, MailFeatures, SourcePosition
 
 
@@ -37,6 +37,8 @@ class InMemoryStore:
         for event in batch:
             calls = plan(event, self.keys, self._ttl, self._ttl)
             out.append(combine(calls, [self.interpreter.run(call) for call in calls], event.kind))
+            for call in plan_linked(event, self.keys, self._ttl, self._ttl):
+                self.interpreter.run(call)
         return out
 
     def state(self) -> dict[str, object]:

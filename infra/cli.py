@@ -197,6 +197,9 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
     dev.add_argument("action", choices=("up", "down", "status"))
+    from infra import privacy_cli
+
+    privacy_cli.add_parsers(commands, _Parser, _positive, _positive_int)
     return parser
 
 
@@ -318,7 +321,7 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         from infra import demo
 
         summary = demo.run(settings, dict(os.environ), sys.stdout, rate=args.rate, report=args.report)
-        return 0 if summary["missing"] == 0 else EXIT_FAILURE
+        return 0 if summary["missing"] == 0 and summary.get("privacy_audit_passed", True) else EXIT_FAILURE
     if command == "worker":
         from streams import worker
 
@@ -369,6 +372,10 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return 0
     if command == "dev":
         return _dev(args, settings)
+    if command in ("privacy", "report"):
+        from infra import privacy_cli
+
+        return privacy_cli.run(args, settings, _with_services)
     raise UsageError(f"unknown command {command}")
 
 

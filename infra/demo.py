@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import shutil
 import time
@@ -28,6 +29,7 @@ import numpy as np
 from infra import devstack
 from infra.demo_activity import DEMO_SIMULATION, activity_lines, collect_activity, send_activity
 from infra.exceptions import DevStackError
+from infra.privacy_audit import audit, corpus_names
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from models import retrain
@@ -210,6 +212,7 @@ def run(
             # One count of records without a verdict or dead letter, over all three streams.
             summary["missing"] = int(str(summary["missing"])) + int(str(activity_summary["missing"]))
             summary.update(close_the_loop(live, topics, newer, console))
+            summary.update(privacy_audit(live, older + newer, log_path, console))
         summary["model_version"] = manifest.version
         summary["worker_join_s"] = round(joined, 2)
     summary["demo_seconds"] = round(time.monotonic() - demo_started, 1)
@@ -325,11 +328,39 @@ def _print_summary(summary: Mapping[str, object], out: TextIO) -> None:
         f"(retrain {summary['retrain_outcome']}, worker on the new model "
         f"{summary['retrain_to_swap_s']} s after the retrain started)",
         *activity_lines(summary.get("activity")),
+        f"privacy audit        {summary['privacy_audit']}",
         f"demo took            {summary['demo_seconds']} s",
         "",
     ]
     out.write("\n".join(lines))
     out.flush()
+
+
+def privacy_audit(
+    settings: WardenSettings, mails: list[corpus.CorpusMail], log_path: Path, console: Console
+) -> dict[str, object]:
+    """``warden privacy audit`` over what the demo left: Redis, derived topics, registry, log, metrics."""
+    console.step("privacy audit: Redis, derived topics, the registry, the worker log and /metrics ...")
+    metrics = f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics"
+    report = audit(
+        settings,
+        [m.event.subject for m in mails],
+        names=corpus_names(settings),
+        logs=[log_path],
+        metrics_url=metrics,
+    )
+    text = io.StringIO()
+    report.write(text)
+    path = settings.dev.state_dir / "privacy-audit.txt"
+    path.write_text(text.getvalue())
+    families = len(report.families)
+    keys = report.scanned.get("redis keys", 0)
+    result = "passed" if report.passed else f"FAILED with {len(report.findings):,} finding(s)"
+    return {
+        "privacy_audit": f"{result} ({keys:,} Redis keys in {families} families, every derived topic "
+        f"sampled, registry, worker log and /metrics; report: {path})",
+        "privacy_audit_passed": report.passed,
+    }
 
 
 def _await_verdicts(

@@ -15,3 +15,11 @@ class DevStackError(InfraError):
 
 class UsageError(InfraError):
     """The command line asks for something that cannot be done as asked."""
+
+
+class PrivacyBudgetExhausted(InfraError):
+    """A differentially private release would spend more than the remaining privacy budget."""
+
+
+class PrivacyAuditFailed(InfraError):
+    """The privacy audit found raw identifiers, content or keys without a TTL."""

@@ -110,11 +110,19 @@ class RedisSettings(_Part):
 
 
 class PrivacySettings(_Part):
-    """Pseudonymisation keys."""
+    """Pseudonymisation keys, key rotation and the differential-privacy budget."""
 
     hmac_key: SecretStr = SecretStr(DEV_HMAC_KEY)
     #: Carried with every pseudonym so that keys can be rotated.
     key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9_-]{1,16}$")
+    #: A JSON key file of key generations (one key per domain each); when set, ``hmac_key`` is unused.
+    key_file: Path | None = None
+    #: After a new key generation starts, the previous one is served this long while the new one's
+    #: aggregates fill (the rotation grace period); at least the longest aggregate window (24 h).
+    rotation_grace_seconds: int = Field(default=2 * 24 * 3600, ge=0)
+    #: The differential-privacy budget of published reports (total epsilon) and its ledger file.
+    report_budget_epsilon: float = Field(default=10.0, gt=0)
+    report_ledger: Path = Path(".warden/privacy/ledger.json")
 
 
 class IngestSettings(_Part):
@@ -240,7 +248,11 @@ class WardenSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_key(self) -> WardenSettings:
-        if self.environment == "production" and self.privacy.hmac_key.get_secret_value() == DEV_HMAC_KEY:
+        if (
+            self.environment == "production"
+            and self.privacy.key_file is None
+            and self.privacy.hmac_key.get_secret_value() == DEV_HMAC_KEY
+        ):
             raise ValueError("production needs WARDEN_PRIVACY__HMAC_KEY set to a secret key")
         return self
 
@@ -269,6 +281,7 @@ class WardenSettings(BaseSettings):
             "WARDEN_REDIS__MEMO_TTL_SECONDS": str(self.redis.memo_ttl_seconds),
             "WARDEN_PRIVACY__HMAC_KEY": self.privacy.hmac_key.get_secret_value(),
             "WARDEN_PRIVACY__KEY_ID": self.privacy.key_id,
+            "WARDEN_PRIVACY__ROTATION_GRACE_SECONDS": str(self.privacy.rotation_grace_seconds),
             "WARDEN_WORKER__APP_ID": self.worker.app_id,
             "WARDEN_WORKER__WEB_PORT": str(self.worker.web_port),
             "WARDEN_WORKER__BATCH_SIZE": str(self.worker.batch_size),
@@ -282,6 +295,8 @@ class WardenSettings(BaseSettings):
         if self.redis.url is not None:
             env["WARDEN_REDIS__URL"] = self.redis.url.get_secret_value()
         env.update(self.security_environment())
+        if self.privacy.key_file is not None:
+            env["WARDEN_PRIVACY__KEY_FILE"] = str(self.privacy.key_file)
         return env
 
     def security_environment(self) -> dict[str, str]:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import lightgbm as lgb
 
 from features.definitions import SCHEMAS
-from features.pseudonym import Pseudonymiser
+from features.pseudonym import KeyRing
 from features.tokens import TokenTable, cross_fitted_evidence
 from infra.settings import ModelSettings, WardenSettings
 from models.dataset import Dataset, build
@@ -162,7 +162,7 @@ def train_from_corpus(
 ) -> Manifest:
     """Train on corpus folders, register the candidate and (by default) promote it."""
     mails = corpus.load(settings.corpus, folders)
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    pseudonymiser = KeyRing.from_settings(settings.privacy).current()
     data = build(mails, pseudonymiser)
     candidate = train(data, settings.models, source="spam-assassin:" + ",".join(folders))
     registry = Registry(settings.models.registry_dir)

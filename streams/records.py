@@ -168,6 +168,21 @@ class SourcePosition(_Record):
     offset: int
 
 
+class LinkedPseudonyms(_Record):
+    """The same mail's identifiers under the next key generation, during a rotation grace period.
+
+    The store writes these too (and reads only the served ones), so the next
+    generation's aggregates are complete when it starts being served.
+    """
+
+    key_id: str
+    sender: str
+    sender_domain: str
+    recipients: list[str]
+    sending_ip: str = ""
+    url_domains: list[str] = Field(default_factory=list)
+
+
 class MailFeatures(_Record):
     """A mail after ingest: pseudonyms and content features, no raw identifier or text."""
 
@@ -188,6 +203,14 @@ class MailFeatures(_Record):
     source: SourcePosition
     #: Broker timestamp of the input record (ms): where end-to-end latency starts.
     produced_at_ms: int
+    #: Pseudonyms under the next key generation while a rotation's grace period lasts (else None).
+    linked: LinkedPseudonyms | None = None
+
+    def as_linked(self) -> MailFeatures | None:
+        """This event with its linked pseudonyms in place of the served ones (None outside a rotation)."""
+        if self.linked is None:
+            return None
+        return self.model_copy(update={**self.linked.model_dump(), "linked": None})
 
 
 class ActivityFeatures(_Record):
@@ -300,6 +323,8 @@ class ServedRow(_Record):
     content: list[float]
     tokens: list[int]
     aggregates: list[float]
+    #: The next key generation's pseudonyms during a rotation: feedback updates their reputation too.
+    linked: LinkedPseudonyms | None = None
 
 
 class TrainingExample(_Record):

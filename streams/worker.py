@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 
 from features.keys import Keys
-from features.pseudonym import Pseudonymiser
+from features.pseudonym import KeyRing
 from features.served import FeedbackLedger, ServedRows
 from features.store import RedisStore, connect
 from infra.metrics import WorkerStats
@@ -43,7 +43,7 @@ def build_services(settings: WardenSettings) -> Services:
     store = RedisStore(
         client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds
     )
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    pseudonymiser = KeyRing.from_settings(settings.privacy).current()  # ingest follows the ring's rotations
     prefix = settings.redis.key_prefix
     served = ServedRows(client, prefix, settings.feedback.row_ttl_seconds)
     ledger = FeedbackLedger(client, prefix, settings.feedback.row_ttl_seconds)

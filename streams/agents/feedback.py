@@ -65,6 +65,9 @@ def reputation_calls(labelled: Labelled, store_keys: Keys, ttl_s: int, memo_ttl_
     feedback, row = labelled.feedback, labelled.row
     targets = [(SENDER, row.sender), (SENDER_DOMAIN, row.sender_domain)]
     targets += [(URL_DOMAIN, domain) for domain in row.url_domains]
+    if row.linked is not None:  # a key rotation's grace period: the next generation learns it too
+        targets += [(SENDER, row.linked.sender), (SENDER_DOMAIN, row.linked.sender_domain)]
+        targets += [(URL_DOMAIN, domain) for domain in row.linked.url_domains]
     return [
         report(
             entity,

@@ -47,7 +47,7 @@ def ingest_record(
     """
     try:
         event = decode_mail_event(raw, settings.ingest, now)
-        return to_features(event, pseudonymiser, source, produced_at_ms)
+        return to_features(event, pseudonymiser, source, produced_at_ms, now=now)
     except MalformedRecord as exc:
         reason = exc.reason
     except Exception as exc:  # the boundary: any failure on one record is that record's fault

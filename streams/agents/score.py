@@ -142,6 +142,7 @@ async def _remember(
             content=f.content,
             tokens=f.tokens,
             aggregates=list(a),
+            linked=f.linked if isinstance(f, MailFeatures) else None,
         )
         for f, a in zip(batch, aggregates, strict=True)
     ]

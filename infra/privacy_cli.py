@@ -1,0 +1,132 @@
+"""The privacy commands of the ``warden`` CLI: ``privacy audit``, ``privacy simulate``, ``report``.
+
+Kept apart from :mod:`infra.cli` (which only registers and dispatches them).
+Failures raise typed errors that the CLI prints as one line with exit 1:
+:class:`~infra.exceptions.PrivacyAuditFailed` after the audit report is
+printed, :class:`~infra.exceptions.PrivacyBudgetExhausted` before any data is
+read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from infra.settings import WardenSettings
+
+#: Fills in the broker and Redis of a running dev stack (the CLI's helper).
+WithServices = Callable[[WardenSettings], WardenSettings]
+
+
+def add_parsers(
+    commands: argparse._SubParsersAction[Any],
+    parser_class: type[argparse.ArgumentParser],
+    _positive: Callable[[str], float],
+    _positive_int: Callable[[str], int],
+) -> None:
+    """``warden privacy {audit,simulate}`` and ``warden report``."""
+    privacy = commands.add_parser("privacy", help="audit stored data for raw identifiers; simulate local DP")
+    actions = privacy.add_subparsers(dest="action", metavar="ACTION", parser_class=parser_class)
+    actions.required = True
+    audit = actions.add_parser(
+        "audit", help="scan Redis, derived topics, the registry, logs and metrics (exit 1 on any finding)"
+    )
+    audit.add_argument(
+        "--log", type=Path, action="append", default=None, help="a log file to scan (default: dev logs)"
+    )
+    audit.add_argument("--metrics-url", metavar="URL", help="a worker's /metrics to scan")
+    audit.add_argument("--sample", type=_positive_int, default=2000, metavar="N", help="records per topic")
+    simulate = actions.add_parser(
+        "simulate", help="local-DP junk reports: recall and error of the top domains (simulated reporters)"
+    )
+    simulate.add_argument("--reporters", type=_positive_int, default=100_000, metavar="N")
+    simulate.add_argument("--epsilon", type=_positive, nargs="+", default=[2.0, 4.0, 8.0], metavar="EPS")
+    simulate.add_argument("--domains", type=_positive_int, default=10_000, metavar="N")
+    simulate.add_argument("--zipf", type=_positive, default=1.1, metavar="S", help="Zipf exponent")
+    simulate.add_argument("--top", type=_positive_int, default=20, metavar="N")
+    simulate.add_argument("--trials", type=_positive_int, default=5, metavar="N")
+
+    report = commands.add_parser(
+        "report", help="publish verdict and junk-report statistics with differential privacy (OpenDP)"
+    )
+    report.add_argument("--epsilon", type=_positive, default=1.0, help="this release's epsilon (default 1)")
+    report.add_argument("--delta", type=_positive, default=1e-6, help="this release's delta (default 1e-6)")
+    report.add_argument("--days", type=_positive_int, default=7, metavar="N", help="days of verdicts")
+    report.add_argument("--top", type=_positive_int, default=10, metavar="N", help="most-reported domains")
+    report.add_argument(
+        "--out", type=Path, default=Path(".warden/reports"), help="folder for the release JSON"
+    )
+
+
+def run(args: argparse.Namespace, settings: WardenSettings, with_services: WithServices) -> int:
+    """Run ``warden privacy ...`` or ``warden report``; errors are raised typed for the CLI to print."""
+    if args.command == "report":
+        return _report(args, settings, with_services)
+    return _privacy(args, settings, with_services)
+
+
+def _privacy(args: argparse.Namespace, settings: WardenSettings, with_services: WithServices) -> int:
+    if args.action == "simulate":
+        from infra import ldp_simulation
+
+        ldp_simulation.run(
+            sys.stdout, args.reporters, args.epsilon, args.domains, args.zipf, args.top, args.trials
+        )
+        return 0
+    from infra.exceptions import PrivacyAuditFailed
+    from infra.privacy_audit import audit, corpus_names, corpus_subjects
+
+    settings = with_services(settings)
+    logs = args.log if args.log is not None else sorted(settings.dev.state_dir.glob("*.log"))
+    report = audit(
+        settings,
+        corpus_subjects(settings),
+        names=corpus_names(settings),
+        logs=logs,
+        metrics_url=args.metrics_url,
+        sample=args.sample,
+    )
+    report.write(sys.stdout)
+    if not report.passed:
+        raise PrivacyAuditFailed(f"privacy audit failed with {len(report.findings):,} finding(s)")
+    return 0
+
+
+def _report(args: argparse.Namespace, settings: WardenSettings, with_services: WithServices) -> int:
+    import time
+
+    from infra.privacy_ledger import BudgetLedger
+    from infra.privacy_report import release
+    from streams import broker
+    from streams.records import TrainingExample, Verdict, decode
+    from streams.topics import Topics
+
+    ledger = BudgetLedger(settings.privacy.report_ledger, settings.privacy.report_budget_epsilon)
+    ledger.check(args.epsilon)  # refuse before reading anything
+    settings = with_services(settings)
+    topics = Topics.from_settings(settings.kafka)
+    verdicts: list[Verdict] = []
+    examples: list[TrainingExample] = []
+    reader = broker.TopicReader(settings.kafka, (topics.verdicts, topics.training_examples))
+    try:
+        while batch := reader.poll(2.0):
+            for message in batch:
+                if message.topic == topics.verdicts.name:
+                    verdicts.append(decode(Verdict, message.value or b""))
+                else:
+                    examples.append(decode(TrainingExample, message.value or b""))
+    finally:
+        reader.close()
+    published = release(
+        ledger, verdicts, examples, args.epsilon, time.time(), args.days, args.top, args.delta
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{published['release']}.json"
+    path.write_text(json.dumps(published, indent=2))
+    print(json.dumps(published, indent=2))
+    print(f"release {published['release']} written to {path}; budget left {published['budget_left']:g}")
+    return 0
