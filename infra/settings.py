@@ -50,6 +50,26 @@ class KafkaSettings(_Part):
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
     #: Seconds a CLI producer or consumer waits on the broker before giving up.
     request_timeout_s: float = Field(default=30.0, gt=0)
+    # Production durability (README "Scale out and production"). Every producer (workers and
+    # CLI) waits for ``acks``; "all" with min_insync_replicas >= 2 survives losing a broker.
+    acks: Literal["all", "1"] = "all"
+    #: Idempotent producers: a retried send is never written twice. Off by default because the
+    #: embedded Tansu broker refuses aiokafka's InitProducerId; turn on against Apache Kafka.
+    enable_idempotence: bool = False
+    #: What consumers read: "read_committed" skips aborted transactional writes of other clients.
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    #: ``min.insync.replicas`` of created topics (unset: the broker's default).
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    #: ``retention.ms`` of created topics, in hours (unset: the broker's default).
+    retention_hours: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _durability_consistent(self) -> KafkaSettings:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError("enable_idempotence needs acks=all")
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError("min_insync_replicas must not exceed replication_factor")
+        return self
 
 
 class RedisSettings(_Part):
@@ -218,6 +238,10 @@ class WardenSettings(BaseSettings):
             "WARDEN_ENVIRONMENT": self.environment,
             "WARDEN_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
             "WARDEN_KAFKA__PARTITIONS": str(self.kafka.partitions),
+            "WARDEN_KAFKA__REPLICATION_FACTOR": str(self.kafka.replication_factor),
+            "WARDEN_KAFKA__ACKS": self.kafka.acks,
+            "WARDEN_KAFKA__ENABLE_IDEMPOTENCE": str(self.kafka.enable_idempotence).lower(),
+            "WARDEN_KAFKA__ISOLATION_LEVEL": self.kafka.isolation_level,
             "WARDEN_REDIS__KEY_PREFIX": self.redis.key_prefix,
             "WARDEN_REDIS__TTL_SECONDS": str(self.redis.ttl_seconds),
             "WARDEN_REDIS__MEMO_TTL_SECONDS": str(self.redis.memo_ttl_seconds),
@@ -235,6 +259,8 @@ class WardenSettings(BaseSettings):
             env["WARDEN_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers
         if self.redis.url is not None:
             env["WARDEN_REDIS__URL"] = self.redis.url.get_secret_value()
+        if self.redis.cluster_nodes is not None:
+            env["WARDEN_REDIS__CLUSTER_NODES"] = self.redis.cluster_nodes
         return env
 
 

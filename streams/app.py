@@ -65,11 +65,13 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         topic_allow_declare=False,
-        producer_acks=-1,
+        producer_acks=-1 if kafka.acks == "all" else int(kafka.acks),
         producer_max_request_size=16 * 1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,
     )
     app.fetch_max_wait_ms = kafka.fetch_max_wait_ms
+    app.isolation_level = kafka.isolation_level
+    app.enable_idempotence = kafka.enable_idempotence
     topics = Topics.from_settings(kafka)
 
     def channel(topic: Topic) -> Any:
