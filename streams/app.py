@@ -117,7 +117,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
 
     async def _connect_store() -> None:
         # Degrade, don't die: a worker that starts while Redis is down waits for it.
-        while True:
+        while not app.should_stop:
             try:
                 await services.store.start()
             except StoreUnavailable as exc:
@@ -135,7 +135,8 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
 
     async def _follow_registry() -> None:
         # Hot swap: load a newly promoted (or shadowed) version beside the one serving.
-        while True:
+        # app.sleep returns at once when the app stops: a `while True` would spin and hang SIGTERM.
+        while not app.should_stop:
             await app.sleep(settings.serving.reload_interval_s)
             await services.slot.refresh()
 
