@@ -40,8 +40,12 @@ ENTITY_TAGS = {"a": "account", "d": "sender domain", "i": "sending IP", "u": "UR
 COMPRESSION_BATCH = 100
 
 
-async def _used_memory(client: RedisClient) -> int:
-    return int((await client.info("memory"))["used_memory"])
+async def _used_memory(url: str) -> int:
+    client = connect(url, cluster=False)
+    try:
+        return int((await client.info("memory"))["used_memory"])
+    finally:
+        await client.aclose()
 
 
 async def _key_sizes(client: RedisClient, prefix: str) -> dict[str, float]:
@@ -111,18 +115,26 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         events = [m.event for m in corpus.load(live.corpus, corpus.ALL)]
         if deployed.redis.url is None:
             raise DevStackError("no Redis to measure")
-        client = connect(deployed.redis.url.get_secret_value(), cluster=False)
-        before = asyncio.run(_used_memory(client))
+        url = deployed.redis.url.get_secret_value()
+        before = asyncio.run(_used_memory(url))
         console.step(f"replaying {len(events):,} corpus mails through one worker ...")
-        with bench_scaling.group(deployed, 1, env, live.dev.state_dir / "bench-memory"):
+        with bench_scaling.group(deployed, 1, env, live.dev.state_dir / "bench-memory") as running:
+            (pid,) = running.pids
+            cpu_before = bench_scaling.cpu_seconds(pid)
+            redis_before = bench_scaling.redis_cpu_seconds(deployed)
             bench_scaling.produce(deployed, events)
             verdicts = bench_scaling.verdict_times(deployed, len(events), timeout_s=900)
+            figures["worker_cpu_s"] = bench_scaling.cpu_seconds(pid) - cpu_before
+            figures["redis_cpu_s"] = bench_scaling.redis_cpu_seconds(deployed) - redis_before
         console.step("measuring Redis keys and topics ...")
 
         async def _redis() -> dict[str, float]:
-            sizes = await _key_sizes(client, deployed.redis.key_prefix)
-            sizes["used_memory_delta"] = float(await _used_memory(client) - before)
-            await client.aclose()
+            client = connect(url, cluster=False)
+            try:
+                sizes = await _key_sizes(client, deployed.redis.key_prefix)
+            finally:
+                await client.aclose()
+            sizes["used_memory_delta"] = float(await _used_memory(url) - before)
             return sizes
 
         figures.update(asyncio.run(_redis()))
@@ -142,6 +154,8 @@ def _print(out: TextIO, f: Mapping[str, float], n: float) -> None:
         f"== memory (one worker, {n:,.0f} corpus mails replayed once; Redis MEMORY USAGE per key, "
         "INFO memory) ==\n"
         f"events with a verdict: {f['verdicts']:,.0f} of {n:,.0f}; keys written: {f['keys']:,.0f}\n"
+        f"CPU: {n / f['worker_cpu_s']:,.0f} events per worker CPU second; "
+        f"Redis {f['redis_cpu_s'] * 1e6 / n:,.0f} us CPU per event\n"
         f"Redis used_memory grew by {f['used_memory_delta']:,.0f} bytes "
         f"({f['used_memory_delta'] / n:,.0f} bytes per event, everything included)\n"
     )

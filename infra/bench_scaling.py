@@ -49,6 +49,39 @@ class GroupRun:
     events: int
     events_per_s: float
     partitions: tuple[int, ...]
+    #: CPU seconds the worker processes spent on the backlog (user + system, all members).
+    worker_cpu_s: float
+    #: CPU seconds the Redis server spent on it (``INFO cpu``).
+    redis_cpu_s: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """A settled worker group: each member's settings and process id, and the partitions each holds."""
+
+    members: list[WardenSettings]
+    pids: list[int]
+    shares: tuple[int, ...]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_seconds(settings: WardenSettings) -> float:
+    """User + system CPU seconds of the Redis server so far (``INFO cpu``)."""
+    import redis
+
+    if settings.redis.url is None:
+        raise DevStackError("no Redis configured")
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def deployment(live: WardenSettings, tag: str, partitions: int = PARTITIONS) -> WardenSettings:
@@ -99,9 +132,7 @@ def _settled(members: Sequence[WardenSettings], timeout_s: float) -> tuple[int, 
 
 
 @contextlib.contextmanager
-def group(
-    settings: WardenSettings, count: int, env: Mapping[str, str], log_dir: Path
-) -> Iterator[tuple[list[WardenSettings], tuple[int, ...]]]:
+def group(settings: WardenSettings, count: int, env: Mapping[str, str], log_dir: Path) -> Iterator[Group]:
     """``count`` worker processes in one consumer group, settled; stopped together on exit."""
     members = [
         settings.model_copy(
@@ -122,7 +153,7 @@ def group(
             wait_healthy(member, proc, timeout_s=120)
         shares = _settled(members, timeout_s=120)
         try:
-            yield members, shares
+            yield Group(members, [proc.pid for proc in procs], shares)
         finally:
             for proc in procs:  # all at once: each stop is a rebalance the others would wait on
                 proc.terminate()
@@ -170,13 +201,17 @@ def measure(
     settings = deployment(live, tag)
     broker.ensure_topics(settings.kafka, Topics.from_settings(settings.kafka).all())
     events = backlog(mails, count, tag)
-    with group(settings, workers, env, live.dev.state_dir / "bench-scaling") as (_, shares):
+    with group(settings, workers, env, live.dev.state_dir / "bench-scaling") as running:
+        cpu_before = sum(cpu_seconds(pid) for pid in running.pids)
+        redis_before = redis_cpu_seconds(settings)
         produce(settings, events)
         stamps = verdict_times(settings, count, timeout_s=600)
+        worker_cpu = sum(cpu_seconds(pid) for pid in running.pids) - cpu_before
+        redis_cpu = redis_cpu_seconds(settings) - redis_before
     if len(stamps) < count:
         raise DevStackError(f"{workers} worker(s) gave {len(stamps)} of {count} verdicts within the timeout")
     span_s = max(1e-3, (max(stamps.values()) - min(stamps.values())) / 1000)
-    return GroupRun(workers, count, (count - 1) / span_s, shares)
+    return GroupRun(workers, count, (count - 1) / span_s, running.shares, worker_cpu, redis_cpu)
 
 
 def run(
@@ -185,8 +220,9 @@ def run(
     counts: Sequence[int],
     base_env: Mapping[str, str] | None = None,
     count: int = BACKLOG,
+    rounds: int = 2,
 ) -> dict[str, float]:
-    """Measure each group size in ``counts`` (in that order) and print them with their ratio to one."""
+    """Measure each group size in ``counts``, ``rounds`` times interleaved; print the means and ratios."""
     env = dict(
         base_env
         if base_env is not None
@@ -197,27 +233,44 @@ def run(
     with services(settings, console) as live:
         live = ensure_model(live, console)
         mails = corpus.load(live.corpus, corpus.NEWER)
-        for workers in counts:
-            console.step(
-                f"{workers} worker process(es): settling the group, then a {count:,}-mail backlog ..."
-            )
-            runs.append(measure(live, workers, mails, env, count))
+        for round_ in range(rounds):
+            for workers in counts:
+                console.step(
+                    f"round {round_ + 1}/{rounds}, {workers} worker process(es): "
+                    f"settle the group, then a {count:,}-mail backlog"
+                )
+                runs.append(measure(live, workers, mails, env, count))
     figures: dict[str, float] = {"cpus": float(os.cpu_count() or 0), "backlog": float(count)}
-    ones = [r.events_per_s for r in runs if r.workers == 1]
-    one = sum(ones) / len(ones) if ones else None
     out.write(
         f"== scaling (worker processes in one consumer group; {PARTITIONS} partitions per topic; "
         f"{count:,}-mail backlog; {os.cpu_count()} CPUs shared with the broker and Redis) ==\n"
     )
-    for index, result in enumerate(runs):
-        figures[f"run{index}_workers"] = float(result.workers)
-        figures[f"run{index}_events_per_s"] = result.events_per_s
-        ratio = ""
-        if one is not None:
-            figures[f"run{index}_ratio_to_one"] = result.events_per_s / one
-            ratio = f", {result.events_per_s / one:.2f}x one worker"
+    for result in runs:
         out.write(
-            f"{result.workers} worker(s): {result.events_per_s:8,.0f} events/s "
-            f"(partitions held {'/'.join(map(str, result.partitions))}){ratio}\n"
+            f"  {result.workers} worker(s): {result.events_per_s:6,.0f} events/s; "
+            f"{result.events / result.worker_cpu_s:6,.0f} events per worker CPU second; "
+            f"Redis {result.redis_cpu_s * 1e6 / result.events:4,.0f} us CPU per event "
+            f"(partitions held {'/'.join(map(str, result.partitions))})\n"
+        )
+    sizes = list(dict.fromkeys(counts))
+    for workers in sizes:
+        mine = [r for r in runs if r.workers == workers]
+        figures[f"w{workers}_events_per_s"] = sum(r.events_per_s for r in mine) / len(mine)
+        figures[f"w{workers}_events_per_cpu_s"] = sum(r.events for r in mine) / sum(
+            r.worker_cpu_s for r in mine
+        )
+        figures[f"w{workers}_redis_us_per_event"] = (
+            sum(r.redis_cpu_s for r in mine) * 1e6 / sum(r.events for r in mine)
+        )
+    one = figures.get("w1_events_per_s")
+    for workers in sizes:
+        rate = figures[f"w{workers}_events_per_s"]
+        ratio = ""
+        if one:
+            figures[f"w{workers}_ratio_to_one"] = rate / one
+            ratio = f"; {rate / one:.2f}x one worker"
+        out.write(
+            f"mean of {rounds}: {workers} worker(s) {rate:6,.0f} events/s, "
+            f"{figures[f'w{workers}_events_per_cpu_s']:,.0f} events per worker CPU second{ratio}\n"
         )
     return figures
