@@ -126,6 +126,7 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
             verdicts = bench_scaling.verdict_times(deployed, len(events), timeout_s=900)
             figures["worker_cpu_s"] = bench_scaling.cpu_seconds(pid) - cpu_before
             figures["redis_cpu_s"] = bench_scaling.redis_cpu_seconds(deployed) - redis_before
+            figures["worker_rss_bytes"] = float(bench_scaling.rss_bytes(pid))
         console.step("measuring Redis keys and topics ...")
 
         async def _redis() -> dict[str, float]:
@@ -155,7 +156,8 @@ def _print(out: TextIO, f: Mapping[str, float], n: float) -> None:
         "INFO memory) ==\n"
         f"events with a verdict: {f['verdicts']:,.0f} of {n:,.0f}; keys written: {f['keys']:,.0f}\n"
         f"CPU: {n / f['worker_cpu_s']:,.0f} events per worker CPU second; "
-        f"Redis {f['redis_cpu_s'] * 1e6 / n:,.0f} us CPU per event\n"
+        f"Redis {f['redis_cpu_s'] * 1e6 / n:,.0f} us CPU per event; "
+        f"worker resident memory {f['worker_rss_bytes'] / 2**20:,.0f} MiB\n"
         f"Redis used_memory grew by {f['used_memory_delta']:,.0f} bytes "
         f"({f['used_memory_delta'] / n:,.0f} bytes per event, everything included)\n"
     )
