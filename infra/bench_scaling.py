@@ -257,6 +257,7 @@ def run(
         out.write(
             f"  {result.workers} worker(s): {result.events_per_s:6,.0f} events/s; "
             f"{result.events / result.worker_cpu_s:6,.0f} events per worker CPU second; "
+            f"workers used {result.worker_cpu_s * result.events_per_s / result.events:.2f} cores; "
             f"Redis {result.redis_cpu_s * 1e6 / result.events:4,.0f} us CPU per event "
             f"(partitions held {'/'.join(map(str, result.partitions))})\n"
         )
@@ -264,9 +265,9 @@ def run(
     for workers in sizes:
         mine = [r for r in runs if r.workers == workers]
         figures[f"w{workers}_events_per_s"] = sum(r.events_per_s for r in mine) / len(mine)
-        figures[f"w{workers}_events_per_cpu_s"] = sum(r.events for r in mine) / sum(
-            r.worker_cpu_s for r in mine
-        )
+        cpu_s = sum(r.worker_cpu_s for r in mine)
+        figures[f"w{workers}_events_per_cpu_s"] = sum(r.events for r in mine) / cpu_s
+        figures[f"w{workers}_cores_used"] = cpu_s / sum(r.events / r.events_per_s for r in mine)
         figures[f"w{workers}_redis_us_per_event"] = (
             sum(r.redis_cpu_s for r in mine) * 1e6 / sum(r.events for r in mine)
         )
@@ -279,6 +280,7 @@ def run(
             ratio = f"; {rate / one:.2f}x one worker"
         out.write(
             f"mean of {rounds}: {workers} worker(s) {rate:6,.0f} events/s, "
-            f"{figures[f'w{workers}_events_per_cpu_s']:,.0f} events per worker CPU second{ratio}\n"
+            f"{figures[f'w{workers}_events_per_cpu_s']:,.0f} events per worker CPU second, "
+            f"{figures[f'w{workers}_cores_used']:.2f} cores used{ratio}\n"
         )
     return figures
