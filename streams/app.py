@@ -67,6 +67,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         topic_allow_declare=False,
         producer_acks=-1 if kafka.acks == "all" else int(kafka.acks),
         producer_max_request_size=16 * 1024 * 1024,
+        producer_compression_type=None if kafka.compression_type == "none" else kafka.compression_type,
         consumer_max_fetch_size=16 * 1024 * 1024,
     )
     app.fetch_max_wait_ms = kafka.fetch_max_wait_ms

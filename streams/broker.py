@@ -77,6 +77,7 @@ def producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "bootstrap_servers": _bootstrap(settings),
         "acks": settings.acks if settings.acks == "all" else int(settings.acks),
         "enable_idempotence": settings.enable_idempotence,
+        "compression_type": None if settings.compression_type == "none" else settings.compression_type,
         "linger_ms": 5,
         "retries": 5,
         "max_request_size": 16 * 1024 * 1024,
