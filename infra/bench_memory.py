@@ -151,6 +151,7 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
 
 
 def _print(out: TextIO, f: Mapping[str, float], n: float) -> None:
+    keyed = max(1.0, sum(v for k, v in f.items() if k.startswith("bytes_")))
     out.write(
         f"== memory (one worker, {n:,.0f} corpus mails replayed once; Redis MEMORY USAGE per key, "
         "INFO memory) ==\n"
@@ -159,7 +160,8 @@ def _print(out: TextIO, f: Mapping[str, float], n: float) -> None:
         f"Redis {f['redis_cpu_s'] * 1e6 / n:,.0f} us CPU per event; "
         f"worker resident memory {f['worker_rss_bytes'] / 2**20:,.0f} MiB\n"
         f"Redis used_memory grew by {f['used_memory_delta']:,.0f} bytes "
-        f"({f['used_memory_delta'] / n:,.0f} bytes per event, everything included)\n"
+        f"({f['used_memory_delta'] / n:,.0f} bytes per event, everything included); "
+        f"keys' MEMORY USAGE sums to {keyed:,.0f} (overhead factor {f['used_memory_delta'] / keyed:.2f})\n"
     )
     for letter, name in ENTITY_TAGS.items():
         tracked = f.get(f"entities_{letter}", 0.0)
