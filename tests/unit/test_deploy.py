@@ -124,6 +124,7 @@ def test_the_deployed_settings_load_as_production(source: str, monkeypatch: pyte
     assert settings.kafka.enable_idempotence
     assert settings.kafka.isolation_level == "read_committed"
     assert settings.kafka.retention_hours == 30 * 24
+    assert settings.kafka.compression_type == "gzip"
     assert settings.worker.web_host == "0.0.0.0"
     if source == "kubernetes":
         assert settings.kafka.replication_factor == 3
@@ -200,8 +201,9 @@ def test_registry_mounts_and_worker_count_fit_the_settings(monkeypatch: pytest.M
             mounts = {m["mountPath"] for m in container["volumeMounts"]}
             assert str(settings.models.registry_dir) in mounts, container["name"]
     (deployment,) = _of_kind("Deployment")
-    # Workers beyond the partition count of mail.events would sit idle.
+    # Workers beyond the partition count of mail.events would sit idle; an uneven split overloads some.
     assert deployment["spec"]["replicas"] <= settings.kafka.partitions
+    assert settings.kafka.partitions % deployment["spec"]["replicas"] == 0
 
 
 def test_compose_creates_exactly_warden_topics(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,3 +223,14 @@ def test_compose_creates_exactly_warden_topics(monkeypatch: pytest.MonkeyPatch) 
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert settings.kafka.bootstrap_servers == kafka["KAFKA_ADVERTISED_LISTENERS"].split("//")[1]
     assert services["worker"]["deploy"]["replicas"] >= 2
+
+
+def test_the_capacity_plan_is_what_is_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = (DEPLOY.parent / "CAPACITY.md").read_text()
+    rows = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", plan, flags=re.MULTILINE))
+    settings = _settings_from(_k8s_env(), monkeypatch)
+    (deployment,) = _of_kind("Deployment")
+    assert rows["partitions per topic"] == str(settings.kafka.partitions)
+    assert rows["worker cores (pods of 1 CPU)"] == str(deployment["spec"]["replicas"])
+    assert settings.redis.memo_ttl_seconds == 900
+    assert settings.feedback.row_ttl_seconds == 86400
