@@ -11,12 +11,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from features.extraction import to_features
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
 from features.store import connect
 from features.testing import InMemoryStore
 from infra import devstack
+from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
@@ -79,12 +82,23 @@ def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.parametrize("store", ["redis", "cluster"])
 async def test_workers_split_partitions_and_survive_leave_and_join(
-    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+    settings: WardenSettings,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: str,
 ) -> None:
     settings = settings.model_copy(
         update={"kafka": settings.kafka.model_copy(update={"partitions": PARTITIONS})}
     )
+    if store == "cluster":  # the workers' feature store is a 3-master Redis Cluster
+        cluster: ClusterState = request.getfixturevalue("redis_cluster")
+        nodes = ",".join(cluster.urls)
+        settings = settings.model_copy(
+            update={"redis": settings.redis.model_copy(update={"cluster_nodes": nodes})}
+        )
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
     mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
@@ -154,7 +168,10 @@ async def test_workers_split_partitions_and_survive_leave_and_join(
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     position = SourcePosition(topic="reference", partition=0, offset=0)
     reference.apply_and_read_now([to_features(m.event, pseudonymiser, position, 0) for m in mails])
-    assert settings.redis.url is not None
-    client = connect(settings.redis.url.get_secret_value(), cluster=False)
+    if settings.redis.cluster_nodes is not None:
+        client = connect(settings.redis.cluster_nodes.split(","), cluster=True)
+    else:
+        assert settings.redis.url is not None
+        client = connect(settings.redis.url.get_secret_value(), cluster=False)
     await assert_matches_reference(client, settings.redis.key_prefix, reference)
     await client.aclose()
