@@ -169,6 +169,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--batches", type=_positive_int, default=300, metavar="N", help="micro-batches to measure per section"
     )
+    bench.add_argument(
+        "--workers",
+        type=_counts,
+        metavar="N,M",
+        help="instead: throughput of groups of N, M worker processes side by side, with the ratio",
+    )
+    bench.add_argument(
+        "--memory",
+        action="store_true",
+        help="instead: Redis memory and topic bytes per event and per entity over a corpus replay",
+    )
 
     models = commands.add_parser("models", help="list, promote or roll back model versions")
     models.add_argument(
@@ -299,6 +310,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _counts(text: str) -> list[int]:
+    return [_positive_int(part) for part in text.split(",")]
+
+
+def _bench_scale_out(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from infra import bench_memory, bench_scaling
+
+    if args.workers:
+        bench_scaling.run(settings, sys.stdout, args.workers)
+    if args.memory:
+        bench_memory.run(settings, sys.stdout)
+    return 0
+
+
 def _with_services(settings: WardenSettings) -> WardenSettings:
     """Fill in the broker and Redis from a running ``warden dev up`` when none are set."""
     from infra import devstack
@@ -356,6 +381,8 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return _feedback(args, _with_services(settings))
     if command == "retrain":
         return _retrain(args, _with_services(settings))
+    if command == "bench" and (args.workers or args.memory):
+        return _bench_scale_out(args, settings)
     if command == "bench":
         from infra import bench
 

@@ -74,6 +74,29 @@ class KafkaSettings(_Part):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         return self
 
+    # Production durability (README "Scale out and production"). Every producer (workers and
+    # CLI) waits for ``acks``; "all" with min_insync_replicas >= 2 survives losing a broker.
+    acks: Literal["all", "1"] = "all"
+    #: Idempotent producers: a retried send is never written twice. Off by default because the
+    #: embedded Tansu broker refuses aiokafka's InitProducerId; turn on against Apache Kafka.
+    enable_idempotence: bool = False
+    #: What consumers read: "read_committed" skips aborted transactional writes of other clients.
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    #: ``min.insync.replicas`` of created topics (unset: the broker's default).
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    #: ``retention.ms`` of created topics, in hours (unset: the broker's default).
+    retention_hours: int | None = Field(default=None, ge=1)
+    #: Producer compression of record batches ("gzip" cut the topics' bytes 3.8x in `warden bench --memory`).
+    compression_type: Literal["none", "gzip"] = "none"
+
+    @model_validator(mode="after")
+    def _durability_consistent(self) -> KafkaSettings:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError("enable_idempotence needs acks=all")
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError("min_insync_replicas must not exceed replication_factor")
+        return self
+
 
 class RedisSettings(_Part):
     """The feature store's server and key layout."""
@@ -276,6 +299,11 @@ class WardenSettings(BaseSettings):
             "WARDEN_ENVIRONMENT": self.environment,
             "WARDEN_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
             "WARDEN_KAFKA__PARTITIONS": str(self.kafka.partitions),
+            "WARDEN_KAFKA__REPLICATION_FACTOR": str(self.kafka.replication_factor),
+            "WARDEN_KAFKA__ACKS": self.kafka.acks,
+            "WARDEN_KAFKA__ENABLE_IDEMPOTENCE": str(self.kafka.enable_idempotence).lower(),
+            "WARDEN_KAFKA__ISOLATION_LEVEL": self.kafka.isolation_level,
+            "WARDEN_KAFKA__COMPRESSION_TYPE": self.kafka.compression_type,
             "WARDEN_REDIS__KEY_PREFIX": self.redis.key_prefix,
             "WARDEN_REDIS__TTL_SECONDS": str(self.redis.ttl_seconds),
             "WARDEN_REDIS__MEMO_TTL_SECONDS": str(self.redis.memo_ttl_seconds),
@@ -297,6 +325,8 @@ class WardenSettings(BaseSettings):
         env.update(self.security_environment())
         if self.privacy.key_file is not None:
             env["WARDEN_PRIVACY__KEY_FILE"] = str(self.privacy.key_file)
+        if self.redis.cluster_nodes is not None:
+            env["WARDEN_REDIS__CLUSTER_NODES"] = self.redis.cluster_nodes
         return env
 
     def security_environment(self) -> dict[str, str]:

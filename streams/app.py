@@ -67,12 +67,15 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         topic_allow_declare=False,
-        producer_acks=-1,
+        producer_acks=-1 if kafka.acks == "all" else int(kafka.acks),
         producer_max_request_size=16 * 1024 * 1024,
+        producer_compression_type=None if kafka.compression_type == "none" else kafka.compression_type,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_credentials=broker_credentials(kafka),
     )
     app.fetch_max_wait_ms = kafka.fetch_max_wait_ms
+    app.isolation_level = kafka.isolation_level
+    app.enable_idempotence = kafka.enable_idempotence
     topics = Topics.from_settings(kafka)
 
     def channel(topic: Topic) -> Any:
@@ -150,10 +153,11 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
 
     # asyncio.sleep, not app.sleep: in a running worker mode's Service.sleep returned at once
     # (seen: ~500 store retries a second with Redis refusing AUTH), so both loops spun hot.
+    # Both loops end with the app (`while True` kept a stopping worker from exiting on SIGTERM).
 
     async def _connect_store() -> None:
         # Degrade, don't die: a worker that starts while Redis is down waits for it.
-        while True:
+        while not app.should_stop:
             try:
                 await services.store.start()
             except StoreUnavailable as exc:
@@ -173,7 +177,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
 
     async def _follow_registry() -> None:
         # Hot swap: load a newly promoted (or shadowed) version beside the one serving.
-        while True:
+        while not app.should_stop:
             await asyncio.sleep(settings.serving.reload_interval_s)
             await services.slot.refresh()
 

@@ -43,7 +43,16 @@ def ensure_topics(settings: KafkaSettings, topics: tuple[Topic, ...]) -> list[st
         missing = [t for t in topics if t.name not in existing]
         for topic in missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(topic.name, topic.partitions, topic.replication_factor)])
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            topic.name,
+                            topic.partitions,
+                            topic.replication_factor,
+                            topic_configs=topic_configs(settings),
+                        )
+                    ]
+                )
         return [t.name for t in missing]
     except KafkaError as exc:
         raise BrokerError(f"cannot create topics: {exc}") from exc
@@ -51,11 +60,26 @@ def ensure_topics(settings: KafkaSettings, topics: tuple[Topic, ...]) -> list[st
         admin.close()
 
 
+def topic_configs(settings: KafkaSettings) -> dict[str, str]:
+    """Broker-side configuration of the topics Warden creates (durability and retention)."""
+    configs: dict[str, str] = {}
+    if settings.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.min_insync_replicas)
+    if settings.retention_hours is not None:
+        configs["retention.ms"] = str(settings.retention_hours * 3600 * 1000)
+    return configs
+
+
 def producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
-    """A producer that waits for all in-sync replicas (acks=all) and retries."""
+    """A producer that waits for ``settings.acks`` (all in-sync replicas by default) and retries.
+
+    With ``enable_idempotence`` the broker drops a retried batch it already wrote.
+    """
     options: dict[str, Any] = {
         "bootstrap_servers": _bootstrap(settings),
-        "acks": "all",
+        "acks": settings.acks if settings.acks == "all" else int(settings.acks),
+        "enable_idempotence": settings.enable_idempotence,
+        "compression_type": None if settings.compression_type == "none" else settings.compression_type,
         "linger_ms": 5,
         "retries": 5,
         "max_request_size": 16 * 1024 * 1024,
@@ -90,6 +114,7 @@ class TopicReader:
                 bootstrap_servers=_bootstrap(settings),
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                isolation_level=settings.isolation_level,
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
                 fetch_max_bytes=64 * 1024 * 1024,
                 max_partition_fetch_bytes=16 * 1024 * 1024,

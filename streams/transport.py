@@ -26,9 +26,13 @@ SCHEME = "wardenkafka"
 
 
 class WardenApp(faust.App):
-    """A Faust app that knows Warden's consumer fetch wait."""
+    """A Faust app that knows Warden's consumer fetch wait, isolation level and idempotence."""
 
     fetch_max_wait_ms: int = 1500
+    #: Faust reads "read_committed" only inside its exactly-once mode; Warden sets it itself.
+    isolation_level: str = "read_uncommitted"
+    #: Faust enables idempotence only inside its exactly-once mode; Warden sets it itself.
+    enable_idempotence: bool = False
 
 
 def broker_credentials(settings: KafkaSettings) -> SASLCredentials | SSLCredentials | None:
@@ -55,6 +59,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # Read by aiokafka when the consumer starts and builds its fetcher.
         consumer._fetch_max_wait_ms = cast(WardenApp, self.app).fetch_max_wait_ms
+        consumer._isolation_level = cast(WardenApp, self.app).isolation_level
         return consumer
 
 
@@ -63,8 +68,17 @@ class Consumer(faust_aiokafka.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class Producer(faust_aiokafka.Producer):
+    def _settings_extra(self) -> Any:
+        extra = dict(super()._settings_extra())
+        if cast(WardenApp, self.app).enable_idempotence:
+            extra.update(acks="all", enable_idempotence=True)
+        return extra
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
+    Producer = Producer
 
 
 drivers.TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")

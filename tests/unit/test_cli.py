@@ -29,6 +29,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         ("models", "promote"),
         ("dev", "sideways"),
         ("demo", "--rate"),
+        ("bench", "--workers", "1,x"),
+        ("bench", "--workers", "0,2"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:

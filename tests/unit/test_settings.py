@@ -68,3 +68,25 @@ def test_service_environment_round_trips_through_the_environment(
     assert rebuilt.redis.url is not None
     assert rebuilt.redis.url.get_secret_value() == "redis://127.0.0.1:5678/0"
     assert rebuilt.redis.key_prefix == "r"
+
+
+@pytest.mark.parametrize(
+    ("kafka", "reason"),
+    [
+        ({"enable_idempotence": True, "acks": "1"}, "enable_idempotence needs acks=all"),
+        ({"replication_factor": 2, "min_insync_replicas": 3}, "must not exceed replication_factor"),
+    ],
+)
+def test_inconsistent_durability_settings_are_refused(kafka: dict[str, object], reason: str) -> None:
+    with pytest.raises(SettingsError, match=reason):
+        load_settings(kafka=kafka)
+
+
+def test_durability_settings_reach_producers_and_created_topics() -> None:
+    from streams.broker import topic_configs
+
+    settings = load_settings(
+        kafka={"replication_factor": 3, "min_insync_replicas": 2, "retention_hours": 720}
+    ).kafka
+    assert topic_configs(settings) == {"min.insync.replicas": "2", "retention.ms": str(720 * 3600 * 1000)}
+    assert topic_configs(load_settings().kafka) == {}
