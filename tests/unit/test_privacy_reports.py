@@ -89,8 +89,8 @@ def test_verdict_counts_cover_the_public_grid_with_noise_around_the_truth() -> N
     ]
     verdicts += verdicts[:100]  # duplicate verdicts count once
     counts = verdict_counts(verdicts, NOW, days=3, epsilon=1.0)
-    assert len(counts) == 3 * 3  # days x actions, one kind
-    by = {(c["action"], c["day"]): c["count"] for c in counts}
+    assert len(counts) == 3 * 3 * 3  # days x actions x kinds: the whole public grid, empty cells too
+    by = {(c["action"], c["day"]): c["count"] for c in counts if c["kind"] == "mail"}
     days = sorted({c["day"] for c in counts})
     assert abs(by[("junk", days[1])] - 400) < 30  # Laplace scale 1: |noise| < 30 with overwhelming odds
     assert abs(by[("allow", days[2])] - 900) < 30
