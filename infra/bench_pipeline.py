@@ -30,6 +30,8 @@ from streams.topics import Topic, Topics
 
 BACKLOG = 3000
 LATENCY_SECONDS = 8.0
+#: Ingest child processes of the second worker measured (``WorkerSettings.ingest_processes``).
+POOL_PROCESSES = 2
 
 
 def _events(mails: Sequence[corpus.CorpusMail], count: int, tag: str) -> list[MailEvent]:
@@ -106,6 +108,28 @@ def _bare_faust(
         yield
 
 
+def _worker(
+    live: WardenSettings,
+    env: Mapping[str, str],
+    mails: Sequence[corpus.CorpusMail],
+    tag: str,
+    console: Console,
+) -> tuple[float, float, list[float]]:
+    """One worker on its own topics: backlog events/s, the latency rate, latencies at that rate."""
+    topics = Topics.from_settings(live.kafka)
+    broker.ensure_topics(live.kafka, topics.all())
+    since = int(time.time() * 1000)
+    _produce(live, topics.mail_events, _events(mails, BACKLOG, f"w{tag}"), None)
+    with worker_process(live, env, live.dev.state_dir / f"bench-worker-{tag}.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        throughput = _rate(_drain(live, topics.verdicts, BACKLOG, since, 300))
+        rate = max(1.0, throughput / 2)
+        count = max(20, int(rate * LATENCY_SECONDS))
+        console.step(f"latency at half the worker's throughput ({rate:.0f} events/s, {count:,} events) ...")
+        sent = _produce(live, topics.mail_events, _events(mails, count, f"l{tag}"), rate)
+        return throughput, rate, _latencies(live, topics.verdicts, sent, 120)
+
+
 def _rate(stamps: Sequence[int]) -> float:
     if len(stamps) < 2:
         return 0.0
@@ -163,23 +187,33 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         with _bare_faust(live, bare_in, bare_out, live.dev.state_dir / f"bench-bare-{run_id}.log"):
             figures["bare_events_per_s"] = _rate(_drain(live, bare_out, BACKLOG, since, 180))
 
-            console.step(f"warden worker: the same backlog through {topics.mail_events.name} ...")
-            since = int(time.time() * 1000)
-            _produce(live, topics.mail_events, _events(mails, BACKLOG, f"w{run_id}"), None)
-            with worker_process(live, env, live.dev.state_dir / f"bench-worker-{run_id}.log") as proc:
-                wait_healthy(live, proc, timeout_s=90)
-                figures["warden_events_per_s"] = _rate(_drain(live, topics.verdicts, BACKLOG, since, 300))
-                rate = max(1.0, figures["warden_events_per_s"] / 2)
-                count = max(20, int(rate * LATENCY_SECONDS))
-                console.step(
-                    f"latency at half the worker's throughput ({rate:.0f} events/s, {count:,} events) ..."
-                )
-                sent = _produce(live, topics.mail_events, _events(mails, count, f"l{run_id}"), rate)
-                warden = _latencies(live, topics.verdicts, sent, 120)
-                sent_bare = _produce(live, bare_in, _events(mails, count, f"lb{run_id}"), rate)
-                bare = _latencies(live, bare_out, sent_bare, 120)
+            console.step(
+                f"warden worker (ingest in its event loop): the backlog via {topics.mail_events.name} ..."
+            )
+            figures["warden_events_per_s"], rate, warden = _worker(live, env, mails, run_id, console)
+            console.step(f"bare Faust loop at {rate:.0f} events/s ...")
+            count = max(20, int(rate * LATENCY_SECONDS))
+            sent_bare = _produce(live, bare_in, _events(mails, count, f"lb{run_id}"), rate)
+            bare = _latencies(live, bare_out, sent_bare, 120)
+
+        pooled = live.model_copy(
+            update={
+                "kafka": live.kafka.model_copy(update={"topic_prefix": f"bench{run_id}p."}),
+                "redis": live.redis.model_copy(update={"key_prefix": f"bench{run_id}p"}),
+                "worker": live.worker.model_copy(
+                    update={
+                        "app_id": f"bench-{run_id}-p",
+                        "web_port": devstack.free_port(live.worker.web_host),
+                        "ingest_processes": POOL_PROCESSES,
+                    }
+                ),
+            }
+        )
+        console.step(f"warden worker with {POOL_PROCESSES} ingest processes: the same backlog ...")
+        figures["pool_events_per_s"], pool_rate, pool = _worker(pooled, env, mails, f"{run_id}p", console)
     figures["latency_rate"] = rate
-    for name, samples in (("warden", warden), ("bare", bare)):
+    figures["pool_latency_rate"] = pool_rate
+    for name, samples in (("warden", warden), ("bare", bare), ("pool", pool)):
         p50, p99 = np.percentile(np.asarray(samples or [0.0]), [50, 99])
         figures[f"{name}_latency_ms_p50"] = float(p50)
         figures[f"{name}_latency_ms_p99"] = float(p99)
@@ -187,6 +221,7 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
     figures["warden_over_bare_tuned"] = figures["warden_events_per_s"] / max(
         1e-9, figures["bare_tuned_events_per_s"]
     )
+    figures["pool_over_bare"] = figures["pool_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
     out.write(
         "== pipeline (one worker process vs a bare Faust agent loop, same broker, same records) ==\n"
         f"throughput on a {BACKLOG:,}-record backlog: warden {figures['warden_events_per_s']:,.0f} events/s, "
@@ -197,5 +232,9 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         f"p99 {figures['warden_latency_ms_p99']:.0f} ms; "
         f"bare Faust p50 {figures['bare_latency_ms_p50']:.0f} ms, "
         f"p99 {figures['bare_latency_ms_p99']:.0f} ms\n"
+        f"warden worker with {POOL_PROCESSES} ingest processes: "
+        f"{figures['pool_events_per_s']:,.0f} events/s, "
+        f"ratio to bare Faust {figures['pool_over_bare']:.2f}x; at {pool_rate:,.0f} events/s "
+        f"p50 {figures['pool_latency_ms_p50']:.0f} ms, p99 {figures['pool_latency_ms_p99']:.0f} ms\n"
     )
     return figures

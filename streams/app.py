@@ -22,6 +22,7 @@ from infra.settings import WardenSettings
 from serving.slot import ModelSlot
 from streams import web
 from streams.agents import feedback, ingest, score
+from streams.ingest_pool import IngestPool
 from streams.topics import Topic, Topics
 from streams.transport import SCHEME, WardenApp
 
@@ -47,6 +48,8 @@ class Services:
     slot: ModelSlot
     pseudonymiser: Pseudonymiser
     stats: WorkerStats
+    #: Child processes for ingest (``WorkerSettings.ingest_processes``); None: ingest in the loop.
+    ingest_pool: IngestPool | None = None
 
 
 def create_app(settings: WardenSettings, services: Services) -> faust.App:
@@ -96,7 +99,16 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     dead_letters = channel(topics.dead_letters)
     stats = services.stats
 
-    ingest.register(app, mail_events, mail_features, dead_letters, settings, services.pseudonymiser, stats)
+    ingest.register(
+        app,
+        mail_events,
+        mail_features,
+        dead_letters,
+        settings,
+        services.pseudonymiser,
+        stats,
+        pool=services.ingest_pool,
+    )
     score.register(
         app,
         mail_features,

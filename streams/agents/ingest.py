@@ -18,7 +18,8 @@ from features.pseudonym import Pseudonymiser
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from streams.exceptions import MalformedRecord
-from streams.records import DeadLetter, MailFeatures, SourcePosition, decode_mail_event, encode
+from streams.ingest_pool import IngestPool, RawRecord, ingest_batch
+from streams.records import DeadLetter, MailFeatures, SourcePosition, decode_mail_event
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +59,39 @@ def register(
     pseudonymiser: Pseudonymiser,
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
+    pool: IngestPool | None = None,
 ) -> None:
-    """Declare the ingest agent on ``app`` for the ``source`` topic."""
+    """Declare the ingest agent on ``app`` for the ``source`` topic.
+
+    With a ``pool``, each micro-batch is ingested in its child processes
+    (:mod:`streams.ingest_pool`) while the event loop goes on; without, in the loop.
+    """
 
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
             now = clock()
-            for event in events:
-                message = event.message
-                position = SourcePosition(
-                    topic=message.topic, partition=message.partition, offset=message.offset
+            records = [
+                RawRecord(
+                    value=event.message.value,
+                    topic=event.message.topic,
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                    produced_at_ms=int(event.message.timestamp * 1000),
                 )
-                produced_at_ms = int(message.timestamp * 1000)
-                outcome = ingest_record(message.value, position, produced_at_ms, settings, pseudonymiser, now)
-                if isinstance(outcome, DeadLetter):
+                for event in events
+            ]
+            if pool is not None:
+                outcomes = await pool.ingest(records, now)
+            else:
+                outcomes = ingest_batch(records, settings, pseudonymiser, now)
+            for outcome in outcomes:
+                if outcome.dead:
                     stats.dead_lettered += 1
-                    await dead_letters.send(key=position.topic.encode(), value=encode(outcome))
+                    await dead_letters.send(key=outcome.key, value=outcome.value)
                 else:
                     stats.ingested += 1
-                    await features_out.send(key=outcome.sender.encode(), value=encode(outcome))
+                    await features_out.send(key=outcome.key, value=outcome.value)
 
     app.agent(source, name=f"{settings.worker.app_id}.ingest")(ingest)

@@ -14,8 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from redis.exceptions import RedisError
 
 from features.definitions import SCHEMA_HASH
@@ -28,9 +31,11 @@ from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
 from streams.records import (
+    Action,
     DeadLetter,
     FeatureLogEntry,
     MailFeatures,
+    Reason,
     ServedRow,
     SourcePosition,
     Verdict,
@@ -44,6 +49,85 @@ _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A batch scored by the champion (and the shadow): everything but the reasons."""
+
+    batch: Sequence[MailFeatures]
+    rows: np.ndarray
+    scores: np.ndarray
+    actions: list[Action]
+    flagged: list[int]
+    scorer: Scorer
+    shadow: Scorer | None
+    shadow_scores: np.ndarray | None
+
+
+def score_batch(
+    batch: Sequence[MailFeatures],
+    aggregates: Sequence[Sequence[float]],
+    scorer: Scorer,
+    shadow: Scorer | None = None,
+) -> Scored:
+    """One ONNX call for the champion (and one for the shadow, if any), and the policy's actions."""
+    rows = scorer.rows(batch, aggregates)
+    scores = scorer.score(rows)
+    decide_one = scorer.policy.decide
+    actions = [decide_one(s) for s in scores.tolist()]
+    flagged = [i for i, action in enumerate(actions) if action != "allow"]
+    shadow_scores = shadow.score(shadow.rows(batch, aggregates)) if shadow is not None else None
+    return Scored(batch, rows, scores, actions, flagged, scorer, shadow, shadow_scores)
+
+
+def explain(scored: Scored, reasons: int) -> dict[int, list[Reason]]:
+    """Reasons for the flagged rows of a batch, by position (LightGBM contributions: ~1 ms a row).
+
+    The scoring agent runs this in a thread (LightGBM releases the GIL) while
+    the batch's feature-log entries and served rows are written.
+    """
+    flagged = scored.flagged
+    return dict(zip(flagged, scored.scorer.explain(scored.rows[flagged], reasons), strict=True))
+
+
+def verdicts_of(scored: Scored, explained: dict[int, list[Reason]], now_ms: int) -> list[Verdict]:
+    scorer = scored.scorer
+    return [
+        Verdict(
+            kind=features.kind,
+            event_id=features.event_id,
+            action=scored.actions[i],
+            score=score,
+            model_version=scorer.version,
+            source=features.source,
+            produced_at_ms=features.produced_at_ms,
+            decided_at_ms=now_ms,
+            reasons=explained.get(i, []),
+        )
+        for i, (features, score) in enumerate(zip(scored.batch, scored.scores.tolist(), strict=True))
+    ]
+
+
+def entries_of(scored: Scored) -> list[FeatureLogEntry]:
+    scorer, shadow = scored.scorer, scored.shadow
+    shadow_scores = scored.shadow_scores.tolist() if scored.shadow_scores is not None else None
+    return [
+        FeatureLogEntry(
+            kind=features.kind,
+            event_id=features.event_id,
+            timestamp=features.timestamp,
+            model_version=scorer.version,
+            schema_hash=SCHEMA_HASH,
+            features=values,
+            score=score,
+            shadow_version=shadow.version if shadow is not None else None,
+            shadow_score=shadow_scores[i] if shadow_scores is not None else None,
+        )
+        for i, (features, values, score) in enumerate(
+            zip(scored.batch, scored.rows.astype(np.float64).tolist(), scored.scores.tolist(), strict=True)
+        )
+    ]
+
+
 def decide(
     batch: Sequence[MailFeatures],
     aggregates: Sequence[Sequence[float]],
@@ -53,47 +137,13 @@ def decide(
     shadow: Scorer | None = None,
     reasons: int = 0,
 ) -> tuple[list[Verdict], list[FeatureLogEntry]]:
-    """Verdicts and feature-log entries for a batch whose aggregates are known.
+    """Verdicts and feature-log entries for a batch whose aggregates are known (all in this thread).
 
     One ONNX call for the champion (and one for the shadow, if any); reasons
     are computed for the flagged rows only.
     """
-    rows = scorer.rows(batch, aggregates)
-    scores = scorer.score(rows)
-    actions = [scorer.policy.decide(float(s)) for s in scores]
-    flagged = [i for i, action in enumerate(actions) if action != "allow"]
-    explained = dict(zip(flagged, scorer.explain(rows[flagged], reasons), strict=True))
-    shadow_scores = shadow.score(shadow.rows(batch, aggregates)) if shadow is not None else None
-    verdicts = []
-    entries = []
-    for i, (features, values, score) in enumerate(zip(batch, rows, scores, strict=True)):
-        verdicts.append(
-            Verdict(
-                kind=features.kind,
-                event_id=features.event_id,
-                action=actions[i],
-                score=float(score),
-                model_version=scorer.version,
-                source=features.source,
-                produced_at_ms=features.produced_at_ms,
-                decided_at_ms=now_ms,
-                reasons=explained.get(i, []),
-            )
-        )
-        entries.append(
-            FeatureLogEntry(
-                kind=features.kind,
-                event_id=features.event_id,
-                timestamp=features.timestamp,
-                model_version=scorer.version,
-                schema_hash=SCHEMA_HASH,
-                features=[float(v) for v in values],
-                score=float(score),
-                shadow_version=shadow.version if shadow is not None else None,
-                shadow_score=float(shadow_scores[i]) if shadow_scores is not None else None,
-            )
-        )
-    return verdicts, entries
+    scored = score_batch(batch, aggregates, scorer, shadow)
+    return verdicts_of(scored, explain(scored, reasons), now_ms), entries_of(scored)
 
 
 async def read_aggregates(
@@ -164,7 +214,11 @@ def register(
 ) -> None:
     """Declare the scoring agent on ``app`` for the ``source`` (features) topic."""
 
+    # LightGBM's contributions for flagged rows run here, beside the event loop.
+    explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-reasons")
+
     async def score(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
@@ -185,26 +239,25 @@ def register(
             aggregates = await read_aggregates(store, batch, stats)
             # Read the slot once: a hot swap lands between batches, never inside one.
             champion, shadow = slot.champion, slot.shadow
-            verdicts, entries = decide(
-                batch,
-                aggregates,
-                champion,
-                int(clock() * 1000),
-                shadow=shadow,
-                reasons=settings.serving.reasons,
-            )
+            scored = score_batch(batch, aggregates, champion, shadow)
+            pending = None
+            if scored.flagged and settings.serving.reasons:
+                pending = loop.run_in_executor(explainer, explain, scored, settings.serving.reasons)
+            entries = entries_of(scored)
             if shadow is not None:
                 stats.shadow_scored += len(entries)
                 stats.shadow_disagreements += sum(
                     champion.policy.decide(e.score or 0.0) != champion.policy.decide(e.shadow_score or 0.0)
                     for e in entries
                 )
-            for verdict, entry in zip(verdicts, entries, strict=True):
-                key = verdict.event_id.encode()
-                await verdicts_out.send(key=key, value=encode(verdict))
-                await feature_log.send(key=key, value=encode(entry))
-                stats.actions[verdict.action] += 1
+            for entry in entries:
+                await feature_log.send(key=entry.event_id.encode(), value=encode(entry))
             await _remember(served, batch, aggregates, champion.version, stats)
+            explained = await pending if pending is not None else {}
+            verdicts = verdicts_of(scored, explained, int(clock() * 1000))
+            for verdict in verdicts:
+                await verdicts_out.send(key=verdict.event_id.encode(), value=encode(verdict))
+                stats.actions[verdict.action] += 1
             stats.scored += len(verdicts)
             stats.batches += 1
 
