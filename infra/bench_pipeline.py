@@ -9,6 +9,9 @@ timestamp to output broker timestamp).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import sys
 import time
 import uuid
@@ -91,7 +94,7 @@ def _produce(
 @contextmanager
 def _bare_faust(
     settings: WardenSettings, source: Topic, sink: Topic, log: Path, tuned: bool = False
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     env_port = devstack.free_port(settings.worker.web_host)
     argv = [
         sys.executable,
@@ -104,8 +107,8 @@ def _bare_faust(
         str(env_port),
         *(["tuned"] if tuned else []),
     ]
-    with child_process(argv, None, log):
-        yield
+    with child_process(argv, None, log) as proc:
+        yield proc
 
 
 def _worker(
@@ -114,8 +117,9 @@ def _worker(
     mails: Sequence[corpus.CorpusMail],
     tag: str,
     console: Console,
-) -> tuple[float, float, list[float]]:
-    """One worker on its own topics: backlog events/s, the latency rate, latencies at that rate."""
+) -> tuple[float, float, list[float], float]:
+    """One worker on its own topics: backlog events/s, the latency rate, latencies at that rate,
+    and CPU microseconds per event at that rate (the worker and its ingest processes)."""
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
     since = int(time.time() * 1000)
@@ -126,8 +130,35 @@ def _worker(
         rate = max(1.0, throughput / 2)
         count = max(20, int(rate * LATENCY_SECONDS))
         console.step(f"latency at half the worker's throughput ({rate:.0f} events/s, {count:,} events) ...")
+        cpu_before = cpu_seconds(proc.pid)
         sent = _produce(live, topics.mail_events, _events(mails, count, f"l{tag}"), rate)
-        return throughput, rate, _latencies(live, topics.verdicts, sent, 120)
+        latencies = _latencies(live, topics.verdicts, sent, 120)
+        cpu_us = (cpu_seconds(proc.pid) - cpu_before) / count * 1e6
+        return throughput, rate, latencies, cpu_us
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children (Linux ``/proc``; NaN elsewhere).
+
+    Measured around a paced phase, CPU per event does not depend on how busy
+    the shared machine is, unlike events per second.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(stat_path: Path) -> tuple[int, float]:
+        fields = stat_path.read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid, utime + stime
+
+    try:
+        total = own(Path(f"/proc/{pid}/stat"))[1]
+        for stat_path in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent, seconds = own(stat_path)
+                if parent == pid:
+                    total += seconds
+    except OSError:
+        return float("nan")
+    return total
 
 
 def _rate(stamps: Sequence[int]) -> float:
@@ -138,8 +169,6 @@ def _rate(stamps: Sequence[int]) -> float:
 
 def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | None = None) -> dict[str, float]:
     """Measure the worker and the bare loop on the embedded (or configured) broker."""
-    import os
-
     env = dict(
         base_env
         if base_env is not None
@@ -184,17 +213,23 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         console.step(f"bare Faust loop: a backlog of {BACKLOG:,} mail records ...")
         since = int(time.time() * 1000)
         _produce(live, bare_in, _events(mails, BACKLOG, f"bare{run_id}"), None)
-        with _bare_faust(live, bare_in, bare_out, live.dev.state_dir / f"bench-bare-{run_id}.log"):
+        with _bare_faust(
+            live, bare_in, bare_out, live.dev.state_dir / f"bench-bare-{run_id}.log"
+        ) as bare_proc:
             figures["bare_events_per_s"] = _rate(_drain(live, bare_out, BACKLOG, since, 180))
 
             console.step(
                 f"warden worker (ingest in its event loop): the backlog via {topics.mail_events.name} ..."
             )
-            figures["warden_events_per_s"], rate, warden = _worker(live, env, mails, run_id, console)
+            figures["warden_events_per_s"], rate, warden, figures["warden_cpu_us"] = _worker(
+                live, env, mails, run_id, console
+            )
             console.step(f"bare Faust loop at {rate:.0f} events/s ...")
             count = max(20, int(rate * LATENCY_SECONDS))
+            cpu_before = cpu_seconds(bare_proc.pid)
             sent_bare = _produce(live, bare_in, _events(mails, count, f"lb{run_id}"), rate)
             bare = _latencies(live, bare_out, sent_bare, 120)
+            figures["bare_cpu_us"] = (cpu_seconds(bare_proc.pid) - cpu_before) / count * 1e6
 
         pooled = live.model_copy(
             update={
@@ -210,7 +245,9 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
             }
         )
         console.step(f"warden worker with {POOL_PROCESSES} ingest processes: the same backlog ...")
-        figures["pool_events_per_s"], pool_rate, pool = _worker(pooled, env, mails, f"{run_id}p", console)
+        figures["pool_events_per_s"], pool_rate, pool, figures["pool_cpu_us"] = _worker(
+            pooled, env, mails, f"{run_id}p", console
+        )
     figures["latency_rate"] = rate
     figures["pool_latency_rate"] = pool_rate
     for name, samples in (("warden", warden), ("bare", bare), ("pool", pool)):
@@ -236,5 +273,8 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         f"{figures['pool_events_per_s']:,.0f} events/s, "
         f"ratio to bare Faust {figures['pool_over_bare']:.2f}x; at {pool_rate:,.0f} events/s "
         f"p50 {figures['pool_latency_ms_p50']:.0f} ms, p99 {figures['pool_latency_ms_p99']:.0f} ms\n"
+        f"CPU per event while paced (process and children): warden {figures['warden_cpu_us']:,.0f} us, "
+        f"with ingest processes {figures['pool_cpu_us']:,.0f} us, "
+        f"bare Faust {figures['bare_cpu_us']:,.0f} us\n"
     )
     return figures

@@ -19,6 +19,7 @@ from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from streams.exceptions import MalformedRecord
 from streams.ingest_pool import IngestPool, RawRecord, ingest_batch
+from streams.output import Output
 from streams.records import DeadLetter, MailFeatures, SourcePosition, decode_mail_event
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def register(
     With a ``pool``, each micro-batch is ingested in its child processes
     (:mod:`streams.ingest_pool`) while the event loop goes on; without, in the loop.
     """
+
+    features_out = Output(app, features_out)
+    dead_letters = Output(app, dead_letters)
 
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(

@@ -30,6 +30,7 @@ from infra.settings import WardenSettings
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
+from streams.output import Output
 from streams.records import (
     Action,
     DeadLetter,
@@ -213,6 +214,10 @@ def register(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Declare the scoring agent on ``app`` for the ``source`` (features) topic."""
+
+    verdicts_out = Output(app, verdicts_out)
+    feature_log = Output(app, feature_log)
+    dead_letters = Output(app, dead_letters)
 
     # LightGBM's contributions for flagged rows run here, beside the event loop.
     explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-reasons")
