@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from features.pseudonym import Pseudonymiser
+from infra import bench_stages
 from infra.settings import WardenSettings
 from models.dataset import build
 from models.export import INPUT_NAME, TARGET_OPSET, onnx_scores, session
@@ -19,6 +20,8 @@ from serving.scorer import Scorer
 from streams import corpus
 
 BATCHES = (1, 64, 512)
+#: Mails the per-stage costs are measured on.
+STAGE_MAILS = 1000
 
 
 def _time(calls: dict[str, Callable[[], Any]], rows: int) -> dict[str, dict[str, float]]:
@@ -60,7 +63,8 @@ def run(settings: WardenSettings, out: TextIO) -> dict[str, float]:
     """Train a model on the older corpus folders and time it on the newer ones."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     older = build(corpus.load(settings.corpus, corpus.OLDER), pseudonymiser)
-    newer = build(corpus.load(settings.corpus, corpus.NEWER), pseudonymiser)
+    newer_mails = corpus.load(settings.corpus, corpus.NEWER)
+    newer = build(newer_mails, pseudonymiser)
     candidate = train(older, settings.models, source="bench")
     scorer = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
     rows = newer.rows(newer.evidence(candidate.tokens))
@@ -108,4 +112,7 @@ def run(settings: WardenSettings, out: TextIO) -> dict[str, float]:
     else:
         out.write(" (lleaves not installed: `pip install lleaves` to compare)")
     out.write("\n")
+    explaining = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens, candidate.booster)
+    stages = bench_stages.run(settings, out, explaining, newer_mails[:STAGE_MAILS])
+    figures.update({f"stage_{name}": value for name, value in stages.items()})
     return figures
