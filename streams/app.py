@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 #: Faust's default producer batch is 16 KiB. aiokafka's ``send()`` waits, when a
 #: partition's batch is full, until that batch has been written, so with ~2-6 KiB
 #: records every few sends wait a whole produce round trip: measured on the
-#: embedded broker, a consume-and-produce loop of corpus mails makes ~1,550 records/s
-#: with 16 KiB batches and 8,500-22,800 with 1 MiB ones (``warden bench`` shows the
-#: same on a bare Faust loop). Batches still go out as soon as the previous request
-#: returns (no linger), so latency does not grow.
+#: embedded broker, a raw aiokafka consume-and-produce loop of corpus mails made
+#: ~1,550 records/s with 16 KiB batches and 8,500-22,800 with 1 MiB ones. (A bare
+#: Faust loop on a busy machine is CPU-bound first; ``warden bench`` runs one with
+#: each setting.) Batches still go out as soon as the previous request returns (no
+#: linger), so latency does not grow.
 PRODUCER_BATCH_BYTES = 1024 * 1024
 
 
