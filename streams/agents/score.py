@@ -81,7 +81,7 @@ def score_batch(
 
 
 def explain(scored: Scored, reasons: int) -> dict[int, list[Reason]]:
-    """Reasons for the flagged rows of a batch, by position (LightGBM contributions: ~1 ms a row).
+    """Reasons for the flagged rows of a batch, by position (LightGBM contributions: ~0.6 ms CPU a row).
 
     The scoring agent runs this in a thread (LightGBM releases the GIL) while
     the batch's feature-log entries and served rows are written.
@@ -91,6 +91,7 @@ def explain(scored: Scored, reasons: int) -> dict[int, list[Reason]]:
 
 
 def verdicts_of(scored: Scored, explained: dict[int, list[Reason]], now_ms: int) -> list[Verdict]:
+    """One verdict per event of a scored batch, once its reasons are known."""
     scorer = scored.scorer
     return [
         Verdict(
@@ -109,6 +110,7 @@ def verdicts_of(scored: Scored, explained: dict[int, list[Reason]], now_ms: int)
 
 
 def entries_of(scored: Scored) -> list[FeatureLogEntry]:
+    """One feature-log entry per event: the row as served, both scores (reasons are not logged)."""
     scorer, shadow = scored.scorer, scored.shadow
     shadow_scores = scored.shadow_scores.tolist() if scored.shadow_scores is not None else None
     return [
