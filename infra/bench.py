@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 import numpy as np
+import redis.asyncio as aioredis
 
 from features.keys import Keys
 from features.operations import plan
@@ -77,8 +78,12 @@ def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-async def _store(url: str, batches: int, batch_size: int) -> dict[str, float]:
+async def _store(url: str, batches: int, batch_size: int, python_parser: bool = False) -> dict[str, float]:
     client = connect(url, cluster=False)
+    if python_parser:  # redis-py's pure-Python reply parser, as without hiredis installed
+        from redis._parsers import _AsyncRESP3Parser
+
+        client = aioredis.Redis.from_url(url, parser_class=_AsyncRESP3Parser)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
     store = RedisStore(client, keys, ttl_seconds=3600, memo_ttl_seconds=3600)
@@ -138,12 +143,16 @@ def run(
     if "store" in sections:
         with redis_url(settings) as url:
             results["store"] = asyncio.run(_store(url, batches, 64))
+            without_hiredis = asyncio.run(_store(url, batches, 64, python_parser=True))
         store = results["store"]
+        store["python_parser_batch_ms_p50"] = without_hiredis["batch_ms_p50"]
         out.write(
             "== feature store (real Redis, one pipelined round trip per micro-batch) ==\n"
             f"batch of {store['batch_size']:.0f} events: p50 {store['batch_ms_p50']:.2f} ms, "
             f"p99 {store['batch_ms_p99']:.2f} ms ({store['us_per_event_p50']:.0f} us/event at p50; "
-            f"{store['script_calls_per_batch']:.0f} entity calls per batch, reads and writes together)\n"
+            f"{store['script_calls_per_batch']:.0f} entity calls per batch, reads and writes together; "
+            f"with redis-py's Python reply parser instead of hiredis: p50 "
+            f"{store['python_parser_batch_ms_p50']:.2f} ms)\n"
         )
         kinds = Counter({k[len("bytes_per_") :]: v for k, v in store.items() if k.startswith("bytes_per_")})
         for kind, size in sorted(kinds.items()):
