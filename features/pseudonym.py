@@ -27,11 +27,10 @@ import hashlib
 import hmac
 import json
 import re
-import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice, pairwise
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -110,6 +109,8 @@ class Pseudonymiser:
         #: The key ring this pseudonymiser was served from (None for a single fixed key set).
         self.ring: KeyRing | None = None
         self._token_hash = hashlib.blake2b(key=self._keys["token"][:32], digest_size=8)
+        # hash(word) -> the word's keyed digest as an int. See token_buckets.
+        self._digests: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"Pseudonymiser(key_ids={self.key_ids!r})"
@@ -138,6 +139,10 @@ class Pseudonymiser:
         """An account id (a user or operator id that is not an address), case and spaces ignored."""
         return self._apply("account", account_id.strip().lower())
 
+    #: Most distinct words whose digests :meth:`token_buckets` remembers (~10 MB); the memory
+    #: is dropped and refilled when full.
+    DIGEST_CACHE_WORDS = 1 << 17
+
     def token_buckets(self, words: Iterable[str], buckets: int, limit: int) -> list[int]:
         """Distinct keyed-hash buckets of ``words`` (sorted, at most ``limit``).
 
@@ -146,22 +151,33 @@ class Pseudonymiser:
         bucket is its 8-byte digest, read big-endian, modulo ``buckets``; the
         buckets kept are the first ``limit`` distinct ones in word order (at
         least one).
+
+        Words repeat across mails, so digests are remembered, keyed by the
+        word's ``hash()`` and not by the word: the memory holds no text. That
+        hash is SipHash under a key Python draws at random for each process
+        (unless ``PYTHONHASHSEED`` fixes it), and the memory never leaves the
+        process. Two words with one 64-bit hash would share a bucket; with at
+        most :data:`DIGEST_CACHE_WORDS` remembered, the chance per word is
+        below 1e-14.
         """
         keep = max(limit, 1)
         copy = self._token_hash.copy  # the keyed state is set up once; copying it is cheap
-        distinct = list(dict.fromkeys(words))  # each distinct word once, first-seen order
+        digests = self._digests
         found: dict[int, None] = {}  # distinct buckets, first-seen order
-        for start in range(0, len(distinct), keep):  # usually one chunk; stop once enough are found
-            digests = []
-            for word in distinct[start : start + keep]:
+        for word in dict.fromkeys(words):  # each distinct word once, first-seen order
+            key = hash(word)
+            value = digests.get(key)
+            if value is None:
                 state = copy()
                 state.update(word.encode("utf-8"))
-                digests.append(state.digest())
-            values = struct.unpack(f">{len(digests)}Q", b"".join(digests))
-            found.update(dict.fromkeys(value % buckets for value in values))
+                value = int.from_bytes(state.digest(), "big")
+                if len(digests) >= self.DIGEST_CACHE_WORDS:
+                    digests.clear()
+                digests[key] = value
+            found[value % buckets] = None
             if len(found) >= keep:
                 break
-        return sorted(islice(found, keep))
+        return sorted(found)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 It consumes one topic and produces one record per input to another, with
 Faust's default consumer settings (only the group timeouts shortened, as for
 every process on the embedded broker), and nothing else: no parsing, no
-store, no model. Run as ``python -m infra.barefaust BROKER SOURCE SINK APP_ID PORT``.
+store, no model. Run as ``python -m infra.barefaust BROKER SOURCE SINK APP_ID PORT [tuned]``;
+with ``tuned`` it takes the producer batch size Warden's worker uses
+(:data:`streams.app.PRODUCER_BATCH_BYTES`), to show what that one setting is worth.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import faust
 
 
 def main(argv: Sequence[str]) -> None:
-    broker, source_name, sink_name, app_id, port = argv
+    broker, source_name, sink_name, app_id, port, *mode = argv
+    tuned: dict[str, Any] = {}
+    if mode == ["tuned"]:
+        from streams.app import PRODUCER_BATCH_BYTES
+
+        tuned["producer_max_batch_size"] = PRODUCER_BATCH_BYTES
     app = faust.App(
         app_id,
         broker=f"kafka://{broker}",
@@ -29,6 +36,7 @@ def main(argv: Sequence[str]) -> None:
         broker_heartbeat_interval=1,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
+        **tuned,
     )
     source = app.topic(source_name, key_serializer="raw", value_serializer="raw")
     sink = app.topic(sink_name, key_serializer="raw", value_serializer="raw")

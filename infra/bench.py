@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 import numpy as np
+import redis.asyncio as aioredis
 
 from features.keys import Keys
 from features.operations import plan
@@ -126,6 +127,35 @@ async def _store(url: str, batches: int, batch_size: int) -> dict[str, float]:
     return figures
 
 
+async def _parsers(url: str, batches: int, batch_size: int) -> dict[str, float]:
+    """The store with hiredis parsing replies and with redis-py's Python parser, batches alternating."""
+    from redis._parsers import _AsyncRESP3Parser  # what redis-py uses without hiredis
+
+    clients = {
+        "hiredis": connect(url, cluster=False),
+        "python_parser": aioredis.Redis.from_url(url, parser_class=_AsyncRESP3Parser),
+    }
+    stores = {}
+    for name, client in clients.items():
+        stores[name] = RedisStore(client, Keys(f"bench{uuid.uuid4().hex[:8]}"), 3600, 3600)
+        await stores[name].start()
+    events = synthetic_stream(2 * batches * batch_size)
+    times: dict[str, list[float]] = {name: [] for name in stores}
+    for index in range(2 * batches):
+        name = ("hiredis", "python_parser")[index % 2]
+        started = time.perf_counter()
+        await stores[name].apply_and_read(events[index * batch_size : (index + 1) * batch_size])
+        times[name].append((time.perf_counter() - started) * 1000)
+    figures = {}
+    for name, store in stores.items():
+        keys = [k async for k in clients[name].scan_iter(match=f"{store.keys.prefix}:*", count=1000)]
+        if keys:
+            await clients[name].delete(*keys)
+        await store.close()
+        figures[f"{name}_batch_ms_p50"] = _percentiles(times[name][10:])[0]
+    return figures
+
+
 def run(
     settings: WardenSettings, out: TextIO, sections: Sequence[str], batches: int = 300
 ) -> dict[str, dict[str, float]]:
@@ -138,12 +168,16 @@ def run(
     if "store" in sections:
         with redis_url(settings) as url:
             results["store"] = asyncio.run(_store(url, batches, 64))
+            parsers = asyncio.run(_parsers(url, batches, 64))
         store = results["store"]
+        store.update(parsers)
         out.write(
             "== feature store (real Redis, one pipelined round trip per micro-batch) ==\n"
             f"batch of {store['batch_size']:.0f} events: p50 {store['batch_ms_p50']:.2f} ms, "
             f"p99 {store['batch_ms_p99']:.2f} ms ({store['us_per_event_p50']:.0f} us/event at p50; "
-            f"{store['script_calls_per_batch']:.0f} entity calls per batch, reads and writes together)\n"
+            f"{store['script_calls_per_batch']:.0f} entity calls per batch, reads and writes together; "
+            f"side by side, batches alternating: hiredis parser p50 {store['hiredis_batch_ms_p50']:.2f} ms, "
+            f"redis-py's Python parser p50 {store['python_parser_batch_ms_p50']:.2f} ms)\n"
         )
         kinds = Counter({k[len("bytes_per_") :]: v for k, v in store.items() if k.startswith("bytes_per_")})
         for kind, size in sorted(kinds.items()):

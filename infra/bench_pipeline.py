@@ -9,6 +9,9 @@ timestamp to output broker timestamp).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import sys
 import time
 import uuid
@@ -30,6 +33,8 @@ from streams.topics import Topic, Topics
 
 BACKLOG = 3000
 LATENCY_SECONDS = 8.0
+#: Ingest child processes of the second worker measured (``WorkerSettings.ingest_processes``).
+POOL_PROCESSES = 2
 
 
 def _events(mails: Sequence[corpus.CorpusMail], count: int, tag: str) -> list[MailEvent]:
@@ -87,7 +92,9 @@ def _produce(
 
 
 @contextmanager
-def _bare_faust(settings: WardenSettings, source: Topic, sink: Topic, log: Path) -> Iterator[None]:
+def _bare_faust(
+    settings: WardenSettings, source: Topic, sink: Topic, log: Path, tuned: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
     env_port = devstack.free_port(settings.worker.web_host)
     argv = [
         sys.executable,
@@ -98,9 +105,60 @@ def _bare_faust(settings: WardenSettings, source: Topic, sink: Topic, log: Path)
         sink.name,
         f"bare-{uuid.uuid4().hex[:8]}",
         str(env_port),
+        *(["tuned"] if tuned else []),
     ]
-    with child_process(argv, None, log):
-        yield
+    with child_process(argv, None, log) as proc:
+        yield proc
+
+
+def _worker(
+    live: WardenSettings,
+    env: Mapping[str, str],
+    mails: Sequence[corpus.CorpusMail],
+    tag: str,
+    console: Console,
+) -> tuple[float, float, list[float], float]:
+    """One worker on its own topics: backlog events/s, the latency rate, latencies at that rate,
+    and CPU microseconds per event at that rate (the worker and its ingest processes)."""
+    topics = Topics.from_settings(live.kafka)
+    broker.ensure_topics(live.kafka, topics.all())
+    since = int(time.time() * 1000)
+    _produce(live, topics.mail_events, _events(mails, BACKLOG, f"w{tag}"), None)
+    with worker_process(live, env, live.dev.state_dir / f"bench-worker-{tag}.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        throughput = _rate(_drain(live, topics.verdicts, BACKLOG, since, 300))
+        rate = max(1.0, throughput / 2)
+        count = max(20, int(rate * LATENCY_SECONDS))
+        console.step(f"latency at half the worker's throughput ({rate:.0f} events/s, {count:,} events) ...")
+        cpu_before = cpu_seconds(proc.pid)
+        sent = _produce(live, topics.mail_events, _events(mails, count, f"l{tag}"), rate)
+        latencies = _latencies(live, topics.verdicts, sent, 120)
+        cpu_us = (cpu_seconds(proc.pid) - cpu_before) / count * 1e6
+        return throughput, rate, latencies, cpu_us
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live children (Linux ``/proc``; NaN elsewhere).
+
+    Measured around a paced phase, CPU per event does not depend on how busy
+    the shared machine is, unlike events per second.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(stat_path: Path) -> tuple[int, float]:
+        fields = stat_path.read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid, utime + stime
+
+    try:
+        total = own(Path(f"/proc/{pid}/stat"))[1]
+        for stat_path in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent, seconds = own(stat_path)
+                if parent == pid:
+                    total += seconds
+    except OSError:
+        return float("nan")
+    return total
 
 
 def _rate(stamps: Sequence[int]) -> float:
@@ -111,8 +169,6 @@ def _rate(stamps: Sequence[int]) -> float:
 
 def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | None = None) -> dict[str, float]:
     """Measure the worker and the bare loop on the embedded (or configured) broker."""
-    import os
-
     env = dict(
         base_env
         if base_env is not None
@@ -141,44 +197,84 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         topics = Topics.from_settings(live.kafka)
         bare_in = Topic(f"bench{run_id}.bare.in", live.kafka.partitions, 1, "bare loop input")
         bare_out = Topic(f"bench{run_id}.bare.out", live.kafka.partitions, 1, "bare loop output")
-        broker.ensure_topics(live.kafka, (*topics.all(), bare_in, bare_out))
+        tuned_in = Topic(f"bench{run_id}.tuned.in", live.kafka.partitions, 1, "tuned bare loop input")
+        tuned_out = Topic(f"bench{run_id}.tuned.out", live.kafka.partitions, 1, "tuned bare loop output")
+        broker.ensure_topics(live.kafka, (*topics.all(), bare_in, bare_out, tuned_in, tuned_out))
         mails = corpus.load(live.corpus, corpus.NEWER)
         figures: dict[str, float] = {"backlog": float(BACKLOG)}
+
+        console.step(f"bare Faust loop with the worker's producer batch size: {BACKLOG:,} records ...")
+        since = int(time.time() * 1000)
+        _produce(live, tuned_in, _events(mails, BACKLOG, f"tuned{run_id}"), None)
+        tuned_log = live.dev.state_dir / f"bench-tuned-{run_id}.log"
+        with _bare_faust(live, tuned_in, tuned_out, tuned_log, tuned=True):
+            figures["bare_tuned_events_per_s"] = _rate(_drain(live, tuned_out, BACKLOG, since, 180))
 
         console.step(f"bare Faust loop: a backlog of {BACKLOG:,} mail records ...")
         since = int(time.time() * 1000)
         _produce(live, bare_in, _events(mails, BACKLOG, f"bare{run_id}"), None)
-        with _bare_faust(live, bare_in, bare_out, live.dev.state_dir / f"bench-bare-{run_id}.log"):
+        with _bare_faust(
+            live, bare_in, bare_out, live.dev.state_dir / f"bench-bare-{run_id}.log"
+        ) as bare_proc:
             figures["bare_events_per_s"] = _rate(_drain(live, bare_out, BACKLOG, since, 180))
 
-            console.step(f"warden worker: the same backlog through {topics.mail_events.name} ...")
-            since = int(time.time() * 1000)
-            _produce(live, topics.mail_events, _events(mails, BACKLOG, f"w{run_id}"), None)
-            with worker_process(live, env, live.dev.state_dir / f"bench-worker-{run_id}.log") as proc:
-                wait_healthy(live, proc, timeout_s=90)
-                figures["warden_events_per_s"] = _rate(_drain(live, topics.verdicts, BACKLOG, since, 300))
-                rate = max(1.0, figures["warden_events_per_s"] / 2)
-                count = max(20, int(rate * LATENCY_SECONDS))
-                console.step(
-                    f"latency at half the worker's throughput ({rate:.0f} events/s, {count:,} events) ..."
-                )
-                sent = _produce(live, topics.mail_events, _events(mails, count, f"l{run_id}"), rate)
-                warden = _latencies(live, topics.verdicts, sent, 120)
-                sent_bare = _produce(live, bare_in, _events(mails, count, f"lb{run_id}"), rate)
-                bare = _latencies(live, bare_out, sent_bare, 120)
+            console.step(
+                f"warden worker (ingest in its event loop): the backlog via {topics.mail_events.name} ..."
+            )
+            figures["warden_events_per_s"], rate, warden, figures["warden_cpu_us"] = _worker(
+                live, env, mails, run_id, console
+            )
+            console.step(f"bare Faust loop at {rate:.0f} events/s ...")
+            count = max(20, int(rate * LATENCY_SECONDS))
+            cpu_before = cpu_seconds(bare_proc.pid)
+            sent_bare = _produce(live, bare_in, _events(mails, count, f"lb{run_id}"), rate)
+            bare = _latencies(live, bare_out, sent_bare, 120)
+            figures["bare_cpu_us"] = (cpu_seconds(bare_proc.pid) - cpu_before) / count * 1e6
+
+        pooled = live.model_copy(
+            update={
+                "kafka": live.kafka.model_copy(update={"topic_prefix": f"bench{run_id}p."}),
+                "redis": live.redis.model_copy(update={"key_prefix": f"bench{run_id}p"}),
+                "worker": live.worker.model_copy(
+                    update={
+                        "app_id": f"bench-{run_id}-p",
+                        "web_port": devstack.free_port(live.worker.web_host),
+                        "ingest_processes": POOL_PROCESSES,
+                    }
+                ),
+            }
+        )
+        console.step(f"warden worker with {POOL_PROCESSES} ingest processes: the same backlog ...")
+        figures["pool_events_per_s"], pool_rate, pool, figures["pool_cpu_us"] = _worker(
+            pooled, env, mails, f"{run_id}p", console
+        )
     figures["latency_rate"] = rate
-    for name, samples in (("warden", warden), ("bare", bare)):
+    figures["pool_latency_rate"] = pool_rate
+    for name, samples in (("warden", warden), ("bare", bare), ("pool", pool)):
         p50, p99 = np.percentile(np.asarray(samples or [0.0]), [50, 99])
         figures[f"{name}_latency_ms_p50"] = float(p50)
         figures[f"{name}_latency_ms_p99"] = float(p99)
     figures["warden_over_bare"] = figures["warden_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
+    figures["warden_over_bare_tuned"] = figures["warden_events_per_s"] / max(
+        1e-9, figures["bare_tuned_events_per_s"]
+    )
+    figures["pool_over_bare"] = figures["pool_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
     out.write(
         "== pipeline (one worker process vs a bare Faust agent loop, same broker, same records) ==\n"
         f"throughput on a {BACKLOG:,}-record backlog: warden {figures['warden_events_per_s']:,.0f} events/s, "
-        f"bare Faust {figures['bare_events_per_s']:,.0f} events/s, ratio {figures['warden_over_bare']:.2f}x\n"
+        f"bare Faust {figures['bare_events_per_s']:,.0f} events/s, ratio {figures['warden_over_bare']:.2f}x "
+        f"(bare Faust with the worker's 1 MiB producer batches: {figures['bare_tuned_events_per_s']:,.0f} "
+        f"events/s, ratio {figures['warden_over_bare_tuned']:.2f}x)\n"
         f"end-to-end latency at {rate:,.0f} events/s: warden p50 {figures['warden_latency_ms_p50']:.0f} ms, "
         f"p99 {figures['warden_latency_ms_p99']:.0f} ms; "
         f"bare Faust p50 {figures['bare_latency_ms_p50']:.0f} ms, "
         f"p99 {figures['bare_latency_ms_p99']:.0f} ms\n"
+        f"warden worker with {POOL_PROCESSES} ingest processes: "
+        f"{figures['pool_events_per_s']:,.0f} events/s, "
+        f"ratio to bare Faust {figures['pool_over_bare']:.2f}x; at {pool_rate:,.0f} events/s "
+        f"p50 {figures['pool_latency_ms_p50']:.0f} ms, p99 {figures['pool_latency_ms_p99']:.0f} ms\n"
+        f"CPU per event while paced (process and children): warden {figures['warden_cpu_us']:,.0f} us, "
+        f"with ingest processes {figures['pool_cpu_us']:,.0f} us, "
+        f"bare Faust {figures['bare_cpu_us']:,.0f} us\n"
     )
     return figures

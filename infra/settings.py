@@ -171,6 +171,9 @@ class WorkerSettings(_Part):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "warn"
+    #: Child processes that ingest (parse, pseudonymise, content features) beside the event
+    #: loop; 0 ingests in the loop. See streams.ingest_pool.
+    ingest_processes: int = Field(default=0, ge=0, le=64)
 
 
 class HealthSettings(_Part):
@@ -314,6 +317,7 @@ class WardenSettings(BaseSettings):
             "WARDEN_WORKER__WEB_PORT": str(self.worker.web_port),
             "WARDEN_WORKER__BATCH_SIZE": str(self.worker.batch_size),
             "WARDEN_WORKER__BATCH_WITHIN_S": str(self.worker.batch_within_s),
+            "WARDEN_WORKER__INGEST_PROCESSES": str(self.worker.ingest_processes),
             "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
             "WARDEN_SERVING__RELOAD_INTERVAL_S": str(self.serving.reload_interval_s),
             "WARDEN_SERVING__REASONS": str(self.serving.reasons),

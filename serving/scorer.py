@@ -7,19 +7,63 @@ features would score garbage silently.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import lightgbm as lgb
 import numpy as np
+import onnxruntime as ort
 
 from features.definitions import SCHEMAS, Schema
 from features.tokens import TokenTable
 from models.exceptions import ExportError, RegistryError
-from models.export import onnx_scores, session
+from models.export import INPUT_NAME, apply_zero_rule, score_output, session
 from models.registry import Manifest, Registry
 from serving.exceptions import ModelRejected, NoModel
 from serving.policy import Policy
 from streams.records import EventFeatures, Reason
+
+
+class BoundSession:
+    """An ONNX Runtime session whose input and output buffers are bound once per batch size.
+
+    ``run_with_iobinding`` on preallocated float32 buffers skips the per-call
+    allocation and name lookups of ``run()``. Buffers are kept for the
+    :data:`KEPT_SIZES` batch sizes used last (micro-batches come in few
+    sizes). Not thread-safe: one scorer serves one event loop.
+    """
+
+    KEPT_SIZES = 16
+
+    def __init__(self, sess: ort.InferenceSession, width: int) -> None:
+        self._session = sess
+        self._width = width
+        self._output, self._column = score_output(sess)
+        self._bound: OrderedDict[int, tuple[ort.IOBinding, np.ndarray, np.ndarray]] = OrderedDict()
+
+    def _binding(self, size: int) -> tuple[ort.IOBinding, np.ndarray, np.ndarray]:
+        bound = self._bound.get(size)
+        if bound is not None:
+            self._bound.move_to_end(size)
+            return bound
+        inputs = np.zeros((size, self._width), dtype=np.float32)
+        columns = 1 if self._column == 0 else 2
+        outputs = np.zeros((size, columns), dtype=np.float32)
+        binding = self._session.io_binding()
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(inputs))
+        binding.bind_ortvalue_output(self._output, ort.OrtValue.ortvalue_from_numpy(outputs))
+        self._bound[size] = (binding, inputs, outputs)
+        if len(self._bound) > self.KEPT_SIZES:
+            self._bound.popitem(last=False)
+        return binding, inputs, outputs
+
+    def run(self, rows: np.ndarray) -> np.ndarray:
+        """Probabilities (float64) for a float32 matrix of rows, LightGBM's zero rule applied."""
+        binding, inputs, outputs = self._binding(len(rows))
+        np.copyto(inputs, rows, casting="same_kind")
+        apply_zero_rule(inputs)
+        self._session.run_with_iobinding(binding)
+        return outputs[:, self._column].astype(np.float64)
 
 
 class Scorer:
@@ -48,6 +92,10 @@ class Scorer:
         shape = self._session.get_inputs()[0].shape
         if len(shape) != 2 or shape[1] != len(schema.feature_names):
             raise ModelRejected(f"model {manifest.version} takes input of shape {shape}")
+        try:
+            self._bound = BoundSession(self._session, len(schema.feature_names))
+        except ExportError as exc:
+            raise ModelRejected(f"model {manifest.version}: {exc}") from exc
         if tokens.sha256() != manifest.token_table_sha256:
             raise ModelRejected(f"model {manifest.version}: token table does not match its manifest")
         self.tokens = tokens
@@ -84,7 +132,9 @@ class Scorer:
         if self.booster is None or top == 0 or len(rows) == 0:
             return [[] for _ in range(len(rows))]
         contributions = np.asarray(
-            self.booster.predict(rows.astype(np.float64), pred_contrib=True), dtype=np.float64
+            # One thread: OpenMP workers spinning on a shared machine cost ~25% more CPU (measured).
+            self.booster.predict(rows.astype(np.float64), pred_contrib=True, num_threads=1),
+            dtype=np.float64,
         )[:, : len(self.schema.feature_names)]
         names, docs = self.schema.feature_names, self.schema.docs
         out = []
@@ -119,7 +169,9 @@ class Scorer:
         """Abuse probabilities for a float32 matrix of rows in schema order (one ONNX call)."""
         if rows.ndim != 2 or rows.shape[1] != len(self.schema.feature_names):
             raise ModelRejected(f"rows of shape {rows.shape} do not fit the schema")
-        scores = onnx_scores(self._session, rows)
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.float64)
+        scores = self._bound.run(rows)
         if not np.all(np.isfinite(scores)):
             raise ModelRejected(f"model {self.version} produced a non-finite score")
         return scores

@@ -116,7 +116,15 @@ class ModelSlot:
                 self.champion = scorer
                 self._stats.model_version = wanted
                 self._stats.swaps += 1
+                if self.shadow is not None and self.shadow.version == wanted:
+                    # Promoted from shadow: stop shadowing it in the same step, before any batch
+                    # could be scored by one version twice.
+                    swaps.append(Swap("shadow", wanted, None, 0.0))
+                    self.shadow = None
+                    self._stats.shadow_version = ""
         shadow = self.registry.shadow()
+        if shadow == self.champion.version:
+            shadow = None  # a version is never its own shadow (e.g. just promoted, pointer not moved yet)
         current_shadow = self.shadow.version if self.shadow else None
         if shadow != current_shadow and (shadow is None or shadow not in self._refused):
             if shadow is None:

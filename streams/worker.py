@@ -15,6 +15,7 @@ from models.registry import Registry
 from serving.slot import ModelSlot
 from streams.app import Services, create_app
 from streams.broker import ensure_topics
+from streams.ingest_pool import IngestPool
 from streams.topics import Topics
 
 
@@ -47,8 +48,18 @@ def build_services(settings: WardenSettings) -> Services:
     prefix = settings.redis.key_prefix
     served = ServedRows(client, prefix, settings.feedback.row_ttl_seconds)
     ledger = FeedbackLedger(client, prefix, settings.feedback.row_ttl_seconds)
+    pool = None
+    if settings.worker.ingest_processes > 0:
+        pool = IngestPool(settings, settings.worker.ingest_processes, pseudonymiser)
+        pool.warm()
     return Services(
-        store=store, served=served, ledger=ledger, slot=slot, pseudonymiser=pseudonymiser, stats=stats
+        store=store,
+        served=served,
+        ledger=ledger,
+        slot=slot,
+        pseudonymiser=pseudonymiser,
+        stats=stats,
+        ingest_pool=pool,
     )
 
 

@@ -18,6 +18,8 @@ from features.pseudonym import Pseudonymiser
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from streams.exceptions import MalformedRecord
+from streams.ingest_pool import IngestPool, RawRecord, ingest_batch
+from streams.output import Output
 from streams.records import (
     ActivityFeatures,
     ActivityKind,
@@ -26,7 +28,6 @@ from streams.records import (
     SourcePosition,
     decode_activity_event,
     decode_mail_event,
-    encode,
 )
 
 log = logging.getLogger(__name__)
@@ -91,44 +92,49 @@ def register(
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
     kind: Literal["mail", "calendar", "contacts"] = "mail",
+    pool: IngestPool | None = None,
 ) -> None:
-    """Declare the ingest agent on ``app`` for the ``source`` topic, which carries ``kind`` events."""
+    """Declare the ingest agent on ``app`` for the ``source`` topic, which carries ``kind`` events.
+
+    With a ``pool``, each micro-batch is ingested in its child processes
+    (:mod:`streams.ingest_pool`) while the event loop goes on; without, in the loop.
+    """
+
+    features_out = Output(app, features_out)
+    dead_letters = Output(app, dead_letters)
 
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
             now = clock()
-            # Stage times are summed over the batch and recorded once per batch.
-            features_s = produce_s = 0.0
-            for event in events:
-                message = event.message
-                position = SourcePosition(
-                    topic=message.topic, partition=message.partition, offset=message.offset
+            records = [
+                RawRecord(
+                    value=event.message.value,
+                    topic=event.message.topic,
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                    produced_at_ms=int(event.message.timestamp * 1000),
                 )
-                produced_at_ms = int(message.timestamp * 1000)
-                t0 = time.perf_counter()
-                outcome: MailFeatures | ActivityFeatures | DeadLetter
-                if kind == "mail":
-                    outcome = ingest_record(
-                        message.value, position, produced_at_ms, settings, pseudonymiser, now
-                    )
-                else:
-                    outcome = ingest_activity_record(
-                        message.value, kind, position, produced_at_ms, settings, pseudonymiser, now
-                    )
-                t1 = time.perf_counter()
-                if isinstance(outcome, DeadLetter):
+                for event in events
+            ]
+            t0 = time.perf_counter()
+            if pool is not None:
+                outcomes = await pool.ingest(records, now, kind)
+            else:
+                outcomes = ingest_batch(records, settings, pseudonymiser, now, kind)
+            t1 = time.perf_counter()
+            for outcome in outcomes:
+                if outcome.dead:
                     stats.dead_letter(outcome.reason)
-                    await dead_letters.send(key=position.topic.encode(), value=encode(outcome))
+                    await dead_letters.send(key=outcome.key, value=outcome.value)
                 else:
                     stats.ingested += 1
-                    await features_out.send(key=outcome.sender.encode(), value=encode(outcome))
-                features_s += t1 - t0
-                produce_s += time.perf_counter() - t1
+                    await features_out.send(key=outcome.key, value=outcome.value)
             stats.events_in[kind] += len(events)
-            stats.stage_seconds["features"].observe(features_s)
-            stats.stage_seconds["produce"].observe(produce_s)
+            # Stage times are recorded once per batch.
+            stats.stage_seconds["features"].observe(t1 - t0)
+            stats.stage_seconds["produce"].observe(time.perf_counter() - t1)
 
     name = "ingest" if kind == "mail" else f"ingest-{kind}"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(ingest)

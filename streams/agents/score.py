@@ -16,8 +16,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from redis.exceptions import RedisError
 
 from features.exceptions import StoreUnavailable
@@ -28,12 +31,15 @@ from infra.settings import WardenSettings
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
+from streams.output import Output
 from streams.records import (
+    Action,
     ActivityFeatures,
     DeadLetter,
     EventFeatures,
     FeatureLogEntry,
     MailFeatures,
+    Reason,
     ServedRow,
     SourcePosition,
     Verdict,
@@ -47,6 +53,87 @@ _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A batch scored by the champion (and the shadow): everything but the reasons."""
+
+    batch: Sequence[EventFeatures]
+    rows: np.ndarray
+    scores: np.ndarray
+    actions: list[Action]
+    flagged: list[int]
+    scorer: Scorer
+    shadow: Scorer | None
+    shadow_scores: np.ndarray | None
+
+
+def score_batch(
+    batch: Sequence[EventFeatures],
+    aggregates: Sequence[Sequence[float]],
+    scorer: Scorer,
+    shadow: Scorer | None = None,
+) -> Scored:
+    """One ONNX call for the champion (and one for the shadow, if any), and the policy's actions."""
+    rows = scorer.rows(batch, aggregates)
+    scores = scorer.score(rows)
+    decide_one = scorer.policy.decide
+    actions = [decide_one(s) for s in scores.tolist()]
+    flagged = [i for i, action in enumerate(actions) if action != "allow"]
+    shadow_scores = shadow.score(shadow.rows(batch, aggregates)) if shadow is not None else None
+    return Scored(batch, rows, scores, actions, flagged, scorer, shadow, shadow_scores)
+
+
+def explain(scored: Scored, reasons: int) -> dict[int, list[Reason]]:
+    """Reasons for the flagged rows of a batch, by position (LightGBM contributions: ~0.6 ms CPU a row).
+
+    The scoring agent runs this in a thread (LightGBM releases the GIL) while
+    the batch's feature-log entries and served rows are written.
+    """
+    flagged = scored.flagged
+    return dict(zip(flagged, scored.scorer.explain(scored.rows[flagged], reasons), strict=True))
+
+
+def verdicts_of(scored: Scored, explained: dict[int, list[Reason]], now_ms: int) -> list[Verdict]:
+    """One verdict per event of a scored batch, once its reasons are known."""
+    scorer = scored.scorer
+    return [
+        Verdict(
+            kind=features.kind,
+            event_id=features.event_id,
+            action=scored.actions[i],
+            score=score,
+            model_version=scorer.version,
+            source=features.source,
+            produced_at_ms=features.produced_at_ms,
+            decided_at_ms=now_ms,
+            reasons=explained.get(i, []),
+        )
+        for i, (features, score) in enumerate(zip(scored.batch, scored.scores.tolist(), strict=True))
+    ]
+
+
+def entries_of(scored: Scored) -> list[FeatureLogEntry]:
+    """One feature-log entry per event: the row as served, both scores (reasons are not logged)."""
+    scorer, shadow = scored.scorer, scored.shadow
+    shadow_scores = scored.shadow_scores.tolist() if scored.shadow_scores is not None else None
+    return [
+        FeatureLogEntry(
+            kind=features.kind,
+            event_id=features.event_id,
+            timestamp=features.timestamp,
+            model_version=scorer.version,
+            schema_hash=scorer.schema.schema_hash,
+            features=values,
+            score=score,
+            shadow_version=shadow.version if shadow is not None else None,
+            shadow_score=shadow_scores[i] if shadow_scores is not None else None,
+        )
+        for i, (features, values, score) in enumerate(
+            zip(scored.batch, scored.rows.astype(np.float64).tolist(), scored.scores.tolist(), strict=True)
+        )
+    ]
+
+
 def decide(
     batch: Sequence[EventFeatures],
     aggregates: Sequence[Sequence[float]],
@@ -56,47 +143,13 @@ def decide(
     shadow: Scorer | None = None,
     reasons: int = 0,
 ) -> tuple[list[Verdict], list[FeatureLogEntry]]:
-    """Verdicts and feature-log entries for a batch whose aggregates are known.
+    """Verdicts and feature-log entries for a batch whose aggregates are known (all in this thread).
 
     One ONNX call for the champion (and one for the shadow, if any); reasons
     are computed for the flagged rows only.
     """
-    rows = scorer.rows(batch, aggregates)
-    scores = scorer.score(rows)
-    actions = [scorer.policy.decide(float(s)) for s in scores]
-    flagged = [i for i, action in enumerate(actions) if action != "allow"]
-    explained = dict(zip(flagged, scorer.explain(rows[flagged], reasons), strict=True))
-    shadow_scores = shadow.score(shadow.rows(batch, aggregates)) if shadow is not None else None
-    verdicts = []
-    entries = []
-    for i, (features, values, score) in enumerate(zip(batch, rows, scores, strict=True)):
-        verdicts.append(
-            Verdict(
-                kind=features.kind,
-                event_id=features.event_id,
-                action=actions[i],
-                score=float(score),
-                model_version=scorer.version,
-                source=features.source,
-                produced_at_ms=features.produced_at_ms,
-                decided_at_ms=now_ms,
-                reasons=explained.get(i, []),
-            )
-        )
-        entries.append(
-            FeatureLogEntry(
-                kind=features.kind,
-                event_id=features.event_id,
-                timestamp=features.timestamp,
-                model_version=scorer.version,
-                schema_hash=scorer.schema.schema_hash,
-                features=[float(v) for v in values],
-                score=float(score),
-                shadow_version=shadow.version if shadow is not None else None,
-                shadow_score=float(shadow_scores[i]) if shadow_scores is not None else None,
-            )
-        )
-    return verdicts, entries
+    scored = score_batch(batch, aggregates, scorer, shadow)
+    return verdicts_of(scored, explain(scored, reasons), now_ms), entries_of(scored)
 
 
 async def read_aggregates(
@@ -174,6 +227,13 @@ def register(
     and contacts features of ``activity.features`` (one agent per topic).
     """
 
+    verdicts_out = Output(app, verdicts_out)
+    feature_log = Output(app, feature_log)
+    dead_letters = Output(app, dead_letters)
+
+    # LightGBM's contributions for flagged rows run here, beside the event loop.
+    explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-reasons")
+
     stage = stats.stage_seconds
 
     async def dead_letter(position: SourcePosition, reason: str, payload: bytes) -> None:
@@ -195,14 +255,12 @@ def register(
         aggregates = await read_aggregates(store, batch, stats)
         t2 = time.perf_counter()
         shadow = slot.shadow if kind == "mail" else None
-        verdicts, entries = decide(
-            batch,
-            aggregates,
-            champion,
-            int(clock() * 1000),
-            shadow=shadow,
-            reasons=settings.serving.reasons,
-        )
+        scored = score_batch(batch, aggregates, champion, shadow)
+        pending = None
+        if scored.flagged and settings.serving.reasons:
+            loop = asyncio.get_running_loop()
+            pending = loop.run_in_executor(explainer, explain, scored, settings.serving.reasons)
+        entries = entries_of(scored)
         if shadow is not None:
             stats.shadow_scored += len(entries)
             stats.shadow_disagreements += sum(
@@ -210,11 +268,13 @@ def register(
                 for e in entries
             )
         t3 = time.perf_counter()
-        for verdict, entry in zip(verdicts, entries, strict=True):
-            key = verdict.event_id.encode()
-            await verdicts_out.send(key=key, value=encode(verdict))
-            await feature_log.send(key=key, value=encode(entry))
+        for entry in entries:
+            await feature_log.send(key=entry.event_id.encode(), value=encode(entry))
         await _remember(served, batch, aggregates, champion.version, stats)
+        explained = await pending if pending is not None else {}
+        verdicts = verdicts_of(scored, explained, int(clock() * 1000))
+        for verdict in verdicts:
+            await verdicts_out.send(key=verdict.event_id.encode(), value=encode(verdict))
         t4 = time.perf_counter()
         sent_ms = clock() * 1000
         stats.verdicts((v.kind, v.action) for v in verdicts)
