@@ -24,6 +24,7 @@ from features.served import ServedRows
 from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
+from serving.exceptions import ModelRejected
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
@@ -118,6 +119,37 @@ async def read_aggregates(
         return values
 
 
+def decide_served(
+    slot: ModelSlot,
+    batch: Sequence[MailFeatures],
+    aggregates: Sequence[Sequence[float]],
+    now_ms: int,
+    reasons: int,
+) -> tuple[list[Verdict], list[FeatureLogEntry], Scorer, Scorer | None] | str:
+    """:func:`decide` with the slot's models, falling back when a model fails on live rows.
+
+    A model whose graph scores NaN or infinity on this batch is refused (see
+    :meth:`ModelSlot.fall_back`) and the batch is scored again by what serves
+    next. Returns the verdicts, entries, champion and shadow used, or the
+    reason when no champion can score the batch (the caller dead-letters it).
+    """
+    while True:
+        # Read the slot once: a hot swap lands between batches, never inside one.
+        champion, shadow = slot.champion, slot.shadow
+        try:
+            verdicts, entries = decide(batch, aggregates, champion, now_ms, shadow=shadow, reasons=reasons)
+        except ModelRejected as exc:
+            try:
+                champion.score(champion.rows(batch, aggregates))
+                failed = shadow if shadow is not None else champion
+            except ModelRejected:
+                failed = champion
+            if not slot.fall_back(failed, str(exc)):
+                return f"no model can score this event: {exc}"
+            continue
+        return verdicts, entries, champion, shadow
+
+
 async def _remember(
     served: ServedRows,
     batch: Sequence[MailFeatures],
@@ -183,16 +215,14 @@ def register(
             if not batch:
                 continue
             aggregates = await read_aggregates(store, batch, stats)
-            # Read the slot once: a hot swap lands between batches, never inside one.
-            champion, shadow = slot.champion, slot.shadow
-            verdicts, entries = decide(
-                batch,
-                aggregates,
-                champion,
-                int(clock() * 1000),
-                shadow=shadow,
-                reasons=settings.serving.reasons,
-            )
+            decided = decide_served(slot, batch, aggregates, int(clock() * 1000), settings.serving.reasons)
+            if isinstance(decided, str):
+                for features in batch:
+                    stats.dead_lettered += 1
+                    letter = DeadLetter.of(features.source, decided, encode(features), int(clock() * 1000))
+                    await dead_letters.send(key=features.source.topic.encode(), value=encode(letter))
+                continue
+            verdicts, entries, champion, shadow = decided
             if shadow is not None:
                 stats.shadow_scored += len(entries)
                 stats.shadow_disagreements += sum(
