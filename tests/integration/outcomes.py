@@ -44,6 +44,12 @@ class Outcomes:
         while not done(self) and time.monotonic() < deadline:
             self._take(self._reader.poll())
 
+    def read_for(self, seconds: float) -> None:
+        """Keep reading for ``seconds`` (a worker's random lifetime in the chaos tests)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._take(self._reader.poll(min(0.3, max(0.01, deadline - time.monotonic()))))
+
     def drain(self, quiet_s: float = 1.5) -> None:
         """Read until nothing new arrives for ``quiet_s`` (late duplicates included)."""
         deadline = time.monotonic() + quiet_s
