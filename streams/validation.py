@@ -47,7 +47,7 @@ def check_nesting(raw: bytes, max_depth: int) -> None:
         if byte in b"[{":
             depth += 1
             if depth > max_depth:
-                raise MalformedRecord(f"payload nests deeper than the limit of {max_depth} levels")
+                raise MalformedRecord(f"payload nesting depth exceeds the limit of {max_depth} levels")
         else:
             depth -= 1
 

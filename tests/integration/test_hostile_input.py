@@ -58,7 +58,7 @@ def hostile(round_: int) -> dict[str, tuple[bytes | None, str]]:
         ),
         "deep-nesting": (
             b'{"event_id": "n' + tag + b'", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
-            "nests deeper",
+            "nesting depth exceeds",
         ),
         "absurd-time": (_event(round_, "absurd-time", timestamp=1e18), "timestamp"),
         "homoglyph": (_event(round_, "homoglyph", sender="security@p\u0430ypal.com"), "homoglyph"),

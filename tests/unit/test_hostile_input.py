@@ -184,7 +184,7 @@ def test_homoglyph_domains_are_refused_also_as_punycode(label: str, pick: int, w
         (good(urls=["x" * (LIMITS.max_url_chars + 1)]), "URL longer"),
         (good(headers=[["Received", "y" * (LIMITS.max_header_chars + 1)]]), "header longer"),
         (good(subject="s" * (LIMITS.max_text_chars + 1)), "subject: longer"),
-        (good(extra={"a": json.loads("[" * 20 + "1" + "]" * 20)}), "nests deeper"),
+        (good(extra={"a": json.loads("[" * 20 + "1" + "]" * 20)}), "nesting depth exceeds"),
     ],
 )
 def test_identifier_tricks_and_limits_give_clear_reasons(record: dict[str, Any], reason: str) -> None:
@@ -215,7 +215,7 @@ def test_deep_nesting_is_refused_without_recursion(depth: int) -> None:
     nested = b"[" * depth + b"]" * depth
     for payload in (nested, b'{"event_id": "e", "x": ' + nested + b"}"):
         reason = refused(payload)
-        assert "nests deeper" in reason or "not JSON" in reason
+        assert "nesting depth exceeds" in reason or "not JSON" in reason
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
@@ -226,7 +226,7 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
 def test_limits_are_settings() -> None:
     tight = LIMITS.model_copy(update={"max_nesting_depth": 3, "max_url_chars": 256})
     assert isinstance(ingest(raw(good()), tight), MailFeatures)
-    assert "nests deeper" in refused(raw(good(extra=[[[1]]])), tight)
+    assert "nesting depth exceeds" in refused(raw(good(extra=[[[1]]])), tight)
     assert "URL longer" in refused(raw(good(urls=["http://e.com/" + "p" * 300])), tight)
     loaded = IngestSettings.model_validate({"max_nesting_depth": 40, "max_header_chars": 300})
     assert loaded.max_nesting_depth == 40
