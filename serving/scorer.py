@@ -126,7 +126,12 @@ class Scorer:
         scores = self.score(rows)
         if self.booster is None or len(rows) == 0:
             return 0.0
-        expected = np.asarray(self.booster.predict(rows.astype(np.float64)), dtype=np.float64)
+        try:
+            expected = np.asarray(self.booster.predict(rows.astype(np.float64)), dtype=np.float64)
+        except lgb.basic.LightGBMError as exc:
+            raise ModelRejected(
+                f"model {self.version}: its booster cannot score its parity rows: {exc}"
+            ) from exc
         diff = float(np.max(np.abs(expected - scores)))
         parity = self.manifest.parity
         if not diff <= parity.tolerance:
