@@ -29,7 +29,7 @@ from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
 from streams.corpus import CorpusMail
-from streams.records import SourcePosition, Verdict, decode
+from streams.records import SourcePosition, Verdict, decode, encode
 from streams.replay import replay
 from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, health, wait_until
@@ -90,9 +90,9 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_every_event_once(
     await client.aclose()
 
 
-CHAOS_N = 1500
-#: The driver spreads the stream over this long, so that every kill lands mid-stream.
-CHAOS_PRODUCE_S = 45.0
+CHAOS_N = 1000
+#: The driver would spread the stream over this long; it hurries once the kills are done.
+CHAOS_PRODUCE_S = 120.0
 
 
 def _chaos_rng() -> random.Random:
@@ -102,24 +102,36 @@ def _chaos_rng() -> random.Random:
 
 
 class Driver(threading.Thread):
-    """Produces the events at a steady rate in the background, as an upstream mail system would."""
+    """Produces the events in Date order at a steady rate in the background, as a mail system would.
+
+    :meth:`hurry` sends the rest at once (after the last kill), so that a run
+    need not wait out the whole rate while every kill still lands mid-stream.
+    """
 
     def __init__(self, settings: WardenSettings, mails: list[CorpusMail], seconds: float) -> None:
         super().__init__(daemon=True)
         self._settings = settings
-        self._events = [m.event for m in mails]
-        self._rate = len(mails) / seconds
+        self._events = sorted((m.event for m in mails), key=lambda e: (e.timestamp, e.event_id))
+        self._interval = seconds / len(mails)
+        self._hurry = threading.Event()
+        self.sent = 0
         self.error: BaseException | None = None
+
+    def hurry(self) -> None:
+        self._hurry.set()
 
     def run(self) -> None:
         producer = broker.producer(self._settings.kafka)
+        topic = Topics.from_settings(self._settings.kafka).mail_events
         try:
-            replay(
-                self._events,
-                producer,
-                Topics.from_settings(self._settings.kafka).mail_events,
-                rate=self._rate,
-            )
+            futures = []
+            for event in self._events:
+                self._hurry.wait(self._interval)
+                futures.append(producer.send(topic.name, key=event.event_id.encode(), value=encode(event)))
+                self.sent += 1
+            producer.flush(timeout=60)
+            for future in futures:
+                future.get(timeout=60)
         except BaseException as exc:  # reported by the test thread
             self.error = exc
         finally:
@@ -166,14 +178,21 @@ async def test_chaos_three_random_sigkills_lose_nothing_and_apply_every_event_on
     kills = []
     for life in range(3):
         with worker_process(settings, base_env, tmp_path / f"worker-{life}.log") as proc:
-            lifetime = rng.uniform(3.0, 12.0)  # from spawn: during start-up, the group join or scoring
-            outcomes.read_for(lifetime)
+            wait_healthy(settings, proc, timeout_s=90)
+            at_join = len(outcomes.settled())
+            # A random moment while it scores: after a random number of new outcomes, plus up to 1 s.
+            more = rng.randint(10, 120)
+            outcomes.read_until(lambda o, n=at_join + more: len(o.settled()) >= n, timeout_s=90)
+            outcomes.read_for(rng.uniform(0.0, 1.0))
             assert proc.poll() is None, f"worker {life} died on its own"
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            kills.append((round(lifetime, 1), len(outcomes.settled()), driver.is_alive()))
-    print(f"kills (seconds alive, events settled, driver still producing): {kills}")
-    assert all(producing for _, _, producing in kills), "every kill must land while events are still coming"
+            kills.append((at_join, len(outcomes.settled()), driver.sent))
+    driver.hurry()
+    print(f"kills (settled at join, settled at kill, events produced so far): {kills}")
+    for at_join, at_kill, produced in kills:
+        assert at_join < at_kill < len(mails), "every kill must land while the worker is scoring"
+        assert produced < len(mails), "every kill must land while events are still coming"
     with worker_process(settings, base_env, tmp_path / "worker-final.log") as proc:
         outcomes.read_until(lambda o: len(o.settled()) >= len(mails), timeout_s=240)
         driver.join(timeout=60)
@@ -212,20 +231,23 @@ async def test_chaos_one_of_two_workers_killed_the_other_takes_over_its_partitio
             what="both workers joining the group with a share of the partitions",
         )
         shares = (_assigned(settings), _assigned(second))
-        driver = Driver(settings, mails, CHAOS_PRODUCE_S / 3)
+        driver = Driver(settings, mails, CHAOS_PRODUCE_S)
         driver.start()
-        lifetime = rng.uniform(2.0, 8.0)
-        outcomes.read_for(lifetime)
-        settled_at_kill = len(outcomes.settled())
+        more = rng.randint(20, 200)  # a random moment while both score
+        outcomes.read_until(lambda o: len(o.settled()) >= more, timeout_s=90)
+        outcomes.read_for(rng.uniform(0.0, 1.0))
+        settled_at_kill, produced_at_kill = len(outcomes.settled()), driver.sent
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
-        print(f"killed the second worker after {lifetime:.1f} s with {settled_at_kill} events settled")
-        assert settled_at_kill < len(mails), "the kill must land mid-stream"
+        print(f"killed the second worker with {settled_at_kill} events settled, {produced_at_kill} produced")
+        assert 0 < settled_at_kill < len(mails), "the kill must land while the workers score"
+        assert produced_at_kill < len(mails), "the kill must land while events are still coming"
         took_over = wait_until(
             lambda: _assigned(settings) == sum(shares),
             timeout_s=90,
             what="the survivor taking every partition over",
         )
+        driver.hurry()
         print(f"partitions held {shares}; the survivor held all {took_over:.1f} s after the kill")
         outcomes.read_until(lambda o: len(o.settled()) >= len(mails), timeout_s=240)
         driver.join(timeout=60)

@@ -1,6 +1,6 @@
 """Hostile records between good ones, through a real worker: dead letters with reasons, bounded memory.
 
-Five rounds each send the same kinds of hostile record (new bytes each round)
+Four rounds each send the same kinds of hostile record (new bytes each round)
 between good corpus mails. Every good mail must be scored, every hostile
 record dead-lettered with the expected reason, the worker must log no
 traceback, and its resident memory after the last round must stay close to
@@ -21,7 +21,7 @@ from streams.replay import replay, send_raw
 from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, metrics
 
-ROUNDS = 5
+ROUNDS = 4
 GOOD_PER_ROUND = 20
 #: Resident memory may grow this much from the end of round 1 to the end of the last round.
 RSS_GROWTH_LIMIT_MB = 64

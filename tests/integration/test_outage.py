@@ -25,7 +25,7 @@ from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
 from tests.integration.test_crash import Driver, _assert_nothing_lost_and_effects_once
 
-N = 900
+N = 400
 OUTAGE_S = 10.0
 
 
@@ -100,7 +100,7 @@ async def test_redis_down_for_ten_seconds_degrades_the_worker_and_loses_nothing(
     try:
         with worker_process(live, base_env, tmp_path / "worker.log") as worker:
             wait_healthy(live, worker, timeout_s=90)
-            driver = Driver(live, mails, 30.0)
+            driver = Driver(live, mails, 15.0)
             driver.start()
             outcomes.read_until(lambda o: len(o.verdicts) >= N // 5, timeout_s=60)
             own.stop()  # while events keep coming
