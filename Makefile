@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CODE   := streams features models serving infra
 
-.PHONY: install corpus demo test lint typecheck unit integration clean dev-up dev-down chromium
+.PHONY: install corpus demo test test-quick lint typecheck unit integration clean dev-up dev-down chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,13 @@ corpus: $(STAMP)
 demo: install corpus
 	$(BIN)/warden demo
 
+# Every test, the slow chaos, outage and fuzz runs included (CI runs this).
 test: lint typecheck chromium
 	$(BIN)/pytest
+
+# The same without the `slow` marker, for a quick loop while developing.
+test-quick: lint typecheck chromium
+	$(BIN)/pytest -m 'not slow'
 
 lint: install
 	$(BIN)/ruff check $(CODE) tests

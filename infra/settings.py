@@ -160,6 +160,11 @@ class IngestSettings(_Part):
     min_event_time: float = 631_152_000.0
     #: Events stamped this far in the future of the worker's clock are refused.
     max_clock_skew_s: float = Field(default=7 * 24 * 3600, ge=0)
+    #: Deepest JSON nesting accepted (a mail event needs 3: object, headers, header pair).
+    max_nesting_depth: int = Field(default=16, ge=3, le=1_000)
+    #: Longest single URL, and longest header name or value, in characters.
+    max_url_chars: int = Field(default=4_096, ge=256)
+    max_header_chars: int = Field(default=16_384, ge=256)
 
 
 class WorkerSettings(_Part):

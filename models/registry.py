@@ -24,6 +24,7 @@ re-runs the parity check itself instead of trusting the candidate's claim.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -106,6 +107,45 @@ class Candidate:
     manifest: Manifest
 
 
+def check_candidate(candidate: Candidate, kind: EventKind = "mail") -> None:
+    """Refuse a candidate whose files and manifest disagree or whose graph fails parity.
+
+    Called by :meth:`Registry.register` before storing, and by
+    :meth:`Registry.promote` for versions this registry object did not check
+    itself (a version copied in by hand, or a file changed on disk since).
+    Raises :class:`ModelRefused` with a one-line reason.
+    """
+    model_bytes, booster, rows = candidate.model_bytes, candidate.booster, candidate.parity_rows
+    manifest = candidate.manifest
+    if manifest.token_table_sha256 != candidate.tokens.sha256():
+        raise ModelRefused("the manifest's token_table_sha256 does not match the token table")
+    schema = SCHEMAS[kind]
+    if manifest.kind != kind:
+        raise ModelRefused(f"a {manifest.kind} model does not belong in the {kind} registry")
+    if manifest.schema_hash != schema.schema_hash or manifest.feature_names != list(schema.feature_names):
+        raise ModelRefused(
+            f"schema hash {manifest.schema_hash} is not the running {kind} schema {schema.schema_hash}"
+        )
+    if manifest.onnx_sha256 != hashlib.sha256(model_bytes).hexdigest():
+        raise ModelRefused("the manifest's onnx_sha256 does not match the model bytes")
+    thresholds = (0.5, manifest.thresholds.junk, manifest.thresholds.block)
+    check = parity(model_bytes, booster, rows, thresholds)
+    measured = check.max_abs_diff
+    if math.isinf(measured):
+        raise ModelRefused(f"the ONNX graph scores NaN or infinity on some of its {len(rows)} parity rows")
+    if not measured <= manifest.parity.tolerance:
+        raise ModelRefused(
+            f"parity check failed: max |onnx - booster| = {measured:.3g} "
+            f"> tolerance {manifest.parity.tolerance:.3g} on {len(rows)} rows"
+        )
+    if check.label_flips:
+        raise ModelRefused(f"parity check failed: {check.label_flips} rows change decision")
+    if abs(measured - manifest.parity.max_abs_diff) > manifest.parity.tolerance:
+        raise ModelRefused(
+            f"the manifest claims parity {manifest.parity.max_abs_diff:.3g}, measured {measured:.3g}"
+        )
+
+
 def new_version(model_bytes: bytes) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{stamp}-{hashlib.sha256(model_bytes).hexdigest()[:8]}"
@@ -125,6 +165,8 @@ class Registry:
         if self.kind != "mail":
             raise RegistryError(f"the {self.kind} registry holds no other kinds")
         return Registry(self.root / "kinds" / kind, kind)
+        #: Versions this object registered or verified itself (promote need not re-check them).
+        self._checked: set[str] = set()
 
     @property
     def _versions(self) -> Path:
@@ -137,34 +179,9 @@ class Registry:
         its ONNX graph does not match its booster within the manifest's
         tolerance on its parity rows, or the manifest misstates any of these.
         """
+        check_candidate(candidate, self.kind)
         model_bytes, booster, rows = candidate.model_bytes, candidate.booster, candidate.parity_rows
         manifest = candidate.manifest
-        if manifest.token_table_sha256 != candidate.tokens.sha256():
-            raise ModelRefused("the manifest's token_table_sha256 does not match the token table")
-        schema = SCHEMAS[self.kind]
-        if manifest.kind != self.kind:
-            raise ModelRefused(f"a {manifest.kind} model does not belong in the {self.kind} registry")
-        if manifest.schema_hash != schema.schema_hash or manifest.feature_names != list(schema.feature_names):
-            raise ModelRefused(
-                f"schema hash {manifest.schema_hash} is not the running {self.kind} "
-                f"schema {schema.schema_hash}"
-            )
-        if manifest.onnx_sha256 != hashlib.sha256(model_bytes).hexdigest():
-            raise ModelRefused("the manifest's onnx_sha256 does not match the model bytes")
-        thresholds = (0.5, manifest.thresholds.junk, manifest.thresholds.block)
-        check = parity(model_bytes, booster, rows, thresholds)
-        measured = check.max_abs_diff
-        if not measured <= manifest.parity.tolerance:
-            raise ModelRefused(
-                f"parity check failed: max |onnx - booster| = {measured:.3g} "
-                f"> tolerance {manifest.parity.tolerance:.3g} on {len(rows)} rows"
-            )
-        if check.label_flips:
-            raise ModelRefused(f"parity check failed: {check.label_flips} rows change decision")
-        if abs(measured - manifest.parity.max_abs_diff) > manifest.parity.tolerance:
-            raise ModelRefused(
-                f"the manifest claims parity {manifest.parity.max_abs_diff:.3g}, measured {measured:.3g}"
-            )
         self._versions.mkdir(parents=True, exist_ok=True)
         final = self._versions / manifest.version
         if final.exists():
@@ -184,7 +201,48 @@ class Registry:
             staging.chmod(0o755)
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._checked.add(manifest.version)
         return manifest.version
+
+    def candidate(self, version: str) -> Candidate:
+        """A stored version read back as a candidate (raises RegistryError if a file is missing)."""
+        path = self._versions / version / PARITY_ROWS_FILE
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise RegistryError(f"no parity rows for version {version}") from None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"parity rows of {version} are unreadable: {exc}") from None
+        return Candidate(
+            model_bytes=self.model_path(version).read_bytes(),
+            booster=self.booster(version),
+            tokens=self.tokens(version),
+            parity_rows=rows,
+            manifest=self.manifest(version),
+        )
+
+    def verify(self, version: str) -> None:
+        """Re-run registration's checks on a stored version: integrity, schema, parity.
+
+        Raises :class:`ModelRefused` (a check fails) or :class:`RegistryError`
+        (a file is missing or unreadable).
+        """
+        candidate = self.candidate(version)
+        if candidate.manifest.version != version:
+            raise ModelRefused(f"the manifest of {version} names version {candidate.manifest.version}")
+        check_candidate(candidate, self.kind)
+        self._checked.add(version)
+
+    def parity_rows(self, version: str, limit: int | None = None) -> np.ndarray:
+        """The first ``limit`` rows parity was checked on (memory-mapped: cheap to sample)."""
+        path = self._versions / version / PARITY_ROWS_FILE
+        try:
+            rows = np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise RegistryError(f"no parity rows for version {version}") from None
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"parity rows of {version} are unreadable: {exc}") from None
+        return np.array(rows[:limit], dtype=np.float32)
 
     def versions(self) -> list[str]:
         """Registered versions, oldest first."""
@@ -250,10 +308,17 @@ class Registry:
         return version or None
 
     def promote(self, version: str) -> None:
-        """Make ``version`` current (atomic rename) and push it on the history."""
+        """Make ``version`` current (atomic rename) and push it on the history.
+
+        A version this object did not register is verified first (see
+        :meth:`verify`): a corrupt file, a schema mismatch, a graph scoring NaN
+        or a manifest that lies about parity raises :class:`ModelRefused` and
+        the current version stays.
+        """
         if version not in self.versions():
             raise RegistryError(f"no model version {version}")
-        self.manifest(version)
+        if version not in self._checked:
+            self.verify(version)
         history = self._history()
         history.append(version)
         self._write_atomic(self.root / "HISTORY", "".join(v + "\n" for v in history))

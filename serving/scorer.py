@@ -7,6 +7,7 @@ features would score garbage silently.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -76,6 +77,11 @@ class Scorer:
         tokens: TokenTable,
         booster: lgb.Booster | None = None,
     ) -> None:
+        if hashlib.sha256(model_bytes).hexdigest() != manifest.onnx_sha256:
+            raise ModelRejected(
+                f"model {manifest.version}: the ONNX file does not match its manifest's onnx_sha256 "
+                "(corrupt or replaced)"
+            )
         schema = SCHEMAS.get(manifest.kind)
         if schema is None:
             raise ModelRejected(f"model {manifest.version} is for an unknown event kind {manifest.kind!r}")
@@ -164,6 +170,32 @@ class Scorer:
             ],
             dtype=np.float32,
         ).reshape(len(batch), len(self.schema.feature_names))
+
+    def check(self, rows: np.ndarray) -> float:
+        """Score ``rows`` with the graph and its booster; returns the largest difference.
+
+        Called when a worker loads a version (on a sample of its parity rows):
+        raises :class:`ModelRejected` when the graph scores NaN or infinity, or
+        strays from its booster beyond the manifest's parity tolerance (a
+        manifest that lies about parity, or a graph swapped on disk).
+        """
+        scores = self.score(rows)
+        if self.booster is None or len(rows) == 0:
+            return 0.0
+        try:
+            expected = np.asarray(self.booster.predict(rows.astype(np.float64)), dtype=np.float64)
+        except lgb.basic.LightGBMError as exc:
+            raise ModelRejected(
+                f"model {self.version}: its booster cannot score its parity rows: {exc}"
+            ) from exc
+        diff = float(np.max(np.abs(expected - scores)))
+        parity = self.manifest.parity
+        if not diff <= parity.tolerance:
+            raise ModelRejected(
+                f"model {self.version} differs from its booster by {diff:.3g} on its parity rows "
+                f"(tolerance {parity.tolerance:.3g}; the manifest claims {parity.max_abs_diff:.3g})"
+            )
+        return diff
 
     def score(self, rows: np.ndarray) -> np.ndarray:
         """Abuse probabilities for a float32 matrix of rows in schema order (one ONNX call)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infra.metrics import WorkerStats
+from models.exceptions import RegistryError
 from models.registry import Registry
 from serving.exceptions import ModelRejected, NoModel
 from serving.scorer import Scorer
@@ -41,9 +42,23 @@ class Swap:
     load_ms: float
 
 
+#: Parity rows (held-out rows first) a version is checked on each time a worker loads it.
+LOAD_CHECK_ROWS = 256
+
+
 def load_warm(registry: Registry, version: str) -> Scorer:
-    """Load ``version`` and score one batch with it so the first real batch pays nothing extra."""
+    """Load ``version``, check it, and score one batch so the first real batch pays nothing extra.
+
+    Raises :class:`ModelRejected` for a missing or corrupt file, another
+    feature schema, a graph that scores NaN, or one that strays from its
+    booster on a sample of its parity rows.
+    """
     scorer = Scorer.from_registry(registry, version)
+    try:
+        rows = registry.parity_rows(version, LOAD_CHECK_ROWS)
+    except RegistryError as exc:
+        raise ModelRejected(str(exc)) from exc
+    scorer.check(rows)
     scorer.score(np.zeros((64, len(scorer.schema.feature_names)), dtype=np.float32))
     return scorer
 
@@ -57,6 +72,8 @@ class ModelSlot:
         self.shadow: Scorer | None = None
         #: The champion of each other event kind, once one is promoted in its registry.
         self.kinds: dict[str, Scorer] = {}
+        #: The champion before the last swap: put back if the new one fails on live rows.
+        self.previous: Scorer | None = None
         self._stats = stats
         self._refused: set[str] = set()
         stats.model_version = champion.version
@@ -113,7 +130,7 @@ class ModelSlot:
             if loaded is not None:
                 scorer, load_ms = loaded
                 swaps.append(Swap("champion", self.champion.version, wanted, load_ms))
-                self.champion = scorer
+                self.previous, self.champion = self.champion, scorer
                 self._stats.model_version = wanted
                 self._stats.swaps += 1
                 if self.shadow is not None and self.shadow.version == wanted:
@@ -142,6 +159,32 @@ class ModelSlot:
         for swap in swaps:
             log.warning("%s model %s -> %s (loaded in %.0f ms)", swap.role, swap.old, swap.new, swap.load_ms)
         return swaps
+
+    def fall_back(self, failed: Scorer, reason: str) -> bool:
+        """Refuse a model that failed on live rows; True when another champion now serves.
+
+        Called by the scoring agent when a model raised :class:`ModelRejected`
+        while scoring a batch (a non-finite score). The version is never
+        loaded again. A failed champion is replaced by the champion it
+        replaced; a failed shadow is dropped. Returns False when the failed
+        model is the champion and there is nothing earlier to go back to.
+        """
+        self._refused.add(failed.version)
+        self._stats.model_refusals += 1
+        if self.shadow is failed:
+            log.warning("shadow model %s dropped: %s", failed.version, reason)
+            self.shadow = None
+            self._stats.shadow_version = ""
+            return True
+        if self.champion is not failed:
+            return True  # already replaced by a swap
+        if self.previous is None:
+            log.error("champion %s failed and there is no earlier one: %s", failed.version, reason)
+            return False
+        log.warning("champion %s failed, back to %s: %s", failed.version, self.previous.version, reason)
+        self.champion, self.previous = self.previous, None
+        self._stats.model_version = self.champion.version
+        return True
 
     async def _load(self, version: str, registry: Registry | None = None) -> tuple[Scorer, float] | None:
         started = time.perf_counter()

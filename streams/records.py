@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from infra.settings import IngestSettings
 from streams.exceptions import MalformedRecord
+from streams.validation import check_addresses, check_nesting, check_urls
 
 EventKind = Literal["mail", "calendar", "contacts"]
 #: The event kinds of the simulated streams (calendar invites and shared contact cards).
@@ -401,6 +402,7 @@ def decode_mail_event(raw: bytes | None, limits: IngestSettings, now: float) -> 
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MalformedRecord(f"payload is not UTF-8 (byte {exc.start})") from None
+    check_nesting(raw, limits.max_nesting_depth)
     try:
         event = MailEvent.model_validate_json(raw, strict=True)
     except ValidationError as exc:
@@ -428,6 +430,15 @@ def _check_limits(event: MailEvent, limits: IngestSettings, now: float) -> None:
             raise MalformedRecord(f"{name}: longer than {limits.max_text_chars} characters")
     if not (limits.min_event_time <= event.timestamp <= now + limits.max_clock_skew_s):
         raise MalformedRecord(f"timestamp: {event.timestamp!r} is outside the accepted range")
+    for url in event.urls:
+        if len(url) > limits.max_url_chars:
+            raise MalformedRecord(f"urls: a URL longer than {limits.max_url_chars} characters")
+    for name, value in event.headers:
+        if len(name) > limits.max_header_chars or len(value) > limits.max_header_chars:
+            raise MalformedRecord(f"headers: a header longer than {limits.max_header_chars} characters")
+    check_addresses("sender", (event.sender,))
+    check_addresses("recipients", event.recipients)
+    check_urls("urls", event.urls)
 
 
 def _reason(exc: ValidationError) -> str:

@@ -28,6 +28,7 @@ from features.served import ServedRows
 from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
+from serving.exceptions import ModelRejected
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
@@ -175,6 +176,36 @@ async def read_aggregates(
         return values
 
 
+def score_served(
+    slot: ModelSlot, kind: str, batch: Sequence[EventFeatures], aggregates: Sequence[Sequence[float]]
+) -> Scored | str:
+    """:func:`score_batch` with the slot's models for ``kind``, falling back when a model fails on live rows.
+
+    A mail model whose graph scores NaN or infinity on this batch is refused
+    (see :meth:`ModelSlot.fall_back`) and the batch is scored again by what
+    serves next. Returns the scored batch, or the reason when no model can
+    score it (the caller dead-letters the batch, features record kept whole).
+    """
+    while True:
+        # Read the slot once: a hot swap lands between batches, never inside one.
+        champion = slot.scorer_for(kind)
+        if champion is None:
+            return f"no {kind} model is promoted in the registry"
+        shadow = slot.shadow if kind == "mail" else None
+        try:
+            return score_batch(batch, aggregates, champion, shadow)
+        except ModelRejected as exc:
+            if kind != "mail":  # calendar and contacts keep no earlier champion to go back to
+                return f"no model can score this event: {exc}"
+            try:
+                champion.score(champion.rows(batch, aggregates))
+                failed = shadow if shadow is not None else champion
+            except ModelRejected:
+                failed = champion
+            if not slot.fall_back(failed, str(exc)):
+                return f"no model can score this event: {exc}"
+
+
 async def _remember(
     served: ServedRows,
     batch: Sequence[EventFeatures],
@@ -244,9 +275,7 @@ def register(
     async def score_kind(
         batch: list[EventFeatures], kind: str, raw: list[tuple[SourcePosition, bytes]]
     ) -> None:
-        # Read the slot once: a hot swap lands between batches, never inside one.
-        champion = slot.scorer_for(kind)
-        if champion is None:
+        if slot.scorer_for(kind) is None:
             # Nothing is lost: the features record is kept whole, to replay once a model exists.
             for position, payload in raw:
                 await dead_letter(position, f"no {kind} model is promoted in the registry", payload)
@@ -254,8 +283,13 @@ def register(
         t1 = time.perf_counter()
         aggregates = await read_aggregates(store, batch, stats)
         t2 = time.perf_counter()
-        shadow = slot.shadow if kind == "mail" else None
-        scored = score_batch(batch, aggregates, champion, shadow)
+        scored = score_served(slot, kind, batch, aggregates)
+        if isinstance(scored, str):
+            # Nothing is lost: the features record is kept whole, to replay once a model can score it.
+            for position, payload in raw:
+                await dead_letter(position, scored, payload)
+            return
+        champion, shadow = scored.scorer, scored.shadow
         pending = None
         if scored.flagged and settings.serving.reasons:
             loop = asyncio.get_running_loop()

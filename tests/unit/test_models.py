@@ -13,14 +13,19 @@ import pytest
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, FEATURE_NAMES, SCHEMA_HASH
+from infra.metrics import WorkerStats
 from infra.settings import ModelSettings
 from models.dataset import Dataset
-from models.exceptions import ModelRefused, RegistryError
+from models.exceptions import ExportError, ModelRefused, RegistryError
 from models.export import onnx_scores, parity, parity_rows, session, to_onnx
 from models.registry import Candidate, Registry
 from models.train import train
 from serving.exceptions import ModelRejected, NoModel
 from serving.scorer import Scorer
+from serving.slot import ModelSlot, load_warm
+from streams.agents.score import score_served, verdicts_of
+from streams.records import MailFeatures, SourcePosition
+from tests.bad_models import BAD_KINDS, BadKind, graph, plant, point_at
 
 WIDTH = len(FEATURE_NAMES)
 
@@ -155,8 +160,12 @@ def test_scorer_refuses_a_schema_mismatch_and_corrupt_files(candidate: Candidate
             candidate.manifest.model_copy(update={"schema_hash": "x"}),
             candidate.tokens,
         )
-    with pytest.raises(ModelRejected, match="ONNX Runtime cannot load"):
+    with pytest.raises(ModelRejected, match="does not match its manifest's onnx_sha256"):
         Scorer(b"not an onnx graph", candidate.manifest, candidate.tokens)
+    garbage = b"not an onnx graph"
+    rehashed = candidate.manifest.model_copy(update={"onnx_sha256": hashlib.sha256(garbage).hexdigest()})
+    with pytest.raises(ModelRejected, match="ONNX Runtime cannot load"):
+        Scorer(garbage, rehashed, candidate.tokens)
     with pytest.raises(NoModel):
         Scorer.from_registry(Registry(Path("/nonexistent/registry")))
 
@@ -204,3 +213,112 @@ def test_tiny_values_follow_lightgbms_zero_rule(candidate: Candidate) -> None:
         tiny[:, ::3] = np.float32(value)
         expected = candidate.booster.predict(tiny.astype(np.float64))
         assert np.max(np.abs(onnx_scores(session(candidate.model_bytes), tiny) - expected)) <= 1e-5
+
+
+# --- Bad models planted behind the registry's back: refused at promotion and at load ---
+
+REFUSALS: dict[BadKind, tuple[str, str]] = {
+    # kind: (promotion refuses with, loading refuses with)
+    "corrupt": ("onnx_sha256 does not match", "does not match its manifest's onnx_sha256"),
+    "garbage": ("ONNX Runtime cannot load", "ONNX Runtime cannot load"),
+    "schema": ("schema hash", "feature schema"),
+    "nan": ("NaN or infinity", "non-finite score"),
+    "lying": ("parity check failed", "differs from its booster"),
+}
+
+
+@pytest.fixture
+def registry(candidate: Candidate, tmp_path: Path) -> Registry:
+    registry = Registry(tmp_path / "registry")
+    registry.promote(registry.register(candidate))
+    return registry
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_a_bad_version_is_refused_at_promotion_and_at_load(registry: Registry, kind: BadKind) -> None:
+    champion = registry.current()
+    assert champion is not None
+    bad = plant(registry, champion, kind)
+    at_promotion, at_load = REFUSALS[kind]
+    fresh = Registry(registry.root)  # a new process: it did not register the version itself
+    with pytest.raises((ModelRefused, ExportError), match=at_promotion):
+        fresh.promote(bad)
+    assert fresh.current() == champion
+    with pytest.raises(ModelRejected, match=at_load):
+        load_warm(fresh, bad)
+
+
+def test_the_nan_graph_looks_fine_on_zeros_but_not_on_real_rows(candidate: Candidate) -> None:
+    """Why loading checks parity rows: a warm-up on zeros alone would let it through."""
+    model = graph("nan")
+    manifest = candidate.manifest.model_copy(update={"onnx_sha256": hashlib.sha256(model).hexdigest()})
+    scorer = Scorer(model, manifest, candidate.tokens)
+    assert np.all(np.isfinite(scorer.score(np.zeros((8, WIDTH), dtype=np.float32))))
+    with pytest.raises(ModelRejected, match="non-finite"):
+        scorer.score(rows_of(synthetic(20, seed=2)))
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+async def test_a_running_slot_keeps_its_champion_when_the_pointer_names_a_bad_version(
+    registry: Registry, kind: BadKind
+) -> None:
+    stats = WorkerStats()
+    slot = ModelSlot.from_registry(registry, stats)
+    champion = slot.champion.version
+    point_at(registry, plant(registry, champion, kind))
+    assert await slot.refresh() == []
+    assert await slot.refresh() == []  # refused once, never retried
+    assert slot.champion.version == champion
+    assert stats.model_version == champion
+    assert stats.model_refusals == 1
+
+
+def _nan_scorer(candidate: Candidate, version: str) -> Scorer:
+    model = graph("nan")
+    manifest = candidate.manifest.model_copy(
+        update={"version": version, "onnx_sha256": hashlib.sha256(model).hexdigest()}
+    )
+    return Scorer(model, manifest, candidate.tokens)
+
+
+def test_a_champion_that_scores_nan_on_live_rows_falls_back_to_the_one_it_replaced(
+    registry: Registry, candidate: Candidate
+) -> None:
+    stats = WorkerStats()
+    slot = ModelSlot.from_registry(registry, stats)
+    good = slot.champion
+    features = [
+        MailFeatures(
+            event_id=f"e{i}",
+            timestamp=1e9,
+            key_id="k1",
+            sender="k1.s",
+            sender_domain="k1.d",
+            recipients=["k1.r"],
+            content=[float(i % 5 + 1)] * len(CONTENT),
+            source=SourcePosition(topic="t", partition=0, offset=i),
+            produced_at_ms=1,
+        )
+        for i in range(6)
+    ]
+    aggregates = [[1.0] * len(AGGREGATES) for _ in features]
+    # A swap brought in a champion that only fails on live rows; it must not stop the batch.
+    slot.previous, slot.champion = good, _nan_scorer(candidate, "v-nan")
+    scored = score_served(slot, "mail", features, aggregates)
+    assert not isinstance(scored, str)
+    verdicts = verdicts_of(scored, {}, 5)
+    assert scored.scorer is good
+    assert {v.model_version for v in verdicts} == {good.version}
+    assert slot.champion is good
+    assert stats.model_refusals == 1
+    # A failing shadow is dropped and the champion's verdicts stand.
+    slot.shadow = _nan_scorer(candidate, "v-nan-shadow")
+    scored = score_served(slot, "mail", features, aggregates)
+    assert not isinstance(scored, str)
+    assert scored.shadow is None
+    assert slot.shadow is None
+    # With nothing to fall back to, the batch gets a reason (the agent dead-letters it).
+    slot.champion, slot.previous = _nan_scorer(candidate, "v-nan-2"), None
+    reason = score_served(slot, "mail", features, aggregates)
+    assert isinstance(reason, str)
+    assert "non-finite" in reason

@@ -1,0 +1,104 @@
+"""Bad model versions planted in a registry behind its back, for the refusal tests.
+
+Each kind copies a good version and breaks one thing, the way a bad disk, a
+hand-edited manifest or a broken exporter would:
+
+- ``corrupt``: the ONNX file is truncated (its hash no longer matches the manifest);
+- ``garbage``: the ONNX file is not a graph at all, and the manifest was re-hashed to match;
+- ``schema``: the manifest names another feature schema;
+- ``nan``: a valid graph that scores NaN on real rows (finite on all-zero rows, so a
+  warm-up on zeros does not notice), with a consistent manifest;
+- ``lying``: a valid graph that is not the booster's (scores 0.5 everywhere) while
+  the manifest still claims perfect parity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from features.definitions import FEATURE_NAMES
+from models.export import INPUT_NAME, PROBABILITIES, TARGET_OPSET
+from models.registry import MANIFEST_FILE, MODEL_FILE, Registry
+
+BadKind = Literal["corrupt", "garbage", "schema", "nan", "lying"]
+BAD_KINDS: tuple[BadKind, ...] = ("corrupt", "garbage", "schema", "nan", "lying")
+
+
+def graph(kind: Literal["nan", "half"]) -> bytes:
+    """An ONNX graph with the scorer's input and output names.
+
+    ``nan``: probabilities = sqrt(-x[:, :2]) (NaN wherever a feature is positive);
+    ``half``: probabilities = 0.5 everywhere (a batch-shaped constant).
+    """
+    width = len(FEATURE_NAMES)
+    constants = [
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "starts"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "ends"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+    ]
+    nodes = [helper.make_node("Slice", [INPUT_NAME, "starts", "ends", "axes"], ["two"])]
+    if kind == "nan":
+        nodes += [
+            helper.make_node("Neg", ["two"], ["negative"]),
+            helper.make_node("Sqrt", ["negative"], [PROBABILITIES]),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Shape", ["two"], ["shape"]),
+            helper.make_node(
+                "ConstantOfShape",
+                ["shape"],
+                [PROBABILITIES],
+                value=numpy_helper.from_array(np.array([0.5], dtype=np.float32)),
+            ),
+        ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            f"warden-test-{kind}",
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, width])],
+            [helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, [None, 2])],
+            constants,
+        ),
+        opset_imports=[helper.make_opsetid("", TARGET_OPSET)],
+    )
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def plant(registry: Registry, good: str, kind: BadKind) -> str:
+    """Copy version ``good`` into a new version broken as ``kind`` says; returns its name."""
+    version = f"{good}-{kind}"
+    source = registry.root / "versions" / good
+    target = registry.root / "versions" / version
+    shutil.copytree(source, target)
+    target.chmod(0o755)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    manifest = registry.manifest(good)
+    model = (source / MODEL_FILE).read_bytes()
+    update: dict[str, object] = {"version": version}
+    if kind == "corrupt":
+        model = model[: len(model) // 2]
+    elif kind == "garbage":
+        model = b"\x08\x07not an onnx graph" * 64
+        update["onnx_sha256"] = hashlib.sha256(model).hexdigest()
+    elif kind == "schema":
+        update["schema_hash"] = "0" * 16
+    else:
+        model = graph("nan" if kind == "nan" else "half")
+        update["onnx_sha256"] = hashlib.sha256(model).hexdigest()
+    (target / MODEL_FILE).write_bytes(model)
+    (target / MANIFEST_FILE).write_text(manifest.model_copy(update=update).model_dump_json(indent=2))
+    return version
+
+
+def point_at(registry: Registry, version: str) -> None:
+    """Set CURRENT by hand, as a tool that skips :meth:`Registry.promote` would."""
+    (registry.root / "CURRENT").write_text(version + "\n")

@@ -1,0 +1,79 @@
+"""Bad model versions against a running worker: each is refused and the champion keeps serving."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infra.settings import WardenSettings
+from infra.worker_process import wait_healthy, worker_process
+from models.exceptions import ModelsError
+from models.registry import Registry
+from streams import broker, corpus
+from streams.replay import replay
+from streams.topics import Topics
+from tests.bad_models import BAD_KINDS, plant, point_at
+from tests.integration.outcomes import Outcomes, health, metrics, wait_until
+
+PER_ROUND = 40
+
+
+def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path, registry_dir: Path
+) -> None:
+    root = tmp_path / "registry"
+    shutil.copytree(registry_dir, root)  # the session registry stays untouched
+    live = settings.model_copy(
+        update={
+            "models": settings.models.model_copy(update={"registry_dir": root}),
+            "serving": settings.serving.model_copy(update={"reload_interval_s": 0.2}),
+        }
+    )
+    registry = Registry(root)
+    champion = registry.current()
+    assert champion is not None
+    topics = Topics.from_settings(live.kafka)
+    broker.ensure_topics(live.kafka, topics.all())
+    mails = corpus.load(live.corpus, corpus.NEWER)[: PER_ROUND * (len(BAD_KINDS) + 1)]
+    producer = broker.producer(live.kafka)
+    outcomes = Outcomes(live)
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        for round_, kind in enumerate(BAD_KINDS, start=1):
+            bad = plant(registry, champion, kind)
+            # Refused at promotion: `warden models promote` and retrain go through this.
+            with pytest.raises(ModelsError):
+                Registry(root).promote(bad)
+            assert registry.current() == champion
+            # A pointer changed behind the registry's back: refused at load by the worker.
+            point_at(registry, bad)
+            wait_until(
+                lambda round_=round_: metrics(live)["warden_model_refusals_total"] >= round_,
+                timeout_s=30,
+                what=f"refusing the {kind} model",
+            )
+            point_at(registry, champion)
+            assert proc.poll() is None, "the worker must stay up"
+            status, body = health(live)
+            assert (status, body["status"], body["model_version"]) == (200, "ok", champion)
+            # ... and it keeps scoring with the champion.
+            batch = mails[(round_ - 1) * PER_ROUND : round_ * PER_ROUND]
+            replay([m.event for m in batch], producer, topics.mail_events)
+            outcomes.read_until(lambda o, n=round_ * PER_ROUND: len(o.verdicts) >= n, timeout_s=60)
+            assert len(outcomes.verdicts) == round_ * PER_ROUND, f"verdicts after the {kind} model"
+        # A good promotion afterwards still works: the champion itself is fine.
+        Registry(root).promote(champion)
+        replay([m.event for m in mails[-PER_ROUND:]], producer, topics.mail_events)
+        outcomes.read_until(lambda o: len(o.verdicts) >= len(mails), timeout_s=60)
+        final = metrics(live)
+    producer.close()
+    outcomes.close()
+
+    assert set(outcomes.verdicts) == {m.event.event_id for m in mails}
+    assert not outcomes.dead_letters
+    served = {v.model_version for copies in outcomes.verdicts.values() for v in copies}
+    assert served == {champion}
+    assert final["warden_model_refusals_total"] == len(BAD_KINDS)
+    assert final["warden_model_swaps_total"] == 0
