@@ -157,6 +157,8 @@ class Registry:
     def __init__(self, root: Path, kind: EventKind = "mail") -> None:
         self.root = root
         self.kind: EventKind = kind
+        #: Versions this object registered or verified itself (promote need not re-check them).
+        self._checked: set[str] = set()
 
     def for_kind(self, kind: EventKind) -> Registry:
         """The registry of ``kind``'s models (mail: this one; others: ``kinds/<kind>`` below it)."""
@@ -165,8 +167,6 @@ class Registry:
         if self.kind != "mail":
             raise RegistryError(f"the {self.kind} registry holds no other kinds")
         return Registry(self.root / "kinds" / kind, kind)
-        #: Versions this object registered or verified itself (promote need not re-check them).
-        self._checked: set[str] = set()
 
     @property
     def _versions(self) -> Path:

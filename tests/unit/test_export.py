@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import lightgbm as lgb
 import numpy as np
 import onnx
@@ -105,6 +107,7 @@ def test_versions_exported_by_onnxmltools_still_load(candidate: Candidate) -> No
         zipmap=False,
         target_opset=15,
     ).SerializeToString()
-    scorer = Scorer(older, candidate.manifest, candidate.tokens)
+    manifest = candidate.manifest.model_copy(update={"onnx_sha256": hashlib.sha256(older).hexdigest()})
+    scorer = Scorer(older, manifest, candidate.tokens)
     rows = rows_of(synthetic(100, seed=8))
     np.testing.assert_allclose(scorer.score(rows), candidate.booster.predict(rows), atol=1e-5)
