@@ -19,6 +19,7 @@ from features.served import FeedbackLedger, ServedRows
 from features.store import RedisStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
+from serving.review import ReviewQueue
 from serving.slot import ModelSlot
 from streams import web
 from streams.agents import feedback, ingest, score
@@ -38,6 +39,8 @@ class Services:
     slot: ModelSlot
     pseudonymiser: Pseudonymiser
     stats: WorkerStats
+    #: The ops review queue fed by the scoring agent (None: not fed).
+    review: ReviewQueue | None = None
 
 
 def create_app(settings: WardenSettings, services: Services) -> faust.App:
@@ -98,6 +101,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         services.slot,
         services.served,
         stats,
+        review=services.review,
     )
     feedback.register(
         app,

@@ -11,6 +11,7 @@ from features.store import RedisStore, connect
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from models.registry import Registry
+from serving.review import ReviewQueue, load_ranker
 from serving.slot import ModelSlot
 from streams.app import Services, create_app
 from streams.broker import ensure_topics
@@ -42,8 +43,19 @@ def build_services(settings: WardenSettings) -> Services:
     prefix = settings.redis.key_prefix
     served = ServedRows(client, prefix, settings.feedback.row_ttl_seconds)
     ledger = FeedbackLedger(client, prefix, settings.feedback.row_ttl_seconds)
+    review = (
+        ReviewQueue(client, prefix, settings.review, load_ranker(settings.review))
+        if settings.review.enabled
+        else None
+    )
     return Services(
-        store=store, served=served, ledger=ledger, slot=slot, pseudonymiser=pseudonymiser, stats=stats
+        store=store,
+        served=served,
+        ledger=ledger,
+        slot=slot,
+        pseudonymiser=pseudonymiser,
+        stats=stats,
+        review=review,
     )
 
 

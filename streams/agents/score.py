@@ -24,6 +24,7 @@ from features.served import ServedRows
 from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
+from serving.review import ReviewQueue
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
@@ -149,6 +150,21 @@ async def _remember(
         log.warning("could not keep %d served rows: %s", len(rows), exc)
 
 
+async def _review(
+    review: ReviewQueue,
+    batch: Sequence[MailFeatures],
+    verdicts: Sequence[Verdict],
+    entries: Sequence[FeatureLogEntry],
+    junk_threshold: float,
+) -> None:
+    """Put a scored batch into the ops review queue (after its verdicts are sent)."""
+    try:
+        await review.enqueue(batch, verdicts, entries, junk_threshold)
+    except (RedisError, OSError) as exc:
+        # The verdicts stand; these events are missing from the review queue.
+        log.warning("could not queue %d verdicts for review: %s", len(batch), exc)
+
+
 def register(
     app: Any,
     source: Any,
@@ -161,6 +177,7 @@ def register(
     served: ServedRows,
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
+    review: ReviewQueue | None = None,
 ) -> None:
     """Declare the scoring agent on ``app`` for the ``source`` (features) topic."""
 
@@ -205,6 +222,8 @@ def register(
                 await feature_log.send(key=key, value=encode(entry))
                 stats.actions[verdict.action] += 1
             await _remember(served, batch, aggregates, champion.version, stats)
+            if review is not None:
+                await _review(review, batch, verdicts, entries, champion.policy.junk)
             stats.scored += len(verdicts)
             stats.batches += 1
 
