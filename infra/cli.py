@@ -132,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         "--batches", type=_positive_int, default=300, metavar="N", help="micro-batches to measure per section"
     )
 
+    _review_parser(commands)
+
     models = commands.add_parser("models", help="list, promote or roll back model versions")
     models_commands = models.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     models_commands.required = True
@@ -154,6 +156,30 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
     dev.add_argument("action", choices=("up", "down", "status"))
     return parser
+
+
+def _review_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    review = commands.add_parser(
+        "review", help="the top of the ops review queue; label a group or event; measure the ranking"
+    )
+    review.add_argument("--top", type=_positive_int, default=20, metavar="N", help="groups to list")
+    review.add_argument("--json", action="store_true", help="print JSON for tools instead of a table")
+    review.add_argument(
+        "--measure",
+        action="store_true",
+        help="simulate review budgets on the corpus and campaigns; compare rankings (no services needed)",
+    )
+    review.add_argument(
+        "--budget", type=_positive_int, action="append", metavar="N", help="--measure: reviews per day"
+    )
+    review.add_argument("--days", type=_positive_int, default=6, metavar="N", help="--measure: days")
+    review.add_argument("--source", default="mail", metavar="NAME", help="--measure: event source (mail)")
+    review.add_argument("--seed", type=int, default=7, help="--measure: seed of the random strategy")
+    actions = review.add_subparsers(dest="review_action", metavar="ACTION", parser_class=_Parser)
+    label = actions.add_parser("label", help="label a group (every member event) or one event")
+    label.add_argument("target", help="a group id (from the list) or an event id")
+    label.add_argument("label", choices=("spam", "ham", "abuse", "legit"))
+    label.add_argument("--reporter", default="ops", help="operator id (pseudonymised by the worker)")
 
 
 def _positive(text: str) -> float:
@@ -243,6 +269,8 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return 0
     if command == "evaluate":
         return _evaluate(args, settings)
+    if command == "review":
+        return _review(args, settings)
     if command == "models":
         return _models(args, settings)
     if command == "corpus":
@@ -300,6 +328,23 @@ def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
         _announce(settings, "promote", result.version)
     print(retrain.summary(result))
     return retrain.EXIT_CODES[result.outcome]
+
+
+def _review(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from infra import review_cli
+
+    if args.review_action == "label":
+        review_cli.label(_with_services(settings), args.target, args.label, args.reporter, sys.stdout)
+        return 0
+    if args.measure:
+        from infra import review_measure
+
+        review_measure.run(
+            settings, sys.stdout, args.source, tuple(args.budget or (25, 100)), args.days, args.seed
+        )
+        return 0
+    review_cli.show(_with_services(settings), args.top, args.json, sys.stdout)
+    return 0
 
 
 def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:

@@ -59,7 +59,9 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def review_features(scores: Sequence[float], rows: np.ndarray, junk_threshold: float) -> np.ndarray:
+def review_features(
+    scores: Sequence[float] | np.ndarray, rows: np.ndarray, junk_threshold: float
+) -> np.ndarray:
     """The review features of scored rows (``rows`` in the model schema's order)."""
     n = len(scores)
     out = np.zeros((n, len(REVIEW_FEATURES)), dtype=np.float64)

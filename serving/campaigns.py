@@ -2,12 +2,15 @@
 
 Every event names a few *group keys*, in priority order: its content band
 keys (:mod:`features.fingerprint`), the pseudonyms of its URL registrable
-domains, and the pseudonym of its sending IP. A key is *claimed* by the first
+domains and of its sending IP while those are young (first seen within a
+day: campaign infrastructure, not a mailing list's relay). A key is *claimed* by the first
 group that uses it. An event joins the group of its first claimed key (or
-starts a group of its own), then claims its unclaimed keys for that group,
-so a campaign that rotates domains but keeps its template, or keeps its
-relay while rotating text, still lands in one group. Groups never merge:
-an event that touches two groups joins the higher-priority one.
+starts a group of its own), then claims its keys for that group, so a
+campaign that rotates domains but keeps its template, or keeps its relay
+while rotating text, still lands in one group. An event whose keys reach
+two groups bridges them: the later one is merged into the one it joined
+(early members of a campaign often share no key with each other yet; the
+mails after them do).
 
 :func:`assign` is the pure rule; the Redis queue (:mod:`serving.review`)
 and the offline measurement (:mod:`infra.review_measure`) both call it.
@@ -21,6 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
+from features.definitions import FEATURE_NAMES
 from features.fingerprint import band_keys
 from streams.records import MailFeatures
 
@@ -28,11 +34,24 @@ GroupedBy = Literal["content", "url_domain", "sending_ip", "alone"]
 _KIND: dict[str, GroupedBy] = {"c": "content", "u": "url_domain", "i": "sending_ip"}
 
 
-def group_keys(features: MailFeatures) -> list[str]:
-    """The event's group keys in priority order: content, URL domains, sending IP."""
+#: URL domains and sending IPs group events only while this young (first seen within, hours).
+YOUNG_HOURS = 24.0
+_URL_AGE = FEATURE_NAMES.index("url_domain_age_h_min")
+_IP_AGE = FEATURE_NAMES.index("ip_age_h")
+
+
+def group_keys(features: MailFeatures, row: Sequence[float] | np.ndarray) -> list[str]:
+    """The event's group keys in priority order: content, young URL domains, young sending IP.
+
+    ``row`` is the event's served feature row (schema order). Long-established
+    infrastructure (a mailing list's relay, a popular site) is not a campaign
+    signal and would chain unrelated mail into one group, so URL domains and
+    IPs are keys only while the youngest of them is under :data:`YOUNG_HOURS`.
+    """
     keys = [f"c:{band}" for band in band_keys(features.tokens)]
-    keys.extend(f"u:{domain}" for domain in features.url_domains)
-    if features.sending_ip:
+    if features.url_domains and row[_URL_AGE] < YOUNG_HOURS:
+        keys.extend(f"u:{domain}" for domain in features.url_domains)
+    if features.sending_ip and row[_IP_AGE] < YOUNG_HOURS:
         keys.append(f"i:{features.sending_ip}")
     return keys
 
@@ -51,28 +70,63 @@ class Assignment:
     grouped_by: GroupedBy
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """The outcome of :func:`assign` for a batch of events."""
+
+    assignments: list[Assignment]
+    #: Keys to point at a group (new claims, and claims moved to the group an event joined).
+    claims: dict[str, str]
+    #: Groups absorbed in this batch -> the group they joined (in the order they happened).
+    merges: dict[str, str]
+
+
+def resolve(group: str, aliases: Mapping[str, str]) -> str:
+    """The group ``group`` was merged into, following ``aliases`` (bounded, so cycles cannot hang)."""
+    for _ in range(16):
+        target = aliases.get(group)
+        if not target or target == group:
+            return group
+        group = target
+    return group
+
+
 def assign(
-    events: Sequence[tuple[str, Sequence[str]]], claimed: Mapping[str, str]
-) -> tuple[list[Assignment], dict[str, str]]:
+    events: Sequence[tuple[str, Sequence[str]]],
+    claimed: Mapping[str, str],
+    aliases: Mapping[str, str] | None = None,
+) -> Grouping:
     """Groups for ``(event id, keys)`` in order, given the keys already claimed.
 
-    Returns each event's assignment and the new claims (key -> group) to
-    store. Events of one batch see each other's claims, in order.
+    An event joins the group of its highest-priority claimed key (after
+    following ``aliases``: groups merged earlier). If its keys reach other
+    groups too, the event bridges them: they are merged into the group it
+    joined, and its keys are pointed there. Events of one batch see each
+    other's claims and merges, in order.
     """
-    new: dict[str, str] = {}
+    known: dict[str, str] = dict(aliases or {})
+    current: dict[str, str] = dict(claimed)
+    claims: dict[str, str] = {}
+    merges: dict[str, str] = {}
     out = []
     for event_id, keys in events:
-        group: str | None = None
+        found: list[str] = []
         grouped_by: GroupedBy = "alone"
         for key in keys:
-            found = new.get(key) or claimed.get(key)
-            if found:
-                group, grouped_by = found, _KIND[key[0]]
-                break
-        if group is None:
-            group = new_group_id(event_id)
+            owner = current.get(key)
+            if owner:
+                root = resolve(owner, known)
+                if root not in found:
+                    if not found:
+                        grouped_by = _KIND[key[0]]
+                    found.append(root)
+        group = found[0] if found else new_group_id(event_id)
+        for other in found[1:]:
+            merges[other] = group
+            known[other] = group
         for key in keys:
-            if key not in new and key not in claimed:
-                new[key] = group
+            if current.get(key) != group:
+                current[key] = group
+                claims[key] = group
         out.append(Assignment(event_id, group, grouped_by))
-    return out, new
+    return Grouping(out, claims, merges)

@@ -1,7 +1,8 @@
 """The ops review queue in Redis: campaign groups ranked by the value of a review.
 
 Fed from the scoring path once per micro-batch (:meth:`ReviewQueue.enqueue`,
-two pipelined round trips: read the claimed group keys, then write), read by
+three pipelined round trips: read the claimed group keys, read those groups'
+aliases, values and counts, then write), read by
 ``warden review``. Every key holds pseudonyms and numbers only, lives in one
 Redis Cluster slot (hash tag ``{rq}``), and expires ``ReviewSettings.ttl_seconds``
 after its last write.
@@ -19,16 +20,20 @@ key                type    holds
                            ``max_members`` (the oldest dropped)
 ``e:<event id>``   string  the :class:`Candidate` (JSON) a reviewer sees
 ``k:<group key>``  string  the group that claimed a key (serving.campaigns)
+``a:<group>``      string  the group it was merged into
 =================  ======  ====================================================
 
 A group whose hash has expired is dropped from ``q`` when the queue is read.
+Merges and counts are not atomic across workers: two workers merging the
+same groups at once can leave a count or a value slightly off (the ranking
+tolerates it; labels always go to the member list).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -37,7 +42,7 @@ from features.definitions import FEATURE_NAMES
 from features.store import RedisClient
 from infra.settings import ReviewSettings
 from models.ranking import RankingModel, review_features
-from serving.campaigns import GroupedBy, assign, group_keys
+from serving.campaigns import GroupedBy, assign, group_keys, resolve
 from serving.exceptions import ReviewError
 from streams.records import FeatureLogEntry, MailFeatures, Reason, Verdict
 
@@ -142,22 +147,46 @@ class ReviewQueue:
             len(batch), len(FEATURE_NAMES)
         )
         p_wrong = self.ranker.p_wrong(review_features([v.score for v in verdicts], rows, junk_threshold))
-        keyed = [(f.event_id, group_keys(f)) for f in batch]
+        keyed = [(f.event_id, group_keys(f, row)) for f, row in zip(batch, rows, strict=True)]
         distinct = sorted({k for _, keys in keyed for k in keys})
         claimed: dict[str, str] = {}
         if distinct:
             found = await self._client.mget([self.key(f"k:{k}") for k in distinct])
             claimed = {k: _text(g) for k, g in zip(distinct, found, strict=True) if g is not None}
-        assignments, claims = assign(keyed, claimed)
+        owners = sorted(set(claimed.values()))
+        aliases: dict[str, str] = {}
+        values: dict[str, float] = {}
+        stats: dict[str, dict[str, str]] = {}
+        if owners:
+            read = self._client.pipeline(transaction=False)
+            for owner in owners:
+                read.get(self.key(f"a:{owner}"))
+                read.zscore(self.key("q"), owner)
+                read.hgetall(self.key(f"g:{owner}"))
+            answers = await read.execute()
+            for owner, alias, value, info in zip(
+                owners, answers[::3], answers[1::3], answers[2::3], strict=True
+            ):
+                if alias is not None:
+                    aliases[owner] = _text(alias)
+                if value is not None:
+                    values[owner] = float(value)
+                stats[owner] = {_text(k): _text(v) for k, v in info.items()}
+        grouping = assign(keyed, claimed, aliases)
         ttl = self._settings.ttl_seconds
         pipe = self._client.pipeline(transaction=False)
-        for key, group in claims.items():
-            pipe.set(self.key(f"k:{key}"), group, ex=ttl, nx=True)
-        for key in claimed:
+        for key, group in grouping.claims.items():
+            pipe.set(self.key(f"k:{key}"), group, ex=ttl)
+        for key in claimed.keys() - grouping.claims.keys():
             pipe.expire(self.key(f"k:{key}"), ttl)
+        for absorbed in grouping.merges:
+            self._merge(pipe, absorbed, resolve(absorbed, grouping.merges), values, stats)
         candidates = []
         touched: set[str] = set()
-        for features, verdict, row, p, where in zip(batch, verdicts, rows, p_wrong, assignments, strict=True):
+        for features, verdict, row, p, where in zip(
+            batch, verdicts, rows, p_wrong, grouping.assignments, strict=True
+        ):
+            group_id = resolve(where.group, grouping.merges)
             candidate = Candidate(
                 event_id=verdict.event_id,
                 kind=verdict.kind,
@@ -168,22 +197,22 @@ class ReviewQueue:
                 reasons=verdict.reasons,
                 actor=features.sender,
                 actor_aggregates={name: float(row[_INDEX[name]]) for name in ACTOR_AGGREGATES},
-                group=where.group,
+                group=group_id,
                 grouped_by=where.grouped_by,
                 p_wrong=float(p),
             )
             candidates.append(candidate)
-            touched.add(where.group)
-            group = self.key(f"g:{where.group}")
+            touched.add(group_id)
+            group = self.key(f"g:{group_id}")
             pipe.set(self.key(f"e:{verdict.event_id}"), candidate.model_dump_json(), ex=ttl)
-            pipe.zadd(self.key(f"m:{where.group}"), {verdict.event_id: features.timestamp})
+            pipe.zadd(self.key(f"m:{group_id}"), {verdict.event_id: features.timestamp})
             pipe.hincrby(group, "n", 1)
             pipe.hincrby(group, f"a:{verdict.action}", 1)
             pipe.hincrbyfloat(group, "score_sum", verdict.score)
             pipe.hsetnx(group, "first", features.timestamp)
             pipe.hset(group, "last", str(features.timestamp))
             pipe.hsetnx(group, "by", where.grouped_by)
-            pipe.zincrby(self.key("q"), float(p), where.group)
+            pipe.zincrby(self.key("q"), float(p), group_id)
         for group in touched:
             members = self.key(f"m:{group}")
             pipe.zremrangebyrank(members, 0, -(self._settings.max_members + 1))
@@ -193,6 +222,31 @@ class ReviewQueue:
         pipe.expire(self.key("q"), ttl)
         await pipe.execute()
         return candidates
+
+    def _merge(
+        self,
+        pipe: Any,
+        absorbed: str,
+        into: str,
+        values: dict[str, float],
+        stats: dict[str, dict[str, str]],
+    ) -> None:
+        """Queue the commands that fold group ``absorbed`` into group ``into``."""
+        ttl = self._settings.ttl_seconds
+        members = self.key(f"m:{into}")
+        pipe.zunionstore(members, [members, self.key(f"m:{absorbed}")], aggregate="MIN")
+        pipe.delete(self.key(f"m:{absorbed}"))
+        if absorbed in values:
+            pipe.zincrby(self.key("q"), values[absorbed], into)
+        pipe.zrem(self.key("q"), absorbed)
+        pipe.set(self.key(f"a:{absorbed}"), into, ex=ttl)
+        target = self.key(f"g:{into}")
+        for field, value in stats.get(absorbed, {}).items():
+            if field == "n" or field.startswith("a:"):
+                pipe.hincrby(target, field, int(float(value)))
+            elif field == "score_sum":
+                pipe.hincrbyfloat(target, field, float(value))
+        pipe.delete(self.key(f"g:{absorbed}"))
 
     async def top(self, count: int, examples: int = 3) -> list[QueuedGroup]:
         """The ``count`` most valuable unlabelled groups, best first (expired groups are dropped)."""
@@ -216,7 +270,7 @@ class ReviewQueue:
             if not fields:
                 gone.append(group)
                 continue
-            if len(out) >= count or fields.get("label"):
+            if len(out) >= count:
                 continue
             n = int(fields.get("n", "0"))
             out.append(
@@ -229,7 +283,7 @@ class ReviewQueue:
                     first_seen=float(fields.get("first", "0")),
                     last_seen=float(fields.get("last", "0")),
                     grouped_by=fields.get("by", "alone"),
-                    label=None,
+                    label=fields.get("label") or None,
                     examples=[],
                 )
             )
@@ -255,6 +309,9 @@ class ReviewQueue:
 
         Raises ReviewError when ``target`` is neither a queued group nor a known event.
         """
+        alias = await self._client.get(self.key(f"a:{target}"))
+        if alias is not None:
+            target = _text(alias)
         members = cast("list[bytes | str]", await self._client.zrange(self.key(f"m:{target}"), 0, -1))
         if members:
             return target, [_text(m) for m in members]
@@ -263,10 +320,18 @@ class ReviewQueue:
             raise ReviewError(f"{target!r} is neither a group in the review queue nor a queued event")
         return None, [candidate.event_id]
 
-    async def mark_labelled(self, group: str, label: str) -> None:
-        """Record a group's label and take it off the queue (new members put it back)."""
+    async def mark_labelled(self, group: str, label: str, members: Sequence[str]) -> None:
+        """Record a group's label and take it and its labelled members off the queue.
+
+        Members that arrive later put the group back, showing its earlier label.
+        """
         pipe = self._client.pipeline(transaction=False)
-        pipe.hset(self.key(f"g:{group}"), "label", label)
+        pipe.hset(
+            self.key(f"g:{group}"),
+            mapping={"label": label, "n": 0, "a:allow": 0, "a:junk": 0, "a:block": 0, "score_sum": 0},
+        )
+        if members:
+            pipe.zrem(self.key(f"m:{group}"), *members)
         pipe.zrem(self.key("q"), group)
         await pipe.execute()
 
