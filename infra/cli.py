@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _review_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _review_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     review = commands.add_parser(
         "review", help="the top of the ops review queue; label a group or event; measure the ranking"
     )
@@ -175,6 +175,12 @@ def _review_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     review.add_argument("--days", type=_positive_int, default=6, metavar="N", help="--measure: days")
     review.add_argument("--source", default="mail", metavar="NAME", help="--measure: event source (mail)")
     review.add_argument("--seed", type=int, default=7, help="--measure: seed of the random strategy")
+    review.add_argument(
+        "--fit-ranker",
+        type=Path,
+        metavar="FILE",
+        help="fit the ranking model on the logged feedback (training-examples) and write it to FILE",
+    )
     actions = review.add_subparsers(dest="review_action", metavar="ACTION", parser_class=_Parser)
     label = actions.add_parser("label", help="label a group (every member event) or one event")
     label.add_argument("target", help="a group id (from the list) or an event id")
@@ -335,6 +341,9 @@ def _review(args: argparse.Namespace, settings: WardenSettings) -> int:
 
     if args.review_action == "label":
         review_cli.label(_with_services(settings), args.target, args.label, args.reporter, sys.stdout)
+        return 0
+    if args.fit_ranker is not None:
+        review_cli.fit_ranker(_with_services(settings), args.fit_ranker, sys.stdout)
         return 0
     if args.measure:
         from infra import review_measure

@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 from features.store import RedisClient, connect
@@ -135,3 +136,41 @@ def label(settings: WardenSettings, target: str, given: str, reporter: str, out:
     what = f"group {group} ({sent:,} events)" if group else f"event {target}"
     out.write(f"sent {sent:,} ops_review labels ({LABELS[given]}) for {what}\n")
     return sent
+
+
+def fit_ranker(settings: WardenSettings, path: Path, out: TextIO) -> int:
+    """Fit the ranking model on the logged feedback and write it to ``path``; returns the examples used.
+
+    Workers use it when ``WARDEN_REVIEW__RANKER_FILE`` names the file.
+    """
+    from models.registry import Registry
+    from serving.review_feedback import fit_on_examples
+    from streams import broker
+    from streams.exceptions import MalformedRecord
+    from streams.records import TrainingExample, decode
+    from streams.topics import Topics
+
+    topics = Topics.from_settings(settings.kafka)
+    reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
+    examples: list[TrainingExample] = []
+    try:
+        while batch := reader.poll(2.0):
+            for message in batch:
+                try:
+                    examples.append(decode(TrainingExample, message.value or b""))
+                except MalformedRecord:
+                    continue
+    finally:
+        reader.close()
+    model, used = fit_on_examples(examples, Registry(settings.models.registry_dir))
+    try:
+        path.write_text(model.to_json() + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    source = (
+        f"fitted on {model.fitted_on:,} labels"
+        if model.fitted_on
+        else "the prior (too few or one-sided labels)"
+    )
+    out.write(f"ranking model: {source} of {used:,} usable examples -> {path}\n")
+    return used

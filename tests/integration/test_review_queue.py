@@ -25,6 +25,7 @@ from features.store import RedisStore, connect
 from infra import review_cli
 from infra.settings import ReviewSettings, WardenSettings
 from infra.worker_process import wait_healthy, worker_process
+from models.ranking import RankingModel
 from models.registry import Registry
 from serving.review import Candidate, ReviewQueue
 from serving.scorer import Scorer
@@ -213,6 +214,13 @@ def test_worker_feeds_the_queue_and_a_group_label_reaches_training(
         assert {e.source for e in examples} == {"ops_review"}
         assert {e.label for e in examples} == {1}
         assert {e.event_id for e in examples} <= {e.event_id for e in fraud}
+
+        # The ranking model is fitted on the logged feedback (all one-sided here: the prior is kept).
+        ranker = tmp_path / "ranker.json"
+        fitted = _cli(settings, base_env, "review", "--fit-ranker", str(ranker))
+        assert fitted.returncode == 0, fitted.stderr
+        assert f"of {size} usable examples" in fitted.stdout
+        assert RankingModel.from_json(ranker.read_text()) == RankingModel()
 
     unknown = _cli(settings, base_env, "review", "label", "no-such-group", "ham")
     assert unknown.returncode == 1

@@ -102,8 +102,10 @@ def test_claimed_keys_are_joined_and_young_infrastructure_groups() -> None:
     (first, second) = _features(_unrelated(2))
     shared = first.model_copy(update={"url_domains": ["k1.abc"], "tokens": []})
     later = second.model_copy(update={"url_domains": ["k1.abc"], "tokens": []})
-    young = _row(url_count=1, url_domain_age_h_min=1.0)
-    old = _row(url_count=1, url_domain_age_h_min=YOUNG_HOURS * 10)
+    young = _row(url_count=1, url_domain_age_h_min=1.0, sender_domain_age_h=1.0)
+    old = _row(url_count=1, url_domain_age_h_min=YOUNG_HOURS * 10, sender_domain_age_h=1.0)
+    established_sender = _row(url_count=1, url_domain_age_h_min=1.0, sender_domain_age_h=YOUNG_HOURS * 10)
+    assert group_keys(later, established_sender) == []
     (started,) = assign([(shared.event_id, group_keys(shared, young))], {}).assignments
     claimed = {"u:k1.abc": started.group}
     (joined,) = assign([(later.event_id, group_keys(later, young))], claimed).assignments
