@@ -13,16 +13,21 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
+
+from redis.exceptions import RedisError
 
 from features.store import RedisClient, connect
 from infra.exceptions import UsageError
 from infra.settings import WardenSettings
+from serving.exceptions import ReviewError
 from serving.review import QueuedGroup, ReviewQueue, load_ranker
 from streams import feedback_source
 from streams.records import Feedback, FeedbackLabel
+
+T = TypeVar("T")
 
 #: What an operator may type, and the feedback label it becomes.
 LABELS: dict[str, FeedbackLabel] = {"spam": "abuse", "abuse": "abuse", "ham": "legit", "legit": "legit"}
@@ -48,9 +53,17 @@ async def _top(settings: WardenSettings, count: int) -> list[QueuedGroup]:
         await client.aclose()
 
 
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one Redis conversation; an unreachable Redis becomes a one-line ReviewError."""
+    try:
+        return asyncio.run(coroutine)
+    except (RedisError, OSError) as exc:
+        raise ReviewError(f"cannot reach Redis for the review queue: {exc}") from None
+
+
 def show(settings: WardenSettings, count: int, as_json: bool, out: TextIO) -> int:
     """Print the top ``count`` groups; returns how many were shown."""
-    groups = asyncio.run(_top(settings, count))
+    groups = _run(_top(settings, count))
     if as_json:
         out.write(json.dumps([g.as_dict() for g in groups], indent=2) + "\n")
         return len(groups)
@@ -128,11 +141,11 @@ def label(settings: WardenSettings, target: str, given: str, reporter: str, out:
 
     Raises ReviewError for an unknown target and BrokerError if the broker refuses.
     """
-    group, event_ids = asyncio.run(_resolve(settings, target))
+    group, event_ids = _run(_resolve(settings, target))
     records = feedback_records(event_ids, LABELS[given], reporter, group, time.time())
     sent = feedback_source.send(settings, records)
     if group is not None:
-        asyncio.run(_mark(settings, group, LABELS[given], event_ids))
+        _run(_mark(settings, group, LABELS[given], event_ids))
     what = f"group {group} ({sent:,} events)" if group else f"event {target}"
     out.write(f"sent {sent:,} ops_review labels ({LABELS[given]}) for {what}\n")
     return sent

@@ -3,7 +3,7 @@
 A simulated stretch of days on a pluggable event source (``mail``: the newer
 SpamAssassin collection in Date order, split into equal days, plus one wave
 per day of :mod:`streams.campaign`'s invoice-fraud campaign, each wave with
-new look-alike domains and spread over its day). The model serving the
+new look-alike domains and spread evenly among its day's mails). The model serving the
 review days is the one trained on the older collection; the last day is
 held out as the test day.
 
@@ -86,11 +86,13 @@ def mail_source(settings: WardenSettings, days: int) -> list[SimEvent]:
     for day in range(days):
         chunk = mails[bounds[day] : bounds[day + 1]]
         out.extend(SimEvent(day, m, False) for m in chunk)
-        start, end = chunk[0].event.timestamp, chunk[-1].event.timestamp
-        wave = campaign(WAVE_SIZE, start, recipients, seed=100 + day)
-        times = np.linspace(start, end, len(wave) + 2)[1:-1]
-        for event, ts in zip(wave, times, strict=True):
-            mail = CorpusMail("campaign", event.model_copy(update={"timestamp": float(ts)}), True)
+        wave = campaign(WAVE_SIZE, chunk[0].event.timestamp, recipients, seed=100 + day)
+        # Spread by position, not clock: the corpus's days are uneven in time, and a wave
+        # should meet every review round of its day.
+        slots = np.linspace(0, len(chunk) - 1, len(wave)).astype(int)
+        for event, slot in zip(wave, slots, strict=True):
+            stamped = event.model_copy(update={"timestamp": chunk[int(slot)].event.timestamp + 1.0})
+            mail = CorpusMail("campaign", stamped, True)
             out.append(SimEvent(day, mail, True))
     return out
 
@@ -131,7 +133,7 @@ class World:
     review_x: np.ndarray
     #: Event indices of each review round, in stream order (ROUNDS_PER_DAY per day).
     rounds: list[np.ndarray]
-    #: For each round, every event seen by its end -> its group then (merges followed).
+    #: For each round, every event -> its group at the round's end (merges followed; "" if unseen).
     groups_at: list[list[str]]
 
 
@@ -162,14 +164,15 @@ def _prepare(settings: WardenSettings, source: EventSource, days: int) -> World:
     # Grouping as the queue would see it: round by round, merges applied as they happen.
     claimed: dict[str, str] = {}
     aliases: dict[str, str] = {}
-    joined: list[str] = []
+    joined = [""] * len(events)  # "" until the event has been seen
     groups_at: list[list[str]] = []
     for chunk in rounds:
         grouping = assign([keyed[int(i)] for i in chunk], claimed, aliases)
         claimed.update(grouping.claims)
         aliases.update(grouping.merges)
-        joined.extend(a.group for a in grouping.assignments)
-        groups_at.append([resolve(g, aliases) for g in joined])
+        for i, assignment in zip(chunk, grouping.assignments, strict=True):
+            joined[int(i)] = assignment.group
+        groups_at.append([resolve(g, aliases) if g else "" for g in joined])
     return World(
         events=events,
         data=data,
