@@ -25,8 +25,9 @@ strategies differ only in which groups they review:
 At the end the next model is trained (same trainer, same settings) on the
 older collection plus every label given, and scores the test day. Figures:
 *campaign / abuse delivered* (abusive events allowed and not blocked, over
-all days: harm not stopped) and the next model's recall at its junk
-threshold on the test day (all abuse, and the campaign wave).
+all days: harm not stopped) and the next model's recall, false-positive
+rate and ROC AUC at its junk threshold on the test day (all abuse, and the
+campaign wave).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from infra.settings import WardenSettings
 from models.dataset import Dataset, build
 from models.evaluate import warden_scores
 from models.exceptions import TrainingError
+from models.metrics import roc_auc
 from models.ranking import RankingModel, review_features, wrong_verdicts
 from models.registry import Candidate
 from models.train import train
@@ -114,6 +116,7 @@ class Outcome:
     recall: float = float("nan")
     campaign_recall: float = float("nan")
     fpr: float = float("nan")
+    auc: float = float("nan")
     labels: dict[int, int] = field(default_factory=dict)
     note: str = ""
 
@@ -221,7 +224,9 @@ def simulate(
         if day == days - 1:
             continue  # the test day: no reviews; its verdicts come from the next model below
         window = [
-            i for i in range(len(groups)) if world.days[i] >= day - QUEUE_DAYS + 1 and i not in outcome.labels
+            i
+            for i in range(len(groups))
+            if groups[i] and world.days[i] >= day - QUEUE_DAYS + 1 and i not in outcome.labels
         ]
         for group in _choose(
             world, groups, strategy, window, per_round[number % ROUNDS_PER_DAY], ranker, rng
@@ -304,6 +309,8 @@ def _test_next_model(
     outcome.recall = float(np.mean(flagged[truth])) if truth.any() else float("nan")
     outcome.campaign_recall = float(np.mean(flagged[campaign])) if campaign.any() else float("nan")
     outcome.fpr = float(np.mean(flagged[~truth])) if (~truth).any() else float("nan")
+    if truth.any() and (~truth).any():
+        outcome.auc = roc_auc(truth.astype(np.int8), scores)
 
 
 def run(
@@ -345,13 +352,13 @@ def render(outcomes: Sequence[Outcome]) -> str:
     """The measurement as a Markdown table."""
     lines = [
         "| reviews/day | strategy | reviews | events labelled (label errors) | abuse delivered | "
-        "campaign delivered | next model recall | campaign recall | FPR |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "campaign delivered | next model recall | campaign recall | FPR | ROC AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         lines.append(
             f"| {o.budget or '-'} | {o.strategy} | {o.reviews:,} | {o.labelled:,} ({o.label_errors:,}) | "
             f"{o.abuse_delivered:,} | {o.campaign_delivered:,} | {o.recall:.3f} | {o.campaign_recall:.3f} | "
-            f"{o.fpr:.4f} |"
+            f"{o.fpr:.4f} | {o.auc:.4f} |"
         )
     return "\n".join(lines)

@@ -176,3 +176,21 @@ def test_review_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: 
     assert code == EXIT_USAGE
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_the_mail_source_spreads_one_wave_over_each_day() -> None:
+    from infra.review_measure import ROUNDS_PER_DAY, WAVE_SIZE, mail_source
+    from infra.settings import WardenSettings
+    from tests.conftest import CORPUS
+
+    events = sorted(
+        mail_source(WardenSettings(corpus=CORPUS), 3),
+        key=lambda e: (e.mail.event.timestamp, e.mail.event.event_id),
+    )
+    assert len({e.mail.event.event_id for e in events}) == len(events)
+    for day in range(3):
+        today = [e for e in events if e.day == day]
+        assert sum(e.campaign for e in today) == WAVE_SIZE
+        assert all(e.mail.is_spam for e in today if e.campaign)
+        for part in np.array_split(np.asarray([e.campaign for e in today]), ROUNDS_PER_DAY):
+            assert part.sum() >= WAVE_SIZE // ROUNDS_PER_DAY - 2  # every review round meets the wave
