@@ -7,7 +7,8 @@ aliases, values and counts, then write), read by
 Redis Cluster slot (hash tag ``{rq}``), and expires ``ReviewSettings.ttl_seconds``
 after its last write.
 
-Keys (after ``<prefix>:{rq}:``):
+Keys (after ``<prefix>.review:{rq}:``; outside ``<prefix>:*``, so scans of the
+feature store's aggregates never meet them):
 
 =================  ======  ====================================================
 key                type    holds
@@ -123,7 +124,7 @@ class ReviewQueue:
         self, client: RedisClient, prefix: str, settings: ReviewSettings, ranker: RankingModel | None = None
     ) -> None:
         self._client = client
-        self._base = f"{prefix}:{{rq}}:"
+        self._base = f"{prefix}.review:{{rq}}:"
         self._settings = settings
         self.ranker = ranker or RankingModel()
 

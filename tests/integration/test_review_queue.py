@@ -107,7 +107,7 @@ def test_bounded_expiring_grouped_and_labelled_per_member(settings: WardenSettin
             # Bounded: at most 5 groups, at most 15 members each, however many events came.
             assert await main.size() >= 13  # the campaign and twelve unrelated mails
             assert 1 <= await small.size() <= 5
-            for key in await _keys(client, f"{prefix}-small:{{rq}}:m:*"):
+            for key in await _keys(client, small.key("m:*")):
                 assert await client.zcard(key) <= 15
 
             # Grouped: the campaign is one group; no unrelated mail is in it.
@@ -122,7 +122,7 @@ def test_bounded_expiring_grouped_and_labelled_per_member(settings: WardenSettin
             assert all(c.event_id in campaign_ids for c in top.examples)
 
             # Nothing raw in the queue: pseudonyms and numbers only.
-            for key in await _keys(client, f"{prefix}:{{rq}}:*"):
+            for key in await _keys(client, main.key("*")):
                 stored = key + repr(await _value(client, key))
                 for raw in ("@", "example", "invoice", "Invoice", "remittance", ".com", "203.0.113"):
                     assert raw not in stored, (key, raw)
@@ -130,9 +130,9 @@ def test_bounded_expiring_grouped_and_labelled_per_member(settings: WardenSettin
             # Expires: the brief queue is gone after its TTL, keys and listing both.
             assert await brief.top(10)
             deadline = time.monotonic() + 15
-            while await _keys(client, f"{prefix}-brief:*") and time.monotonic() < deadline:
+            while await _keys(client, brief.key("*")) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            assert await _keys(client, f"{prefix}-brief:*") == []
+            assert await _keys(client, brief.key("*")) == []
             assert await brief.top(10) == []
             return group, members
         finally:
