@@ -246,6 +246,8 @@ class WardenSettings(BaseSettings):
             "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
             "WARDEN_SERVING__RELOAD_INTERVAL_S": str(self.serving.reload_interval_s),
             "WARDEN_SERVING__REASONS": str(self.serving.reasons),
+            "WARDEN_REVIEW__ENABLED": str(self.review.enabled).lower(),
+            "WARDEN_REVIEW__TTL_SECONDS": str(self.review.ttl_seconds),
         }
         if self.kafka.bootstrap_servers is not None:
             env["WARDEN_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers

@@ -176,6 +176,7 @@ def _cli(settings: WardenSettings, base_env: dict[str, str], *argv: str) -> subp
 def test_worker_feeds_the_queue_and_a_group_label_reaches_training(
     settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
 ) -> None:
+    settings = settings.model_copy(update={"review": settings.review.model_copy(update={"enabled": True})})
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
     fraud = campaign(30, time.time() - 3600, ["accounts@example.org"], seed=42)
