@@ -181,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: Redis memory and topic bytes per event and per entity over a corpus replay",
     )
 
+    _review_parser(commands)
+
     models = commands.add_parser("models", help="list, promote or roll back model versions")
     models.add_argument(
         "--kind",
@@ -281,6 +283,36 @@ def _non_negative(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
     return value
+
+
+def _review_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
+    review = commands.add_parser(
+        "review", help="the top of the ops review queue; label a group or event; measure the ranking"
+    )
+    review.add_argument("--top", type=_positive_int, default=20, metavar="N", help="groups to list")
+    review.add_argument("--json", action="store_true", help="print JSON for tools instead of a table")
+    review.add_argument(
+        "--measure",
+        action="store_true",
+        help="simulate review budgets on the corpus and campaigns; compare rankings (no services needed)",
+    )
+    review.add_argument(
+        "--budget", type=_positive_int, action="append", metavar="N", help="--measure: reviews per day"
+    )
+    review.add_argument("--days", type=_positive_int, default=6, metavar="N", help="--measure: days")
+    review.add_argument("--source", default="mail", metavar="NAME", help="--measure: event source (mail)")
+    review.add_argument("--seed", type=int, default=7, help="--measure: seed of the random strategy")
+    review.add_argument(
+        "--fit-ranker",
+        type=Path,
+        metavar="FILE",
+        help="fit the ranking model on the logged feedback (training-examples) and write it to FILE",
+    )
+    actions = review.add_subparsers(dest="review_action", metavar="ACTION", parser_class=_Parser)
+    label = actions.add_parser("label", help="label a group (every member event) or one event")
+    label.add_argument("target", help="a group id (from the list) or an event id")
+    label.add_argument("label", choices=("spam", "ham", "abuse", "legit"))
+    label.add_argument("--reporter", default="ops", help="operator id (pseudonymised by the worker)")
 
 
 def _positive(text: str) -> float:
@@ -390,6 +422,8 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return 0
     if command == "evaluate":
         return _evaluate(args, settings)
+    if command == "review":
+        return _review(args, settings)
     if command == "models":
         return _models(args, settings)
     if command == "corpus":
@@ -509,6 +543,26 @@ def _simulate(args: argparse.Namespace, settings: WardenSettings) -> int:
     where = [str(args.out)] if args.out is not None else []
     where += [f"{settings.kafka.topic_prefix}calendar.events/contacts.events"] if args.produce else []
     print(f"{len(events):,} events -> {' and '.join(where)}")
+    return 0
+
+
+def _review(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from infra import review_cli
+
+    if args.review_action == "label":
+        review_cli.label(_with_services(settings), args.target, args.label, args.reporter, sys.stdout)
+        return 0
+    if args.fit_ranker is not None:
+        review_cli.fit_ranker(_with_services(settings), args.fit_ranker, sys.stdout)
+        return 0
+    if args.measure:
+        from infra import review_measure
+
+        review_measure.run(
+            settings, sys.stdout, args.source, tuple(args.budget or (25, 100)), args.days, args.seed
+        )
+        return 0
+    review_cli.show(_with_services(settings), args.top, args.json, sys.stdout)
     return 0
 
 

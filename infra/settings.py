@@ -223,6 +223,21 @@ class ServingSettings(_Part):
     reasons: int = Field(default=3, ge=0, le=20)
 
 
+class ReviewSettings(_Part):
+    """The ops review queue (serving.review): its bounds, retention and ranking model."""
+
+    #: Whether workers feed the review queue from the scoring path.
+    enabled: bool = True
+    #: Most campaign groups kept in the queue (the least valuable are dropped first).
+    max_groups: int = Field(default=10_000, ge=1)
+    #: Most member events remembered per group (the oldest are dropped first).
+    max_members: int = Field(default=1_000, ge=1)
+    #: Every queue key expires this long after its last write.
+    ttl_seconds: int = Field(default=2 * 24 * 3600, ge=1)
+    #: A fitted ranking model (JSON, models.ranking); unset: the documented prior weights.
+    ranker_file: Path | None = None
+
+
 class ModelSettings(_Part):
     """Training and the model registry."""
 
@@ -274,6 +289,7 @@ class WardenSettings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     health: HealthSettings = HealthSettings()
+    review: ReviewSettings = ReviewSettings()
     corpus: CorpusSettings = CorpusSettings()
     dev: DevSettings = DevSettings()
 
@@ -326,6 +342,8 @@ class WardenSettings(BaseSettings):
             "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
             "WARDEN_SERVING__RELOAD_INTERVAL_S": str(self.serving.reload_interval_s),
             "WARDEN_SERVING__REASONS": str(self.serving.reasons),
+            "WARDEN_REVIEW__ENABLED": str(self.review.enabled).lower(),
+            "WARDEN_REVIEW__TTL_SECONDS": str(self.review.ttl_seconds),
         }
         if self.kafka.bootstrap_servers is not None:
             env["WARDEN_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers

@@ -11,3 +11,7 @@ class ModelRejected(ServingError):
 
 class NoModel(ServingError):
     """The registry has no promoted model to serve."""
+
+
+class ReviewError(ServingError):
+    """The review queue cannot do what was asked: unknown group or event, unreadable ranker."""

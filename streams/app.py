@@ -20,6 +20,7 @@ from features.served import FeedbackLedger, ServedRows
 from features.store import RedisStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
+from serving.review import ReviewQueue
 from serving.slot import ModelSlot
 from streams import monitor, web
 from streams.agents import feedback, ingest, score
@@ -53,6 +54,8 @@ class Services:
     stats: WorkerStats
     #: Child processes for ingest (``WorkerSettings.ingest_processes``); None: ingest in the loop.
     ingest_pool: IngestPool | None = None
+    #: The ops review queue fed by the scoring agent (None: not fed).
+    review: ReviewQueue | None = None
 
 
 def create_app(settings: WardenSettings, services: Services) -> faust.App:
@@ -129,6 +132,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         services.slot,
         services.served,
         stats,
+        review=services.review,
     )
     # Calendar and contacts: their own input topics, one features topic, the same workers.
     activity_features = channel(topics.activity_features)

@@ -12,6 +12,7 @@ from infra.metrics import WorkerStats
 from infra.security import redis_options
 from infra.settings import WardenSettings
 from models.registry import Registry
+from serving.review import ReviewQueue, load_ranker
 from serving.slot import ModelSlot
 from streams.app import Services, create_app
 from streams.broker import ensure_topics
@@ -52,6 +53,11 @@ def build_services(settings: WardenSettings) -> Services:
     if settings.worker.ingest_processes > 0:
         pool = IngestPool(settings, settings.worker.ingest_processes, pseudonymiser)
         pool.warm()
+    review = (
+        ReviewQueue(client, prefix, settings.review, load_ranker(settings.review))
+        if settings.review.enabled
+        else None
+    )
     return Services(
         store=store,
         served=served,
@@ -60,6 +66,7 @@ def build_services(settings: WardenSettings) -> Services:
         pseudonymiser=pseudonymiser,
         stats=stats,
         ingest_pool=pool,
+        review=review,
     )
 
 

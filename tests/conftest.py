@@ -59,6 +59,8 @@ def settings(stack: StackState, tmp_path: Path, registry_dir: Path) -> WardenSet
             "batch_within_s": 0.02,
         },
         models={"registry_dir": registry_dir},
+        # Workers feed the review queue only in the tests about it (they turn it on).
+        review={"enabled": False},
         corpus=CORPUS,
         dev={"state_dir": tmp_path / "dev"},
     ).with_services(stack.bootstrap_servers, stack.redis_url)

@@ -29,6 +29,7 @@ from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
 from serving.exceptions import ModelRejected
+from serving.review import ReviewQueue
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
@@ -238,6 +239,21 @@ async def _remember(
         log.warning("could not keep %d served rows: %s", len(rows), exc)
 
 
+async def _review(
+    review: ReviewQueue,
+    batch: Sequence[MailFeatures],
+    verdicts: Sequence[Verdict],
+    entries: Sequence[FeatureLogEntry],
+    junk_threshold: float,
+) -> None:
+    """Put a scored batch into the ops review queue (after its verdicts are sent)."""
+    try:
+        await review.enqueue(batch, verdicts, entries, junk_threshold)
+    except (RedisError, OSError) as exc:
+        # The verdicts stand; these events are missing from the review queue.
+        log.warning("could not queue %d verdicts for review: %s", len(batch), exc)
+
+
 def register(
     app: Any,
     source: Any,
@@ -251,6 +267,7 @@ def register(
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
     record_type: type[MailFeatures] | type[ActivityFeatures] = MailFeatures,
+    review: ReviewQueue | None = None,
 ) -> None:
     """Declare a scoring agent on ``app`` for the ``source`` (features) topic.
 
@@ -309,6 +326,9 @@ def register(
         verdicts = verdicts_of(scored, explained, int(clock() * 1000))
         for verdict in verdicts:
             await verdicts_out.send(key=verdict.event_id.encode(), value=encode(verdict))
+        if review is not None and kind == "mail":
+            mails = [f for f in batch if isinstance(f, MailFeatures)]
+            await _review(review, mails, verdicts, entries, champion.policy.junk)
         t4 = time.perf_counter()
         sent_ms = clock() * 1000
         stats.verdicts((v.kind, v.action) for v in verdicts)

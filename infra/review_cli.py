@@ -1,0 +1,189 @@
+"""``warden review``: the top of the review queue for an operator, and their labels.
+
+``warden review [--top N] [--json]`` prints the most valuable campaign groups
+(a table, or JSON for tools); ``warden review label TARGET spam|ham`` sends one
+``ops_review`` label per member event of the group (or for the one event)
+to the ``feedback`` topic, each with its own event id and feedback id, and
+takes the group off the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from redis.exceptions import RedisError
+
+from features.store import RedisClient, connect
+from infra.exceptions import UsageError
+from infra.settings import WardenSettings
+from serving.exceptions import ReviewError
+from serving.review import QueuedGroup, ReviewQueue, load_ranker
+from streams import feedback_source
+from streams.records import Feedback, FeedbackLabel
+
+T = TypeVar("T")
+
+#: What an operator may type, and the feedback label it becomes.
+LABELS: dict[str, FeedbackLabel] = {"spam": "abuse", "abuse": "abuse", "ham": "legit", "legit": "legit"}
+
+
+def _client(settings: WardenSettings) -> RedisClient:
+    if settings.redis.cluster_nodes:
+        return connect(settings.redis.cluster_nodes.split(","), cluster=True)
+    if settings.redis.url is None:
+        raise UsageError("no Redis configured: run `warden dev up` or set WARDEN_REDIS__URL")
+    return connect(settings.redis.url.get_secret_value(), cluster=False)
+
+
+def _queue(settings: WardenSettings, client: RedisClient) -> ReviewQueue:
+    return ReviewQueue(client, settings.redis.key_prefix, settings.review, load_ranker(settings.review))
+
+
+async def _top(settings: WardenSettings, count: int) -> list[QueuedGroup]:
+    client = _client(settings)
+    try:
+        return await _queue(settings, client).top(count)
+    finally:
+        await client.aclose()
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one Redis conversation; an unreachable Redis becomes a one-line ReviewError."""
+    try:
+        return asyncio.run(coroutine)
+    except (RedisError, OSError) as exc:
+        raise ReviewError(f"cannot reach Redis for the review queue: {exc}") from None
+
+
+def show(settings: WardenSettings, count: int, as_json: bool, out: TextIO) -> int:
+    """Print the top ``count`` groups; returns how many were shown."""
+    groups = _run(_top(settings, count))
+    if as_json:
+        out.write(json.dumps([g.as_dict() for g in groups], indent=2) + "\n")
+        return len(groups)
+    if not groups:
+        out.write("the review queue is empty\n")
+        return 0
+    out.write(table(groups) + "\n")
+    return len(groups)
+
+
+def table(groups: Sequence[QueuedGroup]) -> str:
+    """The operator's view: one line per group, with its newest example's reasons."""
+    header = (
+        f"{'#':>3}  {'group':18}  {'value':>7}  {'size':>5}  {'allow/junk/block':>16}  "
+        f"{'score':>5}  {'by':10}  top reasons"
+    )
+    lines = [header, "-" * len(header)]
+    for rank, g in enumerate(groups, start=1):
+        example = g.examples[0] if g.examples else None
+        reasons = ", ".join(r.feature for r in example.reasons[:3]) if example else ""
+        if example and not reasons:
+            aggregates = example.actor_aggregates
+            reasons = (
+                f"sender 24h={aggregates['sender_events_24h']:.0f} "
+                f"domain age={aggregates['sender_domain_age_h']:.0f}h"
+            )
+        mix = f"{g.actions['allow']}/{g.actions['junk']}/{g.actions['block']}"
+        lines.append(
+            f"{rank:>3}  {g.group:18}  {g.value:7.2f}  {g.size:5d}  {mix:>16}  {g.mean_score:5.2f}  "
+            f"{g.grouped_by:10}  {reasons}"
+        )
+    return "\n".join(lines)
+
+
+def feedback_records(
+    event_ids: Sequence[str], label: FeedbackLabel, reporter: str, group: str | None, now: float
+) -> list[Feedback]:
+    """One ops_review label per event; the feedback id is fixed by (event, label, reporter, group)."""
+    reason = f"review of group {group}" if group else "review of one event"
+    out = []
+    for event_id in event_ids:
+        basis = f"{event_id}|{label}|{reporter}|{group or ''}"
+        out.append(
+            Feedback(
+                feedback_id="rv-" + hashlib.sha256(basis.encode("utf-8")).hexdigest()[:24],
+                event_id=event_id,
+                label=label,
+                source="ops_review",
+                reporter=reporter,
+                at=now,
+                reason=reason,
+            )
+        )
+    return out
+
+
+async def _resolve(settings: WardenSettings, target: str) -> tuple[str | None, list[str]]:
+    client = _client(settings)
+    try:
+        return await _queue(settings, client).members(target)
+    finally:
+        await client.aclose()
+
+
+async def _mark(settings: WardenSettings, group: str, label: str, members: Sequence[str]) -> None:
+    client = _client(settings)
+    try:
+        await _queue(settings, client).mark_labelled(group, label, members)
+    finally:
+        await client.aclose()
+
+
+def label(settings: WardenSettings, target: str, given: str, reporter: str, out: TextIO) -> int:
+    """Label a group (every member event) or one event; returns how many labels were sent.
+
+    Raises ReviewError for an unknown target and BrokerError if the broker refuses.
+    """
+    group, event_ids = _run(_resolve(settings, target))
+    records = feedback_records(event_ids, LABELS[given], reporter, group, time.time())
+    sent = feedback_source.send(settings, records)
+    if group is not None:
+        _run(_mark(settings, group, LABELS[given], event_ids))
+    what = f"group {group} ({sent:,} events)" if group else f"event {target}"
+    out.write(f"sent {sent:,} ops_review labels ({LABELS[given]}) for {what}\n")
+    return sent
+
+
+def fit_ranker(settings: WardenSettings, path: Path, out: TextIO) -> int:
+    """Fit the ranking model on the logged feedback and write it to ``path``; returns the examples used.
+
+    Workers use it when ``WARDEN_REVIEW__RANKER_FILE`` names the file.
+    """
+    from models.registry import Registry
+    from serving.review_feedback import fit_on_examples
+    from streams import broker
+    from streams.exceptions import MalformedRecord
+    from streams.records import TrainingExample, decode
+    from streams.topics import Topics
+
+    topics = Topics.from_settings(settings.kafka)
+    reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
+    examples: list[TrainingExample] = []
+    try:
+        while batch := reader.poll(2.0):
+            for message in batch:
+                try:
+                    examples.append(decode(TrainingExample, message.value or b""))
+                except MalformedRecord:
+                    continue
+    finally:
+        reader.close()
+    model, used = fit_on_examples(examples, Registry(settings.models.registry_dir))
+    try:
+        path.write_text(model.to_json() + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    source = (
+        f"fitted on {model.fitted_on:,} labels"
+        if model.fitted_on
+        else "the prior (too few or one-sided labels)"
+    )
+    out.write(f"ranking model: {source} of {used:,} usable examples -> {path}\n")
+    return used
