@@ -163,7 +163,7 @@ def test_a_group_label_is_one_feedback_per_member() -> None:
         ("review", "label"),
         ("review", "label", "gabc", "maybe"),
         ("review", "--top", "0"),
-        ("review", "--measure", "--source", "calendar"),
+        ("review", "--measure", "--source", "fax"),
         ("review", "--measure", "--days", "1"),
     ],
 )
@@ -238,3 +238,37 @@ def test_review_features_read_each_kinds_own_columns() -> None:
     assert features[0, new_account] == pytest.approx(1.0)
     assert features[1, new_account] < 0.01
     assert features[0, REVIEW_FEATURES.index("new_url_dom")] == 0.0  # no links
+
+
+def test_the_calendar_source_is_labelled_days_after_a_warm_up() -> None:
+    from infra.review_measure import UNSEEN, activity_stream
+    from infra.settings import WardenSettings
+
+    stream = activity_stream("calendar", WardenSettings(), 2, accounts=40)
+    assert stream.data.kind == stream.older.kind == "calendar"
+    assert len(stream.features) == len(stream.data) == len(stream.days) == len(stream.is_campaign)
+    assert [f.event_id for f in stream.features] == list(stream.data.event_ids)
+    assert set(stream.days.tolist()) == {0, 1}
+    assert np.all(np.diff(stream.data.timestamps) >= 0)
+    campaign = np.asarray([f in UNSEEN for f in stream.data.folders])
+    assert np.array_equal(campaign, stream.is_campaign)
+    assert np.all(stream.data.labels[stream.is_campaign] == 1)
+    assert not set(UNSEEN) & set(stream.older.folders)  # the first model never sees them
+    assert stream.widen_thresholds
+
+
+def test_the_measurement_runs_on_the_calendar_simulator() -> None:
+    import functools
+
+    from infra.review_measure import ROUNDS_PER_DAY, activity_stream, prepare, simulate
+    from infra.settings import WardenSettings
+
+    settings = WardenSettings()
+    world = prepare(settings, functools.partial(activity_stream, "calendar", accounts=60), 3)
+    assert len(world.rounds) == 3 * ROUNDS_PER_DAY
+    abuse = int(world.truth.sum())
+    for strategy in ("random", "lowest-confidence", "ranked"):
+        outcome = simulate(world, strategy, 4, 3, settings, seed=1)
+        assert 0 < outcome.reviews <= 4 * 2  # two review days, none on the test day
+        assert outcome.campaign_delivered <= outcome.abuse_delivered <= abuse
+        assert 0.0 <= outcome.recall <= 1.0
