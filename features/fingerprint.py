@@ -51,11 +51,18 @@ def minhash(tokens: Sequence[int]) -> np.ndarray:
     return np.asarray(hashed.min(axis=1), dtype=np.uint64)
 
 
-def band_keys(tokens: Sequence[int]) -> list[str]:
-    """The content keys of a mail: one short hex digest per band (empty for short mails)."""
+def band_keys(tokens: Sequence[int], rows: int = ROWS) -> list[str]:
+    """The content keys of a mail: one short hex digest per band (empty for short mails).
+
+    ``rows`` other than :data:`ROWS` bands the same signature into fewer,
+    longer bands (``BANDS * ROWS // rows`` of them): stricter keys, for short
+    templated texts whose unrelated pairs are already similar.
+    """
     if len(set(tokens)) < MIN_TOKENS:
         return []
-    signature = minhash(tokens).reshape(BANDS, ROWS)
+    if (BANDS * ROWS) % rows:
+        raise ValueError(f"{rows} rows do not divide a {BANDS * ROWS}-hash signature")
+    signature = minhash(tokens).reshape(BANDS * ROWS // rows, rows)
     return [
         f"{band:02d}" + hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest()
         for band, row in enumerate(signature)

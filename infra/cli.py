@@ -300,7 +300,12 @@ def _review_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         "--budget", type=_positive_int, action="append", metavar="N", help="--measure: reviews per day"
     )
     review.add_argument("--days", type=_positive_int, default=6, metavar="N", help="--measure: days")
-    review.add_argument("--source", default="mail", metavar="NAME", help="--measure: event source (mail)")
+    review.add_argument(
+        "--source",
+        default="mail",
+        metavar="NAME",
+        help="--measure: event source: mail (corpus and campaign waves) or calendar/contacts (simulator)",
+    )
     review.add_argument("--seed", type=int, default=7, help="--measure: seed of the random strategy")
     review.add_argument(
         "--fit-ranker",

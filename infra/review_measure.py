@@ -1,11 +1,21 @@
 """``warden review --measure``: does the review ranking beat the obvious alternatives?
 
-A simulated stretch of days on a pluggable event source (``mail``: the newer
-SpamAssassin collection in Date order, split into equal days, plus one wave
-per day of :mod:`streams.campaign`'s invoice-fraud campaign, each wave with
-new look-alike domains and spread evenly among its day's mails). The model serving the
-review days is the one trained on the older collection; the last day is
+A simulated stretch of days on a pluggable event source; the last day is
 held out as the test day.
+
+* ``mail``: the newer SpamAssassin collection in Date order, split into equal
+  days, plus one wave per day of :mod:`streams.campaign`'s invoice-fraud
+  campaign, each wave with new look-alike domains and spread evenly among its
+  day's mails. The model serving the review days is the one trained on the
+  older collection; *campaign* events are the waves.
+* ``calendar`` / ``contacts``: that kind's events of a
+  :mod:`streams.simulator` stream (seed :data:`SIM_SEED`,
+  :data:`SIM_ACCOUNTS` accounts), both kinds through one feature store, and
+  one warm-up day before the measured days (so the simulation's own start
+  does not make every URL domain and account young). The model serving the
+  review days is trained as ``warden train --kind`` does
+  (:mod:`models.simulated`) on a stream of another seed *without* the
+  :data:`UNSEEN` campaign types; *campaign* events are those types' events.
 
 Each day has four review rounds sharing a fixed budget of reviews per day.
 One review labels one campaign group (:mod:`serving.campaigns`): every
@@ -23,7 +33,7 @@ strategies differ only in which groups they review:
   after every round on the feedback logged so far.
 
 At the end the next model is trained (same trainer, same settings) on the
-older collection plus every label given, and scores the test day. Figures:
+first model's training data plus every label given, and scores the test day. Figures:
 *campaign / abuse delivered* (abusive events allowed and not blocked, over
 all days: harm not stopped) and the next model's recall, false-positive
 rate and ROC AUC at its junk threshold on the test day (all abuse, and the
@@ -32,6 +42,7 @@ campaign wave).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,10 +50,11 @@ from typing import TextIO
 
 import numpy as np
 
-from features.extraction import to_features
+from features.extraction import to_activity_features, to_features
 from features.pseudonym import Pseudonymiser
 from infra.exceptions import UsageError
 from infra.settings import WardenSettings
+from models import simulated
 from models.dataset import Dataset, build
 from models.evaluate import warden_scores
 from models.exceptions import TrainingError
@@ -52,16 +64,21 @@ from models.registry import Candidate
 from models.train import train
 from serving.campaigns import assign, group_keys, resolve
 from serving.policy import Policy
-from streams import corpus
+from streams import corpus, simulator
 from streams.campaign import campaign
 from streams.corpus import CorpusMail
-from streams.records import SourcePosition
+from streams.records import ActivityKind, EventFeatures, SourcePosition
 
 STRATEGIES = ("random", "lowest-confidence", "ranked")
 ROUNDS_PER_DAY = 4
 #: Members a review covers: those seen this recently (in days), like the queue's TTL.
 QUEUE_DAYS = 2
 WAVE_SIZE = 100
+#: The simulated stream of the ``calendar`` / ``contacts`` sources, and the first model's stream.
+SIM_SEED, FIRST_SEED = 11, 12
+SIM_ACCOUNTS = 400
+#: Campaign types the first calendar/contacts model never saw (the sources' *campaign* events).
+UNSEEN = ("compromised_burst", "low_and_slow")
 
 
 @dataclass(frozen=True)
@@ -73,8 +90,26 @@ class SimEvent:
     campaign: bool
 
 
-#: An event source: (settings, days) -> events of every day, any order.
-EventSource = Callable[[WardenSettings, int], list[SimEvent]]
+@dataclass(frozen=True)
+class Stream:
+    """What an event source gives the measurement: the measured days' rows and the first training set."""
+
+    #: Every event of the measured days in time order (labels: the truth).
+    data: Dataset
+    #: Each event's ingest features (what grouping reads), in ``data``'s order.
+    features: list[EventFeatures]
+    #: Each event's day (0 .. days-1).
+    days: np.ndarray
+    #: Each event belongs to the campaign the first model never saw.
+    is_campaign: np.ndarray
+    #: The first model's training data, and how models are trained on it.
+    older: Dataset
+    older_source: str
+    widen_thresholds: bool = False
+
+
+#: An event source: (settings, days) -> the stream of those days.
+EventSource = Callable[[WardenSettings, int], Stream]
 
 
 def mail_source(settings: WardenSettings, days: int) -> list[SimEvent]:
@@ -99,7 +134,70 @@ def mail_source(settings: WardenSettings, days: int) -> list[SimEvent]:
     return out
 
 
-SOURCES: dict[str, EventSource] = {"mail": mail_source}
+def mail_stream(settings: WardenSettings, days: int) -> Stream:
+    """:func:`mail_source`'s days, with the older collection as the first training set."""
+    events = sorted(
+        mail_source(settings, days), key=lambda e: (e.mail.event.timestamp, e.mail.event.event_id)
+    )
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    data = build([e.mail for e in events], pseudonymiser)
+    if data.event_ids != tuple(e.mail.event.event_id for e in events):
+        raise UsageError("the event source gave duplicate event ids")
+    features: list[EventFeatures] = [
+        to_features(e.mail.event, pseudonymiser, SourcePosition(topic="sim", partition=0, offset=i), 0)
+        for i, e in enumerate(events)
+    ]
+    return Stream(
+        data=data,
+        features=features,
+        days=np.asarray([e.day for e in events]),
+        is_campaign=np.asarray([e.campaign for e in events]),
+        older=build(corpus.load(settings.corpus, corpus.OLDER), pseudonymiser),
+        older_source="spam-assassin:older",
+    )
+
+
+def activity_stream(
+    kind: ActivityKind, settings: WardenSettings, days: int, accounts: int = SIM_ACCOUNTS
+) -> Stream:
+    """``kind``'s events of ``days`` simulated days (after a warm-up day); first model without UNSEEN."""
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    params = simulator.SimulationParams(seed=SIM_SEED, accounts=accounts, days=float(days + 1))
+    events = simulator.simulate(params)
+    data = simulated.build(events, kind, pseudonymiser)
+    # The same events, in the same order, as simulated.build keeps.
+    chosen = [
+        s
+        for s in sorted(events, key=lambda s: (s.event.timestamp, s.event.event_id))
+        if s.event.kind == kind and not s.history
+    ]
+    if data.event_ids != tuple(s.event.event_id for s in chosen):
+        raise UsageError("the simulated rows do not match the simulated events")
+    day = np.floor((data.timestamps - params.start) / 86400.0).astype(int) - 1
+    keep = np.flatnonzero(day >= 0)
+    features: list[EventFeatures] = [
+        to_activity_features(
+            chosen[int(i)].event, pseudonymiser, SourcePosition(topic="sim", partition=0, offset=int(i)), 0
+        )
+        for i in keep
+    ]
+    first = replace(params, seed=FIRST_SEED, mix={**params.mix, **dict.fromkeys(UNSEEN, 0.0)})
+    return Stream(
+        data=data.take(keep),
+        features=features,
+        days=day[keep],
+        is_campaign=np.asarray([chosen[int(i)].campaign in UNSEEN for i in keep]),
+        older=simulated.build(simulator.simulate(first), kind, pseudonymiser),
+        older_source=f"simulator:seed={FIRST_SEED},accounts={accounts},without={'+'.join(UNSEEN)}",
+        widen_thresholds=True,
+    )
+
+
+SOURCES: dict[str, EventSource] = {
+    "mail": mail_stream,
+    "calendar": functools.partial(activity_stream, "calendar"),
+    "contacts": functools.partial(activity_stream, "contacts"),
+}
 
 
 @dataclass
@@ -125,9 +223,9 @@ class Outcome:
 class World:
     """Everything the strategies share: the stream, its groups over time, the first model's verdicts."""
 
-    events: list[SimEvent]
     data: Dataset
     older: Dataset
+    widen_thresholds: bool
     days: np.ndarray
     truth: np.ndarray
     is_campaign: np.ndarray
@@ -140,25 +238,19 @@ class World:
     groups_at: list[list[str]]
 
 
-def _prepare(settings: WardenSettings, source: EventSource, days: int) -> World:
-    events = sorted(source(settings, days), key=lambda e: (e.mail.event.timestamp, e.mail.event.event_id))
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    older = build(corpus.load(settings.corpus, corpus.OLDER), pseudonymiser)
-    data = build([e.mail for e in events], pseudonymiser)
-    if data.event_ids != tuple(e.mail.event.event_id for e in events):
-        raise UsageError("the event source gave duplicate event ids")
-    first = train(older, settings.models, source="spam-assassin:older")
+def prepare(settings: WardenSettings, source: EventSource, days: int) -> World:
+    """The stream of ``source``, its first model's verdicts, and its groups round by round."""
+    stream = source(settings, days)
+    data = stream.data
+    first = train(
+        stream.older, settings.models, source=stream.older_source, widen_thresholds=stream.widen_thresholds
+    )
     scores = warden_scores(first, data)
     policy = Policy(first.manifest.thresholds.junk, first.manifest.thresholds.block)
     actions = [policy.decide(float(s)) for s in scores]
     rows = data.rows(data.evidence(first.tokens))
-    keyed = []
-    for offset, e in enumerate(events):
-        features = to_features(
-            e.mail.event, pseudonymiser, SourcePosition(topic="sim", partition=0, offset=offset), 0
-        )
-        keyed.append((e.mail.event.event_id, group_keys(features, rows[offset])))
-    day_of = np.asarray([e.day for e in events])
+    keyed = [(f.event_id, group_keys(f, rows[i])) for i, f in enumerate(stream.features)]
+    day_of = stream.days
     rounds = [
         chunk
         for day in range(days)
@@ -167,7 +259,7 @@ def _prepare(settings: WardenSettings, source: EventSource, days: int) -> World:
     # Grouping as the queue would see it: round by round, merges applied as they happen.
     claimed: dict[str, str] = {}
     aliases: dict[str, str] = {}
-    joined = [""] * len(events)  # "" until the event has been seen
+    joined = [""] * len(data)  # "" until the event has been seen
     groups_at: list[list[str]] = []
     for chunk in rounds:
         grouping = assign([keyed[int(i)] for i in chunk], claimed, aliases)
@@ -177,15 +269,15 @@ def _prepare(settings: WardenSettings, source: EventSource, days: int) -> World:
             joined[int(i)] = assignment.group
         groups_at.append([resolve(g, aliases) if g else "" for g in joined])
     return World(
-        events=events,
         data=data,
-        older=older,
+        older=stream.older,
+        widen_thresholds=stream.widen_thresholds,
         days=day_of,
         truth=np.asarray(data.labels, dtype=np.int8),
-        is_campaign=np.asarray([e.campaign for e in events]),
+        is_campaign=stream.is_campaign,
         first=first,
         actions=actions,
-        review_x=review_features(scores, rows, first.manifest.thresholds.junk),
+        review_x=review_features(scores, rows, first.manifest.thresholds.junk, data.kind),
         rounds=rounds,
         groups_at=groups_at,
     )
@@ -200,6 +292,7 @@ def _concat(a: Dataset, b: Dataset) -> Dataset:
         timestamps=np.concatenate([a.timestamps, b.timestamps]),
         event_ids=a.event_ids + b.event_ids,
         folders=a.folders + b.folders,
+        kind=a.kind,
     )
 
 
@@ -213,7 +306,7 @@ def simulate(
     per_round = [
         budget // ROUNDS_PER_DAY + (1 if r < budget % ROUNDS_PER_DAY else 0) for r in range(ROUNDS_PER_DAY)
     ]
-    delivered = np.zeros(len(world.events), dtype=bool)
+    delivered = np.zeros(len(world.data), dtype=bool)
     for number, chunk in enumerate(world.rounds):
         groups = world.groups_at[number]
         day = number // ROUNDS_PER_DAY
@@ -290,7 +383,12 @@ def _test_next_model(
         extra = world.data.take(known)
         extra = replace(extra, labels=np.asarray([outcome.labels[int(i)] for i in known], dtype=np.int8))
         try:
-            model = train(_concat(world.older, extra), settings.models, source="review-sim")
+            model = train(
+                _concat(world.older, extra),
+                settings.models,
+                source="review-sim",
+                widen_thresholds=world.widen_thresholds,
+            )
         except TrainingError as exc:
             outcome.note = f"next model not trained ({exc}): the first model was tested"
     test = np.flatnonzero(world.days == days - 1)
@@ -323,11 +421,12 @@ def run(
         raise UsageError("--days must be at least 2 (review days and a test day)")
     out.write(f"preparing: source {source}, {days} days (the last one is the test day)\n")
     out.flush()
-    world = _prepare(settings, SOURCES[source], days)
+    world = prepare(settings, SOURCES[source], days)
     abuse = int(np.sum(world.truth))
     groups = world.groups_at[-1]
     out.write(
-        f"{len(world.events):,} events ({int(world.is_campaign.sum()):,} campaign, {abuse:,} abusive), "
+        f"{len(world.data):,} {world.data.kind} events "
+        f"({int(world.is_campaign.sum()):,} campaign, {abuse:,} abusive), "
         f"{len(set(groups)):,} groups at the end; campaign events in "
         f"{len({g for g, c in zip(groups, world.is_campaign, strict=True) if c}):,} groups\n"
     )

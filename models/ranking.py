@@ -16,11 +16,15 @@ feature             meaning
                     threshold, near 0 far from it (uncertainty)
 ``score``           the model's score (abuse the model half-sees)
 ``token_novelty``   ``1 - token_known_share``: words the model never learned
-``new_sender_dom``  ``1 / (1 + sender domain age in hours)``
+``new_sender_dom``  ``1 / (1 + sender domain age in hours)`` (calendar and
+                    contacts: the organizer's or card owner's account age)
 ``new_url_dom``     ``1 / (1 + youngest URL domain age in hours)`` (0 without URLs)
 ``reach``           ``log1p`` of the sender's distinct recipients and the URL
                     domain's distinct senders in 24 h
 ==================  ============================================================
+
+Each feature reads the same-meaning column of the event kind's schema
+(:data:`features.definitions.SCHEMAS`).
 
 Summing over members makes reach explicit: a campaign of 150 mails that the
 model half-doubts outranks one borderline mail. The weights are fitted
@@ -39,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.definitions import FEATURE_NAMES
+from features.definitions import SCHEMAS
 
 REVIEW_FEATURES: tuple[str, ...] = (
     "closeness",
@@ -50,8 +54,26 @@ REVIEW_FEATURES: tuple[str, ...] = (
     "reach",
 )
 
-_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _EPS = 1e-6
+
+
+def _columns(kind: str) -> dict[str, int]:
+    """Where each review feature's inputs sit in ``kind``'s schema."""
+    names = SCHEMAS[kind].feature_names
+    if kind == "mail":
+        sender_age, urls, sender_reach = "sender_domain_age_h", "url_count", "sender_distinct_recipients_24h"
+    else:
+        prefix = next(n for n in names if n.endswith("_account_age_h")).removesuffix("_account_age_h")
+        sender_age, urls = f"{prefix}_account_age_h", "links"
+        sender_reach = f"{prefix}_distinct_recipients_24h"
+    return {
+        "known": names.index("token_known_share"),
+        "sender_age": names.index(sender_age),
+        "urls": names.index(urls),
+        "url_age": names.index("url_domain_age_h_min"),
+        "sender_reach": names.index(sender_reach),
+        "url_reach": names.index("url_domain_distinct_senders_24h_max"),
+    }
 
 
 def _logit(p: float) -> float:
@@ -60,27 +82,25 @@ def _logit(p: float) -> float:
 
 
 def review_features(
-    scores: Sequence[float] | np.ndarray, rows: np.ndarray, junk_threshold: float
+    scores: Sequence[float] | np.ndarray, rows: np.ndarray, junk_threshold: float, kind: str = "mail"
 ) -> np.ndarray:
-    """The review features of scored rows (``rows`` in the model schema's order)."""
+    """The review features of scored rows (``rows`` in ``kind``'s schema order)."""
     n = len(scores)
     out = np.zeros((n, len(REVIEW_FEATURES)), dtype=np.float64)
     if n == 0:
         return out
-    rows = np.asarray(rows, dtype=np.float64).reshape(n, len(FEATURE_NAMES))
+    at = _columns(kind)
+    rows = np.asarray(rows, dtype=np.float64).reshape(n, len(SCHEMAS[kind].feature_names))
     s = np.asarray(scores, dtype=np.float64)
     clipped = np.clip(s, _EPS, 1 - _EPS)
     out[:, 0] = np.exp(-np.abs(np.log(clipped / (1 - clipped)) - _logit(junk_threshold)))
     out[:, 1] = s
-    out[:, 2] = 1.0 - rows[:, _INDEX["token_known_share"]]
-    out[:, 3] = 1.0 / (1.0 + np.maximum(rows[:, _INDEX["sender_domain_age_h"]], 0.0))
-    has_urls = rows[:, _INDEX["url_count"]] > 0
-    out[:, 4] = np.where(
-        has_urls, 1.0 / (1.0 + np.maximum(rows[:, _INDEX["url_domain_age_h_min"]], 0.0)), 0.0
-    )
+    out[:, 2] = 1.0 - rows[:, at["known"]]
+    out[:, 3] = 1.0 / (1.0 + np.maximum(rows[:, at["sender_age"]], 0.0))
+    has_urls = rows[:, at["urls"]] > 0
+    out[:, 4] = np.where(has_urls, 1.0 / (1.0 + np.maximum(rows[:, at["url_age"]], 0.0)), 0.0)
     out[:, 5] = np.log1p(
-        np.maximum(rows[:, _INDEX["sender_distinct_recipients_24h"]], 0.0)
-        + np.maximum(rows[:, _INDEX["url_domain_distinct_senders_24h_max"]], 0.0)
+        np.maximum(rows[:, at["sender_reach"]], 0.0) + np.maximum(rows[:, at["url_reach"]], 0.0)
     )
     return out
 

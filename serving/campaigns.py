@@ -1,9 +1,11 @@
-"""Campaign grouping: events that share a content fingerprint, URL domain or sending IP.
+"""Campaign grouping: events that share a content fingerprint, URL domain, sending IP or young account.
 
 Every event names a few *group keys*, in priority order: its content band
 keys (:mod:`features.fingerprint`), the pseudonyms of its URL registrable
 domains and of its sending IP while those are young (first seen within a
-day: campaign infrastructure, not a mailing list's relay). A key is *claimed* by the first
+day: campaign infrastructure, not a mailing list's relay); a calendar or
+contacts event names its young URL domains and, while the account is young,
+the account's pseudonym (a throwaway organizer or card owner). A key is *claimed* by the first
 group that uses it. An event joins the group of its first claimed key (or
 starts a group of its own), then claims its unclaimed keys for that group, so a
 campaign that rotates domains but keeps its template, or keeps its relay
@@ -26,28 +28,40 @@ from typing import Literal
 
 import numpy as np
 
-from features.definitions import FEATURE_NAMES
+from features.definitions import FEATURE_NAMES, SCHEMAS
 from features.fingerprint import band_keys
-from streams.records import MailFeatures
+from streams.records import ActivityFeatures, EventFeatures
 
-GroupedBy = Literal["content", "url_domain", "sending_ip", "alone"]
-_KIND: dict[str, GroupedBy] = {"c": "content", "u": "url_domain", "i": "sending_ip"}
+GroupedBy = Literal["content", "url_domain", "sending_ip", "account", "alone"]
+_KIND: dict[str, GroupedBy] = {"c": "content", "u": "url_domain", "i": "sending_ip", "a": "account"}
 
 
 #: URL domains and sending IPs group events only while this young (first seen within, hours).
 YOUNG_HOURS = 24.0
 #: An event bridges (merges) another group only if this many of its content keys point there.
 MERGE_MIN_CONTENT_KEYS = 3
+#: Rows per content band of calendar and contacts events (mail: features.fingerprint.ROWS).
+ACTIVITY_ROWS = 8
 _URL_AGE = FEATURE_NAMES.index("url_domain_age_h_min")
 _IP_AGE = FEATURE_NAMES.index("ip_age_h")
 _SENDER_DOMAIN_AGE = FEATURE_NAMES.index("sender_domain_age_h")
 
 
-def group_keys(features: MailFeatures, row: Sequence[float] | np.ndarray) -> list[str]:
+def _activity_columns(kind: str) -> tuple[int, int]:
+    names = SCHEMAS[kind].feature_names
+    account_age = next(i for i, name in enumerate(names) if name.endswith("_account_age_h"))
+    return names.index("url_domain_age_h_min"), account_age
+
+
+def group_keys(features: EventFeatures, row: Sequence[float] | np.ndarray) -> list[str]:
     """The event's group keys in priority order: content, young URL domains, young sending IP.
 
-    ``row`` is the event's served feature row (schema order). Long-established
-    infrastructure (a mailing list's relay, a popular site) is not a campaign
+    ``row`` is the event's served feature row (its kind's schema order). A
+    calendar or contacts event has no sending IP; its keys are content, its
+    URL domains while the youngest is :data:`YOUNG_HOURS` young, and its
+    account (organizer or card owner) while the account is that young.
+
+    For mail, long-established infrastructure (a mailing list's relay, a popular site) is not a campaign
     signal and would chain unrelated mail into one group, so URL domains and
     IPs are keys only for mail from a sender domain first seen within
     :data:`YOUNG_HOURS`, and only while the youngest URL domain (or the IP)
@@ -55,6 +69,14 @@ def group_keys(features: MailFeatures, row: Sequence[float] | np.ndarray) -> lis
     URL-domain keys without the sender-domain condition doubled the share of
     mail grouped against its label.)
     """
+    if isinstance(features, ActivityFeatures):
+        keys = [f"c:{band}" for band in band_keys(features.tokens, ACTIVITY_ROWS)]
+        url_age, account_age = _activity_columns(features.kind)
+        if features.url_domains and row[url_age] < YOUNG_HOURS:
+            keys.extend(f"u:{domain}" for domain in features.url_domains)
+        if row[account_age] < YOUNG_HOURS:
+            keys.append(f"a:{features.sender}")
+        return keys
     keys = [f"c:{band}" for band in band_keys(features.tokens)]
     if row[_SENDER_DOMAIN_AGE] >= YOUNG_HOURS:
         return keys

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from features.definitions import FEATURE_NAMES
-from features.extraction import to_features
+from features.definitions import FEATURE_NAMES, SCHEMAS
+from features.extraction import to_activity_features, to_features
 from features.fingerprint import BANDS, band_keys, jaccard
 from features.pseudonym import Pseudonymiser
 from infra.cli import EXIT_USAGE, main
@@ -18,7 +18,7 @@ from infra.review_cli import feedback_records
 from models.ranking import REVIEW_FEATURES, RankingModel, review_features, wrong_verdicts
 from serving.campaigns import YOUNG_HOURS, assign, group_keys, new_group_id, resolve
 from streams.campaign import campaign
-from streams.records import MailEvent, MailFeatures, SourcePosition
+from streams.records import CalendarEvent, MailEvent, MailFeatures, SourcePosition
 
 _AT = SourcePosition(topic="t", partition=0, offset=0)
 _KEY = Pseudonymiser(SecretStr("unit-test-key"), "k1")
@@ -163,7 +163,7 @@ def test_a_group_label_is_one_feedback_per_member() -> None:
         ("review", "label"),
         ("review", "label", "gabc", "maybe"),
         ("review", "--top", "0"),
-        ("review", "--measure", "--source", "calendar"),
+        ("review", "--measure", "--source", "fax"),
         ("review", "--measure", "--days", "1"),
     ],
 )
@@ -194,3 +194,81 @@ def test_the_mail_source_spreads_one_wave_over_each_day() -> None:
         assert all(e.mail.is_spam for e in today if e.campaign)
         for part in np.array_split(np.asarray([e.campaign for e in today]), ROUNDS_PER_DAY):
             assert part.sum() >= WAVE_SIZE // ROUNDS_PER_DAY - 2  # every review round meets the wave
+
+
+def _calendar_row(**values: float) -> list[float]:
+    names = SCHEMAS["calendar"].feature_names
+    row = [1000.0] * len(names)  # an established account and old links unless said otherwise
+    for name, value in values.items():
+        row[names.index(name)] = value
+    return row
+
+
+def test_calendar_events_group_by_young_link_domain_and_young_account() -> None:
+    invite = CalendarEvent(
+        event_id="cal-1",
+        timestamp=1.767e9,
+        action="created",
+        organizer="new.spammer@gmail.com",
+        invitees=["a@example.org", "b@example.net"],
+        title="You have won a gift card",
+        description="Claim it at https://prize-atlas7.xyz/claim/1234",
+        urls=["https://prize-atlas7.xyz/claim/1234"],
+        start=1.767e9 + 3600,
+        end=1.767e9 + 7200,
+    )
+    features = to_activity_features(invite, _KEY, _AT, 0)
+    assert features.url_domains
+    young = _calendar_row(url_domain_age_h_min=1.0, organizer_account_age_h=0.5)
+    keys = group_keys(features, young)
+    assert f"a:{features.sender}" in keys
+    assert {f"u:{d}" for d in features.url_domains} <= set(keys)
+    assert [k for k in group_keys(features, _calendar_row()) if not k.startswith("c:")] == []
+    other = to_activity_features(invite.model_copy(update={"event_id": "cal-2", "title": "Hi"}), _KEY, _AT, 0)
+    (started,) = assign([(features.event_id, keys)], {}).assignments
+    claimed = {k: started.group for k in keys}
+    (joined,) = assign([(other.event_id, group_keys(other, young))], claimed).assignments
+    assert joined.group == started.group
+
+
+def test_review_features_read_each_kinds_own_columns() -> None:
+    rows = np.asarray([_calendar_row(organizer_account_age_h=0.0, links=0), _calendar_row(links=2)])
+    features = review_features([0.5, 0.5], rows, 0.5, "calendar")
+    new_account = REVIEW_FEATURES.index("new_sender_dom")
+    assert features[0, new_account] == pytest.approx(1.0)
+    assert features[1, new_account] < 0.01
+    assert features[0, REVIEW_FEATURES.index("new_url_dom")] == 0.0  # no links
+
+
+def test_the_calendar_source_is_labelled_days_after_a_warm_up() -> None:
+    from infra.review_measure import UNSEEN, activity_stream
+    from infra.settings import WardenSettings
+
+    stream = activity_stream("calendar", WardenSettings(), 2, accounts=40)
+    assert stream.data.kind == stream.older.kind == "calendar"
+    assert len(stream.features) == len(stream.data) == len(stream.days) == len(stream.is_campaign)
+    assert [f.event_id for f in stream.features] == list(stream.data.event_ids)
+    assert set(stream.days.tolist()) == {0, 1}
+    assert np.all(np.diff(stream.data.timestamps) >= 0)
+    campaign = np.asarray([f in UNSEEN for f in stream.data.folders])
+    assert np.array_equal(campaign, stream.is_campaign)
+    assert np.all(stream.data.labels[stream.is_campaign] == 1)
+    assert not set(UNSEEN) & set(stream.older.folders)  # the first model never sees them
+    assert stream.widen_thresholds
+
+
+def test_the_measurement_runs_on_the_calendar_simulator() -> None:
+    import functools
+
+    from infra.review_measure import ROUNDS_PER_DAY, activity_stream, prepare, simulate
+    from infra.settings import WardenSettings
+
+    settings = WardenSettings()
+    world = prepare(settings, functools.partial(activity_stream, "calendar", accounts=60), 3)
+    assert len(world.rounds) == 3 * ROUNDS_PER_DAY
+    abuse = int(world.truth.sum())
+    for strategy in ("random", "lowest-confidence", "ranked"):
+        outcome = simulate(world, strategy, 4, 3, settings, seed=1)
+        assert 0 < outcome.reviews <= 4 * 2  # two review days, none on the test day
+        assert outcome.campaign_delivered <= outcome.abuse_delivered <= abuse
+        assert 0.0 <= outcome.recall <= 1.0
