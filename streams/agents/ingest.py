@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from features.extraction import to_activity_features, to_features
 from features.pseudonym import Pseudonymiser
@@ -32,6 +32,8 @@ from streams.records import (
 
 log = logging.getLogger(__name__)
 
+_Features = TypeVar("_Features", MailFeatures, ActivityFeatures)
+
 
 def ingest_record(
     raw: bytes | None,
@@ -46,17 +48,14 @@ def ingest_record(
     Never raises: a hostile record that trips an unexpected error in feature
     code is dead-lettered too, so one record cannot stop the worker.
     """
-    try:
-        event = decode_mail_event(raw, settings.ingest, now)
-        return to_features(event, pseudonymiser, source, produced_at_ms, now=now)
-    except MalformedRecord as exc:
-        reason = exc.reason
-    except Exception as exc:  # the boundary: any failure on one record is that record's fault
-        log.warning(
-            "ingest failed on %s/%d@%d: %s", source.topic, source.partition, source.offset, type(exc).__name__
-        )
-        reason = f"internal error while ingesting: {type(exc).__name__}"
-    return DeadLetter.of(source, reason, raw or b"", int(now * 1000))
+    return _at_the_boundary(
+        raw,
+        source,
+        now,
+        lambda: to_features(
+            decode_mail_event(raw, settings.ingest, now), pseudonymiser, source, produced_at_ms, now=now
+        ),
+    )
 
 
 def ingest_activity_record(
@@ -69,9 +68,22 @@ def ingest_activity_record(
     now: float,
 ) -> ActivityFeatures | DeadLetter:
     """One raw calendar or contacts record as features, or as a dead letter (never raises)."""
+    return _at_the_boundary(
+        raw,
+        source,
+        now,
+        lambda: to_activity_features(
+            decode_activity_event(raw, kind, settings.ingest, now), pseudonymiser, source, produced_at_ms
+        ),
+    )
+
+
+def _at_the_boundary(
+    raw: bytes | None, source: SourcePosition, now: float, ingest: Callable[[], _Features]
+) -> _Features | DeadLetter:
+    """``ingest()``, or the dead letter of a record it refused or failed on."""
     try:
-        event = decode_activity_event(raw, kind, settings.ingest, now)
-        return to_activity_features(event, pseudonymiser, source, produced_at_ms)
+        return ingest()
     except MalformedRecord as exc:
         reason = exc.reason
     except Exception as exc:  # the boundary: any failure on one record is that record's fault
