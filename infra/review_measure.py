@@ -33,7 +33,9 @@ strategies differ only in which groups they review:
   after every round on the feedback logged so far.
 
 At the end the next model is trained (same trainer, same settings) on the
-first model's training data plus every label given, and scores the test day. Figures:
+first model's training data plus every label given, validated on the first
+model's own validation window (the same rows for every strategy), and
+scores the test day. Figures:
 *campaign / abuse delivered* (abusive events allowed and not blocked, over
 all days: harm not stopped) and the next model's recall, false-positive
 rate and ROC AUC at its junk threshold on the test day (all abuse, and the
@@ -61,7 +63,7 @@ from models.exceptions import TrainingError
 from models.metrics import roc_auc
 from models.ranking import RankingModel, review_features, wrong_verdicts
 from models.registry import Candidate
-from models.train import train
+from models.train import split, train
 from serving.campaigns import assign, group_keys, resolve
 from serving.policy import Policy
 from streams import corpus, simulator
@@ -382,11 +384,18 @@ def _test_next_model(
         known = np.asarray(sorted(outcome.labels))
         extra = world.data.take(known)
         extra = replace(extra, labels=np.asarray([outcome.labels[int(i)] for i in known], dtype=np.int8))
+        # The labels join the fitting rows; validation (early stopping, thresholds) stays the first
+        # model's window, so every strategy's next model is judged on the same rows. Validating on
+        # the newest rows would validate on the review labels themselves, a different window per
+        # strategy, and made the recall figures swing with which errors fell into it.
+        fit, valid = split(world.older)
+        data = _concat(_concat(fit, extra), valid)
         try:
             model = train(
-                _concat(world.older, extra),
+                data,
                 settings.models,
                 source="review-sim",
+                validation_share=(len(valid) - 0.5) / len(data),
                 widen_thresholds=world.widen_thresholds,
             )
         except TrainingError as exc:
