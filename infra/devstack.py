@@ -166,7 +166,7 @@ class DevStack:
             )
             deadline = time.monotonic() + self._settings.start_timeout_s
             _wait(lambda: _kafka_ready(state.bootstrap_servers), deadline, broker, "broker")
-            _wait(lambda: _redis_ready(state.redis_url), deadline, redis, "redis")
+            _wait(lambda: redis_ready(state.redis_url), deadline, redis, "redis")
         except BaseException:
             self.stop()
             raise
@@ -312,7 +312,8 @@ def _kafka_ready(bootstrap_servers: str) -> bool:
     return True
 
 
-def _redis_ready(url: str) -> bool:
+def redis_ready(url: str) -> bool:
+    """True when the Redis server at ``url`` answers PING."""
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=1.0)

@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 from infra import devstack
-from infra.devstack import _redis_ready, _terminate, _wait, die_with_parent
+from infra.devstack import _terminate, _wait, die_with_parent, redis_ready
 from infra.exceptions import DevStackError
 from infra.settings import DevSettings
 
@@ -77,9 +77,7 @@ class LocalCluster:
                 self._nodes.append(_Node(port, bus_port, self._spawn(server, host, port, bus_port, run_dir)))
             deadline = time.monotonic() + self._settings.start_timeout_s
             for node in self._nodes:
-                _wait(
-                    functools.partial(_redis_ready, _url(host, node.port)), deadline, node.proc, _name(node)
-                )
+                _wait(functools.partial(redis_ready, _url(host, node.port)), deadline, node.proc, _name(node))
             self._form(host)
             for node in self._nodes:
                 _wait(functools.partial(_cluster_ok, host, node.port), deadline, node.proc, _name(node))

@@ -19,21 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from features.extraction import to_features
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.store import connect
-from features.testing import InMemoryStore
 from infra import devstack
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
 from streams.corpus import CorpusMail
-from streams.records import SourcePosition, Verdict, decode, encode
+from streams.records import Verdict, decode, encode
 from streams.replay import replay
 from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, health, wait_until
-from tests.integration.test_store import assert_matches_reference
+from tests.integration.test_store import assert_redis_applied_each_once
 
 N = 800
 
@@ -80,14 +75,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_every_event_once(
         }, event_id
 
     # Effects once: Redis holds exactly what applying every event once gives.
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
-    position = SourcePosition(topic="reference", partition=0, offset=0)
-    reference.apply_and_read_now([to_features(m.event, pseudonymiser, position, 0) for m in mails])
-    assert settings.redis.url is not None
-    client = connect(settings.redis.url.get_secret_value(), cluster=False)
-    await assert_matches_reference(client, settings.redis.key_prefix, reference)
-    await client.aclose()
+    await assert_redis_applied_each_once(settings, [m.event for m in mails])
 
 
 CHAOS_N = 1000
@@ -151,16 +139,7 @@ async def _assert_nothing_lost_and_effects_once(
             for v in copies
         }
         assert len(decisions) == 1, f"{event_id} got different verdicts: {decisions}"
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
-    position = SourcePosition(topic="reference", partition=0, offset=0)
-    reference.apply_and_read_now([to_features(m.event, pseudonymiser, position, 0) for m in mails])
-    assert settings.redis.url is not None
-    client = connect(settings.redis.url.get_secret_value(), cluster=False)
-    try:
-        await assert_matches_reference(client, settings.redis.key_prefix, reference)
-    finally:
-        await client.aclose()
+    await assert_redis_applied_each_once(settings, [m.event for m in mails])
     return sum(len(copies) - 1 for copies in outcomes.verdicts.values())
 
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from infra import devstack
 from infra.settings import WardenSettings
@@ -55,7 +54,7 @@ class OwnRedis:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=devstack.die_with_parent,
             )
-        wait_until(lambda: _answers(self.url), timeout_s=30, what="redis answering")
+        wait_until(lambda: devstack.redis_ready(self.url), timeout_s=30, what="redis answering")
 
     def stop(self) -> None:
         """SIGTERM: Redis writes its append-only file and exits."""
@@ -64,16 +63,6 @@ class OwnRedis:
             self._proc.terminate()
             self._proc.wait(timeout=30)
             self._proc = None
-
-
-def _answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1.0)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
 
 
 def _degraded(settings: WardenSettings) -> bool:

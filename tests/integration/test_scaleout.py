@@ -13,19 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from features.extraction import to_features
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.store import connect
-from features.testing import InMemoryStore
 from infra import devstack
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
-from streams.records import MailEvent, SourcePosition, Verdict, decode, encode
+from streams.records import MailEvent, Verdict, decode, encode
 from streams.topics import Topics
-from tests.integration.test_store import assert_matches_reference
+from tests.integration.test_store import assert_redis_applied_each_once
 
 N = 900
 RATE = 15.0  # events/s until the last membership change, then the rest at once
@@ -164,14 +159,4 @@ async def test_workers_split_partitions_and_survive_leave_and_join(
         }, event_id
 
     # Effects once across the group: Redis equals applying every event once.
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
-    position = SourcePosition(topic="reference", partition=0, offset=0)
-    reference.apply_and_read_now([to_features(m.event, pseudonymiser, position, 0) for m in mails])
-    if settings.redis.cluster_nodes is not None:
-        client = connect(settings.redis.cluster_nodes.split(","), cluster=True)
-    else:
-        assert settings.redis.url is not None
-        client = connect(settings.redis.url.get_secret_value(), cluster=False)
-    await assert_matches_reference(client, settings.redis.key_prefix, reference)
-    await client.aclose()
+    await assert_redis_applied_each_once(settings, [m.event for m in mails])

@@ -11,13 +11,15 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from features.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
+from features.extraction import to_features
 from features.keys import Keys
 from features.operations import report
+from features.pseudonym import Pseudonymiser
 from features.store import FeatureStore, RedisClient, RedisStore, connect
 from features.testing import InMemoryStore, features_for
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
-from streams.records import MailFeatures
+from streams.records import MailEvent, MailFeatures, SourcePosition
 
 
 def event(
@@ -73,6 +75,23 @@ async def redis_state(client: RedisClient, prefix: str) -> dict[str, object]:
         else:
             state[key] = (await client.get(raw) or b"").decode()
     return state
+
+
+async def assert_redis_applied_each_once(settings: WardenSettings, events: list[MailEvent]) -> None:
+    """The workers' Redis (standalone or cluster) equals applying every event exactly once, offline."""
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
+    position = SourcePosition(topic="reference", partition=0, offset=0)
+    reference.apply_and_read_now([to_features(e, pseudonymiser, position, 0) for e in events])
+    if settings.redis.cluster_nodes is not None:
+        client = connect(settings.redis.cluster_nodes.split(","), cluster=True)
+    else:
+        assert settings.redis.url is not None
+        client = connect(settings.redis.url.get_secret_value(), cluster=False)
+    try:
+        await assert_matches_reference(client, settings.redis.key_prefix, reference)
+    finally:
+        await client.aclose()
 
 
 async def assert_matches_reference(client: RedisClient, prefix: str, reference: InMemoryStore) -> None:
