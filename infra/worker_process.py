@@ -34,6 +34,9 @@ def child_process(
         )
     try:
         yield proc
+    except Exception:
+        _print_tail(log_path)
+        raise
     finally:
         proc.terminate()
         try:
@@ -41,6 +44,15 @@ def child_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _print_tail(log_path: Path, lines: int = 40) -> None:
+    """The end of a child's log on stderr, so a failing test or demo shows what the child did."""
+    try:
+        tail = log_path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return
+    print(f"--- last {len(tail)} lines of {log_path} ---", *tail, sep="\n", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ position before any record was read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -53,7 +54,9 @@ def register(app: Any, settings: WardenSettings, stats: WorkerStats) -> None:
         stats.uptime_s = now - started
         stats.throughput.sample(stats.scored, now)
         try:
-            stats.consumer_lag = await consumer_lag(app)
+            # Bounded: a position lookup that waits on the broker must not stall the
+            # sampler, or the throughput and health figures would freeze with it.
+            stats.consumer_lag = await asyncio.wait_for(consumer_lag(app), timeout=max(1.0, interval))
             stats.assigned_partitions = len(app.consumer.assignment())
         except Exception as exc:  # the sampler must never stop the worker; the figures just age
             log.debug("cannot sample consumer lag: %s", type(exc).__name__)
