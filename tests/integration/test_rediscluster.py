@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -23,7 +24,10 @@ from features.operations import LUA
 from features.store import RedisStore, connect
 from infra import devstack
 from infra.rediscluster import SLOTS, ClusterState, LocalCluster
-from infra.settings import DevSettings
+from infra.settings import DevSettings, WardenSettings
+from serving.review import ReviewQueue
+from streams.campaign import campaign
+from tests.integration.test_review_queue import _fill, _unrelated
 from tests.integration.test_store import stream
 
 SCRIPT_SHA = hashlib.sha1(LUA.encode()).hexdigest()
@@ -94,6 +98,26 @@ async def test_a_batch_is_one_pipeline_per_primary(
     await store.start()
     assert len(await store.apply_and_read(stream(seed=11, n=200))) == 200
     assert sorted(sent.values()) == [1, 1, 1]
+
+
+async def test_the_review_queue_runs_on_a_cluster(
+    cluster_client: RedisCluster, keys: Keys, settings: WardenSettings
+) -> None:
+    # Every review key shares the {rq} tag, so the batch's script and merges go to one primary.
+    start = time.time() - 3600
+    fraud = campaign(24, start, ["accounts@example.org"], seed=7)
+    events = sorted([*fraud, *_unrelated(6, start)], key=lambda e: e.timestamp)
+    queue = ReviewQueue(cluster_client, keys.prefix, settings.review)
+    candidates = await _fill(settings, cluster_client, [queue], events)
+    assert len(candidates) == len(events)
+    fraud_ids = {e.event_id for e in fraud}
+    groups = Counter(c.group for c in candidates if c.event_id in fraud_ids)
+    largest, size = groups.most_common(1)[0]
+    assert size >= 22
+    (top,) = [g for g in await queue.top(50) if g.group == largest]
+    assert top.size == size
+    assert sum(top.actions.values()) == size
+    assert all(c.event_id in fraud_ids for c in top.examples)
 
 
 async def test_a_primary_that_lost_the_script_gets_it_back(cluster_client: RedisCluster, keys: Keys) -> None:

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from features.extraction import to_features
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
-from features.store import RedisStore, connect
+from features.store import RedisClient, RedisStore, connect
 from infra import review_cli
 from infra.settings import ReviewSettings, WardenSettings
 from infra.worker_process import wait_healthy, worker_process
@@ -53,7 +53,7 @@ def _unrelated(count: int, start: float) -> list[MailEvent]:
 
 
 async def _fill(
-    settings: WardenSettings, client: Redis, queues: Sequence[ReviewQueue], events: Sequence[MailEvent]
+    settings: WardenSettings, client: RedisClient, queues: Sequence[ReviewQueue], events: Sequence[MailEvent]
 ) -> list[Candidate]:
     """Score ``events`` through the served path (store, model, policy) and queue them in batches."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
