@@ -47,6 +47,9 @@ def register(app: Any, settings: WardenSettings, stats: WorkerStats) -> None:
     started = time.monotonic()
     last_assigned = started
     interval = settings.health.sample_interval_s
+    # Nothing scored at start: Faust starts timers only once the worker has joined its
+    # group, and a first burst scored before the first tick would otherwise never show.
+    stats.throughput.sample(stats.scored, started)
 
     async def sample() -> None:
         nonlocal last_assigned

@@ -139,7 +139,8 @@ def test_metrics_health_and_the_live_dashboard_follow_real_traffic(
             assert shown[f"verdicts-{action}"] == f"{actions[action]:.0f}"
             assert actions[action] == sum(v.action == action for v in verdicts)
         for q in (50, 95, 99):
-            assert shown[f"p{q}"] == _ms(after, q / 100)
+            # The page rounds the server's figure (3 decimals) to one in JavaScript: .x5 may round either way.
+            assert float(shown[f"p{q}"] or "nan") == pytest.approx(float(_ms(after, q / 100)), abs=0.11)
         assert shown["state"] == "ready"
 
         # Everything was processed, so the sampled lag of the input partitions comes down to 0.
@@ -165,15 +166,15 @@ def test_metrics_health_and_the_live_dashboard_follow_real_traffic(
     assert after[("warden_batch_size_sum", ())] == N
     batches = after[("warden_score_batches_total", ())]
     assert after[("warden_batch_size_count", ())] == batches > 0
-    for stage, count in labelled(after, "warden_stage_seconds_count", "stage").items():
-        assert count > 0, stage
-    assert set(labelled(after, "warden_stage_seconds_count", "stage")) == {
-        "decode",
+    # A one-hop worker decodes no features records: "decode" is a split-stages stage.
+    stages = labelled(after, "warden_stage_seconds_count", "stage")
+    assert {stage for stage, count in stages.items() if count > 0} == {
         "features",
         "store",
         "score",
         "produce",
     }
+    assert stages["decode"] == 0
     lag_topics = {dict(labels)["topic"] for (name, labels) in after if name == "warden_consumer_lag"}
     assert topics.mail_events.name in lag_topics
     assert after[("warden_store_errors_total", ())] == 0
