@@ -179,6 +179,12 @@ class WorkerSettings(_Part):
     #: Child processes that ingest (parse, pseudonymise, content features) beside the event
     #: loop; 0 ingests in the loop. See streams.ingest_pool.
     ingest_processes: int = Field(default=0, ge=0, le=64)
+    #: Two hops instead of one: ingest sends features to ``mail.features`` /
+    #: ``activity.features`` and scoring agents read them there (ingest and scoring
+    #: can then run in different workers). Default: each ingest micro-batch is scored
+    #: where it was ingested (one broker round trip and one batch window fewer); the
+    #: scoring agents still read the features topics either way.
+    split_stages: bool = False
 
 
 class HealthSettings(_Part):
@@ -343,6 +349,7 @@ class WardenSettings(BaseSettings):
             "WARDEN_WORKER__BATCH_SIZE": str(self.worker.batch_size),
             "WARDEN_WORKER__BATCH_WITHIN_S": str(self.worker.batch_within_s),
             "WARDEN_WORKER__INGEST_PROCESSES": str(self.worker.ingest_processes),
+            "WARDEN_WORKER__SPLIT_STAGES": str(self.worker.split_stages).lower(),
             "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
             "WARDEN_SERVING__RELOAD_INTERVAL_S": str(self.serving.reload_interval_s),
             "WARDEN_SERVING__REASONS": str(self.serving.reasons),

@@ -111,19 +111,10 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     feature_log = channel(topics.feature_log)
     stats = services.stats
 
-    ingest.register(
+    # One scoring stage for every kind: the scoring agents on the features topics use it
+    # and, in a one-hop worker (the default), so do the ingest agents, right after ingest.
+    scoring = score.ScoringStage(
         app,
-        mail_events,
-        mail_features,
-        dead_letters,
-        settings,
-        services.pseudonymiser,
-        stats,
-        pool=services.ingest_pool,
-    )
-    score.register(
-        app,
-        mail_features,
         verdicts,
         feature_log,
         dead_letters,
@@ -134,6 +125,19 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         stats,
         review=services.review,
     )
+    in_ingest = None if settings.worker.split_stages else scoring
+    ingest.register(
+        app,
+        mail_events,
+        mail_features,
+        dead_letters,
+        settings,
+        services.pseudonymiser,
+        stats,
+        pool=services.ingest_pool,
+        scoring=in_ingest,
+    )
+    score.register(app, mail_features, scoring, settings, stats)
     # Calendar and contacts: their own input topics, one features topic, the same workers.
     activity_features = channel(topics.activity_features)
     activity_inputs: tuple[tuple[ActivityKind, Topic], ...] = (
@@ -150,20 +154,9 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
             services.pseudonymiser,
             stats,
             kind=kind,
+            scoring=in_ingest,
         )
-    score.register(
-        app,
-        activity_features,
-        verdicts,
-        feature_log,
-        dead_letters,
-        settings,
-        services.store,
-        services.slot,
-        services.served,
-        stats,
-        record_type=ActivityFeatures,
-    )
+    score.register(app, activity_features, scoring, settings, stats, record_type=ActivityFeatures)
     feedback.register(
         app,
         channel(topics.feedback),

@@ -54,6 +54,32 @@ class Outcome:
     reason: str = ""
 
 
+def ingest_records(
+    records: Sequence[RawRecord],
+    settings: WardenSettings,
+    pseudonymiser: Pseudonymiser,
+    now: float,
+    kind: EventKind = "mail",
+) -> list[MailFeatures | ActivityFeatures | DeadLetter]:
+    """Each ``kind`` record as features, or as the dead letter saying why not (never raises)."""
+    from streams.agents.ingest import ingest_activity_record, ingest_record
+
+    out: list[MailFeatures | ActivityFeatures | DeadLetter] = []
+    for record in records:
+        position = SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset)
+        if kind == "mail":
+            out.append(
+                ingest_record(record.value, position, record.produced_at_ms, settings, pseudonymiser, now)
+            )
+        else:
+            out.append(
+                ingest_activity_record(
+                    record.value, kind, position, record.produced_at_ms, settings, pseudonymiser, now
+                )
+            )
+    return out
+
+
 def ingest_batch(
     records: Sequence[RawRecord],
     settings: WardenSettings,
@@ -62,22 +88,10 @@ def ingest_batch(
     kind: EventKind = "mail",
 ) -> list[Outcome]:
     """Ingest and encode a batch of ``kind`` records (in a child process, or in the event loop)."""
-    from streams.agents.ingest import ingest_activity_record, ingest_record
-
     out = []
-    for record in records:
-        position = SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset)
-        result: MailFeatures | ActivityFeatures | DeadLetter
-        if kind == "mail":
-            result = ingest_record(
-                record.value, position, record.produced_at_ms, settings, pseudonymiser, now
-            )
-        else:
-            result = ingest_activity_record(
-                record.value, kind, position, record.produced_at_ms, settings, pseudonymiser, now
-            )
+    for result in ingest_records(records, settings, pseudonymiser, now, kind):
         if isinstance(result, DeadLetter):
-            out.append(Outcome(True, position.topic.encode(), encode(result), result.reason))
+            out.append(Outcome(True, result.source.topic.encode(), encode(result), result.reason))
         else:
             out.append(Outcome(False, result.sender.encode(), encode(result)))
     return out

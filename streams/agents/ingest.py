@@ -1,9 +1,12 @@
 """The ingest agent: validate → pseudonymise → content features, or dead-letter.
 
-Reads raw records from the input topics. A good record leaves as
-:class:`~streams.records.MailFeatures` on ``mail.features`` (keyed by sender
-pseudonym); anything else leaves as a :class:`~streams.records.DeadLetter`
-with its reason. Raw identifiers and text go no further than this module.
+Reads raw records from the input topics. A good record becomes
+:class:`~streams.records.MailFeatures` (or activity features), scored in the
+same micro-batch by the worker's :class:`~streams.agents.score.ScoringStage`
+(one hop, the default), or sent to ``mail.features`` (keyed by sender
+pseudonym) for a scoring agent to read (``WorkerSettings.split_stages``);
+anything else leaves as a :class:`~streams.records.DeadLetter` with its
+reason. Raw identifiers and text go no further than this module.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ from features.extraction import to_activity_features, to_features
 from features.pseudonym import Pseudonymiser
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
+from streams.agents.score import ScoringStage
 from streams.exceptions import MalformedRecord
-from streams.ingest_pool import IngestPool, RawRecord, ingest_batch
+from streams.ingest_pool import IngestPool, RawRecord, ingest_batch, ingest_records
 from streams.output import Output
 from streams.records import (
     ActivityFeatures,
     ActivityKind,
     DeadLetter,
+    EventFeatures,
     MailFeatures,
     SourcePosition,
+    decode,
     decode_activity_event,
     decode_mail_event,
+    encode,
 )
 
 log = logging.getLogger(__name__)
@@ -105,21 +112,79 @@ def register(
     clock: Callable[[], float] = time.time,
     kind: Literal["mail", "calendar", "contacts"] = "mail",
     pool: IngestPool | None = None,
+    scoring: ScoringStage | None = None,
 ) -> None:
     """Declare the ingest agent on ``app`` for the ``source`` topic, which carries ``kind`` events.
 
-    With a ``pool``, each micro-batch is ingested in its child processes
-    (:mod:`streams.ingest_pool`) while the event loop goes on; without, in the loop.
+    With ``scoring`` (a one-hop worker, the default), each micro-batch is
+    scored as soon as it is ingested; without, its features go to
+    ``features_out`` for a scoring agent to read. With a ``pool``, each
+    micro-batch is ingested in its child processes (:mod:`streams.ingest_pool`)
+    while the event loop goes on; without, in the loop.
     """
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
+    record_type: type[MailFeatures] | type[ActivityFeatures] = (
+        MailFeatures if kind == "mail" else ActivityFeatures
+    )
+
+    async def ingested(
+        records: list[RawRecord], now: float
+    ) -> list[MailFeatures | ActivityFeatures | DeadLetter]:
+        """The batch as objects (decoded again when a child process ingested it)."""
+        if pool is None:
+            return ingest_records(records, settings, pseudonymiser, now, kind)
+        results: list[MailFeatures | ActivityFeatures | DeadLetter] = []
+        for outcome in await pool.ingest(records, now, kind):
+            if outcome.dead:
+                results.append(decode(DeadLetter, outcome.value))
+            else:
+                results.append(decode(record_type, outcome.value))
+        return results
+
+    async def ingest_and_score(records: list[RawRecord], now: float, scoring: ScoringStage) -> None:
+        t0 = time.perf_counter()
+        results = await ingested(records, now)
+        stats.stage_seconds["features"].observe(time.perf_counter() - t0)
+        grouped: dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]] = {}
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, DeadLetter):
+                stats.dead_letter(result.reason)
+                await dead_letters.send(key=result.source.topic.encode(), value=encode(result))
+                continue
+            stats.ingested += 1
+            group = grouped.setdefault(result.kind, ([], []))
+            group[0].append(result)
+            # Kept whole: if no model can score the batch, the input record is the dead letter.
+            group[1].append((result.source, record.value or b""))
+        stats.events_in[kind] += len(records)
+        if grouped:
+            await scoring.score_by_kind(grouped)
+
+    async def ingest_and_send(records: list[RawRecord], now: float) -> None:
+        t0 = time.perf_counter()
+        if pool is not None:
+            outcomes = await pool.ingest(records, now, kind)
+        else:
+            outcomes = ingest_batch(records, settings, pseudonymiser, now, kind)
+        t1 = time.perf_counter()
+        for outcome in outcomes:
+            if outcome.dead:
+                stats.dead_letter(outcome.reason)
+                await dead_letters.send(key=outcome.key, value=outcome.value)
+            else:
+                stats.ingested += 1
+                await features_out.send(key=outcome.key, value=outcome.value)
+        stats.events_in[kind] += len(records)
+        # Stage times are recorded once per batch.
+        stats.stage_seconds["features"].observe(t1 - t0)
+        stats.stage_seconds["produce"].observe(time.perf_counter() - t1)
 
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
-            now = clock()
             records = [
                 RawRecord(
                     value=event.message.value,
@@ -130,23 +195,10 @@ def register(
                 )
                 for event in events
             ]
-            t0 = time.perf_counter()
-            if pool is not None:
-                outcomes = await pool.ingest(records, now, kind)
+            if scoring is not None:
+                await ingest_and_score(records, clock(), scoring)
             else:
-                outcomes = ingest_batch(records, settings, pseudonymiser, now, kind)
-            t1 = time.perf_counter()
-            for outcome in outcomes:
-                if outcome.dead:
-                    stats.dead_letter(outcome.reason)
-                    await dead_letters.send(key=outcome.key, value=outcome.value)
-                else:
-                    stats.ingested += 1
-                    await features_out.send(key=outcome.key, value=outcome.value)
-            stats.events_in[kind] += len(events)
-            # Stage times are recorded once per batch.
-            stats.stage_seconds["features"].observe(t1 - t0)
-            stats.stage_seconds["produce"].observe(time.perf_counter() - t1)
+                await ingest_and_send(records, clock())
 
     name = "ingest" if kind == "mail" else f"ingest-{kind}"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(ingest)

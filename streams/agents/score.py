@@ -254,63 +254,74 @@ async def _review(
         log.warning("could not queue %d verdicts for review: %s", len(batch), exc)
 
 
-def register(
-    app: Any,
-    source: Any,
-    verdicts_out: Any,
-    feature_log: Any,
-    dead_letters: Any,
-    settings: WardenSettings,
-    store: FeatureStore,
-    slot: ModelSlot,
-    served: ServedRows,
-    stats: WorkerStats,
-    clock: Callable[[], float] = time.time,
-    record_type: type[MailFeatures] | type[ActivityFeatures] = MailFeatures,
-    review: ReviewQueue | None = None,
-) -> None:
-    """Declare a scoring agent on ``app`` for the ``source`` (features) topic.
+class ScoringStage:
+    """What is done with one kind's micro-batch of features: store, model, policy, outputs.
 
-    ``record_type`` is what the topic carries: mail features, or the calendar
-    and contacts features of ``activity.features`` (one agent per topic).
+    One per worker, shared by the scoring agents (features read off a
+    features topic) and, in a one-hop worker, by the ingest agents, which
+    score their batch right after ingesting it (``WorkerSettings.split_stages``).
     """
 
-    verdicts_out = Output(app, verdicts_out)
-    feature_log = Output(app, feature_log)
-    dead_letters = Output(app, dead_letters)
-
-    # LightGBM's contributions for flagged rows run here, beside the event loop.
-    explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-reasons")
-
-    stage = stats.stage_seconds
-
-    async def dead_letter(position: SourcePosition, reason: str, payload: bytes) -> None:
-        stats.dead_letter(reason)
-        letter = DeadLetter.of(position, reason, payload, int(clock() * 1000))
-        await dead_letters.send(key=position.topic.encode(), value=encode(letter))
-
-    async def score_kind(
-        batch: list[EventFeatures], kind: str, raw: list[tuple[SourcePosition, bytes]]
+    def __init__(
+        self,
+        app: Any,
+        verdicts_out: Any,
+        feature_log: Any,
+        dead_letters: Any,
+        settings: WardenSettings,
+        store: FeatureStore,
+        slot: ModelSlot,
+        served: ServedRows,
+        stats: WorkerStats,
+        clock: Callable[[], float] = time.time,
+        review: ReviewQueue | None = None,
     ) -> None:
+        self._verdicts = Output(app, verdicts_out)
+        self._feature_log = Output(app, feature_log)
+        self._dead_letters = Output(app, dead_letters)
+        self._settings = settings
+        self._store = store
+        self._slot = slot
+        self._served = served
+        self._stats = stats
+        self._clock = clock
+        self._review = review
+        # LightGBM's contributions for flagged rows run here, beside the event loop.
+        self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-reasons")
+
+    async def dead_letter(self, position: SourcePosition, reason: str, payload: bytes) -> None:
+        self._stats.dead_letter(reason)
+        letter = DeadLetter.of(position, reason, payload, int(self._clock() * 1000))
+        await self._dead_letters.send(key=position.topic.encode(), value=encode(letter))
+
+    async def score(
+        self, batch: list[EventFeatures], kind: str, raw: list[tuple[SourcePosition, bytes]]
+    ) -> None:
+        """Score one kind's batch and send its verdicts, feature-log entries and queue entries.
+
+        ``raw`` is each event's record as it arrived (position and bytes): when
+        no model can score the batch, those records become dead letters, kept
+        whole to replay once one can.
+        """
+        settings, stats, slot, clock = self._settings, self._stats, self._slot, self._clock
+        stage = stats.stage_seconds
         if slot.scorer_for(kind) is None:
-            # Nothing is lost: the features record is kept whole, to replay once a model exists.
             for position, payload in raw:
-                await dead_letter(position, f"no {kind} model is promoted in the registry", payload)
+                await self.dead_letter(position, f"no {kind} model is promoted in the registry", payload)
             return
         t1 = time.perf_counter()
-        aggregates = await read_aggregates(store, batch, stats)
+        aggregates = await read_aggregates(self._store, batch, stats)
         t2 = time.perf_counter()
         scored = score_served(slot, kind, batch, aggregates)
         if isinstance(scored, str):
-            # Nothing is lost: the features record is kept whole, to replay once a model can score it.
             for position, payload in raw:
-                await dead_letter(position, scored, payload)
+                await self.dead_letter(position, scored, payload)
             return
         champion, shadow = scored.scorer, scored.shadow
         pending = None
         if scored.flagged and settings.serving.reasons:
             loop = asyncio.get_running_loop()
-            pending = loop.run_in_executor(explainer, explain, scored, settings.serving.reasons)
+            pending = loop.run_in_executor(self._explainer, explain, scored, settings.serving.reasons)
         entries = entries_of(scored)
         if shadow is not None:
             stats.shadow_scored += len(entries)
@@ -320,15 +331,15 @@ def register(
             )
         t3 = time.perf_counter()
         for entry in entries:
-            await feature_log.send(key=entry.event_id.encode(), value=encode(entry))
-        await _remember(served, batch, aggregates, champion.version, stats)
+            await self._feature_log.send(key=entry.event_id.encode(), value=encode(entry))
+        await _remember(self._served, batch, aggregates, champion.version, stats)
         explained = await pending if pending is not None else {}
         verdicts = verdicts_of(scored, explained, int(clock() * 1000))
         for verdict in verdicts:
-            await verdicts_out.send(key=verdict.event_id.encode(), value=encode(verdict))
-        if review is not None and kind == "mail":
+            await self._verdicts.send(key=verdict.event_id.encode(), value=encode(verdict))
+        if self._review is not None and kind == "mail":
             mails = [f for f in batch if isinstance(f, MailFeatures)]
-            await _review(review, mails, verdicts, entries, champion.policy.junk)
+            await _review(self._review, mails, verdicts, entries, champion.policy.junk)
         t4 = time.perf_counter()
         sent_ms = clock() * 1000
         stats.verdicts((v.kind, v.action) for v in verdicts)
@@ -338,12 +349,35 @@ def register(
         stage["produce"].observe(t4 - t3)
         stats.end_to_end_seconds.observe_many((sent_ms - f.produced_at_ms) / 1000 for f in batch)
 
+    async def score_by_kind(
+        self, grouped: dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]]
+    ) -> None:
+        """Score a micro-batch routed per kind: each kind through its own model, in arrival order."""
+        for kind, (batch, raw) in grouped.items():
+            await self.score(batch, kind, raw)
+        self._stats.batches += 1
+        self._stats.batch_sizes.observe(sum(len(batch) for batch, _ in grouped.values()))
+
+
+def register(
+    app: Any,
+    source: Any,
+    stage: ScoringStage,
+    settings: WardenSettings,
+    stats: WorkerStats,
+    record_type: type[MailFeatures] | type[ActivityFeatures] = MailFeatures,
+) -> None:
+    """Declare a scoring agent on ``app`` for the ``source`` (features) topic.
+
+    ``record_type`` is what the topic carries: mail features, or the calendar
+    and contacts features of ``activity.features`` (one agent per topic).
+    """
+
     async def score(stream: Any) -> None:
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
             t0 = time.perf_counter()
-            # Route per kind: each kind's events go through its own model, in arrival order.
             by_kind: dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]] = {}
             for event in events:
                 message = event.message
@@ -353,18 +387,15 @@ def register(
                 try:
                     features = decode(record_type, message.value or b"")
                 except MalformedRecord as exc:
-                    await dead_letter(position, exc.reason, message.value or b"")
+                    await stage.dead_letter(position, exc.reason, message.value or b"")
                     continue
                 group = by_kind.setdefault(features.kind, ([], []))
                 group[0].append(features)
                 group[1].append((position, message.value or b""))
             if not by_kind:
                 continue
-            stage["decode"].observe(time.perf_counter() - t0)
-            for kind, (batch, raw) in by_kind.items():
-                await score_kind(batch, kind, raw)
-            stats.batches += 1
-            stats.batch_sizes.observe(sum(len(batch) for batch, _ in by_kind.values()))
+            stats.stage_seconds["decode"].observe(time.perf_counter() - t0)
+            await stage.score_by_kind(by_kind)
 
     name = "score" if record_type is MailFeatures else "score-activity"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(score)

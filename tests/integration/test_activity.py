@@ -147,8 +147,10 @@ def test_mixed_mail_calendar_and_contacts_get_one_verdict_each_of_the_right_kind
     for expected in ("organizer", "end: before start", "shared card needs", "not JSON"):
         assert expected in reasons
 
-    # Privacy: the features topic holds no raw address, title or card note.
-    reader = broker.TopicReader(settings.kafka, (topics.activity_features,))
+    # Privacy: the derived topics hold no raw address, title or card note.
+    reader = broker.TopicReader(
+        settings.kafka, (topics.activity_features, topics.verdicts, topics.feature_log)
+    )
     derived = b" ".join(m.value or b"" for m in reader.until(lambda: False, timeout_s=3)).lower()
     reader.close()
     assert derived

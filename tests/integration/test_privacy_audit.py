@@ -67,7 +67,8 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
     assert clean.passed, out.getvalue()
     assert clean.scanned["redis keys"] > N
     for topic in derived_topics(topics):
-        if topic.name.endswith(("mail.features", "verdicts", "feature-log", "training-examples")):
+        # (mail.features stays empty: a one-hop worker scores each batch where it was ingested)
+        if topic.name.endswith(("verdicts", "feature-log", "training-examples")):
             assert clean.scanned[f"topic {topic.name} (sampled)"] > 0
     assert clean.scanned["registry files"] >= 3
     assert clean.scanned["metrics bytes"] > 0
