@@ -117,9 +117,13 @@ def _worker(
     mails: Sequence[corpus.CorpusMail],
     tag: str,
     console: Console,
+    paced_rate: float | None = None,
 ) -> tuple[float, float, list[float], float]:
     """One worker on its own topics: backlog events/s, the latency rate, latencies at that rate,
-    and CPU microseconds per event at that rate (the worker and its ingest processes)."""
+    and CPU microseconds per event at that rate (the worker and its ingest processes).
+
+    The latency rate is half the worker's own throughput, or ``paced_rate`` when given
+    (to compare two workers at the same rate)."""
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
     since = int(time.time() * 1000)
@@ -127,9 +131,12 @@ def _worker(
     with worker_process(live, env, live.dev.state_dir / f"bench-worker-{tag}.log") as proc:
         wait_healthy(live, proc, timeout_s=90)
         throughput = _rate(_drain(live, topics.verdicts, BACKLOG, since, 300))
-        rate = max(1.0, throughput / 2)
+        rate = paced_rate if paced_rate is not None else max(1.0, throughput / 2)
         count = max(20, int(rate * LATENCY_SECONDS))
-        console.step(f"latency at half the worker's throughput ({rate:.0f} events/s, {count:,} events) ...")
+        console.step(
+            f"latency at {'the same rate' if paced_rate is not None else 'half its throughput'}"
+            f" ({rate:.0f} events/s, {count:,} events) ..."
+        )
         cpu_before = cpu_seconds(proc.pid)
         sent = _produce(live, topics.mail_events, _events(mails, count, f"l{tag}"), rate)
         latencies = _latencies(live, topics.verdicts, sent, 120)
@@ -219,7 +226,8 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
             figures["bare_events_per_s"] = _rate(_drain(live, bare_out, BACKLOG, since, 180))
 
             console.step(
-                f"warden worker (ingest in its event loop): the backlog via {topics.mail_events.name} ..."
+                f"warden worker (one hop, ingest in its event loop): the backlog via "
+                f"{topics.mail_events.name} ..."
             )
             figures["warden_events_per_s"], rate, warden, figures["warden_cpu_us"] = _worker(
                 live, env, mails, run_id, console
@@ -231,26 +239,35 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
             bare = _latencies(live, bare_out, sent_bare, 120)
             figures["bare_cpu_us"] = (cpu_seconds(bare_proc.pid) - cpu_before) / count * 1e6
 
-        pooled = live.model_copy(
-            update={
-                "kafka": live.kafka.model_copy(update={"topic_prefix": f"bench{run_id}p."}),
-                "redis": live.redis.model_copy(update={"key_prefix": f"bench{run_id}p"}),
-                "worker": live.worker.model_copy(
-                    update={
-                        "app_id": f"bench-{run_id}-p",
-                        "web_port": devstack.free_port(live.worker.web_host),
-                        "ingest_processes": POOL_PROCESSES,
-                    }
-                ),
-            }
+        def variant(suffix: str, **worker: object) -> WardenSettings:
+            """The live settings with topics, keys and group of their own, and these worker settings."""
+            return live.model_copy(
+                update={
+                    "kafka": live.kafka.model_copy(update={"topic_prefix": f"bench{run_id}{suffix}."}),
+                    "redis": live.redis.model_copy(update={"key_prefix": f"bench{run_id}{suffix}"}),
+                    "worker": live.worker.model_copy(
+                        update={
+                            "app_id": f"bench-{run_id}-{suffix}",
+                            "web_port": devstack.free_port(live.worker.web_host),
+                            **worker,
+                        }
+                    ),
+                }
+            )
+
+        console.step(
+            "warden worker with split stages (ingest -> features topic -> score): the same backlog ..."
+        )
+        figures["split_events_per_s"], _, split, figures["split_cpu_us"] = _worker(
+            variant("s", split_stages=True), env, mails, f"{run_id}s", console, paced_rate=rate
         )
         console.step(f"warden worker with {POOL_PROCESSES} ingest processes: the same backlog ...")
         figures["pool_events_per_s"], pool_rate, pool, figures["pool_cpu_us"] = _worker(
-            pooled, env, mails, f"{run_id}p", console
+            variant("p", ingest_processes=POOL_PROCESSES), env, mails, f"{run_id}p", console
         )
     figures["latency_rate"] = rate
     figures["pool_latency_rate"] = pool_rate
-    for name, samples in (("warden", warden), ("bare", bare), ("pool", pool)):
+    for name, samples in (("warden", warden), ("bare", bare), ("split", split), ("pool", pool)):
         p50, p99 = np.percentile(np.asarray(samples or [0.0]), [50, 99])
         figures[f"{name}_latency_ms_p50"] = float(p50)
         figures[f"{name}_latency_ms_p99"] = float(p99)
@@ -259,6 +276,8 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         1e-9, figures["bare_tuned_events_per_s"]
     )
     figures["pool_over_bare"] = figures["pool_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
+    figures["split_over_bare"] = figures["split_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
+    figures["warden_over_split"] = figures["warden_events_per_s"] / max(1e-9, figures["split_events_per_s"])
     out.write(
         "== pipeline (one worker process vs a bare Faust agent loop, same broker, same records) ==\n"
         f"throughput on a {BACKLOG:,}-record backlog: warden {figures['warden_events_per_s']:,.0f} events/s, "
@@ -269,11 +288,16 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         f"p99 {figures['warden_latency_ms_p99']:.0f} ms; "
         f"bare Faust p50 {figures['bare_latency_ms_p50']:.0f} ms, "
         f"p99 {figures['bare_latency_ms_p99']:.0f} ms\n"
+        f"warden worker with split stages (two hops): {figures['split_events_per_s']:,.0f} events/s, "
+        f"ratio to bare Faust {figures['split_over_bare']:.2f}x (one hop / split: "
+        f"{figures['warden_over_split']:.2f}x); at {rate:,.0f} events/s "
+        f"p50 {figures['split_latency_ms_p50']:.0f} ms, p99 {figures['split_latency_ms_p99']:.0f} ms\n"
         f"warden worker with {POOL_PROCESSES} ingest processes: "
         f"{figures['pool_events_per_s']:,.0f} events/s, "
         f"ratio to bare Faust {figures['pool_over_bare']:.2f}x; at {pool_rate:,.0f} events/s "
         f"p50 {figures['pool_latency_ms_p50']:.0f} ms, p99 {figures['pool_latency_ms_p99']:.0f} ms\n"
         f"CPU per event while paced (process and children): warden {figures['warden_cpu_us']:,.0f} us, "
+        f"split stages {figures['split_cpu_us']:,.0f} us, "
         f"with ingest processes {figures['pool_cpu_us']:,.0f} us, "
         f"bare Faust {figures['bare_cpu_us']:,.0f} us\n"
     )
