@@ -20,7 +20,7 @@ from features.extraction import to_activity_features, to_features
 from features.pseudonym import Pseudonymiser
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
-from streams.agents.score import ScoringStage
+from streams.agents.score import ByKind, ScoringStage
 from streams.exceptions import MalformedRecord
 from streams.ingest_pool import IngestPool, RawRecord, ingest_batch, ingest_records
 from streams.output import Output
@@ -28,7 +28,6 @@ from streams.records import (
     ActivityFeatures,
     ActivityKind,
     DeadLetter,
-    EventFeatures,
     MailFeatures,
     SourcePosition,
     decode,
@@ -147,7 +146,7 @@ def register(
         t0 = time.perf_counter()
         results = await ingested(records, now)
         stats.stage_seconds["features"].observe(time.perf_counter() - t0)
-        grouped: dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]] = {}
+        grouped: ByKind = {}
         for record, result in zip(records, results, strict=True):
             if isinstance(result, DeadLetter):
                 stats.dead_letter(result.reason)

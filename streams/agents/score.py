@@ -51,6 +51,10 @@ from streams.records import (
 
 log = logging.getLogger(__name__)
 
+#: A micro-batch routed per kind: each kind's features, and each event's record as it
+#: arrived (position and bytes) to dead-letter whole if no model can score it.
+ByKind = dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]]
+
 _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
@@ -349,9 +353,7 @@ class ScoringStage:
         stage["produce"].observe(t4 - t3)
         stats.end_to_end_seconds.observe_many((sent_ms - f.produced_at_ms) / 1000 for f in batch)
 
-    async def score_by_kind(
-        self, grouped: dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]]
-    ) -> None:
+    async def score_by_kind(self, grouped: ByKind) -> None:
         """Score a micro-batch routed per kind: each kind through its own model, in arrival order."""
         for kind, (batch, raw) in grouped.items():
             await self.score(batch, kind, raw)
@@ -378,7 +380,7 @@ def register(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
             t0 = time.perf_counter()
-            by_kind: dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]] = {}
+            by_kind: ByKind = {}
             for event in events:
                 message = event.message
                 position = SourcePosition(
