@@ -22,7 +22,7 @@ from typing import TextIO
 
 import numpy as np
 
-from infra import devstack
+from infra import bench_scaling, devstack
 from infra.demo import Console, services
 from infra.settings import WardenSettings
 from infra.worker_process import child_process, wait_healthy, worker_process
@@ -174,6 +174,22 @@ def _rate(stamps: Sequence[int]) -> float:
     return (len(stamps) - 1) / max(1e-3, (max(stamps) - min(stamps)) / 1000)
 
 
+def _isolated(
+    live: WardenSettings, name: str, registry_dir: Path | None = None, **worker: object
+) -> WardenSettings:
+    """``live`` on topics, Redis keys and a consumer group of its own (:func:`bench_scaling.deployment`),
+    with a free web port, these worker settings, and optionally a registry of its own."""
+    isolated = bench_scaling.deployment(live, name, live.kafka.partitions)
+    update: dict[str, object] = {
+        "worker": isolated.worker.model_copy(
+            update={"web_port": devstack.free_port(live.worker.web_host), **worker}
+        )
+    }
+    if registry_dir is not None:
+        update["models"] = live.models.model_copy(update={"registry_dir": registry_dir})
+    return isolated.model_copy(update=update)
+
+
 def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | None = None) -> dict[str, float]:
     """Measure the worker and the bare loop on the embedded (or configured) broker."""
     env = dict(
@@ -184,21 +200,7 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
     console = Console(out)
     run_id = uuid.uuid4().hex[:8]
     with services(settings, console) as live:
-        live = live.model_copy(
-            update={
-                "kafka": live.kafka.model_copy(update={"topic_prefix": f"bench{run_id}."}),
-                "redis": live.redis.model_copy(update={"key_prefix": f"bench{run_id}"}),
-                "worker": live.worker.model_copy(
-                    update={
-                        "app_id": f"bench-{run_id}",
-                        "web_port": devstack.free_port(live.worker.web_host),
-                    }
-                ),
-                "models": live.models.model_copy(
-                    update={"registry_dir": live.dev.state_dir / f"bench-registry-{run_id}"}
-                ),
-            }
-        )
+        live = _isolated(live, f"bench{run_id}", registry_dir=live.dev.state_dir / f"bench-registry-{run_id}")
         console.step("training a model for the pipeline benchmark ...")
         train_from_corpus(live, corpus.OLDER)
         topics = Topics.from_settings(live.kafka)
@@ -239,31 +241,24 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
             bare = _latencies(live, bare_out, sent_bare, 120)
             figures["bare_cpu_us"] = (cpu_seconds(bare_proc.pid) - cpu_before) / count * 1e6
 
-        def variant(suffix: str, **worker: object) -> WardenSettings:
-            """The live settings with topics, keys and group of their own, and these worker settings."""
-            return live.model_copy(
-                update={
-                    "kafka": live.kafka.model_copy(update={"topic_prefix": f"bench{run_id}{suffix}."}),
-                    "redis": live.redis.model_copy(update={"key_prefix": f"bench{run_id}{suffix}"}),
-                    "worker": live.worker.model_copy(
-                        update={
-                            "app_id": f"bench-{run_id}-{suffix}",
-                            "web_port": devstack.free_port(live.worker.web_host),
-                            **worker,
-                        }
-                    ),
-                }
-            )
-
         console.step(
             "warden worker with split stages (ingest -> features topic -> score): the same backlog ..."
         )
         figures["split_events_per_s"], _, split, figures["split_cpu_us"] = _worker(
-            variant("s", split_stages=True), env, mails, f"{run_id}s", console, paced_rate=rate
+            _isolated(live, f"bench{run_id}s", split_stages=True),
+            env,
+            mails,
+            f"{run_id}s",
+            console,
+            paced_rate=rate,
         )
         console.step(f"warden worker with {POOL_PROCESSES} ingest processes: the same backlog ...")
         figures["pool_events_per_s"], pool_rate, pool, figures["pool_cpu_us"] = _worker(
-            variant("p", ingest_processes=POOL_PROCESSES), env, mails, f"{run_id}p", console
+            _isolated(live, f"bench{run_id}p", ingest_processes=POOL_PROCESSES),
+            env,
+            mails,
+            f"{run_id}p",
+            console,
         )
     figures["latency_rate"] = rate
     figures["pool_latency_rate"] = pool_rate
