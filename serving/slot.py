@@ -60,6 +60,7 @@ def load_warm(registry: Registry, version: str) -> Scorer:
         raise ModelRejected(str(exc)) from exc
     scorer.check(rows)
     scorer.score(np.zeros((64, len(scorer.schema.feature_names)), dtype=np.float32))
+    _ = scorer.contributions  # the reasons' table, built here rather than on the first flagged batch
     return scorer
 
 

@@ -90,10 +90,10 @@ def score_batch(
 
 
 def explain(scored: Scored, reasons: int) -> dict[int, list[Reason]]:
-    """Reasons for the flagged rows of a batch, by position (LightGBM contributions: ~0.6 ms CPU a row).
+    """Reasons for the flagged rows of a batch, by position (path contributions: ~30-70 µs CPU a row).
 
-    The scoring agent runs this in a thread (LightGBM releases the GIL) while
-    the batch's feature-log entries and served rows are written.
+    The scoring agent runs this in a thread (LightGBM's ``pred_leaf`` releases
+    the GIL) while the batch's feature-log entries and served rows are written.
     """
     flagged = scored.flagged
     return dict(zip(flagged, scored.scorer.explain(scored.rows[flagged], reasons), strict=True))
@@ -290,7 +290,7 @@ class ScoringStage:
         self._stats = stats
         self._clock = clock
         self._review = review
-        # LightGBM's contributions for flagged rows run here, beside the event loop.
+        # Reasons for flagged rows are computed here, beside the event loop.
         self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-reasons")
 
     async def dead_letter(self, position: SourcePosition, reason: str, payload: bytes) -> None:
