@@ -17,6 +17,7 @@ never typed twice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -140,11 +141,12 @@ class Schema:
     aggregates: tuple[Aggregate, ...]
     docs: dict[str, str]
 
-    @property
+    # Cached: both are read per scored batch, and the hash is a JSON document's SHA-256.
+    @functools.cached_property
     def feature_names(self) -> tuple[str, ...]:
         return self.content_names + EVIDENCE_NAMES + tuple(a.name for a in self.aggregates)
 
-    @property
+    @functools.cached_property
     def schema_hash(self) -> str:
         return _schema_hash(self.feature_names, self.kind)
 

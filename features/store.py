@@ -12,6 +12,7 @@ in :mod:`features.keys`.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
-from features.operations import LUA, Call, combine, parse, plan, plan_linked
+from features.operations import BATCH_LUA, LUA, Call, combine, parse, plan, plan_linked
 from streams.records import EventFeatures
 
 
@@ -121,20 +122,30 @@ class RedisStore:
     """
 
     def __init__(
-        self, client: RedisClient, keys: Keys, ttl_seconds: int, memo_ttl_seconds: int | None = None
+        self,
+        client: RedisClient,
+        keys: Keys,
+        ttl_seconds: int,
+        memo_ttl_seconds: int | None = None,
+        *,
+        script_per_call: bool = False,
     ) -> None:
+        """``script_per_call`` sends a standalone server one EVALSHA per call, as a cluster always
+        gets, instead of one per batch (for comparison: ``warden bench --only store``)."""
         self._client = client
+        self._script_per_call = script_per_call or isinstance(client, RedisCluster)
         self._keys = keys
         self._ttl = ttl_seconds
         self._memo_ttl = memo_ttl_seconds if memo_ttl_seconds is not None else ttl_seconds
         self._sha: str | None = None
+        self._batch_sha: str | None = None
 
     @property
     def keys(self) -> Keys:
         return self._keys
 
     async def start(self) -> None:
-        """Load the update script (on every primary of a cluster).
+        """Load the update script (on every primary of a cluster; and its batch form on a standalone server).
 
         Called once before the first batch, and again when a server has lost
         its script cache. Raises StoreUnavailable if Redis cannot be reached.
@@ -148,6 +159,7 @@ class RedisStore:
                 )
             else:
                 sha = await self._client.script_load(LUA)
+                self._batch_sha = str(await self._client.script_load(BATCH_LUA))
         self._sha = str(sha)
 
     async def close(self) -> None:
@@ -196,6 +208,19 @@ class RedisStore:
         return [parse(reply) for reply in replies]
 
     async def _run(self, calls: Sequence[Call]) -> list[bytes]:
+        if self._script_per_call:
+            return await self._run_each(calls)
+        # A standalone server takes the batch as one EVALSHA of the batch script, keys and
+        # arguments in one JSON document: one argument to pack, against one command per call
+        # and one argument per key and set member (measured by `warden bench --only store`).
+        document = json.dumps([[call.keys, call.args] for call in calls], separators=(",", ":"))
+        reply: list[bytes] = await self._client.execute_command(
+            "EVALSHA", (self._batch_sha or "").encode(), 0, document.encode()
+        )
+        return reply
+
+    async def _run_each(self, calls: Sequence[Call]) -> list[bytes]:
+        """One EVALSHA per call, pipelined: on a cluster each call's keys share one slot, a batch's do not."""
         sha = (self._sha or "").encode()
         # transaction=False: on a cluster redis-py groups the commands by the node owning each
         # EVALSHA's keys and sends each group as one pipeline, to all nodes concurrently.
