@@ -11,6 +11,7 @@ reason. Raw identifiers and text go no further than this module.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -142,7 +143,8 @@ def register(
                 results.append(decode(record_type, outcome.value))
         return results
 
-    async def ingest_and_score(records: list[RawRecord], now: float, scoring: ScoringStage) -> None:
+    async def ingest_and_group(records: list[RawRecord], now: float) -> ByKind:
+        """Ingest a batch, dead-letter what cannot be ingested, and group the rest per kind."""
         t0 = time.perf_counter()
         results = await ingested(records, now)
         stats.stage_seconds["features"].observe(time.perf_counter() - t0)
@@ -158,8 +160,14 @@ def register(
             # Kept whole: if no model can score the batch, the input record is the dead letter.
             group[1].append((result.source, record.value or b""))
         stats.events_in[kind] += len(records)
+        return grouped
+
+    async def score_then_ack(stream: Any, events: list[Any], grouped: ByKind, scoring: ScoringStage) -> None:
+        """Score an ingested batch, then let its offsets be committed."""
         if grouped:
             await scoring.score_by_kind(grouped)
+        for event in events:
+            await stream.ack(event)
 
     async def ingest_and_send(records: list[RawRecord], now: float) -> None:
         t0 = time.perf_counter()
@@ -181,23 +189,38 @@ def register(
         stats.stage_seconds["produce"].observe(time.perf_counter() - t1)
 
     async def ingest(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.worker.batch_size, within=settings.worker.batch_within_s
-        ):
-            records = [
-                RawRecord(
-                    value=event.message.value,
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    produced_at_ms=int(event.message.timestamp * 1000),
-                )
-                for event in events
-            ]
-            if scoring is not None:
-                await ingest_and_score(records, clock(), scoring)
-            else:
-                await ingest_and_send(records, clock())
+        # One hop: batch N is ingested (CPU in this loop) while batch N-1 waits on its store
+        # round trip and its reasons thread; N is scored once N-1 is done, so the store and
+        # the outputs see batches in order. Each event is held (one more reference than the
+        # stream's own ack) until its batch is scored: an offset is committed only after the
+        # event's verdict is sent, as when each batch was scored before the next was taken.
+        scoring_previous: asyncio.Future[None] | None = None
+        try:
+            async for events in stream.take_events(
+                settings.worker.batch_size, within=settings.worker.batch_within_s
+            ):
+                records = [
+                    RawRecord(
+                        value=event.message.value,
+                        topic=event.message.topic,
+                        partition=event.message.partition,
+                        offset=event.message.offset,
+                        produced_at_ms=int(event.message.timestamp * 1000),
+                    )
+                    for event in events
+                ]
+                if scoring is None:
+                    await ingest_and_send(records, clock())
+                    continue
+                grouped = await ingest_and_group(records, clock())
+                if scoring_previous is not None:
+                    await scoring_previous
+                for event in events:
+                    event.message.incref()
+                scoring_previous = asyncio.ensure_future(score_then_ack(stream, events, grouped, scoring))
+        finally:
+            if scoring_previous is not None:
+                await scoring_previous
 
     name = "ingest" if kind == "mail" else f"ingest-{kind}"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(ingest)
