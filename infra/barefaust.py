@@ -3,9 +3,11 @@
 It consumes one topic and produces one record per input to another, with
 Faust's default consumer settings (only the group timeouts shortened, as for
 every process on the embedded broker), and nothing else: no parsing, no
-store, no model. Run as ``python -m infra.barefaust BROKER SOURCE SINK APP_ID PORT [tuned]``;
-with ``tuned`` it takes the producer batch size Warden's worker uses
-(:data:`streams.app.PRODUCER_BATCH_BYTES`), to show what that one setting is worth.
+store, no model. Run as ``python -m infra.barefaust BROKER SOURCE SINK APP_ID PORT [OPTION ...]``
+where each option is one thing Warden's worker does differently, to show what it is worth
+alone: ``producer-batch`` takes the worker's producer batch size
+(:data:`streams.app.PRODUCER_BATCH_BYTES`); ``no-spinner`` drops Faust's terminal spinner,
+which sets the root logger to DEBUG (:func:`streams.worker.without_spinner`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import faust
 
 
 def main(argv: Sequence[str]) -> None:
-    broker, source_name, sink_name, app_id, port, *mode = argv
+    broker, source_name, sink_name, app_id, port, *options = argv
+    unknown = set(options) - {"producer-batch", "no-spinner"}
+    if unknown:
+        raise SystemExit(f"barefaust: unknown option(s) {', '.join(sorted(unknown))}")
     tuned: dict[str, Any] = {}
-    if mode == ["tuned"]:
+    if "producer-batch" in options:
         from streams.app import PRODUCER_BATCH_BYTES
 
         tuned["producer_max_batch_size"] = PRODUCER_BATCH_BYTES
@@ -46,7 +51,12 @@ def main(argv: Sequence[str]) -> None:
             await sink.send(key=event.message.key, value=event.message.value)
 
     app.agent(source, name=f"{app_id}.passthrough")(passthrough)
-    faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="warn", quiet=True)
+    if "no-spinner" in options:
+        from streams.worker import without_spinner
+
+        without_spinner(worker)
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -93,8 +93,9 @@ def _produce(
 
 @contextmanager
 def _bare_faust(
-    settings: WardenSettings, source: Topic, sink: Topic, log: Path, tuned: bool = False
+    settings: WardenSettings, source: Topic, sink: Topic, log: Path, *options: str
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """The bare loop as a child process; ``options`` as :mod:`infra.barefaust` takes them."""
     env_port = devstack.free_port(settings.worker.web_host)
     argv = [
         sys.executable,
@@ -105,7 +106,7 @@ def _bare_faust(
         sink.name,
         f"bare-{uuid.uuid4().hex[:8]}",
         str(env_port),
-        *(["tuned"] if tuned else []),
+        *options,
     ]
     with child_process(argv, None, log) as proc:
         yield proc
@@ -206,18 +207,24 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         topics = Topics.from_settings(live.kafka)
         bare_in = Topic(f"bench{run_id}.bare.in", live.kafka.partitions, 1, "bare loop input")
         bare_out = Topic(f"bench{run_id}.bare.out", live.kafka.partitions, 1, "bare loop output")
-        tuned_in = Topic(f"bench{run_id}.tuned.in", live.kafka.partitions, 1, "tuned bare loop input")
-        tuned_out = Topic(f"bench{run_id}.tuned.out", live.kafka.partitions, 1, "tuned bare loop output")
-        broker.ensure_topics(live.kafka, (*topics.all(), bare_in, bare_out, tuned_in, tuned_out))
+        broker.ensure_topics(live.kafka, (*topics.all(), bare_in, bare_out))
         mails = corpus.load(live.corpus, corpus.NEWER)
         figures: dict[str, float] = {"backlog": float(BACKLOG)}
 
-        console.step(f"bare Faust loop with the worker's producer batch size: {BACKLOG:,} records ...")
-        since = int(time.time() * 1000)
-        _produce(live, tuned_in, _events(mails, BACKLOG, f"tuned{run_id}"), None)
-        tuned_log = live.dev.state_dir / f"bench-tuned-{run_id}.log"
-        with _bare_faust(live, tuned_in, tuned_out, tuned_log, tuned=True):
-            figures["bare_tuned_events_per_s"] = _rate(_drain(live, tuned_out, BACKLOG, since, 180))
+        for option, name in (("producer-batch", "tuned"), ("no-spinner", "quiet")):
+            console.step(f"bare Faust loop with {option}: {BACKLOG:,} records ...")
+            variant_in = Topic(
+                f"bench{run_id}.{name}.in", live.kafka.partitions, 1, f"{option} bare loop input"
+            )
+            variant_out = Topic(
+                f"bench{run_id}.{name}.out", live.kafka.partitions, 1, f"{option} bare loop output"
+            )
+            broker.ensure_topics(live.kafka, (variant_in, variant_out))
+            since = int(time.time() * 1000)
+            _produce(live, variant_in, _events(mails, BACKLOG, f"{name}{run_id}"), None)
+            log = live.dev.state_dir / f"bench-{name}-{run_id}.log"
+            with _bare_faust(live, variant_in, variant_out, log, option):
+                figures[f"bare_{name}_events_per_s"] = _rate(_drain(live, variant_out, BACKLOG, since, 180))
 
         console.step(f"bare Faust loop: a backlog of {BACKLOG:,} mail records ...")
         since = int(time.time() * 1000)
@@ -270,6 +277,9 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
     figures["warden_over_bare_tuned"] = figures["warden_events_per_s"] / max(
         1e-9, figures["bare_tuned_events_per_s"]
     )
+    figures["warden_over_bare_quiet"] = figures["warden_events_per_s"] / max(
+        1e-9, figures["bare_quiet_events_per_s"]
+    )
     figures["pool_over_bare"] = figures["pool_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
     figures["split_over_bare"] = figures["split_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
     figures["warden_over_split"] = figures["warden_events_per_s"] / max(1e-9, figures["split_events_per_s"])
@@ -278,7 +288,9 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         f"throughput on a {BACKLOG:,}-record backlog: warden {figures['warden_events_per_s']:,.0f} events/s, "
         f"bare Faust {figures['bare_events_per_s']:,.0f} events/s, ratio {figures['warden_over_bare']:.2f}x "
         f"(bare Faust with the worker's 1 MiB producer batches: {figures['bare_tuned_events_per_s']:,.0f} "
-        f"events/s, ratio {figures['warden_over_bare_tuned']:.2f}x)\n"
+        f"events/s, ratio {figures['warden_over_bare_tuned']:.2f}x; bare Faust without its spinner, "
+        f"as the worker runs: {figures['bare_quiet_events_per_s']:,.0f} events/s, "
+        f"ratio {figures['warden_over_bare_quiet']:.2f}x)\n"
         f"end-to-end latency at {rate:,.0f} events/s: warden p50 {figures['warden_latency_ms_p50']:.0f} ms, "
         f"p99 {figures['warden_latency_ms_p99']:.0f} ms; "
         f"bare Faust p50 {figures['bare_latency_ms_p50']:.0f} ms, "
