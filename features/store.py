@@ -4,8 +4,9 @@ Every event becomes one call per entity it names (:func:`features.operations.pla
 each call is one atomic server-side script that applies the event's updates
 and returns the entity's values *including* that event, at the event's time
 (point in time: later events never leak into an earlier event's row). A whole
-micro-batch is one pipelined round trip (per primary, on a cluster) that both
-writes and reads. The key layout and the once-only mechanism are documented
+micro-batch is one round trip that both writes and reads: one run of the batch
+script on a standalone server, one pipelined EVALSHA per call (per primary) on
+a cluster. The key layout and the once-only mechanism are documented
 in :mod:`features.keys`.
 """
 
@@ -118,7 +119,8 @@ class RedisStore:
     Built by the entry point with a client it owns; :meth:`start` must be
     awaited once before the first batch. On a cluster every key of one event
     shares a hash tag (:mod:`features.keys`), so each script runs on one
-    primary, and a batch is one pipelined round trip per primary it touches.
+    primary, and a batch is one pipelined round trip per primary it touches
+    (one run of :data:`~features.operations.BATCH_LUA` on a standalone server).
     """
 
     def __init__(

@@ -252,7 +252,7 @@ class Reason(_Record):
     feature: str
     description: str
     value: float
-    #: Contribution to the model's log-odds (LightGBM SHAP values).
+    #: Contribution to the model's log-odds (path contributions, :mod:`serving.reasons`).
     contribution: float
 
 
