@@ -45,7 +45,7 @@ def minhash(tokens: Sequence[int]) -> np.ndarray:
     Each hash is ``(a * x + b) mod 2**64 >> 32`` with odd ``a`` (multiply-shift,
     wrapping 64-bit arithmetic): cheap enough to run on every scored batch.
     """
-    values = np.unique(np.asarray(tokens, dtype=np.uint64))
+    values = np.asarray(tokens, dtype=np.uint64)  # repeats do not change a minimum: no np.unique
     with np.errstate(over="ignore"):
         hashed = (_A[:, None] * values[None, :] + _B[:, None]) >> _SHIFT
     return np.asarray(hashed.min(axis=1), dtype=np.uint64)
