@@ -212,11 +212,13 @@ def register(
                 if scoring is None:
                     await ingest_and_send(records, clock())
                     continue
+                # Held from here: should anything below raise, these offsets stay uncommitted
+                # and the events come again after a restart (never acked unscored).
+                for event in events:
+                    event.message.incref()
                 grouped = await ingest_and_group(records, clock())
                 if scoring_previous is not None:
                     await scoring_previous
-                for event in events:
-                    event.message.incref()
                 scoring_previous = asyncio.ensure_future(score_then_ack(stream, events, grouped, scoring))
         finally:
             if scoring_previous is not None:
