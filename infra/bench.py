@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -126,11 +126,18 @@ async def _store(url: str, batches: int, batch_size: int) -> dict[str, float]:
     return figures
 
 
+async def _server_cpu_s(client: Any) -> float:
+    """The Redis server's user + system CPU seconds so far."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def _batching(url: str, batches: int, batch_size: int) -> dict[str, float]:
     """The store with one script run per batch and with one per call, batches alternating.
 
-    Wall time per batch (server time included) and this process's CPU time per
-    batch: the CPU is what a worker's event loop spends on the store.
+    Wall time per batch (server time included), this process's CPU time per
+    batch (what a worker's event loop spends on the store) and the server's
+    CPU time per event (``INFO cpu`` read around each batch).
     """
     client = connect(url, cluster=False)
     modes = ("per_batch", "per_call")
@@ -145,12 +152,15 @@ async def _batching(url: str, batches: int, batch_size: int) -> dict[str, float]
     events = synthetic_stream(2 * batches * batch_size)
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     cpu: dict[str, list[float]] = {mode: [] for mode in modes}
+    server: dict[str, list[float]] = {mode: [] for mode in modes}
     for index in range(2 * batches):
         mode = modes[index % 2]
+        server_before = await _server_cpu_s(client)
         started, cpu_started = time.perf_counter(), time.process_time()
         await stores[mode].apply_and_read(events[index * batch_size : (index + 1) * batch_size])
         times[mode].append((time.perf_counter() - started) * 1000)
         cpu[mode].append((time.process_time() - cpu_started) * 1000)
+        server[mode].append((await _server_cpu_s(client) - server_before) * 1e6 / batch_size)
     figures = {}
     for mode, store in stores.items():
         keys = [k async for k in client.scan_iter(match=f"{store.keys.prefix}:*", count=1000)]
@@ -158,6 +168,7 @@ async def _batching(url: str, batches: int, batch_size: int) -> dict[str, float]
             await client.delete(*keys)
         figures[f"{mode}_batch_ms_p50"] = _percentiles(times[mode][10:])[0]
         figures[f"{mode}_cpu_ms_mean"] = float(np.mean(cpu[mode][10:]))
+        figures[f"{mode}_server_us_per_event"] = float(np.mean(server[mode][10:]))
     await client.aclose()
     return figures
 
@@ -183,9 +194,11 @@ def run(
             f"p99 {store['batch_ms_p99']:.2f} ms ({store['us_per_event_p50']:.0f} us/event at p50; "
             f"{store['script_calls_per_batch']:.0f} entity calls per batch, reads and writes together; "
             "side by side, batches alternating: one script run per batch p50 "
-            f"{store['per_batch_batch_ms_p50']:.2f} ms, {store['per_batch_cpu_ms_mean']:.2f} ms client CPU; "
+            f"{store['per_batch_batch_ms_p50']:.2f} ms, {store['per_batch_cpu_ms_mean']:.2f} ms client CPU, "
+            f"server {store['per_batch_server_us_per_event']:.0f} us CPU per event; "
             f"one per call (pipelined, as on a cluster) p50 {store['per_call_batch_ms_p50']:.2f} ms, "
-            f"{store['per_call_cpu_ms_mean']:.2f} ms client CPU)\n"
+            f"{store['per_call_cpu_ms_mean']:.2f} ms client CPU, "
+            f"server {store['per_call_server_us_per_event']:.0f} us CPU per event)\n"
         )
         kinds = Counter({k[len("bytes_per_") :]: v for k, v in store.items() if k.startswith("bytes_per_")})
         for kind, size in sorted(kinds.items()):
