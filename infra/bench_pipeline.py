@@ -9,7 +9,6 @@ timestamp to output broker timestamp).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -138,35 +137,11 @@ def _worker(
             f"latency at {'the same rate' if paced_rate is not None else 'half its throughput'}"
             f" ({rate:.0f} events/s, {count:,} events) ..."
         )
-        cpu_before = cpu_seconds(proc.pid)
+        cpu_before = bench_scaling.cpu_seconds(proc.pid, children=True)
         sent = _produce(live, topics.mail_events, _events(mails, count, f"l{tag}"), rate)
         latencies = _latencies(live, topics.verdicts, sent, 120)
-        cpu_us = (cpu_seconds(proc.pid) - cpu_before) / count * 1e6
+        cpu_us = (bench_scaling.cpu_seconds(proc.pid, children=True) - cpu_before) / count * 1e6
         return throughput, rate, latencies, cpu_us
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its live children (Linux ``/proc``; NaN elsewhere).
-
-    Measured around a paced phase, CPU per event does not depend on how busy
-    the shared machine is, unlike events per second.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def own(stat_path: Path) -> tuple[int, float]:
-        fields = stat_path.read_text().rsplit(")", 1)[1].split()
-        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid, utime + stime
-
-    try:
-        total = own(Path(f"/proc/{pid}/stat"))[1]
-        for stat_path in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parent, seconds = own(stat_path)
-                if parent == pid:
-                    total += seconds
-    except OSError:
-        return float("nan")
-    return total
 
 
 def _rate(stamps: Sequence[int]) -> float:
@@ -243,10 +218,12 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
             )
             console.step(f"bare Faust loop at {rate:.0f} events/s ...")
             count = max(20, int(rate * LATENCY_SECONDS))
-            cpu_before = cpu_seconds(bare_proc.pid)
+            cpu_before = bench_scaling.cpu_seconds(bare_proc.pid, children=True)
             sent_bare = _produce(live, bare_in, _events(mails, count, f"lb{run_id}"), rate)
             bare = _latencies(live, bare_out, sent_bare, 120)
-            figures["bare_cpu_us"] = (cpu_seconds(bare_proc.pid) - cpu_before) / count * 1e6
+            figures["bare_cpu_us"] = (
+                (bench_scaling.cpu_seconds(bare_proc.pid, children=True) - cpu_before) / count * 1e6
+            )
 
         console.step(
             "warden worker with split stages (ingest -> features topic -> score): the same backlog ..."
