@@ -24,13 +24,13 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 
 from features.keys import Keys
 from features.operations import plan
-from features.store import RedisStore, connect
+from features.store import RedisClient, RedisStore, connect
 from features.testing import features_for
 from infra import devstack
 from infra.settings import WardenSettings
@@ -126,7 +126,7 @@ async def _store(url: str, batches: int, batch_size: int) -> dict[str, float]:
     return figures
 
 
-async def _server_cpu_s(client: Any) -> float:
+async def _server_cpu_s(client: RedisClient) -> float:
     """The Redis server's user + system CPU seconds so far."""
     info = await client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])

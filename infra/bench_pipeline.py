@@ -250,16 +250,15 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         p50, p99 = np.percentile(np.asarray(samples or [0.0]), [50, 99])
         figures[f"{name}_latency_ms_p50"] = float(p50)
         figures[f"{name}_latency_ms_p99"] = float(p99)
-    figures["warden_over_bare"] = figures["warden_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
-    figures["warden_over_bare_tuned"] = figures["warden_events_per_s"] / max(
-        1e-9, figures["bare_tuned_events_per_s"]
-    )
-    figures["warden_over_bare_quiet"] = figures["warden_events_per_s"] / max(
-        1e-9, figures["bare_quiet_events_per_s"]
-    )
-    figures["pool_over_bare"] = figures["pool_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
-    figures["split_over_bare"] = figures["split_events_per_s"] / max(1e-9, figures["bare_events_per_s"])
-    figures["warden_over_split"] = figures["warden_events_per_s"] / max(1e-9, figures["split_events_per_s"])
+    for name, (top, bottom) in {
+        "warden_over_bare": ("warden", "bare"),
+        "warden_over_bare_tuned": ("warden", "bare_tuned"),
+        "warden_over_bare_quiet": ("warden", "bare_quiet"),
+        "pool_over_bare": ("pool", "bare"),
+        "split_over_bare": ("split", "bare"),
+        "warden_over_split": ("warden", "split"),
+    }.items():
+        figures[name] = figures[f"{top}_events_per_s"] / max(1e-9, figures[f"{bottom}_events_per_s"])
     out.write(
         "== pipeline (one worker process vs a bare Faust agent loop, same broker, same records) ==\n"
         f"throughput on a {BACKLOG:,}-record backlog: warden {figures['warden_events_per_s']:,.0f} events/s, "

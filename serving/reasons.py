@@ -37,7 +37,7 @@ class PathContributions:
             leaves = max(int(tree["num_leaves"]), 1)
             table = np.zeros((leaves, width), dtype=np.float64)
             root = tree["tree_structure"]
-            bias += float(root.get("internal_value", root.get("leaf_value", 0.0)))
+            bias += _value(root)
             _credit(root, np.zeros(width, dtype=np.float64), table)
             tables.append(table)
             start += leaves
@@ -59,6 +59,11 @@ class PathContributions:
         return result
 
 
+def _value(node: dict[str, Any]) -> float:
+    """A node's output: a leaf's value, or what a split node would output as a leaf."""
+    return float(node["leaf_value"] if "leaf_value" in node else node["internal_value"])
+
+
 def _credit(node: dict[str, Any], path: np.ndarray, table: np.ndarray) -> None:
     """Fill ``table``'s rows for the leaves under ``node``, ``path`` holding the credits so far."""
     if "leaf_index" in node or "split_feature" not in node:
@@ -68,7 +73,6 @@ def _credit(node: dict[str, Any], path: np.ndarray, table: np.ndarray) -> None:
     feature = int(node["split_feature"])
     for side in ("left_child", "right_child"):
         child = node[side]
-        value = float(child["leaf_value"] if "leaf_value" in child else child["internal_value"])
         step = path.copy()
-        step[feature] += value - here
+        step[feature] += _value(child) - here
         _credit(child, step, table)
