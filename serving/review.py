@@ -1,9 +1,9 @@
 """The ops review queue in Redis: campaign groups ranked by the value of a review.
 
 Fed from the scoring path once per micro-batch (:meth:`ReviewQueue.enqueue`,
-three pipelined round trips: read the claimed group keys, read those groups'
-aliases, values and counts, then write: merges as commands, the claims and
-every event's own writes as one server-side script), read by ``warden
+two round trips: one script reads the groups claiming the batch's group keys
+with their aliases, values and counts; then the merges as commands and one
+script with the claims and every event's own writes), read by ``warden
 review``. Every key holds pseudonyms and numbers only, lives in one Redis
 Cluster slot (hash tag ``{rq}``), and expires ``ReviewSettings.ttl_seconds``
 after its last write.
@@ -33,6 +33,7 @@ tolerates it; labels always go to the member list).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -112,38 +113,61 @@ class QueuedGroup:
         }
 
 
-#: The writes of one batch but its merges, in one script. KEYS: ``q``; the group
-#: keys claimed now; the claimed keys to keep alive; then per event its ``e:``,
-#: ``m:`` and ``g:`` keys. ARGV: ttl, max_members, max_groups, the counts of
-#: claimed and kept keys, each claimed key's group, then per event its id,
-#: candidate JSON, time, action, score, grouped-by, p_wrong and group. Sent as
-#: commands, ~13 per event, the client-side packing and reply parsing cost the
-#: worker more than the rest of the batch's Redis work.
+#: The reads of one batch, in one script. KEYS: ``q`` (declared so that a cluster routes the
+#: script to the primary of the ``{rq}`` slot, where every key it reads lives). ARGV: the key
+#: base, then one JSON array of the batch's distinct group keys. Returns the group claiming each
+#: key (nil where none), the distinct claiming groups, and for each of those its alias, its
+#: value in ``q`` and its hash as a flat array.
+_READ_LUA = """
+local base = ARGV[1]
+local claimed, owners, seen = {}, {}, {}
+for i, key in ipairs(cjson.decode(ARGV[2])) do
+  local owner = redis.call('GET', base .. 'k:' .. key)
+  claimed[i] = owner
+  if owner and not seen[owner] then
+    seen[owner] = true
+    owners[#owners + 1] = owner
+  end
+end
+local aliases, values, stats = {}, {}, {}
+for i, owner in ipairs(owners) do
+  aliases[i] = redis.call('GET', base .. 'a:' .. owner)
+  values[i] = redis.call('ZSCORE', KEYS[1], owner)
+  stats[i] = redis.call('HGETALL', base .. 'g:' .. owner)
+end
+return {claimed, owners, aliases, values, stats}
+"""
+
+#: The writes of one batch but its merges, in one script. KEYS: ``q`` (for a cluster's routing,
+#: as above). ARGV: the key base, then one JSON document: ttl, max_members, max_groups; the
+#: group keys claimed now, each with its group; the claimed keys to keep alive; per event its
+#: id, candidate JSON, time, action, score, grouped-by, p_wrong and group. Numbers the script
+#: stores travel as the strings redis-py would have sent (Lua would print them with 14 digits).
+#: One argument instead of ~40 per event: packing them cost the worker more than the rest of
+#: the batch's Redis work.
 _ENQUEUE_LUA = """
-local ttl, max_members, max_groups = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local claims, kept = tonumber(ARGV[4]), tonumber(ARGV[5])
-local q = KEYS[1]
-for i = 1, claims do
-  redis.call('SET', KEYS[1 + i], ARGV[5 + i], 'EX', ttl)
+local base, q = ARGV[1], KEYS[1]
+local batch = cjson.decode(ARGV[2])
+local ttl, max_members, max_groups = batch.ttl, batch.max_members, batch.max_groups
+for _, claim in ipairs(batch.claims) do
+  redis.call('SET', base .. 'k:' .. claim[1], claim[2], 'EX', ttl)
 end
-for i = 1, kept do
-  redis.call('EXPIRE', KEYS[1 + claims + i], ttl)
+for _, key in ipairs(batch.kept) do
+  redis.call('EXPIRE', base .. 'k:' .. key, ttl)
 end
-local first_key, first_arg = 2 + claims + kept, 6 + claims
 local touched = {}
-for i = 0, (#KEYS - first_key + 1) / 3 - 1 do
-  local e, m, g = KEYS[first_key + 3 * i], KEYS[first_key + 1 + 3 * i], KEYS[first_key + 2 + 3 * i]
-  local a = first_arg + 8 * i
-  local event, at = ARGV[a], ARGV[a + 2]
-  redis.call('SET', e, ARGV[a + 1], 'EX', ttl)
-  redis.call('ZADD', m, at, event)
+for _, event in ipairs(batch.events) do
+  local id, candidate, at, action, score, by, p, group = unpack(event)
+  local m, g = base .. 'm:' .. group, base .. 'g:' .. group
+  redis.call('SET', base .. 'e:' .. id, candidate, 'EX', ttl)
+  redis.call('ZADD', m, at, id)
   redis.call('HINCRBY', g, 'n', 1)
-  redis.call('HINCRBY', g, 'a:' .. ARGV[a + 3], 1)
-  redis.call('HINCRBYFLOAT', g, 'score_sum', ARGV[a + 4])
+  redis.call('HINCRBY', g, 'a:' .. action, 1)
+  redis.call('HINCRBYFLOAT', g, 'score_sum', score)
   redis.call('HSETNX', g, 'first', at)
   redis.call('HSET', g, 'last', at)
-  redis.call('HSETNX', g, 'by', ARGV[a + 5])
-  redis.call('ZINCRBY', q, ARGV[a + 6], ARGV[a + 7])
+  redis.call('HSETNX', g, 'by', by)
+  redis.call('ZINCRBY', q, p, group)
   touched[m] = g
 end
 for m, g in pairs(touched) do
@@ -197,47 +221,28 @@ class ReviewQueue:
         keyed = [(f.event_id, group_keys(f, row)) for f, row in zip(batch, rows, strict=True)]
         distinct = sorted({k for _, keys in keyed for k in keys})
         claimed: dict[str, str] = {}
-        if distinct:
-            found = await self._client.mget([self.key(f"k:{k}") for k in distinct])
-            claimed = {k: _text(g) for k, g in zip(distinct, found, strict=True) if g is not None}
-        owners = sorted(set(claimed.values()))
         aliases: dict[str, str] = {}
         values: dict[str, float] = {}
         stats: dict[str, dict[str, str]] = {}
-        if owners:
-            read = self._client.pipeline(transaction=False)
-            for owner in owners:
-                read.get(self.key(f"a:{owner}"))
-                read.zscore(self.key("q"), owner)
-                read.hgetall(self.key(f"g:{owner}"))
-            answers = await read.execute()
-            for owner, alias, value, info in zip(
-                owners, answers[::3], answers[1::3], answers[2::3], strict=True
+        if distinct:
+            found, owners, owner_aliases, owner_values, owner_stats = await self._client.execute_command(
+                "EVAL", _READ_LUA, 1, self.key("q"), self._base, json.dumps(distinct, separators=(",", ":"))
+            )
+            claimed = {k: _text(g) for k, g in zip(distinct, found, strict=True) if g is not None}
+            for raw_owner, alias, value, info in zip(
+                owners, owner_aliases, owner_values, owner_stats, strict=True
             ):
+                owner = _text(raw_owner)
                 if alias is not None:
                     aliases[owner] = _text(alias)
                 if value is not None:
                     values[owner] = float(value)
-                stats[owner] = {_text(k): _text(v) for k, v in info.items()}
+                stats[owner] = {_text(k): _text(v) for k, v in zip(info[::2], info[1::2], strict=True)}
         grouping = assign(keyed, claimed, aliases)
-        ttl = self._settings.ttl_seconds
         pipe = self._client.pipeline(transaction=False)
         for absorbed in grouping.merges:
             self._merge(pipe, absorbed, resolve(absorbed, grouping.merges), values, stats)
-        kept = sorted(claimed.keys() - grouping.claims.keys())
-        keys = [
-            self.key("q"),
-            *(self.key(f"k:{key}") for key in grouping.claims),
-            *(self.key(f"k:{key}") for key in kept),
-        ]
-        args: list[str | float] = [
-            ttl,
-            self._settings.max_members,
-            self._settings.max_groups,
-            len(grouping.claims),
-            len(kept),
-            *grouping.claims.values(),
-        ]
+        events: list[list[str]] = []
         candidates = []
         for features, verdict, row, p, where in zip(
             batch, verdicts, rows, p_wrong, grouping.assignments, strict=True
@@ -258,20 +263,31 @@ class ReviewQueue:
                 p_wrong=float(p),
             )
             candidates.append(candidate)
-            keys += [self.key(f"e:{verdict.event_id}"), self.key(f"m:{group_id}"), self.key(f"g:{group_id}")]
-            args += [
-                verdict.event_id,
-                candidate.model_dump_json(),
-                features.timestamp,
-                verdict.action,
-                verdict.score,
-                where.grouped_by,
-                float(p),
-                group_id,
-            ]
+            events.append(
+                [
+                    verdict.event_id,
+                    candidate.model_dump_json(),
+                    repr(float(features.timestamp)),
+                    verdict.action,
+                    repr(float(verdict.score)),
+                    where.grouped_by,
+                    repr(float(p)),
+                    group_id,
+                ]
+            )
+        document = {
+            "ttl": self._settings.ttl_seconds,
+            "max_members": self._settings.max_members,
+            "max_groups": self._settings.max_groups,
+            "claims": [[key, group] for key, group in grouping.claims.items()],
+            "kept": sorted(claimed.keys() - grouping.claims.keys()),
+            "events": events,
+        }
         # A raw EVAL in the same pipeline: one round trip, no script cache to miss after a
-        # server restart, and routed by its keys on a cluster (all in the {rq} slot).
-        pipe.execute_command("EVAL", _ENQUEUE_LUA, len(keys), *keys, *args)
+        # server restart, and routed by its one key on a cluster (every key is in the {rq} slot).
+        pipe.execute_command(
+            "EVAL", _ENQUEUE_LUA, 1, self.key("q"), self._base, json.dumps(document, separators=(",", ":"))
+        )
         await pipe.execute()
         return candidates
 

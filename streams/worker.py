@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 
 import faust
 
@@ -111,6 +112,20 @@ def return_large_allocations() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION_BYTES))
 
 
+def freeze_startup_objects() -> None:
+    """Leave everything built so far out of the garbage collector's full collections.
+
+    A started worker holds ~200,000 long-lived container objects (the
+    libraries, the models, the suffix list); a full collection walked them
+    all, ~100-110 ms with the event loop stopped, and every event in flight
+    waited for it. After a freeze a full collection walks only what was made
+    since: 6-10 ms, timed with ``gc.callbacks`` in a worker under load.
+    Frozen objects are never freed, which these are not anyway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run(settings: WardenSettings) -> None:
     """Run a worker until SIGTERM or Ctrl-C (blocks). Creates missing topics first."""
     return_large_allocations()
@@ -119,4 +134,5 @@ def run(settings: WardenSettings) -> None:
     app = create_app(settings, services)
     worker = faust.Worker(app, loglevel=settings.worker.log_level, quiet=True)
     without_spinner(worker)
+    freeze_startup_objects()
     worker.execute_from_commandline()
