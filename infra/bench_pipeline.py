@@ -5,6 +5,9 @@ start, so that throughput measures the consumer, not the producer:
 first-output to last-output broker timestamps. Then each is fed at half the
 worker's throughput and its end-to-end latency measured (input broker
 timestamp to output broker timestamp).
+
+``warden bench --latency R1,R2,...`` (:func:`latency_curve`) instead feeds
+one worker at each of those rates in turn: where its latency bends.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from streams.topics import Topic, Topics
 
 BACKLOG = 3000
 LATENCY_SECONDS = 8.0
+#: Events sent (at :data:`WARM_UP_RATE` events/s) before a latency curve is measured.
+WARM_UP_EVENTS = 400
+WARM_UP_RATE = 200.0
 #: Ingest child processes of the second worker measured (``WorkerSettings.ingest_processes``).
 POOL_PROCESSES = 2
 
@@ -144,6 +150,65 @@ def _worker(
         return throughput, rate, latencies, cpu_us
 
 
+def _env(base_env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment workers start from: ``base_env``, or this process's without Warden's settings."""
+    if base_env is not None:
+        return dict(base_env)
+    return {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+
+
+def latency_curve(
+    settings: WardenSettings, out: TextIO, rates: Sequence[int], base_env: Mapping[str, str] | None = None
+) -> dict[str, float]:
+    """One worker fed at each of ``rates`` events/s in turn, lowest first, after a warm-up:
+    end-to-end p50 / p99 and the worker's CPU per event at each rate."""
+    console = Console(out)
+    run_id = uuid.uuid4().hex[:8]
+    figures: dict[str, float] = {}
+    with services(settings, console) as live:
+        live = _isolated(live, f"curve{run_id}", registry_dir=live.dev.state_dir / f"bench-registry-{run_id}")
+        console.step("training a model for the latency curve ...")
+        train_from_corpus(live, corpus.OLDER)
+        topics = Topics.from_settings(live.kafka)
+        broker.ensure_topics(live.kafka, topics.all())
+        mails = corpus.load(live.corpus, corpus.NEWER)
+        log = live.dev.state_dir / f"bench-curve-{run_id}.log"
+        with worker_process(live, _env(base_env), log) as proc:
+            wait_healthy(live, proc, timeout_s=90)
+            console.step(f"warm-up: {WARM_UP_EVENTS} events at {WARM_UP_RATE:.0f} events/s ...")
+            warm_up = _events(mails, WARM_UP_EVENTS, f"warm{run_id}")
+            _latencies(live, topics.verdicts, _produce(live, topics.mail_events, warm_up, WARM_UP_RATE), 120)
+            for rate in sorted(set(rates)):
+                count = max(20, int(rate * LATENCY_SECONDS))
+                console.step(f"{rate:,} events/s ({count:,} events) ...")
+                cpu_before = bench_scaling.cpu_seconds(proc.pid, children=True)
+                events = _events(mails, count, f"r{rate}-{run_id}")
+                latencies = _latencies(
+                    live, topics.verdicts, _produce(live, topics.mail_events, events, rate), 120
+                )
+                cpu_seconds = bench_scaling.cpu_seconds(proc.pid, children=True) - cpu_before
+                p50, p99 = np.percentile(np.asarray(latencies or [0.0]), [50, 99])
+                figures[f"p50_ms_at_{rate}"] = float(p50)
+                figures[f"p99_ms_at_{rate}"] = float(p99)
+                figures[f"cpu_us_at_{rate}"] = cpu_seconds / count * 1e6
+                figures[f"verdicts_at_{rate}"] = float(len(latencies))
+                figures[f"sent_at_{rate}"] = float(count)
+    worker = live.worker
+    out.write(
+        "== latency curve (one worker, paced input; input to verdict, broker timestamps) ==\n"
+        f"batch window {worker.batch_within_s:g} s, batch size {worker.batch_size}, "
+        f"fetch max wait {live.kafka.fetch_max_wait_ms} ms\n"
+        f"{'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/event':>13} {'verdicts':>15}\n"
+    )
+    for rate in sorted(set(rates)):
+        out.write(
+            f"{rate:>9,} {figures[f'p50_ms_at_{rate}']:>8.0f} {figures[f'p99_ms_at_{rate}']:>8.0f} "
+            f"{figures[f'cpu_us_at_{rate}']:>13,.0f} "
+            f"{figures[f'verdicts_at_{rate}']:>7,.0f}/{figures[f'sent_at_{rate}']:<7,.0f}\n"
+        )
+    return figures
+
+
 def _rate(stamps: Sequence[int]) -> float:
     if len(stamps) < 2:
         return 0.0
@@ -168,11 +233,7 @@ def _isolated(
 
 def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | None = None) -> dict[str, float]:
     """Measure the worker and the bare loop on the embedded (or configured) broker."""
-    env = dict(
-        base_env
-        if base_env is not None
-        else {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-    )
+    env = _env(base_env)
     console = Console(out)
     run_id = uuid.uuid4().hex[:8]
     with services(settings, console) as live:

@@ -176,6 +176,13 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: throughput of groups of N, M worker processes side by side, with the ratio",
     )
     bench.add_argument(
+        "--latency",
+        type=_counts,
+        metavar="R1,R2",
+        help="instead: one worker's end-to-end p50/p99 latency and CPU per event at each of these "
+        "paced rates (events/s)",
+    )
+    bench.add_argument(
         "--memory",
         action="store_true",
         help="instead: Redis memory and topic bytes per event and per entity over a corpus replay",
@@ -420,6 +427,11 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return _retrain(args, _with_services(settings))
     if command == "bench" and (args.workers or args.memory):
         return _bench_scale_out(args, settings)
+    if command == "bench" and args.latency:
+        from infra import bench_pipeline
+
+        bench_pipeline.latency_curve(settings, sys.stdout, args.latency)
+        return 0
     if command == "bench":
         from infra import bench
 

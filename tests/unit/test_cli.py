@@ -31,6 +31,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         ("demo", "--rate"),
         ("bench", "--workers", "1,x"),
         ("bench", "--workers", "0,2"),
+        ("bench", "--latency", "200,fast"),
+        ("bench", "--latency", "0"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
