@@ -164,6 +164,7 @@ def latency_curve(
     end-to-end p50 / p99 and the worker's CPU per event at each rate."""
     console = Console(out)
     run_id = uuid.uuid4().hex[:8]
+    steps = sorted(set(rates))
     figures: dict[str, float] = {}
     with services(settings, console) as live:
         live = _isolated(live, f"curve{run_id}", registry_dir=live.dev.state_dir / f"bench-registry-{run_id}")
@@ -178,7 +179,7 @@ def latency_curve(
             console.step(f"warm-up: {WARM_UP_EVENTS} events at {WARM_UP_RATE:.0f} events/s ...")
             warm_up = _events(mails, WARM_UP_EVENTS, f"warm{run_id}")
             _latencies(live, topics.verdicts, _produce(live, topics.mail_events, warm_up, WARM_UP_RATE), 120)
-            for rate in sorted(set(rates)):
+            for rate in steps:
                 count = max(20, int(rate * LATENCY_SECONDS))
                 console.step(f"{rate:,} events/s ({count:,} events) ...")
                 cpu_before = bench_scaling.cpu_seconds(proc.pid, children=True)
@@ -200,7 +201,7 @@ def latency_curve(
         f"fetch max wait {live.kafka.fetch_max_wait_ms} ms\n"
         f"{'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/event':>13} {'verdicts':>15}\n"
     )
-    for rate in sorted(set(rates)):
+    for rate in steps:
         out.write(
             f"{rate:>9,} {figures[f'p50_ms_at_{rate}']:>8.0f} {figures[f'p99_ms_at_{rate}']:>8.0f} "
             f"{figures[f'cpu_us_at_{rate}']:>13,.0f} "
