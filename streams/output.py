@@ -25,7 +25,6 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from streams.exceptions import OutputNotConfirmed
@@ -71,21 +70,8 @@ class Output:
         return delivery
 
 
-@dataclass(frozen=True)
-class _Sent:
-    """One record handed to the producer and the future of its delivery."""
-
-    output: Output
-    key: bytes
-    value: bytes
-    delivery: asyncio.Future[Any]
-
-
-def _failure(sent: _Sent) -> BaseException | None:
-    """Why a finished delivery failed, or None if the broker wrote the record."""
-    if sent.delivery.cancelled():
-        return asyncio.CancelledError()
-    return sent.delivery.exception()
+#: One record handed to the producer: where, its key and value, and the future of its delivery.
+_Sent = tuple[Output, bytes, bytes, "asyncio.Future[Any]"]
 
 
 class Deliveries:
@@ -110,8 +96,8 @@ class Deliveries:
         return len(self._sent)
 
     def track(self, output: Output, key: bytes, value: bytes, delivery: asyncio.Future[Any]) -> None:
-        """Keep a record and its delivery future until :meth:`confirm` (called by :meth:`Output.send`)."""
-        self._sent.append(_Sent(output, key, value, delivery))
+        """Keep a record and its delivery until :meth:`confirm` (called by :meth:`Output.send`)."""
+        self._sent.append((output, key, value, delivery))
 
     async def confirm(self) -> None:
         """Return once the broker has written every record sent for this batch.
@@ -141,7 +127,7 @@ class Deliveries:
             )
             await asyncio.sleep(delay)
             delay *= 2
-            pending = [await _resend(sent) for sent in failed]
+            pending = [(out, key, value, await out._deliver(key, value)) for out, key, value, _ in failed]
         error = OutputNotConfirmed(
             f"the broker refused {len(failed)} records after {RESENDS} re-sends ({_describe(failed)}); "
             "stopping the worker so that their input is read again"
@@ -162,18 +148,26 @@ class Deliveries:
 
 
 async def _settle(pending: list[_Sent]) -> list[_Sent]:
-    """Wait until every delivery in ``pending`` is done; the ones that failed."""
-    waiting = [sent.delivery for sent in pending if not sent.delivery.done()]
-    if waiting:
-        await asyncio.wait(waiting)
-    return [sent for sent in pending if _failure(sent) is not None]
+    """Wait until every delivery in ``pending`` is done; the ones that failed.
+
+    The producer answers a whole request of records at once, so after the
+    first wait most futures are done: the loop suspends about once per
+    produce request still in flight, not once per record.
+    """
+    for sent in pending:
+        if not sent[3].done():
+            await asyncio.wait((sent[3],))  # unlike ``await``, never cancels the producer's future
+    return [sent for sent in pending if _failure(sent[3]) is not None]
 
 
-async def _resend(sent: _Sent) -> _Sent:
-    return _Sent(sent.output, sent.key, sent.value, await sent.output._deliver(sent.key, sent.value))
+def _failure(delivery: asyncio.Future[Any]) -> BaseException | None:
+    """Why a finished delivery failed, or None if the broker wrote the record."""
+    if delivery.cancelled():
+        return asyncio.CancelledError()
+    return delivery.exception()
 
 
 def _describe(failed: Iterable[_Sent]) -> str:
     """Failures counted by topic and error, in one line (no record content)."""
-    counts = Counter((sent.output.name, type(_failure(sent)).__name__) for sent in failed)
+    counts = Counter((output.name, type(_failure(delivery)).__name__) for output, _, _, delivery in failed)
     return ", ".join(f"{n} to {topic}: {error}" for (topic, error), n in counts.most_common())
