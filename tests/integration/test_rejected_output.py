@@ -26,14 +26,15 @@ from infra.devstack import StackState
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
+from streams.app import EXIT_OUTPUT_NOT_CONFIRMED
 from streams.replay import replay, send_raw
 from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, wait_until
 
 N = 40
 MALFORMED = [b"{not json", b'"a string"']
-#: A JSON schema no verdict satisfies (a verdict is an object): the broker refuses them all.
-REFUSE_EVERY_VERDICT = {"type": "object", "properties": {"value": {"type": "array"}}}
+#: A JSON schema no Warden record satisfies (each is an object): the broker refuses them all.
+REFUSE_EVERY_RECORD = {"type": "object", "properties": {"value": {"type": "array"}}}
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +89,35 @@ def committed(settings: WardenSettings, topic: str) -> dict[int, int]:
     return {tp.partition: m.offset for tp, m in offsets.items() if tp.topic == topic and m.offset >= 0}
 
 
-def test_refused_verdicts_stop_the_worker_and_their_input_is_read_again(
+@pytest.mark.parametrize(
+    ("split_stages", "refused", "held"),
+    [
+        (False, "verdicts", "mail_events"),  # one hop: the ingest agent scores and sends verdicts
+        (True, "mail_features", "mail_events"),  # split: the ingest agent's features are refused
+        (True, "verdicts", "mail_features"),  # split: the scoring agent's verdicts are refused
+    ],
+    ids=["one-hop", "split-features-refused", "split-verdicts-refused"],
+)
+def test_refused_outputs_stop_the_worker_and_their_input_is_read_again(
     settings: WardenSettings,
     stack: StackState,
     validating_broker: tuple[str, Path],
     base_env: dict[str, str],
     tmp_path: Path,
+    split_stages: bool,
+    refused: str,
+    held: str,
 ) -> None:
     address, schemas = validating_broker
-    settings = settings.with_services(address, stack.redis_url)
+    settings = settings.with_services(address, stack.redis_url).model_copy(
+        update={"worker": settings.worker.model_copy(update={"split_stages": split_stages})}
+    )
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    refusal = schemas / f"{topics.verdicts.name}.json"
-    refusal.write_text(json.dumps(REFUSE_EVERY_VERDICT))
+    refusal = schemas / f"{getattr(topics, refused).name}.json"
+    refusal.write_text(json.dumps(REFUSE_EVERY_RECORD))
+    input_topic = getattr(topics, held).name
+    records_on_input = N if held == "mail_features" else N + len(MALFORMED)  # malformed: no features
 
     mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
     producer = broker.producer(settings.kafka)
@@ -110,17 +127,18 @@ def test_refused_verdicts_stop_the_worker_and_their_input_is_read_again(
 
     with worker_process(settings, base_env, tmp_path / "refused.log") as first:
         wait_healthy(settings, first, timeout_s=90)
-        # The verdicts are refused, sent again three times (0.5 + 1 + 2 s), then the worker stops.
+        # The records are refused, sent again three times (0.5 + 1 + 2 s), then the worker stops.
         status = first.wait(timeout=120)
     log = (tmp_path / "refused.log").read_text(errors="replace")
     print(f"the worker exited with status {status}")
-    assert status != 0, "a worker whose outputs are refused must fail"
-    assert "OutputNotConfirmed" in log
+    assert status == EXIT_OUTPUT_NOT_CONFIRMED, "a worker whose outputs are refused must fail"
     assert "the broker refused" in log
-    # Never committed past an unconfirmed output: every verdict was refused, so no offset was.
-    assert committed(settings, topics.mail_events.name) == {}
+    assert "stopping without a commit" in log
+    # Never committed past an unconfirmed output: every output of the agent reading ``held``
+    # was refused, so none of its offsets was committed.
+    assert committed(settings, input_topic) == {}
 
-    refusal.unlink()  # the broker takes verdicts again
+    refusal.unlink()  # the broker takes them again
     outcomes = Outcomes(settings)
     with worker_process(settings, base_env, tmp_path / "after.log") as second:
         wait_healthy(settings, second, timeout_s=90)
@@ -129,7 +147,7 @@ def test_refused_verdicts_stop_the_worker_and_their_input_is_read_again(
         assert second.poll() is None
         # And now that the outputs are confirmed, the offsets are committed (every second).
         wait_until(
-            lambda: sum(committed(settings, topics.mail_events.name).values()) == N + len(MALFORMED),
+            lambda: sum(committed(settings, input_topic).values()) == records_on_input,
             timeout_s=30,
             what="the offsets' commit",
         )
