@@ -14,9 +14,9 @@ the delivery futures of everything it sends in a :class:`Deliveries`, and an
 agent lets the batch's input offsets be committed (acks its events) only
 after :meth:`Deliveries.confirm` has seen the broker write every one of
 them. A refused record is sent again a few times; if it is still refused
-the worker crashes with :class:`~streams.exceptions.OutputNotConfirmed`,
-its input uncommitted, to be read again after a restart or by another
-worker of the group.
+the worker stops with :class:`~streams.exceptions.OutputNotConfirmed`
+without committing anything more, and its input is read again after a
+restart or by another worker of the group.
 """
 
 from __future__ import annotations
@@ -106,9 +106,11 @@ class Deliveries:
         batch's events (so before their offsets can be committed). One wait
         for the whole batch; records the broker refused are sent again up to
         :data:`RESENDS` times with a doubling backoff. If some are still
-        refused, the app is crashed and :class:`OutputNotConfirmed` raised:
-        the events stay unacked, so their offsets are never committed and the
-        input is delivered again after a restart (or to another worker).
+        refused, the app is crashed with :class:`OutputNotConfirmed` (a
+        worker's app ends the process there, without a commit: see
+        :class:`streams.app.WorkerApp`), and the error raised: the events stay
+        unacked, their offsets are never committed, and the input is delivered
+        again after a restart (or to another worker of the group).
         """
         pending, self._sent = self._sent, []
         delay = RESEND_BACKOFF_S
