@@ -103,8 +103,10 @@ class Deliveries:
         """Return once the broker has written every record sent for this batch.
 
         Called by an agent after the batch's last send and before it acks the
-        batch's events (so before their offsets can be committed). One wait
-        for the whole batch; records the broker refused are sent again up to
+        batch's events (so before their offsets can be committed). One pass
+        over the batch's deliveries (see :func:`_settle`: an ``asyncio.wait`` on
+        every future cost ~3-4 us of CPU a record, measured); records the
+        broker refused are sent again up to
         :data:`RESENDS` times with a doubling backoff. If some are still
         refused, the app is crashed with :class:`OutputNotConfirmed` (a
         worker's app ends the process there, without a commit: see
