@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from infra.exceptions import UsageError
 from infra.settings import WardenSettings
 from streams.topics import Topic, Topics
 
@@ -297,8 +298,12 @@ def audit_files(paths: Iterable[Path], label: str, scanner: Scanner, report: Aud
 
 
 def audit_metrics(url: str, scanner: Scanner, report: AuditReport) -> None:
+    """A worker's ``/metrics`` page; one that cannot be fetched is recorded as not read.
+
+    Raises UsageError for a URL that is not http(s).
+    """
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"metrics URL must be http(s): {url}")
+        raise UsageError(f"the metrics URL must be http(s): {url}")
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - scheme checked above
             body: bytes = response.read()
