@@ -58,9 +58,11 @@ def node_urls(settings: RedisSettings) -> list[str]:
         urls = []
     if not urls:
         raise StoreNotConfigured("no Redis configured: set WARDEN_REDIS__URL or WARDEN_REDIS__CLUSTER_NODES")
-    if settings.tls:
-        urls = ["rediss://" + url.removeprefix("redis://") for url in urls]
-    return urls
+    return [_tls(url) if settings.tls else url for url in urls]
+
+
+def _tls(url: str) -> str:
+    return "rediss://" + url.removeprefix("redis://") if url.startswith("redis://") else url
 
 
 def where(settings: RedisSettings) -> str:
@@ -125,9 +127,7 @@ def server_client(settings: RedisSettings) -> redis.Redis:
     if settings.url is None:
         raise StoreNotConfigured("no Redis server URL configured (WARDEN_REDIS__URL)")
     url = settings.url.get_secret_value()
-    if settings.tls:
-        url = "rediss://" + url.removeprefix("redis://")
-    return redis.Redis.from_url(url, **_options(settings))
+    return redis.Redis.from_url(_tls(url) if settings.tls else url, **_options(settings))
 
 
 def at(url: str, *, socket_timeout_s: float = 5.0) -> RedisSettings:

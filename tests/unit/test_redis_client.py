@@ -23,6 +23,8 @@ def test_node_urls_for_a_server_and_for_a_cluster() -> None:
     assert node_urls(cluster) == ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"]  # the nodes win over url
     tls = cluster.model_copy(update={"tls": True})
     assert node_urls(tls) == ["rediss://10.0.0.1:7000", "rediss://10.0.0.2:7001"]
+    already = RedisSettings(url=SecretStr("rediss://10.0.0.5:6380/0"), tls=True)
+    assert node_urls(already) == ["rediss://10.0.0.5:6380/0"]
 
 
 def test_nothing_configured_is_a_typed_error() -> None:
@@ -67,3 +69,13 @@ def test_a_cluster_gets_every_node_as_a_start_up_node() -> None:
     assert isinstance(client, AsyncRedisCluster)
     names = {node.name for node in client.nodes_manager.startup_nodes.values()}
     assert names == {"10.0.0.1:7000", "10.0.0.2:7001", "10.0.0.3:7002"}
+
+
+def test_a_cluster_speaks_tls_with_auth_when_told() -> None:
+    client = async_client(
+        RedisSettings(cluster_nodes="10.0.0.1:7000,10.0.0.2:7001", tls=True, password=SecretStr(SECRET))
+    )
+    assert isinstance(client, AsyncRedisCluster)
+    assert client.connection_kwargs["connection_class"].__name__ == "SSLConnection"
+    assert client.connection_kwargs["ssl_cert_reqs"] == "required"
+    assert client.connection_kwargs["password"] == SECRET
