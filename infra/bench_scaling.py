@@ -99,11 +99,11 @@ def rss_bytes(pid: int) -> int:
 
 def redis_cpu_seconds(settings: WardenSettings) -> float:
     """User + system CPU seconds of the Redis server so far (``INFO cpu``)."""
-    import redis
+    from features.redis_client import server_client
 
-    if settings.redis.url is None:
-        raise DevStackError("no Redis configured")
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    if settings.redis.url is None or settings.redis.cluster_nodes:
+        raise DevStackError("the Redis CPU figure needs one standalone Redis (no URL, or a cluster, is set)")
+    client = server_client(settings.redis)
     try:
         info = client.info("cpu")
     finally:

@@ -372,15 +372,16 @@ def _with_services(settings: WardenSettings) -> WardenSettings:
     """Fill in the broker and Redis from a running ``warden dev up`` when none are set."""
     from infra import devstack
 
-    if settings.kafka.bootstrap_servers is not None and settings.redis.url is not None:
+    redis_set = settings.redis.url is not None or bool(settings.redis.cluster_nodes)
+    if settings.kafka.bootstrap_servers is not None and redis_set:
         return settings
-    if settings.kafka.bootstrap_servers is None and settings.redis.url is None:
+    if settings.kafka.bootstrap_servers is None and not redis_set:
         state = devstack.load_state(settings.dev)
         if state is not None:
             return settings.with_services(state.bootstrap_servers, state.redis_url)
     raise UsageError(
         "no broker and Redis configured: run `warden dev up`, or set "
-        "WARDEN_KAFKA__BOOTSTRAP_SERVERS and WARDEN_REDIS__URL"
+        "WARDEN_KAFKA__BOOTSTRAP_SERVERS and WARDEN_REDIS__URL (or WARDEN_REDIS__CLUSTER_NODES)"
     )
 
 

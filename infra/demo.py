@@ -93,11 +93,12 @@ class Console:
 @contextlib.contextmanager
 def services(settings: WardenSettings, console: Console) -> Iterator[WardenSettings]:
     """The settings pointed at running services: the configured ones, or an embedded stack."""
-    if settings.kafka.bootstrap_servers is not None and settings.redis.url is not None:
+    redis_set = settings.redis.url is not None or bool(settings.redis.cluster_nodes)
+    if settings.kafka.bootstrap_servers is not None and redis_set:
         console.step(f"using the configured broker {settings.kafka.bootstrap_servers} and Redis")
         yield settings
         return
-    if settings.kafka.bootstrap_servers is not None or settings.redis.url is not None:
+    if settings.kafka.bootstrap_servers is not None or redis_set:
         raise DevStackError("configure both the broker and Redis, or neither (embedded stack)")
     console.step("starting the embedded broker (Tansu) and Redis ...")
     with devstack.running(settings.dev) as state:
@@ -355,10 +356,10 @@ def privacy_audit(
     path.write_text(text.getvalue())
     families = len(report.families)
     keys = report.scanned.get("redis keys", 0)
-    result = "passed" if report.passed else f"FAILED with {len(report.findings):,} finding(s)"
+    records = sum(count for place, count in report.scanned.items() if place.startswith("topic "))
     return {
-        "privacy_audit": f"{result} ({keys:,} Redis keys in {families} families, every derived topic "
-        f"sampled, registry, worker log and /metrics; report: {path})",
+        "privacy_audit": f"{report.verdict()}: {keys:,} Redis keys in {families} families, "
+        f"{records:,} derived-topic records, registry, worker log and /metrics (report: {path})",
         "privacy_audit_passed": report.passed,
     }
 

@@ -13,7 +13,8 @@ from features.aggregations import CALENDAR_AGGREGATES
 from features.extraction import to_activity_features
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
-from features.store import RedisStore, connect
+from features.redis_client import async_client
+from features.store import RedisStore
 from features.testing import InMemoryStore
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
@@ -53,10 +54,9 @@ async def test_simulated_activity_gives_the_same_aggregates_in_redis_as_in_memor
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     if server == "cluster":
         cluster: ClusterState = request.getfixturevalue("redis_cluster")
-        client = connect(cluster.urls, cluster=True)
+        client = async_client(cluster.redis_settings())
     else:
-        assert settings.redis.url is not None
-        client = connect(settings.redis.url.get_secret_value(), cluster=False)
+        client = async_client(settings.redis)
     store = RedisStore(
         client,
         Keys(settings.redis.key_prefix),
