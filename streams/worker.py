@@ -27,7 +27,7 @@ from streams.topics import Topics
 def build_services(settings: WardenSettings) -> Services:
     """The worker's resources, from settings. Raises NoModel / ModelRejected for bad models."""
     stats = WorkerStats()
-    slot = ModelSlot.from_registry(Registry(settings.models.registry_dir), stats)
+    slot = ModelSlot.from_registry(Registry.from_settings(settings), stats)  # verify key only
     if settings.redis.cluster_nodes:
         client = connect(
             settings.redis.cluster_nodes.split(","),

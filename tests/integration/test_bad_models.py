@@ -31,7 +31,7 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
             "serving": settings.serving.model_copy(update={"reload_interval_s": 0.2}),
         }
     )
-    registry = Registry(root)
+    registry = Registry.from_settings(live, signing=True)  # the test plants signed versions
     champion = registry.current()
     assert champion is not None
     topics = Topics.from_settings(live.kafka)
@@ -45,7 +45,7 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
             bad = plant(registry, champion, kind)
             # Refused at promotion: `warden models promote` and retrain go through this.
             with pytest.raises(ModelsError):
-                Registry(root).promote(bad)
+                Registry.from_settings(live).promote(bad)
             assert registry.current() == champion
             # A pointer changed behind the registry's back: refused at load by the worker.
             point_at(registry, bad)
@@ -64,7 +64,7 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
             outcomes.read_until(lambda o, n=round_ * PER_ROUND: len(o.verdicts) >= n, timeout_s=60)
             assert len(outcomes.verdicts) == round_ * PER_ROUND, f"verdicts after the {kind} model"
         # A good promotion afterwards still works: the champion itself is fine.
-        Registry(root).promote(champion)
+        Registry.from_settings(live).promote(champion)
         replay([m.event for m in mails[-PER_ROUND:]], producer, topics.mail_events)
         outcomes.read_until(lambda o: len(o.verdicts) >= len(mails), timeout_s=60)
         final = metrics(live)

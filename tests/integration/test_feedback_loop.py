@@ -63,7 +63,7 @@ def test_labels_retrain_promote_swap_and_rollback(
             "serving": settings.serving.model_copy(update={"reload_interval_s": 0.2}),
         }
     )
-    registry = Registry(registry_root)
+    registry = Registry.from_settings(live)
     first = registry.current()
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())

@@ -58,7 +58,7 @@ async def _fill(
     """Score ``events`` through the served path (store, model, policy) and queue them in batches."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     store = RedisStore(client, Keys(settings.redis.key_prefix), 3600, 1800)
-    scorer = Scorer.from_registry(Registry(settings.models.registry_dir))
+    scorer = Scorer.from_registry(Registry.from_settings(settings))
     out: list[Candidate] = []
     for start in range(0, len(events), 8):
         batch = [

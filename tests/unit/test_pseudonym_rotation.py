@@ -22,6 +22,7 @@ DOMAINS = ("address", "domain", "ip", "url_host", "account", "token")
 POSITION = SourcePosition(topic="t", partition=0, offset=0)
 T = 1_700_000_000.0  # the rotation
 DAY = 86_400.0
+HEX = "0123456789abcdef" * 2  # makes every test secret 32 bytes or more
 
 
 def generation(since: float, tag: str, token_tag: str | None = None) -> Generation:
@@ -92,7 +93,7 @@ def test_key_file_loads_and_bad_files_fail_with_one_line_and_no_secret(tmp_path:
     def entry(since: float, tag: str) -> dict[str, object]:
         return {
             "since": since,
-            "keys": {d: {"id": f"{d[0]}{tag}", "secret": f"secret-{d}-{tag}-0123456789"} for d in DOMAINS},
+            "keys": {d: {"id": f"{d[0]}{tag}", "secret": f"secret-{d}-{tag}-{HEX}"} for d in DOMAINS},
         }
 
     path = tmp_path / "keys.json"
