@@ -412,7 +412,10 @@ class Registry:
         except UnicodeDecodeError:
             raise RegistryError(f"{name} in {self.root} is not a version id") from None
         for version in ids:
-            self.version_dir(version)
+            try:
+                self.version_dir(version)
+            except RegistryError as exc:
+                raise RegistryError(f"{name} in {self.root}: {exc}") from None
         return ids
 
     def _write_atomic(self, path: Path, text: str) -> None:

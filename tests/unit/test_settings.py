@@ -5,7 +5,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from infra.exceptions import SettingsError
-from infra.settings import DEV_HMAC_KEY, WardenSettings, load_settings
+from infra.settings import DEV_HMAC_KEY, WardenSettings, development_feedback_key, load_settings
 
 
 def test_nested_environment_variables_reach_their_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,10 +83,10 @@ def test_feedback_keys_are_checked_like_the_pseudonymisation_key() -> None:
     with pytest.raises(SettingsError, match=r"WARDEN_FEEDBACK__KEY_OPS_REVIEW is 5 bytes.*warden keygen"):
         load_settings(**production, feedback={"key_ops_review": "short"})
     with pytest.raises(SettingsError, match="WARDEN_FEEDBACK__KEY_USER_REPORT is a published"):
-        load_settings(**production, feedback={"key_user_report": "warden-development-feedback-key-user_report"})
+        load_settings(**production, feedback={"key_user_report": development_feedback_key("user_report")})
     # One key for two sources would let the user-report sender sign operators' labels.
     shared = secrets.token_hex(32)
-    with pytest.raises(SettingsError, match="KEY_OPS_REVIEW is the same key as WARDEN_FEEDBACK__KEY_USER_REPORT"):
+    with pytest.raises(SettingsError, match="KEY_OPS_REVIEW is the same key as WARDEN_FEEDBACK__KEY_USER"):
         load_settings(**production, feedback={"key_user_report": shared, "key_ops_review": shared})
     with pytest.raises(SettingsError, match="same key as WARDEN_PRIVACY__HMAC_KEY"):
         load_settings(**production, feedback={"key_auto": STRONG})
