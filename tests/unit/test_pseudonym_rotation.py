@@ -116,6 +116,16 @@ def test_key_file_loads_and_bad_files_fail_with_one_line_and_no_secret(tmp_path:
     path.write_text(json.dumps({"generations": [missing]}))
     with pytest.raises(PseudonymKeyError, match="no key for domain ip"):
         load_key_file(path, grace_seconds=DAY)
+    weak = entry(0, "1")
+    weak["keys"]["ip"]["secret"] = "short"  # type: ignore[index]
+    path.write_text(json.dumps({"generations": [weak]}))
+    with pytest.raises(PseudonymKeyError, match=r"the ip key is 5 bytes.*warden keygen") as caught:
+        load_key_file(path, grace_seconds=DAY)
+    assert "short" not in str(caught.value)
+    weak["keys"]["ip"]["secret"] = "replace-with-a-random-key-0123456789abcdef"  # type: ignore[index]
+    path.write_text(json.dumps({"generations": [weak]}))
+    with pytest.raises(PseudonymKeyError, match="published example"):
+        load_key_file(path, grace_seconds=DAY)
     path.write_text("{not json")
     with pytest.raises(PseudonymKeyError, match="not JSON"):
         load_key_file(path, grace_seconds=DAY)
