@@ -83,6 +83,31 @@ def worker_process(
         yield proc
 
 
+def run_cli(
+    settings: WardenSettings,
+    base_env: Mapping[str, str],
+    argv: Sequence[str],
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``warden argv...`` to its end with ``settings`` (secrets through a pipe); output captured.
+
+    The child gets ``settings``' key-file paths as they are (``warden retrain``
+    needs the signing key; a worker is started with :func:`worker_process`).
+    """
+    env = {**base_env, **settings.service_environment(), **(extra_env or {})}
+    with secret_handoff.secrets_pipe(settings) as fd:
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", *secret_handoff.argv(fd), *argv],
+            env=env,
+            pass_fds=(fd,),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+
 def worker_environment(settings: WardenSettings) -> dict[str, str]:
     """The non-secret ``WARDEN_*`` variables of a worker: the verify key's path, no signing key."""
     env = settings.service_environment()

@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from features.pseudonym import Pseudonymiser
 from features.store import RedisClient, RedisStore, connect
 from infra import review_cli
 from infra.settings import ReviewSettings, WardenSettings
-from infra.worker_process import wait_healthy, worker_process
+from infra.worker_process import run_cli, wait_healthy, worker_process
 from models.ranking import RankingModel
 from models.registry import Registry
 from serving.review import Candidate, ReviewQueue
@@ -167,10 +166,7 @@ def _campaign_group(candidates: Sequence[Candidate], campaign_ids: set[str]) -> 
 
 
 def _cli(settings: WardenSettings, base_env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**base_env, **settings.service_environment()}
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *argv], env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(settings, base_env, argv, timeout_s=120)
 
 
 def test_worker_feeds_the_queue_and_a_group_label_reaches_training(
