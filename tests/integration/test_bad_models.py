@@ -1,4 +1,8 @@
-"""Bad model versions against a running worker: each is refused and the champion keeps serving."""
+"""Bad model versions against a running worker: each is refused and the champion keeps serving.
+
+Three families: versions that are signed but wrong inside (:func:`plant`), versions their
+signature does not cover (:func:`tamper`), and pointers that are not version ids.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,16 @@ from models.registry import Registry
 from streams import broker, corpus
 from streams.replay import replay
 from streams.topics import Topics
-from tests.bad_models import BAD_KINDS, plant, point_at
+from tests.bad_models import BAD_KINDS, plant, point_at, tamper
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
 
 PER_ROUND = 40
+#: (how, what): planted bad versions, tampered ones, and pointers leaving the registry.
+ATTACKS = (
+    [("plant", kind) for kind in BAD_KINDS]
+    + [("tamper", what) for what in ("model.onnx", "booster.txt", "unsigned", "other_key")]
+    + [("pointer", "../versions/x"), ("pointer", "/etc/passwd")]
+)
 
 
 def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
@@ -36,13 +46,16 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
     assert champion is not None
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)[: PER_ROUND * (len(BAD_KINDS) + 1)]
+    mails = corpus.load(live.corpus, corpus.NEWER)[: PER_ROUND * (len(ATTACKS) + 1)]
     producer = broker.producer(live.kafka)
     outcomes = Outcomes(live)
     with worker_process(live, base_env, tmp_path / "worker.log") as proc:
         wait_healthy(live, proc, timeout_s=90)
-        for round_, kind in enumerate(BAD_KINDS, start=1):
-            bad = plant(registry, champion, kind)
+        for round_, (how, kind) in enumerate(ATTACKS, start=1):
+            if how == "plant":
+                bad = plant(registry, champion, kind)  # type: ignore[arg-type]
+            else:
+                bad = tamper(registry, champion, kind) if how == "tamper" else kind
             # Refused at promotion: `warden models promote` and retrain go through this.
             with pytest.raises(ModelsError):
                 Registry.from_settings(live).promote(bad)
@@ -75,5 +88,5 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
     assert not outcomes.dead_letters
     served = {v.model_version for copies in outcomes.verdicts.values() for v in copies}
     assert served == {champion}
-    assert final["warden_model_refusals_total"] == len(BAD_KINDS)
+    assert final["warden_model_refusals_total"] == len(ATTACKS)
     assert final["warden_model_swaps_total"] == 0
