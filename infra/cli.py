@@ -648,8 +648,12 @@ def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
         if not versions:
             print(f"no models registered in {registry.root}")
         for version in versions:
-            manifest = registry.manifest(version)
             marker = "*" if version == current else ("s" if version == shadow else " ")
+            try:
+                manifest = registry.manifest(version)  # the signature is checked first
+            except ModelsError as exc:
+                print(f"{marker} {version}  REFUSED: {exc}")
+                continue
             print(
                 f"{marker} {version}  auc={manifest.metrics.get('validation_auc', float('nan')):.4f}"
                 f"  parity={manifest.parity.max_abs_diff:.1e}  data={manifest.data.source}"

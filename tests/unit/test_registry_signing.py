@@ -224,3 +224,36 @@ def test_a_key_file_that_is_exposed_or_not_a_key_is_refused(tmp_path: Path) -> N
         load_signing_key(verify_path)
     with pytest.raises(SigningKeyError, match="cannot read"):
         load_signing_key(tmp_path / "absent.pem")
+
+
+def test_the_models_commands_name_refused_versions_and_make_keys(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infra.cli import EXIT_FAILURE, main
+
+    assert main(["models", "keygen", "--out", str(tmp_path / "keys")]) == 0
+    made = capsys.readouterr().out
+    assert f"WARDEN_MODELS__SIGNING_KEY_FILE={tmp_path / 'keys' / 'signing.pem'}" in made
+    assert main(["models", "keygen", "--out", str(tmp_path / "keys")]) == EXIT_FAILURE  # never overwritten
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["keygen"]) == 0
+    first = capsys.readouterr().out.strip()
+    main(["keygen"])
+    assert len(first) == 64
+    assert first != capsys.readouterr().out.strip()
+
+    bad = tamper(registry, "v-good", "unsigned")
+    verify = tmp_path / "registry-verify.pem"
+    verify.write_bytes(KEYS.verify.pem())
+    monkeypatch.setenv("WARDEN_MODELS__REGISTRY_DIR", str(registry.root))
+    monkeypatch.setenv("WARDEN_MODELS__VERIFY_KEY_FILE", str(verify))
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "* v-good  auc=" in listed
+    assert f"  {bad}  REFUSED: version {bad} is unsigned" in listed
+    assert main(["models", "promote", bad]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err == f"warden: error: version {bad} is unsigned (no signature.json)\n"
+    (registry.root / "CURRENT").write_text("../../etc\n")
+    assert main(["models", "show"]) == EXIT_FAILURE
+    assert "is not a version id" in capsys.readouterr().err
