@@ -268,8 +268,12 @@ class FeedbackSettings(_Part):
 
     def key(self, source: str) -> SecretStr | None:
         """The configured key of ``source`` (None when unset)."""
-        value: SecretStr | None = getattr(self, f"key_{source}")
-        return value
+        return self.keys()[source]
+
+    def keys(self) -> dict[str, SecretStr | None]:
+        """Every source's configured key (None when unset), by source."""
+        fields = type(self).model_fields
+        return {name.removeprefix("key_"): getattr(self, name) for name in fields if name.startswith("key_")}
 
 
 class ServingSettings(_Part):
@@ -366,10 +370,9 @@ class WardenSettings(BaseSettings):
         secrets: list[tuple[str, SecretStr]] = []
         if self.privacy.key_file is None:
             secrets.append(("WARDEN_PRIVACY__HMAC_KEY", self.privacy.hmac_key))
-        for name in type(self.feedback).model_fields:
-            value = getattr(self.feedback, name)
-            if name.startswith("key_") and value is not None:
-                secrets.append((f"WARDEN_FEEDBACK__{name.upper()}", value))
+        for source, key in self.feedback.keys().items():
+            if key is not None:
+                secrets.append((f"WARDEN_FEEDBACK__KEY_{source.upper()}", key))
         seen: dict[str, str] = {}
         for variable, secret in secrets:
             problem = key_problem(secret.get_secret_value())
@@ -390,8 +393,7 @@ class WardenSettings(BaseSettings):
         found = []
         if self.privacy.key_file is None and self.privacy.hmac_key.get_secret_value() == DEV_HMAC_KEY:
             found.append("pseudonyms (WARDEN_PRIVACY__HMAC_KEY)")
-        unset = [n for n in type(self.feedback).model_fields if n.startswith("key_")]
-        if any(getattr(self.feedback, n) is None for n in unset):
+        if None in self.feedback.keys().values():
             found.append("feedback signatures (WARDEN_FEEDBACK__KEY_*)")
         if self.models.signing_key_file is None and self.models.verify_key_file is None:
             found.append(f"model signatures (a pair generated in {self.dev.state_dir})")
