@@ -398,14 +398,14 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "demo":
         from infra import demo
 
-        _warn_development(settings, command)
+        _warn_development(settings)
         summary = demo.run(settings, dict(os.environ), sys.stdout, rate=args.rate, report=args.report)
         return 0 if summary["missing"] == 0 and summary.get("privacy_audit_passed", True) else EXIT_FAILURE
     if command == "worker":
         from streams import worker
 
         settings = _with_services(settings)
-        _warn_development(settings, command)
+        _warn_development(settings)
         worker.run(settings)
         return 0
     if command == "replay":
@@ -419,7 +419,7 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         from streams import corpus
 
         folders = corpus.OLDER if args.collection == "older" else corpus.ALL
-        _warn_development(settings, command)
+        _warn_development(settings)
         manifest = train_from_corpus(settings, folders, promote=not args.no_promote)
         print(
             json.dumps(
@@ -505,9 +505,9 @@ def _feedback(args: argparse.Namespace, settings: WardenSettings) -> int:
     return 0
 
 
-def _warn_development(settings: WardenSettings, command: str) -> None:
+def _warn_development(settings: WardenSettings) -> None:
     """One line on stderr when a long-running command starts on public development keys."""
-    warning = keys_cli.development_warning(settings, command)
+    warning = keys_cli.development_warning(settings)
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
 
@@ -515,7 +515,7 @@ def _warn_development(settings: WardenSettings, command: str) -> None:
 def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
     from models import retrain
 
-    _warn_development(settings, "retrain")
+    _warn_development(settings)
     try:
         result = retrain.retrain(settings, args.since, args.until, args.min_examples)
     except retrain.RetrainLocked as exc:

@@ -19,9 +19,6 @@ from typing import Any, TextIO
 
 from infra.settings import MIN_KEY_BYTES, WardenSettings
 
-#: Commands that run long enough for a development key to matter; they say so when they start.
-LONG_RUNNING = frozenset({"demo", "worker", "train", "retrain"})
-
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
     """``warden keygen``."""
@@ -59,10 +56,9 @@ def models_keygen(directory: Path, out: TextIO) -> int:
     return 0
 
 
-def development_warning(settings: WardenSettings, command: str) -> str | None:
-    """One line for stderr when a long-running command runs on public development keys."""
-    if command not in LONG_RUNNING:
-        return None
+def development_warning(settings: WardenSettings) -> str | None:
+    """One line for stderr when a long-running command (worker, demo, train, retrain) starts on
+    public development keys; None when it does not."""
     found = settings.development_secrets()
     if not found:
         return None

@@ -93,14 +93,9 @@ def plant(registry: Registry, good: str, kind: BadKind) -> str:
     the signature. :func:`tamper` breaks the signature instead.
     """
     version = f"{good}-{kind}"
-    source = registry.root / "versions" / good
-    target = registry.root / "versions" / version
-    shutil.copytree(source, target)
-    target.chmod(0o755)
-    for path in target.iterdir():
-        path.chmod(0o644)
+    target = copy_version(registry, good, version)
     manifest = registry.manifest(good)
-    model = (source / MODEL_FILE).read_bytes()
+    model = (target / MODEL_FILE).read_bytes()
     update: dict[str, object] = {"version": version}
     if kind == "corrupt":
         model = model[: len(model) // 2]

@@ -105,6 +105,13 @@ def test_development_secrets_are_named_for_the_start_up_warning(tmp_path: Path) 
     )
     assert configured.development_secrets() == []
     assert WardenSettings(environment="production", privacy={"hmac_key": STRONG}).development_secrets() == []
+    from infra.keys_cli import development_warning
+
+    warning = development_warning(WardenSettings(dev={"state_dir": tmp_path}))
+    assert warning is not None
+    assert warning.startswith("warden: warning: development mode")
+    assert "pseudonyms (WARDEN_PRIVACY__HMAC_KEY)" in warning
+    assert development_warning(configured) is None
 
 
 def test_bad_values_give_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
