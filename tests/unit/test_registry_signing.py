@@ -257,3 +257,24 @@ def test_the_models_commands_name_refused_versions_and_make_keys(
     (registry.root / "CURRENT").write_text("../../etc\n")
     assert main(["models", "show"]) == EXIT_FAILURE
     assert "is not a version id" in capsys.readouterr().err
+
+
+def test_a_production_worker_without_a_verify_key_does_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infra.cli import EXIT_FAILURE, main
+
+    for name, value in {
+        "WARDEN_ENVIRONMENT": "production",
+        "WARDEN_PRIVACY__HMAC_KEY": "9f" * 4 + "0123456789abcdef" * 3,
+        "WARDEN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "WARDEN_REDIS__URL": "redis://127.0.0.1:9/0",
+        "WARDEN_MODELS__REGISTRY_DIR": str(tmp_path / "registry"),
+        "WARDEN_DEV__STATE_DIR": str(tmp_path / "dev"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert main(["worker"]) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err.startswith("warden: error: production needs WARDEN_MODELS__VERIFY_KEY_FILE")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "dev" / "registry-keys").exists(), "no pair is generated outside development"
