@@ -124,7 +124,7 @@ def deployment(live: WardenSettings, tag: str, partitions: int = PARTITIONS) -> 
 
 def ensure_model(live: WardenSettings, console: Console) -> WardenSettings:
     """``live`` with a registry that has a current model: the configured one, or one trained now."""
-    if Registry(live.models.registry_dir).current() is not None:
+    if Registry.from_settings(live).current() is not None:
         return live
     from models.train import train_from_corpus
 

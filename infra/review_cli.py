@@ -181,7 +181,7 @@ def fit_ranker(settings: WardenSettings, path: Path, out: TextIO) -> int:
                     continue
     finally:
         reader.close()
-    model, used = fit_on_examples(examples, Registry(settings.models.registry_dir))
+    model, used = fit_on_examples(examples, Registry.from_settings(settings))
     try:
         path.write_text(model.to_json() + "\n", encoding="utf-8")
     except OSError as exc:

@@ -30,7 +30,7 @@ def build_services(settings: WardenSettings) -> Services:
     Raises NoModel / ModelRejected for bad models, StoreNotConfigured when the settings name no Redis.
     """
     stats = WorkerStats()
-    slot = ModelSlot.from_registry(Registry(settings.models.registry_dir), stats)
+    slot = ModelSlot.from_registry(Registry.from_settings(settings), stats)  # verify key only
     client = async_client(settings.redis)
     store = RedisStore(
         client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds

@@ -89,10 +89,11 @@ def test_mixed_mail_calendar_and_contacts_get_one_verdict_each_of_the_right_kind
     settings = settings.model_copy(
         update={"models": settings.models.model_copy(update={"registry_dir": root, "num_trees": 80})}
     )
-    versions = {"mail": Registry(root).current()}
+    registry = Registry.from_settings(settings)
+    versions = {"mail": registry.current()}
     for kind in ("calendar", "contacts"):
         versions[kind] = train_simulated(settings, kind, TRAIN).version  # type: ignore[arg-type]
-        assert Registry(root).for_kind(kind).current() == versions[kind]  # type: ignore[arg-type]
+        assert registry.for_kind(kind).current() == versions[kind]  # type: ignore[arg-type]
 
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())

@@ -103,8 +103,11 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
     assert in_log == [("name", "log leaky.log"), ("subject", "log leaky.log")]
 
     # `warden report` on the same topics: a DP release, then a refusal once the budget is spent.
+    assert settings.redis.url is not None
+    # In-process: the secrets the CLI would read from its pipe go in as settings variables here.
     for name, value in settings.service_environment().items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WARDEN_REDIS__URL", settings.redis.url.get_secret_value())
     monkeypatch.setenv("WARDEN_PRIVACY__REPORT_LEDGER", str(tmp_path / "ledger.json"))
     monkeypatch.setenv("WARDEN_PRIVACY__REPORT_BUDGET_EPSILON", "1.5")
     capsys.readouterr()

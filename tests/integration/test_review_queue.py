@@ -26,7 +26,7 @@ from features.redis_client import async_client
 from features.store import RedisClient, RedisStore
 from infra import review_cli
 from infra.settings import ReviewSettings, WardenSettings
-from infra.worker_process import wait_healthy, worker_process
+from infra.worker_process import run_cli, wait_healthy, worker_process
 from models.ranking import RankingModel
 from models.registry import Registry
 from serving.review import Candidate, ReviewQueue
@@ -60,7 +60,7 @@ async def _fill(
     """Score ``events`` through the served path (store, model, policy) and queue them in batches."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     store = RedisStore(client, Keys(settings.redis.key_prefix), 3600, 1800)
-    scorer = Scorer.from_registry(Registry(settings.models.registry_dir))
+    scorer = Scorer.from_registry(Registry.from_settings(settings))
     out: list[Candidate] = []
     for start in range(0, len(events), 8):
         batch = [
@@ -169,10 +169,7 @@ def _campaign_group(candidates: Sequence[Candidate], campaign_ids: set[str]) -> 
 
 
 def _cli(settings: WardenSettings, base_env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**base_env, **settings.service_environment()}
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *argv], env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(settings, base_env, argv, timeout_s=120)
 
 
 def test_worker_feeds_the_queue_and_a_group_label_reaches_training(
