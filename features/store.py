@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
-from urllib.parse import urlsplit
+from collections.abc import Iterator, Sequence
+from typing import Protocol, TypeAlias
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
     NoScriptError,
@@ -75,42 +74,6 @@ def _unreachable_as_unavailable() -> Iterator[None]:
         if isinstance(exc.__cause__, _TRANSIENT):
             raise StoreUnavailable(f"redis cluster unreachable: {exc}") from exc
         raise
-
-
-def connect(
-    urls: str | Sequence[str],
-    *,
-    cluster: bool,
-    socket_timeout_s: float | None = None,
-    tls: bool = False,
-    options: Mapping[str, Any] | None = None,
-) -> RedisClient:
-    """A client for :class:`RedisStore`, built by an entry point.
-
-    Standalone: one ``redis://`` URL. Cluster: one or more node URLs, all used
-    as start-up nodes; the client discovers the rest of the cluster from them.
-    Credentials and TLS come from the first URL, or from ``options`` (AUTH and
-    TLS keyword arguments, :func:`infra.security.redis_options`), which win;
-    ``tls`` turns ``redis://`` URLs into ``rediss://``. Nothing is connected yet.
-    """
-    url_list = [urls] if isinstance(urls, str) else list(urls)
-    if not url_list or (len(url_list) > 1 and not cluster):
-        raise ValueError(f"a standalone store needs exactly one URL, got {len(url_list)}")
-    if tls:
-        url_list = ["rediss://" + url.removeprefix("redis://") for url in url_list]
-    extra = dict(options or {})
-    if not cluster:
-        return aioredis.Redis.from_url(
-            url_list[0], socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s, **extra
-        )
-    others = [urlsplit(url) for url in url_list[1:]]
-    return RedisCluster.from_url(
-        url_list[0],
-        startup_nodes=[ClusterNode(part.hostname or "localhost", part.port or 6379) for part in others],
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        **extra,
-    )
 
 
 class RedisStore:

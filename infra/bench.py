@@ -28,12 +28,14 @@ from typing import TextIO
 
 import numpy as np
 
+from features import redis_client
 from features.keys import Keys
 from features.operations import plan
-from features.store import RedisClient, RedisStore, connect
+from features.redis_client import AsyncClient
+from features.store import RedisStore
 from features.testing import features_for
 from infra import devstack
-from infra.settings import WardenSettings
+from infra.settings import RedisSettings, WardenSettings
 from streams.records import MailFeatures
 
 SECTIONS = ("scorer", "store", "pipeline")
@@ -63,13 +65,17 @@ def synthetic_stream(n: int, seed: int = 0) -> list[MailFeatures]:
 
 
 @contextlib.contextmanager
-def redis_url(settings: WardenSettings) -> Iterator[str]:
-    """The configured Redis, or an embedded one for the length of the benchmark."""
-    if settings.redis.url is not None:
-        yield settings.redis.url.get_secret_value()
+def redis_server(settings: WardenSettings) -> Iterator[RedisSettings]:
+    """The configured standalone Redis (its AUTH and TLS included), or an embedded one for the benchmark.
+
+    The figures (``INFO``, ``MEMORY USAGE``) are one server's, so a configured
+    cluster is not measured here: the embedded server is used instead.
+    """
+    if settings.redis.url is not None and not settings.redis.cluster_nodes:
+        yield settings.redis
         return
     with devstack.running(settings.dev) as state:
-        yield state.redis_url
+        yield redis_client.at(state.redis_url)
 
 
 def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
@@ -77,8 +83,8 @@ def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-async def _store(url: str, batches: int, batch_size: int) -> dict[str, float]:
-    client = connect(url, cluster=False)
+async def _store(redis_at: RedisSettings, batches: int, batch_size: int) -> dict[str, float]:
+    client = redis_client.async_client(redis_at)
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
     store = RedisStore(client, keys, ttl_seconds=3600, memo_ttl_seconds=3600)
@@ -126,20 +132,20 @@ async def _store(url: str, batches: int, batch_size: int) -> dict[str, float]:
     return figures
 
 
-async def _server_cpu_s(client: RedisClient) -> float:
+async def _server_cpu_s(client: AsyncClient) -> float:
     """The Redis server's user + system CPU seconds so far."""
     info = await client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def _batching(url: str, batches: int, batch_size: int) -> dict[str, float]:
+async def _batching(redis_at: RedisSettings, batches: int, batch_size: int) -> dict[str, float]:
     """The store with one script run per batch and with one per call, batches alternating.
 
     Wall time per batch (server time included), this process's CPU time per
     batch (what a worker's event loop spends on the store) and the server's
     CPU time per event (``INFO cpu`` read around each batch).
     """
-    client = connect(url, cluster=False)
+    client = redis_client.async_client(redis_at)
     modes = ("per_batch", "per_call")
     stores = {
         mode: RedisStore(
@@ -183,9 +189,9 @@ def run(
     if "scorer" in sections:
         results["scorer"] = bench_scorer.run(settings, out)
     if "store" in sections:
-        with redis_url(settings) as url:
-            results["store"] = asyncio.run(_store(url, batches, 64))
-            batching = asyncio.run(_batching(url, batches, 64))
+        with redis_server(settings) as redis_at:
+            results["store"] = asyncio.run(_store(redis_at, batches, 64))
+            batching = asyncio.run(_batching(redis_at, batches, 64))
         store = results["store"]
         store.update(batching)
         out.write(

@@ -99,11 +99,11 @@ def rss_bytes(pid: int) -> int:
 
 def redis_cpu_seconds(settings: WardenSettings) -> float:
     """User + system CPU seconds of the Redis server so far (``INFO cpu``)."""
-    import redis
+    from features.redis_client import server_client
 
-    if settings.redis.url is None:
-        raise DevStackError("no Redis configured")
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    if settings.redis.url is None or settings.redis.cluster_nodes:
+        raise DevStackError("the Redis CPU figure needs one standalone Redis (no URL, or a cluster, is set)")
+    client = server_client(settings.redis)
     try:
         info = client.info("cpu")
     finally:
@@ -124,7 +124,7 @@ def deployment(live: WardenSettings, tag: str, partitions: int = PARTITIONS) -> 
 
 def ensure_model(live: WardenSettings, console: Console) -> WardenSettings:
     """``live`` with a registry that has a current model: the configured one, or one trained now."""
-    if Registry(live.models.registry_dir).current() is not None:
+    if Registry.from_settings(live).current() is not None:
         return live
     from models.train import train_from_corpus
 

@@ -84,7 +84,7 @@ def train_simulated(
 ) -> Manifest:
     """Train ``kind``'s model from the simulator, register it in its registry and (by default) promote it."""
     trained = candidate(settings, kind, params)
-    registry = Registry(settings.models.registry_dir).for_kind(kind)
+    registry = Registry.from_settings(settings, signing=True).for_kind(kind)
     version = registry.register(trained)
     if promote:
         registry.promote(version)

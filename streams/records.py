@@ -296,7 +296,10 @@ class Feedback(_Record):
 
     Input record (``feedback`` topic, key: event id). ``reporter`` is whatever
     identifies the reporter (an address, an operator id); the feedback agent
-    pseudonymises it and nothing raw goes further.
+    pseudonymises it and nothing raw goes further. ``signature`` authenticates
+    the source: HMAC-SHA256 under that source's key over every other field
+    (:mod:`streams.feedback_auth`); the agent dead-letters a label without a
+    valid one.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -308,8 +311,10 @@ class Feedback(_Record):
     source: FeedbackSource
     reporter: str = Field(min_length=1, max_length=320)
     #: When the label was given (epoch seconds).
-    at: float
+    at: float = Field(allow_inf_nan=False)
     reason: str | None = Field(default=None, max_length=500)
+    #: Lowercase hex HMAC-SHA256 of :func:`streams.feedback_auth.canonical` under the source's key.
+    signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ServedRow(_Record):

@@ -13,7 +13,8 @@ from features.aggregations import CALENDAR_AGGREGATES
 from features.extraction import to_activity_features
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
-from features.store import RedisStore, connect
+from features.redis_client import async_client
+from features.store import RedisStore
 from features.testing import InMemoryStore
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
@@ -53,10 +54,9 @@ async def test_simulated_activity_gives_the_same_aggregates_in_redis_as_in_memor
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     if server == "cluster":
         cluster: ClusterState = request.getfixturevalue("redis_cluster")
-        client = connect(cluster.urls, cluster=True)
+        client = async_client(cluster.redis_settings())
     else:
-        assert settings.redis.url is not None
-        client = connect(settings.redis.url.get_secret_value(), cluster=False)
+        client = async_client(settings.redis)
     store = RedisStore(
         client,
         Keys(settings.redis.key_prefix),
@@ -89,10 +89,11 @@ def test_mixed_mail_calendar_and_contacts_get_one_verdict_each_of_the_right_kind
     settings = settings.model_copy(
         update={"models": settings.models.model_copy(update={"registry_dir": root, "num_trees": 80})}
     )
-    versions = {"mail": Registry(root).current()}
+    registry = Registry.from_settings(settings)
+    versions = {"mail": registry.current()}
     for kind in ("calendar", "contacts"):
         versions[kind] = train_simulated(settings, kind, TRAIN).version  # type: ignore[arg-type]
-        assert Registry(root).for_kind(kind).current() == versions[kind]  # type: ignore[arg-type]
+        assert registry.for_kind(kind).current() == versions[kind]  # type: ignore[arg-type]
 
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())

@@ -23,16 +23,18 @@ from streams.topics import Topics
 
 
 @pytest.fixture(scope="module")
-def two_versions(registry_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+def two_versions(
+    registry_dir: Path, tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, Path]
+) -> tuple[Path, str, str]:
     """A registry with the session's champion and a second, different, registered version."""
     root = tmp_path_factory.mktemp("two-versions") / "registry"
     shutil.copytree(registry_dir, root)
-    first = Registry(root).current()
-    assert first is not None
     settings = WardenSettings(
         corpus={"cache_dir": Path(__file__).resolve().parents[2] / ".warden" / "cache"},
-        models={"registry_dir": root, "num_trees": 40, "seed": 11},
+        models={"registry_dir": root, "num_trees": 40, "seed": 11, **key_files},
     )
+    first = Registry.from_settings(settings).current()
+    assert first is not None
     second = train_from_corpus(settings, corpus.OLDER, promote=False).version
     return root, first, second
 
@@ -74,7 +76,7 @@ def test_hot_swap_mid_stream_scores_every_event_once_by_one_version(
     registry_root = tmp_path / "registry"
     shutil.copytree(source, registry_root)
     live = _settings_with(settings, registry_root)
-    registry = Registry(registry_root)
+    registry = Registry.from_settings(live)
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
     mails = corpus.load(live.corpus, corpus.NEWER)[:600]

@@ -15,7 +15,8 @@ from features.extraction import to_features
 from features.keys import Keys
 from features.operations import report
 from features.pseudonym import Pseudonymiser
-from features.store import FeatureStore, RedisClient, RedisStore, connect
+from features.redis_client import async_client
+from features.store import FeatureStore, RedisClient, RedisStore
 from features.testing import InMemoryStore, features_for
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
@@ -83,11 +84,7 @@ async def assert_redis_applied_each_once(settings: WardenSettings, events: list[
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     position = SourcePosition(topic="reference", partition=0, offset=0)
     reference.apply_and_read_now([to_features(e, pseudonymiser, position, 0) for e in events])
-    if settings.redis.cluster_nodes is not None:
-        client = connect(settings.redis.cluster_nodes.split(","), cluster=True)
-    else:
-        assert settings.redis.url is not None
-        client = connect(settings.redis.url.get_secret_value(), cluster=False)
+    client = async_client(settings.redis)
     try:
         await assert_matches_reference(client, settings.redis.key_prefix, reference)
     finally:
@@ -123,9 +120,8 @@ def _connect(request: pytest.FixtureRequest, settings: WardenSettings) -> RedisC
     """A client on the session's standalone Redis, or on its cluster (started on first use)."""
     if request.param == "cluster":
         cluster: ClusterState = request.getfixturevalue("redis_cluster")
-        return connect(cluster.urls, cluster=True)
-    assert settings.redis.url is not None
-    return connect(settings.redis.url.get_secret_value(), cluster=False)
+        return async_client(cluster.redis_settings())
+    return async_client(settings.redis)
 
 
 def _redis_store(client: RedisClient, settings: WardenSettings) -> RedisStore:

@@ -19,12 +19,15 @@ from infra.settings import IngestSettings, WardenSettings
 from models.exceptions import ModelRefused
 from models.metrics import threshold_at_fpr, widened_threshold
 from models.registry import Registry
+from models.signing import RegistryKeys
 from models.simulated import candidate, score_stream
 from serving.scorer import Scorer
 from streams.agents.ingest import ingest_activity_record
 from streams.exceptions import MalformedRecord
 from streams.records import DeadLetter, SourcePosition, decode_activity_event, encode
 from streams.simulator import CAMPAIGN_TYPES, LEGIT, SimulationParams, simulate
+
+KEYS = RegistryKeys.generate()
 
 NOW = 1_800_000_000.0
 LIMITS = IngestSettings(max_payload_bytes=10_000, max_recipients=3)
@@ -175,12 +178,12 @@ def test_a_kind_model_is_registered_in_its_own_registry_and_served_by_kind(tmp_p
     assert trained.manifest.kind == "contacts"
     assert trained.manifest.schema_hash == SCHEMAS["contacts"].schema_hash
     with pytest.raises(ModelRefused, match="does not belong"):
-        Registry(tmp_path).register(trained)  # the mail registry refuses it
-    registry = Registry(tmp_path).for_kind("contacts")
+        Registry(tmp_path, KEYS).register(trained)  # the mail registry refuses it
+    registry = Registry(tmp_path, KEYS).for_kind("contacts")
     version = registry.register(trained)
     registry.promote(version)
     assert (tmp_path / "kinds" / "contacts" / "CURRENT").read_text().strip() == version
-    assert Registry(tmp_path).current() is None  # mail untouched
+    assert Registry(tmp_path, KEYS).current() is None  # mail untouched
     scorer = Scorer.from_registry(registry)
     assert scorer.schema.kind == "contacts"
     rows = np.zeros((3, len(SCHEMAS["contacts"].feature_names)), dtype=np.float32)

@@ -22,6 +22,7 @@ DOMAINS = ("address", "domain", "ip", "url_host", "account", "token")
 POSITION = SourcePosition(topic="t", partition=0, offset=0)
 T = 1_700_000_000.0  # the rotation
 DAY = 86_400.0
+HEX = "0123456789abcdef" * 2  # makes every test secret 32 bytes or more
 
 
 def generation(since: float, tag: str, token_tag: str | None = None) -> Generation:
@@ -92,7 +93,7 @@ def test_key_file_loads_and_bad_files_fail_with_one_line_and_no_secret(tmp_path:
     def entry(since: float, tag: str) -> dict[str, object]:
         return {
             "since": since,
-            "keys": {d: {"id": f"{d[0]}{tag}", "secret": f"secret-{d}-{tag}-0123456789"} for d in DOMAINS},
+            "keys": {d: {"id": f"{d[0]}{tag}", "secret": f"secret-{d}-{tag}-{HEX}"} for d in DOMAINS},
         }
 
     path = tmp_path / "keys.json"
@@ -114,6 +115,16 @@ def test_key_file_loads_and_bad_files_fail_with_one_line_and_no_secret(tmp_path:
     del missing["keys"]["ip"]  # type: ignore[attr-defined]
     path.write_text(json.dumps({"generations": [missing]}))
     with pytest.raises(PseudonymKeyError, match="no key for domain ip"):
+        load_key_file(path, grace_seconds=DAY)
+    weak = entry(0, "1")
+    weak["keys"]["ip"]["secret"] = "short"  # type: ignore[index]
+    path.write_text(json.dumps({"generations": [weak]}))
+    with pytest.raises(PseudonymKeyError, match=r"the ip key is 5 bytes.*warden keygen") as caught:
+        load_key_file(path, grace_seconds=DAY)
+    assert "short" not in str(caught.value)
+    weak["keys"]["ip"]["secret"] = "replace-with-a-random-key-0123456789abcdef"  # type: ignore[index]
+    path.write_text(json.dumps({"generations": [weak]}))
+    with pytest.raises(PseudonymKeyError, match="published example"):
         load_key_file(path, grace_seconds=DAY)
     path.write_text("{not json")
     with pytest.raises(PseudonymKeyError, match="not JSON"):
