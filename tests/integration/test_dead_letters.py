@@ -137,7 +137,7 @@ def test_events_dead_lettered_without_a_model_are_scored_after_a_replay(
         assert not verdicts
 
         version = train_simulated(settings, "calendar", TRAIN).version
-        assert Registry(root).for_kind("calendar").current() == version
+        assert Registry.from_settings(settings).for_kind("calendar").current() == version
         time.sleep(2.0)  # the worker follows the registry every 0.5 s
         status, replayed = replay_cli(settings, "replay", "no calendar model")
         assert status == 0, replayed
