@@ -226,9 +226,10 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
     dev.add_argument("action", choices=("up", "down", "status"))
-    from infra import privacy_cli
+    from infra import dead_letters_cli, privacy_cli
 
     privacy_cli.add_parsers(commands, _Parser, _positive, _positive_int)
+    dead_letters_cli.add_parsers(commands, _Parser)
     return parser
 
 
@@ -470,6 +471,10 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         from infra import privacy_cli
 
         return privacy_cli.run(args, settings, _with_services)
+    if command == "dead-letters":
+        from infra import dead_letters_cli
+
+        return dead_letters_cli.run(args, settings, _with_services, sys.stdout)
     raise UsageError(f"unknown command {command}")
 
 

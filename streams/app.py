@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from serving.review import ReviewQueue
 from serving.slot import ModelSlot
 from streams import monitor, web
 from streams.agents import feedback, ingest, score
+from streams.exceptions import OutputNotConfirmed
 from streams.ingest_pool import IngestPool
 from streams.records import ActivityFeatures, ActivityKind
 from streams.topics import Topic, Topics
@@ -40,6 +42,33 @@ log = logging.getLogger(__name__)
 #: each setting.) Batches still go out as soon as the previous request returns (no
 #: linger), so latency does not grow.
 PRODUCER_BATCH_BYTES = 1024 * 1024
+
+#: Exit status of a worker stopped because the broker refused its outputs (EX_TEMPFAIL: the
+#: input is read again after a restart, or by another worker of the group).
+EXIT_OUTPUT_NOT_CONFIRMED = 75
+
+
+class WorkerApp(WardenApp):
+    """A worker's Faust app: it ends the process at once when a batch's outputs are lost."""
+
+    async def crash(self, reason: BaseException) -> None:
+        """Crash the app; for :class:`OutputNotConfirmed`, end the process without a commit.
+
+        Called by :meth:`streams.output.Deliveries.confirm` when the broker
+        refused a batch's outputs. Faust's own crash stops the app gracefully,
+        and on the way acks the records it had fetched but not processed (it
+        skips them once its flow control is off) and commits them: seen in
+        ``tests/integration/test_rejected_output.py``, where a partition none
+        of whose records had been processed was committed to its end. So the
+        process ends here, as under SIGKILL (which loses nothing: the group
+        hands its partitions to a worker that reads from the last commit).
+        """
+        if isinstance(reason, OutputNotConfirmed):
+            log.critical("stopping without a commit: %s", reason)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(EXIT_OUTPUT_NOT_CONFIRMED)
+        await super().crash(reason)
 
 
 @dataclass
@@ -65,7 +94,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         raise ValueError("create_app needs a broker address in the settings")
     datadir = settings.dev.state_dir / "worker-data" / settings.worker.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = WardenApp(
+    app = WorkerApp(
         settings.worker.app_id,
         broker=[f"{SCHEME}://{server}" for server in kafka.bootstrap_servers.split(",")],
         store="memory://",

@@ -23,8 +23,10 @@ training-examples  event id                     :class:`~streams.records.Trainin
 scoring agent routes each by its ``kind``), keyed by the organizer's or
 owner's pseudonym. ``mail.features`` is keyed by the sender pseudonym so
 that every update of one sender's aggregates is made by one partition's consumer, in order.
-``dead-letters`` keeps the raw payload (nothing is lost), so it shares the
-input topics' access rules and retention, not those of derived topics.
+``dead-letters`` keeps raw payloads (whole up to 256 KiB, else an excerpt with
+the length and SHA-256; ``streams.dead_letters`` reads larger ones back at their
+input position), so it shares the input topics' access rules and retention,
+not those of derived topics.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from infra.settings import WardenSettings
 from streams.agents.score import ByKind, ScoringStage
 from streams.exceptions import MalformedRecord
 from streams.ingest_pool import IngestPool, RawRecord, ingest_batch, ingest_records
-from streams.output import Output
+from streams.output import Deliveries, Output
 from streams.records import (
     ActivityFeatures,
     ActivityKind,
@@ -143,7 +143,7 @@ def register(
                 results.append(decode(record_type, outcome.value))
         return results
 
-    async def ingest_and_group(records: list[RawRecord], now: float) -> ByKind:
+    async def ingest_and_group(records: list[RawRecord], now: float, sent: Deliveries) -> ByKind:
         """Ingest a batch, dead-letter what cannot be ingested, and group the rest per kind."""
         t0 = time.perf_counter()
         results = await ingested(records, now)
@@ -152,7 +152,7 @@ def register(
         for record, result in zip(records, results, strict=True):
             if isinstance(result, DeadLetter):
                 stats.dead_letter(result.reason)
-                await dead_letters.send(key=result.source.topic.encode(), value=encode(result))
+                await dead_letters.send(sent, key=result.source.topic.encode(), value=encode(result))
                 continue
             stats.ingested += 1
             group = grouped.setdefault(result.kind, ([], []))
@@ -162,14 +162,13 @@ def register(
         stats.events_in[kind] += len(records)
         return grouped
 
-    async def score_then_ack(stream: Any, events: list[Any], grouped: ByKind, scoring: ScoringStage) -> None:
-        """Score an ingested batch, then let its offsets be committed."""
+    async def score_then_ack(stream: Any, grouped: ByKind, scoring: ScoringStage, sent: Deliveries) -> None:
+        """Score an ingested batch and, once the broker has its outputs, let its offsets be committed."""
         if grouped:
-            await scoring.score_by_kind(grouped)
-        for event in events:
-            await stream.ack(event)
+            await scoring.score_by_kind(grouped, sent)
+        await sent.release(stream)
 
-    async def ingest_and_send(records: list[RawRecord], now: float) -> None:
+    async def ingest_and_send(records: list[RawRecord], now: float, sent: Deliveries) -> None:
         t0 = time.perf_counter()
         if pool is not None:
             outcomes = await pool.ingest(records, now, kind)
@@ -179,10 +178,10 @@ def register(
         for outcome in outcomes:
             if outcome.dead:
                 stats.dead_letter(outcome.reason)
-                await dead_letters.send(key=outcome.key, value=outcome.value)
+                await dead_letters.send(sent, key=outcome.key, value=outcome.value)
             else:
                 stats.ingested += 1
-                await features_out.send(key=outcome.key, value=outcome.value)
+                await features_out.send(sent, key=outcome.key, value=outcome.value)
         stats.events_in[kind] += len(records)
         # Stage times are recorded once per batch.
         stats.stage_seconds["features"].observe(t1 - t0)
@@ -192,8 +191,9 @@ def register(
         # One hop: batch N is ingested (CPU in this loop) while batch N-1 waits on its store
         # round trip and its reasons thread; N is scored once N-1 is done, so the store and
         # the outputs see batches in order. Each event is held (one more reference than the
-        # stream's own ack) until its batch is scored: an offset is committed only after the
-        # event's verdict is sent, as when each batch was scored before the next was taken.
+        # stream's own ack) until the broker has written its batch's outputs: an offset is
+        # committed only after the event's verdict or dead letter is confirmed. Split stages
+        # hold their batch the same way until its features and dead letters are confirmed.
         scoring_previous: asyncio.Future[None] | None = None
         try:
             async for events in stream.take_events(
@@ -209,17 +209,17 @@ def register(
                     )
                     for event in events
                 ]
-                if scoring is None:
-                    await ingest_and_send(records, clock())
-                    continue
                 # Held from here: should anything below raise, these offsets stay uncommitted
-                # and the events come again after a restart (never acked unscored).
-                for event in events:
-                    event.message.incref()
-                grouped = await ingest_and_group(records, clock())
+                # and the events come again after a restart (never acked unconfirmed).
+                sent = Deliveries(app, events)
+                if scoring is None:
+                    await ingest_and_send(records, clock(), sent)
+                    await sent.release(stream)
+                    continue
+                grouped = await ingest_and_group(records, clock(), sent)
                 if scoring_previous is not None:
                     await scoring_previous
-                scoring_previous = asyncio.ensure_future(score_then_ack(stream, events, grouped, scoring))
+                scoring_previous = asyncio.ensure_future(score_then_ack(stream, grouped, scoring, sent))
         finally:
             if scoring_previous is not None:
                 await scoring_previous
