@@ -22,3 +22,7 @@ class CorpusError(StreamsError):
 
 class BrokerError(StreamsError):
     """The broker cannot be reached or refused a request."""
+
+
+class WebServerUnprotected(StreamsError):
+    """The worker's web server would listen beyond loopback while ``POST /score`` needs no token."""

@@ -46,7 +46,13 @@ async def test_simulated_activity_gives_the_same_aggregates_in_redis_as_in_memor
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     events = simulate(SimulationParams(seed=5, accounts=40, days=1.0, campaigns_per_day=8.0))
     features = [
-        to_activity_features(item.event, pseudonymiser, SourcePosition(topic="t", partition=0, offset=i), 0)
+        to_activity_features(
+            item.event,
+            pseudonymiser,
+            SourcePosition(topic="t", partition=0, offset=i),
+            0,
+            event_time=item.event.timestamp,
+        )
         for i, item in enumerate(events)
     ]
     assert {f.kind for f in features} == {"calendar", "contacts"}

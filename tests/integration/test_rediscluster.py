@@ -20,7 +20,7 @@ from redis.exceptions import RedisClusterException
 from features.aggregations import SENDER, Entity
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
-from features.operations import LUA
+from features.scripts import LUA
 from features.store import RedisStore, connect
 from infra import devstack
 from infra.rediscluster import SLOTS, ClusterState, LocalCluster
