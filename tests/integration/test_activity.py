@@ -21,9 +21,9 @@ from infra.worker_process import wait_healthy, worker_process
 from models.registry import Registry
 from models.simulated import train_simulated
 from streams import broker, corpus
-from streams.records import DeadLetter, SourcePosition, Verdict, decode, encode
+from streams.records import DeadLetter, SourcePosition, Verdict, decode
 from streams.replay import replay, send_raw
-from streams.simulator import SimulationParams, simulate
+from streams.simulator import SimulationParams, produce, simulate
 from streams.topics import Topics
 from tests.integration.test_store import assert_matches_reference
 
@@ -116,9 +116,7 @@ def test_mixed_mail_calendar_and_contacts_get_one_verdict_each_of_the_right_kind
         wait_healthy(settings, proc, timeout_s=90)
         # Interleaved: mails, activity, hostile activity records, then the rest.
         replay([m.event for m in mails[:20]], producer, topics.mail_events)
-        for item in activity:
-            topic = topics.calendar_events if item.event.kind == "calendar" else topics.contacts_events
-            producer.send(topic.name, key=item.event.event_id.encode(), value=encode(item.event))
+        produce(activity, producer, topics)
         bad = {"calendar": topics.calendar_events, "contacts": topics.contacts_events}
         send_raw(producer, [(bad[kind], b"bad", raw) for kind, raw in MALFORMED])
         replay([m.event for m in mails[20:]], producer, topics.mail_events)
