@@ -23,6 +23,8 @@ ActivityKind = Literal["calendar", "contacts"]
 Action = Literal["allow", "junk", "block"]
 
 _EVENT_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+#: A content digest (streams.provenance.content_digest), or none.
+_DIGEST = r"^(?:[0-9a-f]{32})?$"
 
 
 class _Record(BaseModel):
@@ -211,7 +213,7 @@ class MailFeatures(_Record):
     #: Pseudonyms under the next key generation while a rotation's grace period lasts (else None).
     linked: LinkedPseudonyms | None = None
     #: Digest of the input record's bytes (streams.provenance; "" when built offline).
-    digest: str = ""
+    digest: str = Field(default="", pattern=_DIGEST)
     #: Set when the event's id was first seen with other content: ``event_id`` is then the
     #: derived id it is scored under, and this the id it came with.
     original_event_id: str | None = None
@@ -250,7 +252,7 @@ class ActivityFeatures(_Record):
     produced_at_ms: int
     #: Mail's sending IP has no counterpart here (kept so both feature records read alike).
     sending_ip: str = ""
-    digest: str = ""
+    digest: str = Field(default="", pattern=_DIGEST)
     original_event_id: str | None = None
 
 

@@ -144,6 +144,7 @@ def register(
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
+    trust_producers = settings.ingest.trust_producer_event_time
     record_type: type[MailFeatures] | type[ActivityFeatures] = (
         MailFeatures if kind == "mail" else ActivityFeatures
     )
@@ -225,7 +226,7 @@ def register(
                         partition=event.message.partition,
                         offset=event.message.offset,
                         produced_at_ms=int(event.message.timestamp * 1000),
-                        producer_ms=producer_time_ms(event.message.headers),
+                        producer_ms=producer_time_ms(event.message.headers) if trust_producers else None,
                     )
                     for event in events
                 ]

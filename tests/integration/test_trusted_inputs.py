@@ -21,7 +21,7 @@ from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker
 from streams.agents.ingest import ingest_record
-from streams.provenance import content_digest, derived_event_id
+from streams.provenance import content_digest, derived_event_id, event_time_header
 from streams.records import MailEvent, MailFeatures, SourcePosition, encode
 from streams.topics import Topics
 from tests.forged_time import forged, honest
@@ -39,12 +39,26 @@ def _production(settings: WardenSettings) -> WardenSettings:
     )
 
 
-def _send(settings: WardenSettings, records: list[tuple[str, bytes]]) -> list[int]:
-    """Send raw records (key, value) as a mail system would, without headers; their broker timestamps."""
+def _send(
+    settings: WardenSettings, records: list[tuple[str, bytes]], times: dict[str, float] | None = None
+) -> list[int]:
+    """Send raw records (key, value) as a mail system would; their broker timestamps.
+
+    ``times`` puts an event-time header on the records of those keys, as a trusted replay would.
+    """
     topic = Topics.from_settings(settings.kafka).mail_events
     producer = broker.producer(settings.kafka)
+    times = times or {}
     try:
-        futures = [producer.send(topic.name, key=key.encode(), value=value) for key, value in records]
+        futures = [
+            producer.send(
+                topic.name,
+                key=key.encode(),
+                value=value,
+                headers=event_time_header(times[key]) if key in times else None,
+            )
+            for key, value in records
+        ]
         return [int(future.get(timeout=60).timestamp) for future in futures]
     finally:
         producer.close()
@@ -76,7 +90,9 @@ async def test_forged_claimed_times_change_no_aggregate_in_redis(
     outcomes = Outcomes(live)
     with worker_process(live, base_env, tmp_path / "worker.log") as proc:
         wait_healthy(live, proc, timeout_s=90)
-        stamps = _send(live, [(e.event_id, encode(e)) for e in lying])
+        # The forged mails also carry the replay header with their forged time: it is not trusted.
+        headers = {e.event_id: e.timestamp for e in lying if e.event_id in forged_ids}
+        stamps = _send(live, [(e.event_id, encode(e)) for e in lying], headers)
         outcomes.read_until(lambda o: len(o.settled()) >= len(lying), 120)
     outcomes.close()
     assert set(outcomes.verdicts) == {e.event_id for e in lying}

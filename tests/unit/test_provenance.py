@@ -147,3 +147,15 @@ def test_training_features_take_the_time_they_are_given() -> None:
     features = to_features(event, pseudonymiser, position, 0, event_time=NOW - 3600)
     assert features.timestamp == NOW - 3600
     assert features.digest == ""
+
+
+def test_a_features_record_carries_a_digest_or_none() -> None:
+    from streams.exceptions import MalformedRecord
+    from streams.records import decode
+
+    features = _ingest([encode(honest(NOW, 1, "d")[0])], NOW, WardenSettings())[0]
+    assert features.digest == content_digest(encode(honest(NOW, 1, "d")[0]))
+    assert decode(MailFeatures, encode(features)) == features
+    for bad in ("x" * 32, "ABCDEF" + "0" * 26, "0" * 31):
+        with pytest.raises(MalformedRecord, match="digest"):
+            decode(MailFeatures, encode(features).replace(features.digest.encode(), bad.encode()))
