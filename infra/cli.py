@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run a stream-processing worker until stopped")
 
-    replay = commands.add_parser("replay", help="send corpus mails to mail.events in Date order")
+    replay = commands.add_parser(
+        "replay",
+        help="send corpus mails to mail.events in the order they were received, each stamped with that "
+        "time (workers use it with WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME=true)",
+    )
     replay.add_argument("--collection", choices=("older", "newer", "all"), default="newer")
     replay.add_argument(
         "--rate",
@@ -490,7 +494,7 @@ def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
     producer = broker.producer(settings.kafka)
     try:
         sent = replay(
-            [m.event for m in mails],
+            mails,
             producer,
             topics.mail_events,
             rate=args.rate,

@@ -1,8 +1,10 @@
 """Builds the Faust application of one worker from settings and injected services.
 
 Only wiring lives here: topics become Faust channels, agents are declared
-from :mod:`streams.agents`, and the web pages ``/health`` and ``/metrics``
-report the worker's :class:`~infra.metrics.WorkerStats`.
+from :mod:`streams.agents`, and the web pages of :mod:`streams.web` report
+the worker's :class:`~infra.metrics.WorkerStats` and score over HTTP.
+Faust's own ``/router`` and ``/table`` views are off; an app whose web server
+would listen beyond loopback without a ``POST /score`` token is refused.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     kafka = settings.kafka
     if kafka.bootstrap_servers is None:
         raise ValueError("create_app needs a broker address in the settings")
+    web.check_exposure(settings)
     datadir = settings.dev.state_dir / "worker-data" / settings.worker.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = WorkerApp(
@@ -104,6 +107,10 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         web_bind=settings.worker.web_host,
         web_host=settings.worker.web_host,
         web_port=settings.worker.web_port,
+        # Faust's own views on the same port: /router tells the cluster's layout and /table
+        # reads table keys, to anyone. Warden routes nothing across workers and keeps no tables.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         broker_session_timeout=kafka.session_timeout_s,
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_interval_s,

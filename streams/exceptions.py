@@ -34,3 +34,7 @@ class OutputNotConfirmed(StreamsError):
 
 class IncompleteDeadLetter(StreamsError):
     """A dead letter holds only an excerpt of its record: the whole one is on its source topic."""
+
+
+class WebServerUnprotected(StreamsError):
+    """The worker's web server would listen beyond loopback while ``POST /score`` needs no token."""

@@ -24,6 +24,8 @@ ActivityKind = Literal["calendar", "contacts"]
 Action = Literal["allow", "junk", "block"]
 
 _EVENT_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+#: A content digest (streams.provenance.content_digest), or none.
+_DIGEST = r"^(?:[0-9a-f]{32})?$"
 
 
 class _Record(BaseModel):
@@ -37,7 +39,8 @@ class MailEvent(_Record):
 
     kind: Literal["mail"] = "mail"
     event_id: str = Field(pattern=_EVENT_ID)
-    #: When the mail was sent (epoch seconds, from its Date header).
+    #: When the sender says the mail was sent (epoch seconds, from its Date header). Validated,
+    #: never used by the aggregates: they advance on the broker's clock (streams.provenance).
     timestamp: float
     sender: str = Field(min_length=3, max_length=320)
     recipients: list[str] = Field(min_length=1)
@@ -83,7 +86,7 @@ class CalendarEvent(_Record):
 
     kind: Literal["calendar"] = "calendar"
     event_id: str = Field(pattern=_EVENT_ID)
-    #: When the invite was sent (epoch seconds).
+    #: When the sender says the invite was sent (epoch seconds; not used by the aggregates).
     timestamp: float
     action: Literal["created", "updated", "cancelled"]
     organizer: str = Field(min_length=3, max_length=320)
@@ -190,6 +193,9 @@ class MailFeatures(_Record):
 
     kind: EventKind = "mail"
     event_id: str
+    #: The trusted event time (epoch seconds) the aggregates advance on: the broker's timestamp
+    #: of the input record, bounded by the worker's clock (streams.provenance), not the
+    #: ``timestamp`` the sender claimed.
     timestamp: float
     key_id: str
     sender: str
@@ -207,6 +213,11 @@ class MailFeatures(_Record):
     produced_at_ms: int
     #: Pseudonyms under the next key generation while a rotation's grace period lasts (else None).
     linked: LinkedPseudonyms | None = None
+    #: Digest of the input record's bytes (streams.provenance; "" when built offline).
+    digest: str = Field(default="", pattern=_DIGEST)
+    #: Set when the event's id was first seen with other content: ``event_id`` is then the
+    #: derived id it is scored under, and this the id it came with.
+    original_event_id: str | None = None
 
     def as_linked(self) -> MailFeatures | None:
         """This event with its linked pseudonyms in place of the served ones (None outside a rotation)."""
@@ -227,6 +238,7 @@ class ActivityFeatures(_Record):
 
     kind: ActivityKind
     event_id: str
+    #: The trusted event time, as :attr:`MailFeatures.timestamp`.
     timestamp: float
     key_id: str
     action: str
@@ -241,6 +253,8 @@ class ActivityFeatures(_Record):
     produced_at_ms: int
     #: Mail's sending IP has no counterpart here (kept so both feature records read alike).
     sending_ip: str = ""
+    digest: str = Field(default="", pattern=_DIGEST)
+    original_event_id: str | None = None
 
 
 #: What the scoring stage reads: a mail's features or a calendar/contacts event's.
@@ -270,6 +284,9 @@ class Verdict(_Record):
     decided_at_ms: int
     #: For junk and block: the strongest contributions, largest first (empty for allow).
     reasons: list[Reason] = Field(default_factory=list)
+    #: The id the event came with, when it was first seen with other content (``event_id``
+    #: is then derived from it and the content's digest); None otherwise.
+    original_event_id: str | None = None
 
 
 class FeatureLogEntry(_Record):
@@ -285,6 +302,8 @@ class FeatureLogEntry(_Record):
     #: A challenger scored on the same row and never acted on (None without a shadow).
     shadow_version: str | None = None
     shadow_score: float | None = None
+    #: As :attr:`Verdict.original_event_id`.
+    original_event_id: str | None = None
 
 
 FeedbackLabel = Literal["abuse", "legit"]
@@ -332,6 +351,8 @@ class ServedRow(_Record):
     aggregates: list[float]
     #: The next key generation's pseudonyms during a rotation: feedback updates their reputation too.
     linked: LinkedPseudonyms | None = None
+    #: As :attr:`Verdict.original_event_id`.
+    original_event_id: str | None = None
 
 
 class TrainingExample(_Record):

@@ -27,6 +27,13 @@ that every update of one sender's aggregates is made by one partition's consumer
 the length and SHA-256; ``streams.dead_letters`` reads larger ones back at their
 input position), so it shares the input topics' access rules and retention,
 not those of derived topics.
+
+Record headers: a trusted producer replaying recorded traffic (``warden
+replay``, the demo, the simulator, tests) stamps each input record with
+:data:`EVENT_TIME_HEADER`, the event's recorded time in epoch milliseconds as
+ASCII digits. Workers read it only with ``IngestSettings.trust_producer_event_time``
+(off in production) and never let it move time past the broker's timestamp
+(:mod:`streams.provenance`).
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.settings import KafkaSettings
+
+#: The input record header carrying a trusted producer's event time (epoch ms, ASCII digits).
+EVENT_TIME_HEADER = "warden-event-time-ms"
 
 
 @dataclass(frozen=True)

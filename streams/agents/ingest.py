@@ -25,6 +25,7 @@ from streams.agents.score import ByKind, ScoringStage
 from streams.exceptions import MalformedRecord
 from streams.ingest_pool import IngestPool, RawRecord, ingest_batch, ingest_records
 from streams.output import Deliveries, Output
+from streams.provenance import content_digest, producer_time_ms, trusted_event_time
 from streams.records import (
     ActivityFeatures,
     ActivityKind,
@@ -49,18 +50,29 @@ def ingest_record(
     settings: WardenSettings,
     pseudonymiser: Pseudonymiser,
     now: float,
+    producer_ms: int | None = None,
 ) -> MailFeatures | DeadLetter:
     """One raw input record as features, or as a dead letter saying why not.
 
+    ``produced_at_ms`` is the record's broker timestamp and ``producer_ms`` a
+    trusted producer's event-time header: with ``now`` they give the time the
+    aggregates advance on (:func:`streams.provenance.trusted_event_time`).
     Never raises: a hostile record that trips an unexpected error in feature
     code is dead-lettered too, so one record cannot stop the worker.
     """
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
     return _at_the_boundary(
         raw,
         source,
         now,
         lambda: to_features(
-            decode_mail_event(raw, settings.ingest, now), pseudonymiser, source, produced_at_ms, now=now
+            decode_mail_event(raw, settings.ingest, now),
+            pseudonymiser,
+            source,
+            produced_at_ms,
+            now=now,
+            event_time=at,
+            digest=content_digest(raw or b""),
         ),
     )
 
@@ -73,14 +85,21 @@ def ingest_activity_record(
     settings: WardenSettings,
     pseudonymiser: Pseudonymiser,
     now: float,
+    producer_ms: int | None = None,
 ) -> ActivityFeatures | DeadLetter:
     """One raw calendar or contacts record as features, or as a dead letter (never raises)."""
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
     return _at_the_boundary(
         raw,
         source,
         now,
         lambda: to_activity_features(
-            decode_activity_event(raw, kind, settings.ingest, now), pseudonymiser, source, produced_at_ms
+            decode_activity_event(raw, kind, settings.ingest, now),
+            pseudonymiser,
+            source,
+            produced_at_ms,
+            event_time=at,
+            digest=content_digest(raw or b""),
         ),
     )
 
@@ -125,6 +144,7 @@ def register(
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
+    trust_producers = settings.ingest.trust_producer_event_time
     record_type: type[MailFeatures] | type[ActivityFeatures] = (
         MailFeatures if kind == "mail" else ActivityFeatures
     )
@@ -206,6 +226,7 @@ def register(
                         partition=event.message.partition,
                         offset=event.message.offset,
                         produced_at_ms=int(event.message.timestamp * 1000),
+                        producer_ms=producer_time_ms(event.message.headers) if trust_producers else None,
                     )
                     for event in events
                 ]

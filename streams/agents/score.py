@@ -24,6 +24,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from features.exceptions import StoreUnavailable
+from features.operations import Served
 from features.served import ServedRows
 from features.store import FeatureStore
 from infra.metrics import WorkerStats
@@ -34,6 +35,7 @@ from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
 from streams.output import Deliveries, Output
+from streams.provenance import derived_event_id
 from streams.records import (
     Action,
     ActivityFeatures,
@@ -113,6 +115,7 @@ def verdicts_of(scored: Scored, explained: dict[int, list[Reason]], now_ms: int)
             produced_at_ms=features.produced_at_ms,
             decided_at_ms=now_ms,
             reasons=explained.get(i, []),
+            original_event_id=features.original_event_id,
         )
         for i, (features, score) in enumerate(zip(scored.batch, scored.scores.tolist(), strict=True))
     ]
@@ -133,6 +136,7 @@ def entries_of(scored: Scored) -> list[FeatureLogEntry]:
             score=score,
             shadow_version=shadow.version if shadow is not None else None,
             shadow_score=shadow_scores[i] if shadow_scores is not None else None,
+            original_event_id=features.original_event_id,
         )
         for i, (features, values, score) in enumerate(
             zip(scored.batch, scored.rows.astype(np.float64).tolist(), scored.scores.tolist(), strict=True)
@@ -158,14 +162,38 @@ def decide(
     return verdicts_of(scored, explain(scored, reasons), now_ms), entries_of(scored)
 
 
+def under_served_ids(
+    batch: Sequence[EventFeatures], served: Sequence[Served], stats: WorkerStats
+) -> list[EventFeatures]:
+    """The batch with each event whose id was first seen with other content renamed.
+
+    Such an event is a new event (the store applied it as one): it is scored
+    under :func:`~streams.provenance.derived_event_id`, keeping the id it came
+    with in ``original_event_id``, so its verdict, feature-log entry and served
+    row neither contradict nor replace the first event's.
+    """
+    out: list[EventFeatures] = []
+    for features, answer in zip(batch, served, strict=True):
+        if answer.reused:
+            stats.event_ids_reused += 1
+            features = features.model_copy(
+                update={
+                    "event_id": derived_event_id(features.event_id, features.digest),
+                    "original_event_id": features.event_id,
+                }
+            )
+        out.append(features)
+    return out
+
+
 async def read_aggregates(
     store: FeatureStore, batch: Sequence[EventFeatures], stats: WorkerStats
-) -> list[list[float]]:
+) -> list[Served]:
     """The store's answer for ``batch``, retrying with backoff until the store answers."""
     delay = _BACKOFF_START_S
     while True:
         try:
-            values = await store.apply_and_read(batch)
+            values = await store.serve(batch)
         except StoreUnavailable as exc:
             stats.store_failures += 1
             if not stats.store_degraded:
@@ -232,6 +260,7 @@ async def _remember(
             tokens=f.tokens,
             aggregates=list(a),
             linked=f.linked if isinstance(f, MailFeatures) else None,
+            original_event_id=f.original_event_id,
         )
         for f, a in zip(batch, aggregates, strict=True)
     ]
@@ -319,7 +348,9 @@ class ScoringStage:
                 await self.dead_letter(position, reason, payload, sent)
             return
         t1 = time.perf_counter()
-        aggregates = await read_aggregates(self._store, batch, stats)
+        served = await read_aggregates(self._store, batch, stats)
+        batch = under_served_ids(batch, served, stats)
+        aggregates = [answer.values for answer in served]
         t2 = time.perf_counter()
         scored = score_served(slot, kind, batch, aggregates)
         if isinstance(scored, str):

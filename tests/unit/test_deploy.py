@@ -35,6 +35,7 @@ KEY_VARIABLES = (
     "WARDEN_FEEDBACK__KEY_OPS_REVIEW",
     "WARDEN_FEEDBACK__KEY_APPEAL",
     "WARDEN_FEEDBACK__KEY_AUTO",
+    "WARDEN_SERVING__SCORE_TOKEN",
 )
 #: What the real Secrets would hold: a key from `warden keygen` for each.
 REAL_KEYS = {name: secrets.token_hex(32) for name in KEY_VARIABLES}
