@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from pydantic import SecretStr
 
 from features.redis_client import async_client
 from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
+from infra.worker_process import run_cli, wait_healthy, worker_process
 from streams import broker, corpus
 from streams.provenance import content_digest, derived_event_id
 from streams.records import Verdict, encode
@@ -171,10 +169,8 @@ def test_a_worker_listening_beyond_loopback_without_a_token_refuses_to_start(
     exposed = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"web_host": "0.0.0.0"})}
     )
-    env = {**base_env, **exposed.service_environment(), "WARDEN_WORKER__WEB_HOST": "0.0.0.0"}
-    done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "worker"], env=env, capture_output=True, text=True, timeout=120
-    )
+    # The services' addresses and the other secrets through the pipe, as for any worker child.
+    done = run_cli(exposed, base_env, ["worker"], {"WARDEN_WORKER__WEB_HOST": "0.0.0.0"}, timeout_s=120)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     line = done.stderr.strip().splitlines()[-1]
