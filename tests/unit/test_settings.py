@@ -97,10 +97,13 @@ def test_feedback_keys_are_checked_like_the_pseudonymisation_key() -> None:
 
 def test_development_secrets_are_named_for_the_start_up_warning(tmp_path: Path) -> None:
     found = WardenSettings(dev={"state_dir": tmp_path}).development_secrets()
-    assert [item.split(" ")[0] for item in found] == ["pseudonyms", "feedback", "model"]
+    assert [item.split(" ")[0] for item in found] == ["pseudonyms", "feedback", "training-example", "model"]
     configured = WardenSettings(
         privacy={"hmac_key": STRONG},
-        feedback={f"key_{s}": secrets.token_hex(32) for s in ("user_report", "ops_review", "appeal", "auto")},
+        feedback={
+            **{f"key_{s}": secrets.token_hex(32) for s in ("user_report", "ops_review", "appeal", "auto")},
+            "training_example_key": secrets.token_hex(32),
+        },
         models={"verify_key_file": tmp_path / "verify.pem"},
     )
     assert configured.development_secrets() == []
