@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
 from features.definitions import FEATURE_NAMES
-from models.export import INPUT_NAME, PROBABILITIES, TARGET_OPSET
 from models.exceptions import RegistryError
+from models.export import INPUT_NAME, PROBABILITIES, TARGET_OPSET
 from models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
 from models.registry import (
     BOOSTER_FILE,
