@@ -207,6 +207,7 @@ def point_at(
 def write_pointer(registry: Registry, name: str, data: bytes) -> None:
     """Replace a pointer file with ``data`` (hand-edited text, or bytes kept from before)."""
     path = registry.root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{name}.by-hand")
     tmp.write_bytes(data)
     tmp.replace(path)

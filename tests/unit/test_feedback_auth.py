@@ -8,8 +8,8 @@ import secrets
 import pytest
 
 from infra.cli import EXIT_USAGE, main
-from infra.metrics import WorkerStats, exposition, reason_class
 from infra.exceptions import SettingsError
+from infra.metrics import WorkerStats, exposition, reason_class
 from infra.settings import FeedbackSettings, WardenSettings, load_settings
 from streams.agents.feedback import MAX_LABEL_BYTES, Labelled, authentic, example
 from streams.exceptions import MalformedRecord
