@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from typing import Any
 
 import pytest
 
@@ -278,10 +279,10 @@ def test_the_example_key_comes_from_settings_and_production_needs_one() -> None:
     with pytest.raises(
         SettingsError, match=r"production needs WARDEN_FEEDBACK__TRAINING_EXAMPLE_KEY.*keygen"
     ):
-        ExampleKeys.from_settings(WardenSettings(**production))  # type: ignore[arg-type]
+        ExampleKeys.from_settings(WardenSettings(**production))
     key = secrets.token_hex(32)
     configured = ExampleKeys.from_settings(
-        WardenSettings(**production, feedback={"training_example_key": key})  # type: ignore[arg-type]
+        WardenSettings(**production, feedback={"training_example_key": key})
     )
     assert configured.problem(ExampleKeys(key.encode()).sign(EXAMPLE)) is None
     assert key not in repr(configured)
