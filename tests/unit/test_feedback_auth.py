@@ -218,8 +218,8 @@ def test_the_example_signature_covers_every_field_nested_rows_included() -> None
         assert example_canonical(edited) != example_canonical(EXAMPLE), f"row.{name}"
     assert ROW.linked is not None
     for name in LinkedPseudonyms.model_fields:
-        value: object = ["k2.x"] if name in ("recipients", "url_domains") else "k2.changed"
-        linked = ROW.linked.model_copy(update={name: value})
+        other: object = ["k2.x"] if name in ("recipients", "url_domains") else "k2.changed"
+        linked = ROW.linked.model_copy(update={name: other})
         edited = EXAMPLE.model_copy(update={"row": ROW.model_copy(update={"linked": linked})})
         assert example_canonical(edited) != example_canonical(EXAMPLE), f"row.linked.{name}"
     # Framed: a token moved from one list to the next is another example.
@@ -275,7 +275,7 @@ def test_the_previous_key_verifies_during_a_rotation_and_never_signs() -> None:
 def test_the_example_key_comes_from_settings_and_production_needs_one() -> None:
     development = ExampleKeys.from_settings(WardenSettings())
     assert development.problem(ExampleKeys.from_settings(WardenSettings()).sign(EXAMPLE)) is None
-    production = {"environment": "production", "privacy": {"hmac_key": secrets.token_hex(32)}}
+    production: dict[str, Any] = {"environment": "production", "privacy": {"hmac_key": secrets.token_hex(32)}}
     with pytest.raises(
         SettingsError, match=r"production needs WARDEN_FEEDBACK__TRAINING_EXAMPLE_KEY.*keygen"
     ):
