@@ -115,6 +115,16 @@ def plant(registry: Registry, good: str, kind: BadKind) -> str:
     return version
 
 
+def alias(registry: Registry, good: str, version: str) -> str:
+    """A good, validly signed copy of ``good`` named ``version`` (an older model a rollback attack would
+    point at); returns ``version``."""
+    target = copy_version(registry, good, version)
+    manifest = registry.manifest(good).model_copy(update={"version": version})
+    (target / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    resign(registry, version)
+    return version
+
+
 def resign(registry: Registry, version: str, key: SigningKey | None = None) -> None:
     """Sign ``version``'s files as they are now (with ``key``, default the registry's own)."""
     key = key or registry.keys.signing
