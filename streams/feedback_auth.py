@@ -107,8 +107,21 @@ def _value(value: object) -> bytes | None:
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, list | tuple):
+        if value and all(type(item) is float for item in value):
+            return _floats(value)
+        if value and all(type(item) is int for item in value):  # token ids: one string, one encode
+            return "".join(f"{len(text)}:{text}" for text in map(str, value)).encode("ascii")
         return b"".join(frame(_value(item)) for item in value)
     raise TypeError(f"no canonical form for a {type(value).__name__}")
+
+
+def _floats(values: list[float] | tuple[float, ...]) -> bytes:
+    """The framed floats of a list, as :func:`_value` frames each one (a row's features: one pack)."""
+    digits = struct.pack(f">{len(values)}d", *values).hex().encode("ascii")
+    return b"".join(
+        b"3:nan" if value != value else b"16:" + digits[16 * i : 16 * i + 16]  # NaN != NaN
+        for i, value in enumerate(values)
+    )
 
 
 def example_canonical(example: TrainingExample) -> bytes:
