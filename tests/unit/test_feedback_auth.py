@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
+import struct
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from infra.cli import EXIT_USAGE, main
 from infra.exceptions import SettingsError
@@ -300,3 +303,28 @@ def test_the_feedback_agent_signs_every_example_it_makes() -> None:
     assert made.signature is not None
     assert AGENT.authentic(encode(made)).event_id == ROW.event_id
     assert ExampleKeys(secrets.token_bytes(32)).problem(made) is not None
+
+
+def _reference(value: object) -> bytes:
+    """The documented canonical form, one value at a time (the module packs lists in one go)."""
+    if value is None:
+        return b"~"
+    if isinstance(value, BaseModel):
+        data = b"".join(_reference(getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, list):
+        data = b"".join(_reference(item) for item in value)
+    elif isinstance(value, float):
+        data = b"nan" if math.isnan(value) else struct.pack(">d", value).hex().encode()
+    else:
+        data = str(value).encode()
+    return b"%d:%s" % (len(data), data)
+
+
+def test_the_example_canonical_form_is_the_documented_one() -> None:
+    fields = [name for name in TrainingExample.model_fields if name != "signature"]
+    expected = b"warden-training-example-v1" + b"".join(_reference(getattr(EXAMPLE, n)) for n in fields)
+    assert example_canonical(EXAMPLE) == expected
+    mixed = EXAMPLE.model_copy(update={"row": ROW.model_copy(update={"content": [], "tokens": []})})
+    assert example_canonical(mixed) == b"warden-training-example-v1" + b"".join(
+        _reference(getattr(mixed, n)) for n in fields
+    )
