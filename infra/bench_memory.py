@@ -1,6 +1,6 @@
 """``warden bench --memory``: what events and entities cost in Redis and on the topics, over a replay.
 
-The whole corpus (6,046 real mails, in Date order) goes through one worker
+The whole corpus (6,046 real mails, in the order they were received) goes through one worker
 process on fresh topics and a fresh Redis prefix; then:
 
 * every key under the prefix is measured with ``MEMORY USAGE`` (``SAMPLES 0``:
@@ -58,7 +58,7 @@ async def _key_sizes(client: AsyncClient, prefix: str) -> dict[str, float]:
         usage = int(await client.memory_usage(key, samples=0) or 0)
         tag = key[key.index(b"{") + 1 : key.index(b"}")]
         letter = tag[:1].decode()
-        if b":memo:" in key:
+        if b":memo:" in key or tag.startswith(b"e:"):  # memo hashes and event id keys
             bytes_by["memo"] += usage
         elif key.endswith(b":served"):
             bytes_by["served"] += usage
@@ -112,7 +112,7 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         deployed = bench_scaling.deployment(live, tag)
         topics = Topics.from_settings(deployed.kafka)
         broker.ensure_topics(deployed.kafka, topics.all())
-        events = [m.event for m in corpus.load(live.corpus, corpus.ALL)]
+        events = corpus.load(live.corpus, corpus.ALL)
         if deployed.redis.url is None or deployed.redis.cluster_nodes:
             raise DevStackError(
                 "the memory bench measures one standalone Redis (no URL, or a cluster, is set)"

@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run a stream-processing worker until stopped")
 
-    replay = commands.add_parser("replay", help="send corpus mails to mail.events in Date order")
+    replay = commands.add_parser(
+        "replay",
+        help="send corpus mails to mail.events in the order they were received, each stamped with that "
+        "time (workers use it with WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME=true)",
+    )
     replay.add_argument("--collection", choices=("older", "newer", "all"), default="newer")
     replay.add_argument(
         "--rate",
@@ -226,9 +230,10 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
     dev.add_argument("action", choices=("up", "down", "status"))
-    from infra import privacy_cli
+    from infra import dead_letters_cli, privacy_cli
 
     privacy_cli.add_parsers(commands, _Parser, _positive, _positive_int)
+    dead_letters_cli.add_parsers(commands, _Parser)
     return parser
 
 
@@ -470,6 +475,10 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         from infra import privacy_cli
 
         return privacy_cli.run(args, settings, _with_services)
+    if command == "dead-letters":
+        from infra import dead_letters_cli
+
+        return dead_letters_cli.run(args, settings, _with_services, sys.stdout)
     raise UsageError(f"unknown command {command}")
 
 
@@ -485,7 +494,7 @@ def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
     producer = broker.producer(settings.kafka)
     try:
         sent = replay(
-            [m.event for m in mails],
+            mails,
             producer,
             topics.mail_events,
             rate=args.rate,

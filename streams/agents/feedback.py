@@ -41,6 +41,7 @@ from infra.metrics import WorkerStats
 from infra.settings import FeedbackSettings, WardenSettings
 from streams.exceptions import MalformedRecord
 from streams.feedback_auth import SOURCES, ExampleKeys, SourceKeys
+from streams.output import Deliveries, Output
 from streams.records import DeadLetter, Feedback, ServedRow, SourcePosition, TrainingExample, decode, encode
 
 log = logging.getLogger(__name__)
@@ -201,11 +202,15 @@ def register(
     unkeyed = [source for source in SOURCES if source not in source_keys.sources]
     if unkeyed:
         log.warning("no key for feedback source(s) %s: their labels go to dead letters", ", ".join(unkeyed))
+    examples_out = Output(app, examples_out)
+    dead_letters = Output(app, dead_letters)
 
     async def feedback(stream: Any) -> None:
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
+            # The batch is held until the broker has its outputs (see Deliveries.release).
+            sent = Deliveries(app, events)
             now = clock()
             stats.events_in["feedback"] += len(events)
             items = []
@@ -220,15 +225,16 @@ def register(
                 except MalformedRecord as exc:
                     stats.dead_letter(exc.reason)
                     letter = DeadLetter.of(position, exc.reason, raw, int(now * 1000))
-                    await dead_letters.send(key=position.topic.encode(), value=encode(letter))
+                    await dead_letters.send(sent, key=position.topic.encode(), value=encode(letter))
             if not items:
+                await sent.release(stream)
                 continue
             labelled, letters = await join(
                 items, served, ledger, pseudonymiser, settings.feedback, stats, now
             )
             for letter in letters:
                 stats.dead_letter(letter.reason)
-                await dead_letters.send(key=letter.source.topic.encode(), value=encode(letter))
+                await dead_letters.send(sent, key=letter.source.topic.encode(), value=encode(letter))
             calls = [
                 call
                 for item in labelled
@@ -241,8 +247,10 @@ def register(
             for item in labelled:
                 stats.feedback_accepted += 1
                 await examples_out.send(
+                    sent,
                     key=item.row.event_id.encode(),
                     value=encode(example(item, settings.feedback, example_keys)),
                 )
+            await sent.release(stream)
 
     app.agent(source, name=f"{settings.worker.app_id}.feedback")(feedback)

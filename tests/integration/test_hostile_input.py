@@ -9,6 +9,7 @@ where it was after the first (it does not grow with the hostile traffic).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
-from streams.records import DeadLetter
+from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter
 from streams.replay import replay, send_raw
 from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, metrics
@@ -86,7 +87,7 @@ def test_hostile_records_between_good_ones_are_dead_letters_and_memory_stays_bou
     producer = broker.producer(settings.kafka)
     outcomes = Outcomes(settings)
     rss: list[float] = []
-    sent: dict[bytes, str] = {}
+    sent: dict[str, str] = {}  # each hostile record's name, by its SHA-256
     with worker_process(settings, base_env, tmp_path / "worker.log") as worker:
         wait_healthy(settings, worker, timeout_s=90)
         before = _rss_mb(worker.pid)
@@ -96,7 +97,7 @@ def test_hostile_records_between_good_ones_are_dead_letters_and_memory_stays_bou
             replay(good[: GOOD_PER_ROUND // 2], producer, topics.mail_events)
             send_raw(producer, [(topics.mail_events, name.encode(), raw) for name, (raw, _) in cases.items()])
             replay(good[GOOD_PER_ROUND // 2 :], producer, topics.mail_events)
-            sent.update({raw or b"": name for name, (raw, _) in cases.items()})
+            sent.update({hashlib.sha256(raw or b"").hexdigest(): name for name, (raw, _) in cases.items()})
             expected_letters = (round_ + 1) * len(cases)
             expected_verdicts = (round_ + 1) * GOOD_PER_ROUND
             outcomes.read_until(
@@ -127,7 +128,9 @@ def test_hostile_records_between_good_ones_are_dead_letters_and_memory_stays_bou
     reasons = {name: reason for name, (_, reason) in hostile(0).items()}
     for letter in letters:
         assert letter.source.topic == topics.mail_events.name
-        name = sent[letter.payload()]
+        name = sent[letter.payload_sha256]
+        # Bounded: the 10 MB record's letter holds an excerpt; the others hold the record whole.
+        assert letter.payload_complete == (letter.payload_bytes <= DEAD_LETTER_WHOLE_BYTES), name
         assert reasons[name] in letter.reason, (name, letter.reason)
         assert not letter.reason.startswith("internal error")
     # (summed over labels: the metrics may split dead letters by reason)

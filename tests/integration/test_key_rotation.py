@@ -21,7 +21,10 @@ async def _rows(settings: WardenSettings, prefix: str, ring: KeyRing) -> list[li
     try:
         await store.start()
         for start in range(0, len(events), 32):  # micro-batches, as a worker sends them
-            batch = [to_features(e, ring, POSITION, 0, now=e.timestamp) for e in events[start : start + 32]]
+            batch = [
+                to_features(e, ring, POSITION, 0, now=e.timestamp, event_time=e.timestamp)
+                for e in events[start : start + 32]
+            ]
             out += await store.apply_and_read(batch)
     finally:
         await store.close()

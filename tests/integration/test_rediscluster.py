@@ -20,8 +20,8 @@ from redis.exceptions import RedisClusterException
 from features.aggregations import SENDER, Entity
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
-from features.operations import LUA
 from features.redis_client import async_client
+from features.scripts import LUA
 from features.store import RedisStore
 from infra import devstack
 from infra.rediscluster import SLOTS, ClusterState, LocalCluster

@@ -64,7 +64,13 @@ async def _fill(
     out: list[Candidate] = []
     for start in range(0, len(events), 8):
         batch = [
-            to_features(e, pseudonymiser, SourcePosition(topic="t", partition=0, offset=start + i), 0)
+            to_features(
+                e,
+                pseudonymiser,
+                SourcePosition(topic="t", partition=0, offset=start + i),
+                0,
+                event_time=e.timestamp,
+            )
             for i, e in enumerate(events[start : start + 8])
         ]
         aggregates = await store.apply_and_read(batch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -20,7 +20,8 @@ from features.store import FeatureStore, RedisClient, RedisStore
 from features.testing import InMemoryStore, features_for
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
-from streams.records import MailEvent, MailFeatures, SourcePosition
+from streams.records import MailFeatures, SourcePosition
+from streams.replay import Recorded, stamped
 
 
 def event(
@@ -78,12 +79,15 @@ async def redis_state(client: RedisClient, prefix: str) -> dict[str, object]:
     return state
 
 
-async def assert_redis_applied_each_once(settings: WardenSettings, events: list[MailEvent]) -> None:
-    """The workers' Redis (standalone or cluster) equals applying every event exactly once, offline."""
+async def assert_redis_applied_each_once(settings: WardenSettings, events: Sequence[Recorded]) -> None:
+    """The workers' Redis (standalone or cluster) equals applying every event exactly once, offline,
+    each at the time its replay stamped it with (streams.replay)."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     position = SourcePosition(topic="reference", partition=0, offset=0)
-    reference.apply_and_read_now([to_features(e, pseudonymiser, position, 0) for e in events])
+    reference.apply_and_read_now(
+        [to_features(e, pseudonymiser, position, 0, event_time=at) for e, at in map(stamped, events)]
+    )
     client = async_client(settings.redis)
     try:
         await assert_matches_reference(client, settings.redis.key_prefix, reference)

@@ -24,7 +24,14 @@ from models.simulated import candidate, score_stream
 from serving.scorer import Scorer
 from streams.agents.ingest import ingest_activity_record
 from streams.exceptions import MalformedRecord
-from streams.records import DeadLetter, SourcePosition, decode_activity_event, encode
+from streams.records import (
+    ActivityFeatures,
+    ActivityKind,
+    DeadLetter,
+    SourcePosition,
+    decode_activity_event,
+    encode,
+)
 from streams.simulator import CAMPAIGN_TYPES, LEGIT, SimulationParams, simulate
 
 KEYS = RegistryKeys.generate()
@@ -107,7 +114,7 @@ def test_a_bad_record_becomes_a_dead_letter_with_its_bytes() -> None:
 
 def test_ingest_keeps_numbers_and_pseudonyms_only() -> None:
     event = decode_activity_event(invite(), "calendar", LIMITS, NOW)
-    features = to_activity_features(event, KEY, AT, 0)
+    features = to_activity_features(event, KEY, AT, 0, event_time=NOW)
     assert features.kind == "calendar"
     assert features.sender == KEY.address("alice@example.com")  # the same pseudonym as in mail
     assert features.recipients == [KEY.address("bob@example.org")]
@@ -121,10 +128,14 @@ def test_ingest_keeps_numbers_and_pseudonyms_only() -> None:
     for value in (b"alice", b"bob@", b"prize", b"sync"):
         assert value not in raw
 
-    shared = to_activity_features(decode_activity_event(card(), "contacts", LIMITS, NOW), KEY, AT, 0)
+    shared = to_activity_features(
+        decode_activity_event(card(), "contacts", LIMITS, NOW), KEY, AT, 0, event_time=NOW
+    )
     assert shared.contacts == []  # only a created card adds contacts
     created = decode_activity_event(card(action="created", recipients=[]), "contacts", LIMITS, NOW)
-    assert to_activity_features(created, KEY, AT, 0).contacts == [KEY.address("help@scam.example")]
+    assert to_activity_features(created, KEY, AT, 0, event_time=NOW).contacts == [
+        KEY.address("help@scam.example")
+    ]
 
 
 def test_every_kind_has_its_own_schema_and_mail_keeps_its_hash() -> None:
@@ -141,11 +152,17 @@ def test_every_kind_has_its_own_schema_and_mail_keeps_its_hash() -> None:
 
 def test_a_created_card_makes_its_address_a_known_contact_of_the_owner() -> None:
     store = InMemoryStore()
-    meet = to_activity_features(decode_activity_event(invite(), "calendar", LIMITS, NOW), KEY, AT, 0)
+
+    def features(raw: bytes, kind: ActivityKind, offset: int) -> ActivityFeatures:
+        event = decode_activity_event(raw, kind, LIMITS, NOW)
+        return to_activity_features(event, KEY, AT, offset, event_time=event.timestamp)
+
+    meet = features(invite(), "calendar", 0)
     created = card(event_id="k-2", action="created", recipients=[], card={"emails": ["carol@example.net"]})
-    add = to_activity_features(decode_activity_event(created, "contacts", LIMITS, NOW), KEY, AT, 1)
-    later = invite(event_id="c-2", invitees=["carol@example.net"], timestamp=1_767_225_700.0)
-    known = to_activity_features(decode_activity_event(later, "calendar", LIMITS, NOW), KEY, AT, 2)
+    add = features(created, "contacts", 1)
+    known = features(
+        invite(event_id="c-2", invitees=["carol@example.net"], timestamp=1_767_225_700.0), "calendar", 2
+    )
     position = [a.name for a in CALENDAR_AGGREGATES].index("organizer_unknown_contact_share")
     first, _, second = store.apply_and_read_now([meet, add, known])
     assert first[position] == 1.0  # bob is nobody's contact yet

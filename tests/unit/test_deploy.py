@@ -37,6 +37,7 @@ KEY_VARIABLES = (
     "WARDEN_FEEDBACK__KEY_APPEAL",
     "WARDEN_FEEDBACK__KEY_AUTO",
     "WARDEN_FEEDBACK__TRAINING_EXAMPLE_KEY",
+    "WARDEN_SERVING__SCORE_TOKEN",
 )
 #: What the real Secrets would hold: a key from `warden keygen` for each.
 REAL_KEYS = {name: secrets.token_hex(32) for name in KEY_VARIABLES}

@@ -446,7 +446,7 @@ def hostile_text_mail() -> MailEvent:
 
 
 def fingerprint(event: MailEvent) -> str:
-    features = to_features(event, PSEUDONYMISER, POSITION, produced_at_ms=1)
+    features = to_features(event, PSEUDONYMISER, POSITION, produced_at_ms=1, event_time=event.timestamp)
     document = [
         features.sender,
         features.sender_domain,
@@ -485,7 +485,7 @@ def test_pinned_values_read_as_expected() -> None:
     assert unicode["spam_phrases"] == 16  # long s and Kelvin sign match s and k, as with the regex
     assert unicode["html_hidden_marks"] == 16
     assert unicode["anchor_host_mismatch"] == 4
-    features = to_features(plain_mail(), PSEUDONYMISER, POSITION, produced_at_ms=1)
+    features = to_features(plain_mail(), PSEUDONYMISER, POSITION, produced_at_ms=1, event_time=1e9)
     assert len(features.tokens) == 63
     assert len(features.url_domains) == 7
     assert features.tokens == ref_token_buckets(message_words(plain_mail()), 1 << 22, 600)

@@ -63,7 +63,9 @@ def traffic() -> list[MailEvent]:
 
 def rows(ring: KeyRing, events: list[MailEvent]) -> list[list[float]]:
     store = InMemoryStore(Keys("rot"))
-    return store.apply_and_read_now([to_features(e, ring, POSITION, 0, now=e.timestamp) for e in events])
+    return store.apply_and_read_now(
+        [to_features(e, ring, POSITION, 0, now=e.timestamp, event_time=e.timestamp) for e in events]
+    )
 
 
 WINDOWED = [i for i, a in enumerate(AGGREGATES) if isinstance(a, WindowCount | DecayedRate | DistinctCount)]
@@ -137,7 +139,7 @@ def test_linked_writes_never_touch_a_served_key() -> None:
     ring = KeyRing([generation(0, "1"), generation(T, "2")], 2 * DAY)
     keys = Keys("rot")
     for event in traffic()[:200]:
-        features = to_features(event, ring, POSITION, 0, now=event.timestamp)
+        features = to_features(event, ring, POSITION, 0, now=event.timestamp, event_time=event.timestamp)
         served = {k for call in plan(features, keys, 60, 60) for k in call.keys}
         linked = {k for call in plan_linked(features, keys, 60, 60) for k in call.keys}
         assert (features.linked is None) == (event.timestamp < T)
@@ -187,7 +189,7 @@ def test_feedback_during_the_grace_period_reaches_both_generations() -> None:
     from streams.records import Feedback, ServedRow
 
     ring = KeyRing([generation(0, "1"), generation(T, "2")], 2 * DAY)
-    features = to_features(traffic()[0], ring, POSITION, 0, now=T + 60)
+    features = to_features(traffic()[0], ring, POSITION, 0, now=T + 60, event_time=T + 60)
     assert features.linked is not None
     row = ServedRow(
         event_id=features.event_id,
