@@ -214,6 +214,7 @@ def test_the_example_signature_covers_every_field_nested_rows_included() -> None
         "tokens": [4, 8, 16],
         "aggregates": [1.0, 2.5000000000000004],
         "linked": None,
+        "original_event_id": "e-0",
     }
     assert set(row_edits) == set(ServedRow.model_fields), "every field of the row is edited below"
     for name, value in row_edits.items():
