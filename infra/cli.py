@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -649,11 +649,13 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
 def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
     if args.action == "keygen":
         return keys_cli.models_keygen(args.out, sys.stdout)
-    registry = Registry.from_settings(settings).for_kind(args.kind)
+    # Promote, rollback and shadow sign the pointer they write: only they load the signing key.
+    signing = args.action in ("promote", "rollback", "shadow")
+    registry = Registry.from_settings(settings, signing=signing).for_kind(args.kind)
     if args.kind != "mail" and args.action in ("shadow", "compare"):
         raise UsageError(f"shadow models are for mail only, not {args.kind}")
     if args.action == "list":
-        current, shadow = registry.current(), registry.shadow()
+        current, shadow = _listed_pointer(registry.current), _listed_pointer(registry.shadow)
         versions = registry.versions()
         if not versions:
             print(f"no models registered in {registry.root}")
@@ -692,6 +694,15 @@ def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
         f"{args.action}: {changed or 'none'} (workers switch within {settings.serving.reload_interval_s:g} s)"
     )
     return 0
+
+
+def _listed_pointer(read: Callable[[], str | None]) -> str | None:
+    """A pointer's version for `warden models list`; a refused pointer is said, the versions still listed."""
+    try:
+        return read()
+    except ModelsError as exc:
+        print(f"pointer REFUSED: {exc}")
+        return None
 
 
 def _announce(settings: WardenSettings, action: str, version: str | None) -> None:

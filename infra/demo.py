@@ -37,8 +37,9 @@ from models.simulated import train_simulated
 from models.train import train_from_corpus
 from streams import broker, corpus, feedback_source
 from streams.campaign import campaign
-from streams.feedback_auth import SourceKeys
-from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode, encode
+from streams.exceptions import MalformedRecord
+from streams.feedback_auth import ExampleKeys, SourceKeys
+from streams.records import DeadLetter, Feedback, Verdict, decode, encode
 from streams.replay import replay, send_raw
 from streams.simulator import simulate
 from streams.topics import Topics
@@ -388,11 +389,16 @@ def _await_verdicts(
 
 
 def _await_examples(settings: WardenSettings, topics: Topics, count: int, timeout_s: float) -> set[str]:
+    """The event ids of the signed training examples seen, once ``count`` are (or at the deadline)."""
+    keys = ExampleKeys.from_settings(settings)
     seen: set[str] = set()
     reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
     try:
         for message in reader.until(lambda: len(seen) >= count, timeout_s):
-            seen.add(decode(TrainingExample, message.value or b"").event_id)
+            try:
+                seen.add(keys.authentic(message.value or b"").event_id)
+            except MalformedRecord:
+                continue  # not learned from by retrain either: not counted here
     finally:
         reader.close()
     return seen

@@ -43,6 +43,7 @@ DEAD_LETTER_REASONS = (
     "over_limit",
     "bad_timestamp",
     "invalid_field",
+    "unauthenticated",
     "unknown_event",
     "internal_error",
     "other",
@@ -65,6 +66,10 @@ def reason_class(reason: str) -> str:
         return "over_limit"
     if reason.startswith("timestamp:"):
         return "bad_timestamp"
+    # Forgery attempts (a label without a valid signature of its source) get their own class,
+    # so that operators can alert on them apart from malformed input.
+    if reason.startswith("unauthenticated"):
+        return "unauthenticated"
     if reason.startswith("unknown or expired event"):
         return "unknown_event"
     if reason.startswith("internal error"):

@@ -163,24 +163,11 @@ def fit_ranker(settings: WardenSettings, path: Path, out: TextIO) -> int:
     Workers use it when ``WARDEN_REVIEW__RANKER_FILE`` names the file.
     """
     from models.registry import Registry
+    from models.retrain import read_examples
     from serving.review_feedback import fit_on_examples
-    from streams import broker
-    from streams.exceptions import MalformedRecord
-    from streams.records import TrainingExample, decode
-    from streams.topics import Topics
 
-    topics = Topics.from_settings(settings.kafka)
-    reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
-    examples: list[TrainingExample] = []
-    try:
-        while batch := reader.poll(2.0):
-            for message in batch:
-                try:
-                    examples.append(decode(TrainingExample, message.value or b""))
-                except MalformedRecord:
-                    continue
-    finally:
-        reader.close()
+    read = read_examples(settings)  # signed examples only: a forged one would steer the ranking
+    examples = read.examples
     model, used = fit_on_examples(examples, Registry.from_settings(settings))
     try:
         path.write_text(model.to_json() + "\n", encoding="utf-8")
@@ -191,5 +178,8 @@ def fit_ranker(settings: WardenSettings, path: Path, out: TextIO) -> int:
         if model.fitted_on
         else "the prior (too few or one-sided labels)"
     )
+    refused = sum(read.refused.values())
     out.write(f"ranking model: {source} of {used:,} usable examples -> {path}\n")
+    if refused:
+        out.write(f"refused {refused:,} unauthenticated or unreadable training examples\n")
     return used

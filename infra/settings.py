@@ -6,24 +6,39 @@ Nothing below the entry point reads ``os.environ``.
 
 Nested parts use a double underscore: ``WARDEN_KAFKA__BOOTSTRAP_SERVERS``,
 ``WARDEN_REDIS__URL``, ``WARDEN_PRIVACY__HMAC_KEY``. Precedence, highest
-first: explicit arguments, environment, settings file, defaults.
+first: explicit arguments, environment, secret files, settings file, defaults.
+
+Secret files: a deployment mounts its Secrets as files in :data:`SECRETS_DIR`
+(``/run/secrets/warden``), one file per setting, named like its variable
+(``/run/secrets/warden/WARDEN_PRIVACY__HMAC_KEY`` holds the key; surrounding
+whitespace is dropped), so no key sits in a process's environment, which
+``/proc/<pid>/environ``, crash reports and child processes can show. Every
+file there must be unreadable by other users and writable by its owner only
+(Kubernetes: ``defaultMode: 0440``); settings refuse to load otherwise.
 """
 
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from infra.exceptions import SettingsError
+
+#: Where deployments mount Warden's Secrets as files (see the module's docstring); absent is fine.
+SECRETS_DIR = Path("/run/secrets/warden")
+#: Permission bits a secret file must not have: any access by other users, writes by the group.
+_EXPOSED_BITS = stat.S_IRWXO | stat.S_IWGRP
 
 #: The development pseudonymisation key. Refused when ``environment`` is "production".
 DEV_HMAC_KEY = "warden-development-key-not-secret"
@@ -46,6 +61,11 @@ _STAND_IN = re.compile(r"replace|change.?me|example|dummy|not.?secret|developmen
 def development_feedback_key(source: str) -> SecretStr:
     """The public development key of a label source (used only when ``environment`` is development)."""
     return SecretStr(f"warden-development-feedback-key-{source}")
+
+
+def development_training_example_key() -> SecretStr:
+    """The public development key of training examples (used only when ``environment`` is development)."""
+    return SecretStr("warden-development-training-example-key")
 
 
 def key_problem(value: str) -> str | None:
@@ -270,6 +290,15 @@ class FeedbackSettings(_Part):
     key_ops_review: SecretStr | None = None
     key_appeal: SecretStr | None = None
     key_auto: SecretStr | None = None
+    # The HMAC-SHA256 key of training examples (streams.feedback_auth.ExampleKeys): the feedback
+    # agent signs every example it emits, `warden retrain` (and every reader that learns from
+    # examples) verifies it, so nothing produced to training-examples by anyone else is learned.
+    # Held by workers and retrain only. Unset: the public development key in development; in
+    # production workers and retrain refuse to start.
+    training_example_key: SecretStr | None = None
+    #: The key before the last rotation: examples it signed are still accepted (never used to sign).
+    #: Drop it once the topic's retention has passed since the rotation.
+    training_example_key_previous: SecretStr | None = None
 
     def weight(self, source: str) -> float:
         return float(getattr(self, f"weight_{source}"))
@@ -364,15 +393,54 @@ class DevSettings(_Part):
     start_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class _SecretFiles(NestedSecretsSettingsSource):
+    """Settings from the files of a secrets directory, refused when another user could read or change one."""
+
+    def validate_secrets_path(self, path: Path) -> None:
+        super().validate_secrets_path(path)
+        if not path.is_dir():
+            return
+        if path.stat().st_mode & stat.S_IWOTH:
+            raise SettingsError(f"secrets directory {path} is writable by every user")
+        for file in self._iter_secret_files(path):
+            if file.stat().st_mode & _EXPOSED_BITS:  # follows a Kubernetes mount's links to the data
+                raise SettingsError(
+                    f"secret file {file} is readable or writable by other users: "
+                    "mount it with mode 0440 (Kubernetes defaultMode) or chmod 600 it"
+                )
+
+
+def _sources(
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+    file_secret_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """Arguments, then the environment, then the secret files (no ``.env`` file)."""
+    secret_files = _SecretFiles(file_secret_settings, secrets_dir_missing="ok", secrets_nested_delimiter="__")
+    return (init_settings, env_settings, secret_files)
+
+
 class WardenSettings(BaseSettings):
     """Everything configurable, in one frozen object."""
 
     model_config = SettingsConfigDict(
         env_prefix="WARDEN_",
         env_nested_delimiter="__",
+        secrets_dir=SECRETS_DIR,
         frozen=True,
         extra="forbid",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _sources(init_settings, env_settings, file_secret_settings)
 
     environment: Literal["development", "production"] = "development"
     kafka: KafkaSettings = KafkaSettings()
@@ -398,6 +466,10 @@ class WardenSettings(BaseSettings):
         for source, key in self.feedback.keys().items():
             if key is not None:
                 secrets.append((f"WARDEN_FEEDBACK__KEY_{source.upper()}", key))
+        for name in ("training_example_key", "training_example_key_previous"):
+            value = getattr(self.feedback, name)
+            if value is not None:
+                secrets.append((f"WARDEN_FEEDBACK__{name.upper()}", value))
         if self.serving.score_token is not None:
             secrets.append(("WARDEN_SERVING__SCORE_TOKEN", self.serving.score_token))
         seen: dict[str, str] = {}
@@ -422,6 +494,8 @@ class WardenSettings(BaseSettings):
             found.append("pseudonyms (WARDEN_PRIVACY__HMAC_KEY)")
         if None in self.feedback.keys().values():
             found.append("feedback signatures (WARDEN_FEEDBACK__KEY_*)")
+        if self.feedback.training_example_key is None:
+            found.append("training-example signatures (WARDEN_FEEDBACK__TRAINING_EXAMPLE_KEY)")
         if self.models.signing_key_file is None and self.models.verify_key_file is None:
             found.append(f"model signatures (a pair generated in {self.dev.state_dir})")
         return found
@@ -545,11 +619,14 @@ _SECURITY_FIELDS = frozenset(
 )
 
 
-def load_settings(file: Path | None = None, **overrides: Any) -> WardenSettings:
-    """Build the settings at an entry point: arguments > environment > file > defaults.
+def load_settings(
+    file: Path | None = None, secrets_dir: Path = SECRETS_DIR, **overrides: Any
+) -> WardenSettings:
+    """Build the settings at an entry point: arguments > environment > secret files > file > defaults.
 
-    Raises :class:`SettingsError` with a one-line reason when a value is invalid
-    or the file cannot be read.
+    ``secrets_dir`` holds one file per secret setting (see the module's docstring).
+    Raises :class:`SettingsError` with a one-line reason when a value is invalid,
+    the file cannot be read, or a secret file is exposed to other users.
     """
     from pydantic import ValidationError
 
@@ -557,7 +634,9 @@ def load_settings(file: Path | None = None, **overrides: Any) -> WardenSettings:
         raise SettingsError(f"settings file not found: {file}")
     settings_cls: type[WardenSettings] = WardenSettings if file is None else _from_file(file)
     try:
-        return settings_cls(**overrides)
+        return settings_cls(_secrets_dir=secrets_dir, **overrides)
+    except SettingsError:
+        raise
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
@@ -566,7 +645,8 @@ def load_settings(file: Path | None = None, **overrides: Any) -> WardenSettings:
         where = ".".join(str(p) for p in first["loc"])
         raise SettingsError(f"invalid setting {where}: {message}") from None
     except (OSError, ValueError) as exc:
-        raise SettingsError(f"cannot read settings file {file}: {exc}") from None
+        sources = f"settings file {file} or " if file is not None else ""
+        raise SettingsError(f"cannot read {sources}secrets in {secrets_dir}: {exc}") from None
 
 
 def _from_file(file: Path) -> type[WardenSettings]:
@@ -582,6 +662,9 @@ def _from_file(file: Path) -> type[WardenSettings]:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+            return (
+                *_sources(init_settings, env_settings, file_secret_settings),
+                TomlConfigSettingsSource(settings_cls),
+            )
 
     return _FileSettings

@@ -8,8 +8,9 @@ Layout under ``ModelSettings.registry_dir``::
     versions/<version>/tokens.json       the token table (text evidence) learned with it
     versions/<version>/manifest.json     schema hash, metrics, thresholds, parity, data range
     versions/<version>/signature.json    every file's length and SHA-256, signed (models.signing)
-    CURRENT                              the promoted version (replaced atomically)
-    HISTORY                              one promoted version per line, oldest first
+    CURRENT                              the promoted version and the promotion history, signed
+                                         with a sequence number (models.pointers; replaced atomically)
+    SHADOW                               the version scored in the champion's shadow, signed likewise
     kinds/<kind>/...                     the same layout for the calendar and contacts models
 
 Mail's models sit at the root (registries from before other kinds existed
@@ -23,10 +24,15 @@ never see half a version. Registration re-runs the parity check itself
 instead of trusting the candidate's claim.
 
 Nothing read from the directory is trusted as it stands. A pointer
-(``CURRENT``, ``SHADOW``, ``HISTORY``) must hold version ids
-(:data:`VERSION_ID`) whose directories resolve inside the registry, and a
-version is loaded only from the bytes its signature was checked against
-(:meth:`Registry.load`); promoting or shadowing checks the signature first.
+(``CURRENT``, ``SHADOW``) must be a statement signed with the registry's key
+(:mod:`models.pointers`; only promote, rollback and set_shadow write one, and
+they need the signing key) naming version ids (:data:`VERSION_ID`) whose
+directories resolve inside the registry, and a version is loaded only from
+the bytes its signature was checked against (:meth:`Registry.load`);
+promoting or shadowing checks the signature first. Registries written before
+pointers were signed keep their versions; their plain-text ``CURRENT`` is
+refused until it is re-pointed with ``warden models promote VERSION``
+(``HISTORY`` files of that time are no longer read).
 """
 
 from __future__ import annotations
@@ -52,7 +58,15 @@ from features.tokens import TokenTable
 from infra.settings import WardenSettings
 from models.exceptions import ModelRefused, RegistryError
 from models.export import parity
-from models.signing import SIGNATURE_FILE, RegistryKeys, registry_keys, sign_files, verify_version
+from models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
+from models.signing import (
+    SIGNATURE_FILE,
+    RegistryKeys,
+    SigningKey,
+    registry_keys,
+    sign_files,
+    verify_version,
+)
 from streams.records import EventKind
 
 MODEL_FILE = "model.onnx"
@@ -62,8 +76,6 @@ TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
 #: What a version id looks like; a pointer naming anything else is refused (no ``/``, no ``..``).
 VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-#: A pointer file holds one id (HISTORY one per line); more than this is not a pointer.
-MAX_POINTER_BYTES = 1_000_000
 
 
 class Thresholds(BaseModel):
@@ -337,92 +349,125 @@ class Registry:
         """``version``'s manifest, from its checked files (raises like :meth:`load`)."""
         return self.load(version).manifest
 
+    def pointer(self, name: PointerName) -> Pointer | None:
+        """The verified ``CURRENT`` or ``SHADOW`` statement; None when the file does not exist.
+
+        Called by workers before following a pointer. Raises
+        :class:`RegistryError` with a one-line reason when the file is not
+        signed by this registry's key for this kind and pointer, or names
+        anything but version ids inside the registry (a path, ``..``).
+        """
+        found = read_pointer(self.root / name, self.kind, name, self.keys.verify)
+        if found is None:
+            return None
+        for version in (found.version, *found.history):
+            if version is None:
+                continue
+            try:
+                self.version_dir(version)
+            except RegistryError as exc:
+                raise RegistryError(f"{name} in {self.root}: {exc}") from None
+        return found
+
     def shadow(self) -> str | None:
         """The version scored in the shadow of the current one, if any (raises RegistryError if bad)."""
-        return self._pointer("SHADOW")
+        found = self.pointer("SHADOW")
+        return None if found is None else found.version
 
     def set_shadow(self, version: str | None) -> None:
         """Score ``version`` beside the champion without acting on it (None: no shadow).
 
-        Its signature is checked first (raises like :meth:`load`).
+        Its signature is checked first (raises like :meth:`load`); the pointer is
+        signed (raises :class:`RegistryError` without the signing key).
         """
+        key = self._signing_key("setting the shadow")
         if version is not None:
             self.load(version)
-        self._write_atomic(self.root / "SHADOW", (version or "") + "\n")
+        self._sign(key, "SHADOW", version, ())
 
     def current(self) -> str | None:
         """The promoted version, or None when nothing was promoted yet.
 
-        Raises :class:`RegistryError` when ``CURRENT`` holds anything but a version id
-        (a path, ``..``): the caller keeps what it serves.
+        Raises :class:`RegistryError` when ``CURRENT`` is not a signed pointer of this
+        registry naming a version id (a path, ``..``): the caller keeps what it serves.
         """
-        return self._pointer("CURRENT")
+        found = self.pointer("CURRENT")
+        return None if found is None else found.version
 
     def promote(self, version: str) -> None:
-        """Make ``version`` current (atomic rename) and push it on the history.
+        """Make ``version`` current (a newly signed pointer, replaced atomically) and push it on the history.
 
         Its signature is checked first, and a version this object did not
         register is verified too (see :meth:`verify`): a file changed on disk,
         a schema mismatch, a graph scoring NaN or a manifest that lies about
         parity raises :class:`ModelRefused` and the current version stays.
+        A ``CURRENT`` that does not verify (hand-written, or from before signed
+        pointers) is replaced, and the history starts again at ``version``.
+        Raises :class:`RegistryError` without the signing key.
         """
+        key = self._signing_key("promoting")
         if version in self._checked:
             self.load(version)
         else:
             self.verify(version)
-        history = self._history()
-        history.append(version)
-        self._write_atomic(self.root / "HISTORY", "".join(v + "\n" for v in history))
-        self._write_atomic(self.root / "CURRENT", version + "\n")
+        try:
+            found = self.pointer("CURRENT")
+        except RegistryError:
+            found = None  # nothing in it can be trusted, its history included
+        history = list(found.history) if found is not None else []
+        self._sign(key, "CURRENT", version, (*history, version))
 
     def rollback(self) -> str:
-        """Pop the current version off the history and make the one before it current (signature checked)."""
-        history = self._history()
+        """Make the version promoted before the current one current again (signature checked).
+
+        The history comes from the signed ``CURRENT``: raises :class:`RegistryError`
+        when that does not verify, when there is no earlier version, or without
+        the signing key. The new pointer's sequence is higher than the one it
+        replaces, so workers follow it.
+        """
+        key = self._signing_key("rolling back")
+        found = self.pointer("CURRENT")
+        history = list(found.history) if found is not None else []
         if len(history) < 2:
             raise RegistryError("no earlier promoted version to roll back to")
         history.pop()
         previous = history[-1]
         self.load(previous)
-        self._write_atomic(self.root / "HISTORY", "".join(v + "\n" for v in history))
-        self._write_atomic(self.root / "CURRENT", previous + "\n")
+        self._sign(key, "CURRENT", previous, tuple(history))
         return previous
 
-    def _pointer(self, name: str) -> str | None:
-        ids = self._read_ids(name)
-        if len(ids) > 1:
-            raise RegistryError(f"{name} names more than one version")
-        return ids[0] if ids else None
+    def history(self) -> tuple[str, ...]:
+        """Promoted versions, oldest first, from the signed ``CURRENT`` (raises like :meth:`pointer`)."""
+        found = self.pointer("CURRENT")
+        return () if found is None else found.history
 
-    def _history(self) -> list[str]:
-        return self._read_ids("HISTORY")
+    def _signing_key(self, what: str) -> SigningKey:
+        if self.keys.signing is None:
+            raise RegistryError(
+                f"{what} needs the signing key (pointers are signed): set WARDEN_MODELS__SIGNING_KEY_FILE"
+            )
+        return self.keys.signing
 
-    def _read_ids(self, name: str) -> list[str]:
-        """The version ids in a pointer file, each checked (:meth:`version_dir`); [] when absent."""
-        try:
-            with (self.root / name).open("rb") as handle:
-                raw = handle.read(MAX_POINTER_BYTES + 1)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise RegistryError(f"cannot read {name} in {self.root}: {exc.strerror}") from None
-        if len(raw) > MAX_POINTER_BYTES:
-            raise RegistryError(f"{name} in {self.root} is too large to be a pointer")
-        try:
-            ids = raw.decode("ascii").split()
-        except UnicodeDecodeError:
-            raise RegistryError(f"{name} in {self.root} is not a version id") from None
-        for version in ids:
+    def _sign(
+        self, key: SigningKey, name: PointerName, version: str | None, history: tuple[str, ...]
+    ) -> None:
+        """Write ``name`` as a statement signed with a sequence above every verified one here."""
+        highest = 0
+        for other in POINTERS:
             try:
-                self.version_dir(version)
-            except RegistryError as exc:
-                raise RegistryError(f"{name} in {self.root}: {exc}") from None
-        return ids
+                found = read_pointer(self.root / other, self.kind, other, self.keys.verify)
+            except RegistryError:
+                continue  # unverifiable: says nothing about the sequence
+            if found is not None:
+                highest = max(highest, found.sequence)
+        pointer = Pointer(name, version, next_sequence(highest), history)
+        self._write_atomic(self.root / name, sign_pointer(self.kind, pointer, key))
 
-    def _write_atomic(self, path: Path, text: str) -> None:
+    def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

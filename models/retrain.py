@@ -7,6 +7,11 @@ examples), registers it, and promotes and announces it only if it beats or
 ties the champion on every gate. Running workers follow the registry pointer
 and switch at a batch boundary.
 
+Only examples signed by a worker's feedback agent are learned from
+(:class:`~streams.feedback_auth.ExampleKeys`): an example produced to the topic
+by anyone else, unsigned, or edited after signing is refused, counted by
+reason, logged, and reported in the summary line (``examples_refused``).
+
 Idempotent: the version id is a hash of the examples and the training
 settings, so the same input gives the same version, and a second run finds it
 registered and changes nothing. A lock file in the registry keeps two runs
@@ -20,7 +25,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -38,8 +45,11 @@ from serving.exceptions import NoModel
 from serving.scorer import Scorer
 from streams import broker
 from streams.exceptions import MalformedRecord
-from streams.records import TrainingExample, decode
+from streams.feedback_auth import ExampleKeys
+from streams.records import TrainingExample
 from streams.topics import Topics
+
+log = logging.getLogger(__name__)
 
 Outcome = Literal["promoted", "not_promoted", "too_little_data", "unchanged"]
 
@@ -71,6 +81,8 @@ class RetrainResult:
     version: str | None
     examples: int
     figures: dict[str, float] = field(default_factory=dict)
+    #: Records of training-examples refused, by reason (unsigned, forged, not an example).
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -88,13 +100,29 @@ def registry_lock(registry: Registry) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass
+class Examples:
+    """What was read from ``training-examples``: the authentic examples, and the refused by reason."""
+
+    examples: list[TrainingExample]
+    refused: Counter[str]
+
+
 def read_examples(
-    settings: WardenSettings, since: float | None, until: float | None
-) -> list[TrainingExample]:
-    """Every training example labelled within [since, until) (epoch seconds; None: open)."""
+    settings: WardenSettings, since: float | None = None, until: float | None = None
+) -> Examples:
+    """Every authentic training example labelled within [since, until) (epoch seconds; None: open).
+
+    Called by retrain and by every other reader that learns from examples.
+    A record that is not an example, or not signed with the training-example
+    key, is refused and counted, never returned. Raises
+    :class:`~infra.exceptions.SettingsError` outside development without the key.
+    """
+    keys = ExampleKeys.from_settings(settings)
     topics = Topics.from_settings(settings.kafka)
     reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
     examples = []
+    refused: Counter[str] = Counter()
     try:
         quiet = 0
         while quiet < 2:
@@ -102,8 +130,9 @@ def read_examples(
             quiet = quiet + 1 if not batch else 0
             for message in batch:
                 try:
-                    item = decode(TrainingExample, message.value or b"")
-                except MalformedRecord:
+                    item = keys.authentic(message.value or b"")
+                except MalformedRecord as exc:
+                    refused[exc.reason] += 1
                     continue
                 if (since is None or item.labelled_at >= since) and (
                     until is None or item.labelled_at < until
@@ -111,7 +140,14 @@ def read_examples(
                     examples.append(item)
     finally:
         reader.close()
-    return examples
+    if refused:
+        log.warning(
+            "refused %d records of %s: %s",
+            sum(refused.values()),
+            topics.training_examples.name,
+            "; ".join(f"{n} x {reason}" for reason, n in refused.most_common()),
+        )
+    return Examples(examples, refused)
 
 
 def dataset(examples: Sequence[TrainingExample]) -> Dataset:
@@ -171,14 +207,19 @@ def retrain(
     registry = Registry.from_settings(settings, signing=True)
     started = time.monotonic()
     with registry_lock(registry):
-        examples = read_examples(settings, since, until)
+        read = read_examples(settings, since, until)
+        examples, refused = read.examples, dict(read.refused)
         data = dataset(examples)
-        figures: dict[str, float] = {"examples_read": float(len(examples)), "rows": float(len(data))}
+        figures: dict[str, float] = {
+            "examples_read": float(len(examples)),
+            "examples_refused": float(sum(refused.values())),
+            "rows": float(len(data)),
+        }
         if len(data) < min_examples or len(set(data.labels.tolist())) < 2:
-            return RetrainResult("too_little_data", None, len(data), figures)
+            return RetrainResult("too_little_data", None, len(data), figures, refused)
         version = version_id(data, settings)
         if version in registry.versions():
-            return RetrainResult("unchanged", version, len(data), figures)
+            return RetrainResult("unchanged", version, len(data), figures, refused)
         candidate = train(data, settings.models, source="training-examples", version=version)
         _, holdout = split(data)  # the very rows the candidate was validated on
         fpr = settings.models.junk_fpr
@@ -201,7 +242,7 @@ def retrain(
         if passes:
             registry.promote(version)
         figures["seconds"] = time.monotonic() - started
-        return RetrainResult("promoted" if passes else "not_promoted", version, len(data), figures)
+        return RetrainResult("promoted" if passes else "not_promoted", version, len(data), figures, refused)
 
 
 def summary(result: RetrainResult) -> str:
@@ -213,5 +254,6 @@ def summary(result: RetrainResult) -> str:
             "examples": result.examples,
             "exit_code": EXIT_CODES[result.outcome],
             **{k: round(v, 6) for k, v in result.figures.items()},
+            "refused": result.refused,
         }
     )

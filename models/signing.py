@@ -263,7 +263,8 @@ def statement(kind: str, version: str, files: Mapping[str, bytes]) -> dict[str, 
     }
 
 
-def _canonical(claim: Mapping[str, object]) -> bytes:
+def canonical_json(claim: Mapping[str, object]) -> bytes:
+    """The signed bytes of a statement (version or pointer): sorted keys, no spaces, ASCII."""
     return json.dumps(claim, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
@@ -273,7 +274,7 @@ def sign_files(kind: str, version: str, files: Mapping[str, bytes], key: Signing
     signed = {
         **claim,
         "key_id": key.verify_key.key_id,
-        "signature": base64.b64encode(key.sign(_canonical(claim))).decode("ascii"),
+        "signature": base64.b64encode(key.sign(canonical_json(claim))).decode("ascii"),
     }
     return json.dumps(signed, sort_keys=True, indent=2).encode("ascii")
 
@@ -299,7 +300,7 @@ def verify_version(directory: Path, kind: str, version: str, key: VerifyKey) -> 
         claim = {name: signed[name] for name in ("format", "kind", "version", "files")}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ModelRefused(f"{where}: {SIGNATURE_FILE} is not a signed statement") from None
-    if not key.verifies(signature, _canonical(claim)):
+    if not key.verifies(signature, canonical_json(claim)):
         if key_id != key.key_id:
             raise ModelRefused(f"{where} is signed by another key ({key_id!s:.16}, trusted: {key.key_id})")
         raise ModelRefused(f"{where}: its signature does not verify (statement changed)")

@@ -8,6 +8,15 @@ one, and its verdict names which. :meth:`refresh` follows the registry's
 pointers; a new version is loaded and warmed in a thread beside the one
 serving, and only then put in the slot. A version that fails to load is
 refused and the current one keeps serving.
+
+Pointers are signed statements with a sequence number (:mod:`models.pointers`).
+The slot follows one only after its signature verifies, and remembers the
+highest sequence it followed for each pointer: a pointer with a lower sequence
+(an older signed pointer put back, i.e. a rollback nobody signed), an unsigned
+or edited one, one signed by another key, or a pointer file removed after one
+was followed is refused, counted in ``warden_model_refusals_total`` and logged
+once, and what is served stays. A legitimate ``warden models rollback`` signs a
+new pointer with a higher sequence and is followed.
 """
 
 from __future__ import annotations
@@ -15,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from infra.metrics import WorkerStats
 from models.exceptions import RegistryError
+from models.pointers import PointerName
 from models.registry import Registry
 from serving.exceptions import ModelRejected, NoModel
 from serving.scorer import Scorer, stored_version
@@ -80,8 +89,11 @@ class ModelSlot:
         self.previous: Scorer | None = None
         self._stats = stats
         self._refused: set[str] = set()
-        #: Pointer problems already counted and logged (a bad pointer is read again every refresh).
-        self._bad_pointers: set[str] = set()
+        #: The highest sequence followed of each pointer, by (kind, pointer name).
+        self._followed: dict[tuple[str, str], int] = {}
+        #: Problems of each pointer already counted and logged (a bad pointer is read again every
+        #: refresh); forgotten once that pointer verifies again, so the next attack counts anew.
+        self._bad_pointers: dict[tuple[str, str], set[str]] = {}
         stats.model_version = champion.version
 
     @classmethod
@@ -91,19 +103,21 @@ class ModelSlot:
         Raises NoModel, ModelRejected, or RegistryError when ``CURRENT`` is not a
         version id inside the registry (a worker with nothing to serve does not start).
         """
-        current = registry.current()
-        if current is None:
+        pointer = registry.pointer("CURRENT")
+        if pointer is None or pointer.version is None:
             raise NoModel(f"no model promoted in {registry.root}: run `warden train`")
+        current = pointer.version
         slot = cls(registry, load_warm(registry, current), stats)
+        slot._followed[(registry.kind, "CURRENT")] = pointer.sequence
         for kind in ACTIVITY_KINDS:
-            wanted = slot._pointer(registry.for_kind(kind).current, None)
+            wanted = slot._pointer(registry.for_kind(kind), "CURRENT", None)
             if wanted is not None:
                 try:
                     slot.kinds[kind] = load_warm(registry.for_kind(kind), wanted)
                 except ModelRejected as exc:
                     slot._refused.add(wanted)
                     log.warning("%s model %s refused: %s", kind, wanted, exc)
-        shadow = slot._pointer(registry.shadow, None)
+        shadow = slot._pointer(registry, "SHADOW", None)
         if shadow is not None and shadow != current:
             try:
                 slot.shadow = load_warm(registry, shadow)
@@ -124,7 +138,7 @@ class ModelSlot:
             registry = self.registry.for_kind(kind)
             serving = self.kinds.get(kind)
             serving_version = serving.version if serving is not None else None
-            wanted_kind = self._pointer(registry.current, serving_version)
+            wanted_kind = self._pointer(registry, "CURRENT", serving_version)
             if (
                 wanted_kind is not None
                 and wanted_kind != serving_version
@@ -134,7 +148,7 @@ class ModelSlot:
                 if loaded_kind is not None:
                     self.kinds[kind], load_ms = loaded_kind
                     swaps.append(Swap(kind, serving_version, wanted_kind, load_ms))
-        wanted = self._pointer(self.registry.current, self.champion.version)
+        wanted = self._pointer(self.registry, "CURRENT", self.champion.version)
         if wanted is not None and wanted != self.champion.version and wanted not in self._refused:
             loaded = await self._load(wanted)
             if loaded is not None:
@@ -149,7 +163,7 @@ class ModelSlot:
                     swaps.append(Swap("shadow", wanted, None, 0.0))
                     self.shadow = None
                     self._stats.shadow_version = ""
-        shadow = self._pointer(self.registry.shadow, self.shadow.version if self.shadow else None)
+        shadow = self._pointer(self.registry, "SHADOW", self.shadow.version if self.shadow else None)
         if shadow == self.champion.version:
             shadow = None  # a version is never its own shadow (e.g. just promoted, pointer not moved yet)
         current_shadow = self.shadow.version if self.shadow else None
@@ -170,17 +184,40 @@ class ModelSlot:
             log.warning("%s model %s -> %s (loaded in %.0f ms)", swap.role, swap.old, swap.new, swap.load_ms)
         return swaps
 
-    def _pointer(self, read: Callable[[], str | None], serving: str | None) -> str | None:
-        """A pointer's version, or ``serving`` when the pointer is refused (not a version id, or
-        leading outside the registry): what is served stays, and the refusal is counted once."""
+    def _pointer(self, registry: Registry, name: PointerName, serving: str | None) -> str | None:
+        """The version ``name`` of ``registry`` points at, or ``serving`` when the pointer is refused.
+
+        Refused: not signed by the registry's key for this kind and pointer, naming
+        anything but a version id inside the registry, a sequence lower than one
+        already followed (a replay), or a file removed after one was followed. What
+        is served stays; each refusal is counted and logged once.
+        """
+        where = (registry.kind, name)
+        followed = self._followed.get(where)
         try:
-            return read()
+            pointer = registry.pointer(name)
+            if pointer is None and followed is not None:
+                raise RegistryError(
+                    f"{name} of the {registry.kind} registry was removed "
+                    f"after sequence {followed} was followed"
+                )
+            if pointer is not None and followed is not None and pointer.sequence < followed:
+                raise RegistryError(
+                    f"{name} of the {registry.kind} registry is an older signed pointer put back "
+                    f"(sequence {pointer.sequence} < {followed} already followed; it names {pointer.version})"
+                )
         except RegistryError as exc:
-            if str(exc) not in self._bad_pointers:
-                self._bad_pointers.add(str(exc))
+            seen = self._bad_pointers.setdefault(where, set())
+            if str(exc) not in seen:
+                seen.add(str(exc))
                 self._stats.model_refusals += 1
                 log.warning("registry pointer refused, keeping %s: %s", serving, exc)
             return serving
+        self._bad_pointers.pop(where, None)
+        if pointer is None:
+            return None
+        self._followed[where] = pointer.sequence
+        return pointer.version
 
     def fall_back(self, failed: Scorer, reason: str) -> bool:
         """Refuse a model that failed on live rows; True when another champion now serves.

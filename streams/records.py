@@ -356,7 +356,12 @@ class ServedRow(_Record):
 
 
 class TrainingExample(_Record):
-    """A served row with its label and weight: what ``warden retrain`` learns from."""
+    """A served row with its label and weight: what ``warden retrain`` learns from.
+
+    ``signature`` authenticates the feedback agent that made it: HMAC-SHA256
+    under the training-example key over every other field
+    (:mod:`streams.feedback_auth`); readers that learn refuse an example without a valid one.
+    """
 
     event_id: str
     kind: EventKind = "mail"
@@ -365,6 +370,7 @@ class TrainingExample(_Record):
     source: FeedbackSource
     labelled_at: float
     row: ServedRow
+    signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ModelUpdate(_Record):

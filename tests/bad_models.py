@@ -28,7 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
 from features.definitions import FEATURE_NAMES
+from models.exceptions import RegistryError
 from models.export import INPUT_NAME, PROBABILITIES, TARGET_OPSET
+from models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
 from models.registry import (
     BOOSTER_FILE,
     MANIFEST_FILE,
@@ -113,6 +115,16 @@ def plant(registry: Registry, good: str, kind: BadKind) -> str:
     return version
 
 
+def alias(registry: Registry, good: str, version: str) -> str:
+    """A good, validly signed copy of ``good`` named ``version`` (an older model a rollback attack would
+    point at); returns ``version``."""
+    target = copy_version(registry, good, version)
+    manifest = registry.manifest(good).model_copy(update={"version": version})
+    (target / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    resign(registry, version)
+    return version
+
+
 def resign(registry: Registry, version: str, key: SigningKey | None = None) -> None:
     """Sign ``version``'s files as they are now (with ``key``, default the registry's own)."""
     key = key or registry.keys.signing
@@ -169,6 +181,43 @@ def tamper(registry: Registry, good: str, what: str) -> str:
     return version
 
 
-def point_at(registry: Registry, version: str) -> None:
-    """Set CURRENT by hand, as a tool that skips :meth:`Registry.promote` would."""
-    (registry.root / "CURRENT").write_text(version + "\n")
+def highest_sequence(registry: Registry) -> int:
+    """The highest sequence of the registry's pointers that verify (0: none)."""
+    highest = 0
+    for name in POINTERS:
+        try:
+            found = read_pointer(registry.root / name, registry.kind, name, registry.keys.verify)
+        except RegistryError:
+            continue
+        if found is not None:
+            highest = max(highest, found.sequence)
+    return highest
+
+
+def point_at(
+    registry: Registry,
+    version: str | None,
+    name: PointerName = "CURRENT",
+    key: SigningKey | None = None,
+    sequence: int | None = None,
+) -> bytes:
+    """Sign ``name`` to ``version`` with none of :meth:`Registry.promote`'s checks, as a tool holding
+    the signing key (or ``key``) could; the sequence is above every verified one unless given.
+    Returns the bytes written."""
+    signing = key or registry.keys.signing
+    if signing is None:
+        raise RegistryError("point_at needs a signing key")
+    number = sequence if sequence is not None else next_sequence(highest_sequence(registry))
+    history = (version,) if name == "CURRENT" and version is not None else ()
+    data = sign_pointer(registry.kind, Pointer(name, version, number, history), signing)
+    write_pointer(registry, name, data)
+    return data
+
+
+def write_pointer(registry: Registry, name: str, data: bytes) -> None:
+    """Replace a pointer file with ``data`` (hand-edited text, or bytes kept from before)."""
+    path = registry.root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{name}.by-hand")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -17,7 +17,9 @@ duplicates are counted; the first two go to dead letters with the reason.
 
 Every label is authenticated first (:mod:`streams.feedback_auth`): one
 without a valid signature under its source's key is a dead letter before it
-is joined, weighed, counted or learned from.
+is joined, weighed, counted or learned from. Every example it emits is signed
+with the training-example key, so ``warden retrain`` learns from this agent's
+examples only, never from records produced to ``training-examples`` by anyone else.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import FeedbackSettings, WardenSettings
 from streams.exceptions import MalformedRecord
-from streams.feedback_auth import SOURCES, SourceKeys
+from streams.feedback_auth import SOURCES, ExampleKeys, SourceKeys
 from streams.output import Deliveries, Output
 from streams.records import DeadLetter, Feedback, ServedRow, SourcePosition, TrainingExample, decode, encode
 
@@ -120,15 +122,18 @@ def training_weight(labelled: Labelled, settings: FeedbackSettings) -> float:
     return labelled.weight
 
 
-def example(labelled: Labelled, settings: FeedbackSettings) -> TrainingExample:
-    return TrainingExample(
-        event_id=labelled.row.event_id,
-        kind=labelled.row.kind,
-        label=1 if labelled.feedback.label == "abuse" else 0,
-        weight=training_weight(labelled, settings),
-        source=labelled.feedback.source,
-        labelled_at=labelled.feedback.at,
-        row=labelled.row,
+def example(labelled: Labelled, settings: FeedbackSettings, keys: ExampleKeys) -> TrainingExample:
+    """The training example of an accepted label, signed with the training-example key."""
+    return keys.sign(
+        TrainingExample(
+            event_id=labelled.row.event_id,
+            kind=labelled.row.kind,
+            label=1 if labelled.feedback.label == "abuse" else 0,
+            weight=training_weight(labelled, settings),
+            source=labelled.feedback.source,
+            labelled_at=labelled.feedback.at,
+            row=labelled.row,
+        )
     )
 
 
@@ -187,8 +192,13 @@ def register(
     stats: WorkerStats,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    """Declare the feedback agent on ``app`` for the ``source`` (feedback) topic."""
+    """Declare the feedback agent on ``app`` for the ``source`` (feedback) topic.
+
+    Raises :class:`~infra.exceptions.SettingsError` outside development without a
+    training-example key (the worker does not start).
+    """
     source_keys = SourceKeys.from_settings(settings)
+    example_keys = ExampleKeys.from_settings(settings)
     unkeyed = [source for source in SOURCES if source not in source_keys.sources]
     if unkeyed:
         log.warning("no key for feedback source(s) %s: their labels go to dead letters", ", ".join(unkeyed))
@@ -237,7 +247,9 @@ def register(
             for item in labelled:
                 stats.feedback_accepted += 1
                 await examples_out.send(
-                    sent, key=item.row.event_id.encode(), value=encode(example(item, settings.feedback))
+                    sent,
+                    key=item.row.event_id.encode(),
+                    value=encode(example(item, settings.feedback, example_keys)),
                 )
             await sent.release(stream)
 

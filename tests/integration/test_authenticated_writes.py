@@ -27,7 +27,7 @@ from features.testing import features_for
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus, feedback_source
-from streams.feedback_auth import SourceKeys
+from streams.feedback_auth import ExampleKeys, SourceKeys
 from streams.records import DeadLetter, Feedback, ServedRow, TrainingExample, decode, encode
 from streams.replay import replay
 from streams.topics import Topics
@@ -35,6 +35,7 @@ from tests.integration.outcomes import Outcomes
 
 HMAC_KEY = secrets.token_hex(32)
 USER_KEY, OPS_KEY = secrets.token_hex(32), secrets.token_hex(32)
+EXAMPLE_KEY = secrets.token_hex(32)
 
 
 def _settings(settings: WardenSettings) -> WardenSettings:
@@ -42,7 +43,11 @@ def _settings(settings: WardenSettings) -> WardenSettings:
         update={
             "privacy": settings.privacy.model_copy(update={"hmac_key": SecretStr(HMAC_KEY)}),
             "feedback": settings.feedback.model_copy(
-                update={"key_user_report": SecretStr(USER_KEY), "key_ops_review": SecretStr(OPS_KEY)}
+                update={
+                    "key_user_report": SecretStr(USER_KEY),
+                    "key_ops_review": SecretStr(OPS_KEY),
+                    "training_example_key": SecretStr(EXAMPLE_KEY),
+                }
             ),
         }
     )
@@ -95,7 +100,7 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
         wait_healthy(live, proc, timeout_s=90)
         # What any process of the same user could read of it: no secret, no signing key.
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes().decode(errors="replace")
-        for secret in (HMAC_KEY, USER_KEY, OPS_KEY):
+        for secret in (HMAC_KEY, USER_KEY, OPS_KEY, EXAMPLE_KEY):
             assert secret not in environ
         for name in ("WARDEN_PRIVACY__HMAC_KEY", "WARDEN_FEEDBACK__KEY_", "WARDEN_REDIS__URL", "SIGNING_KEY"):
             assert name not in environ
@@ -144,6 +149,11 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
 
     assert [e.event_id for e in examples] == [genuine.event.event_id], "only the authentic label is learned"
     assert examples[0].source == "ops_review"
+    # Signed by the worker with the training-example key it was handed through the pipe.
+    assert ExampleKeys(EXAMPLE_KEY.encode()).problem(examples[0]) is None
+    assert ExampleKeys.from_settings(WardenSettings()).problem(examples[0]) is not None, (
+        "not a development key"
+    )
     feedback_letters = [letter for letter in letters if letter.source.topic == topics.feedback.name]
     reasons = sorted(letter.reason for letter in feedback_letters)
     assert len(reasons) == len(raw), reasons

@@ -76,7 +76,7 @@ def test_hot_swap_mid_stream_scores_every_event_once_by_one_version(
     registry_root = tmp_path / "registry"
     shutil.copytree(source, registry_root)
     live = _settings_with(settings, registry_root)
-    registry = Registry.from_settings(live)
+    registry = Registry.from_settings(live, signing=True)  # promote and shadow sign their pointers
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
     mails = corpus.load(live.corpus, corpus.NEWER)[:600]

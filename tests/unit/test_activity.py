@@ -199,7 +199,7 @@ def test_a_kind_model_is_registered_in_its_own_registry_and_served_by_kind(tmp_p
     registry = Registry(tmp_path, KEYS).for_kind("contacts")
     version = registry.register(trained)
     registry.promote(version)
-    assert (tmp_path / "kinds" / "contacts" / "CURRENT").read_text().strip() == version
+    assert Registry(tmp_path / "kinds" / "contacts", KEYS, "contacts").current() == version
     assert Registry(tmp_path, KEYS).current() is None  # mail untouched
     scorer = Scorer.from_registry(registry)
     assert scorer.schema.kind == "contacts"

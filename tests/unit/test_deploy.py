@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,12 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from infra.cli import _parser
 from infra.exceptions import SettingsError
 from infra.metrics import WorkerStats
-from infra.settings import WardenSettings, load_settings
+from infra.settings import SECRETS_DIR, WardenSettings, load_settings
 from streams import web
 from streams.topics import Topics
 
@@ -35,6 +36,7 @@ KEY_VARIABLES = (
     "WARDEN_FEEDBACK__KEY_OPS_REVIEW",
     "WARDEN_FEEDBACK__KEY_APPEAL",
     "WARDEN_FEEDBACK__KEY_AUTO",
+    "WARDEN_FEEDBACK__TRAINING_EXAMPLE_KEY",
     "WARDEN_SERVING__SCORE_TOKEN",
 )
 #: What the real Secrets would hold: a key from `warden keygen` for each.
@@ -91,7 +93,24 @@ def _is_setting(name: str) -> bool:
     return False
 
 
-def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> WardenSettings:
+def _secret_variables() -> set[str]:
+    """Every setting that is a secret (a ``SecretStr``, and Redis Cluster node URLs, which may carry
+    a password): none may reach a pod through its environment."""
+    out = {"WARDEN_REDIS__CLUSTER_NODES"}
+    for part_name, part in WardenSettings.model_fields.items():
+        annotation = part.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            continue
+        for name, field in annotation.model_fields.items():
+            if SecretStr in (field.annotation, *getattr(field.annotation, "__args__", ())):
+                out.add(f"WARDEN_{part_name.upper()}__{name.upper()}")
+    return out
+
+
+def _settings_from(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, files: dict[str, str] | None = None
+) -> WardenSettings:
+    """The settings a container loads from ``env`` and, as secret files, ``files`` (name -> value)."""
     import os
 
     for name in list(os.environ):
@@ -99,26 +118,51 @@ def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Ward
             monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return load_settings()
+    with tempfile.TemporaryDirectory() as directory:
+        for name, value in (files or {}).items():
+            path = Path(directory) / name
+            path.write_text(value + "\n")
+            path.chmod(0o440)  # what defaultMode 0440 gives a pod
+        return load_settings(secrets_dir=Path(directory))
 
 
 def _named(kind: str) -> dict[str, dict[str, Any]]:
     return {doc["metadata"]["name"]: doc for doc in _of_kind(kind)}
 
 
-def _container_env(container: dict[str, Any], real_keys: bool = True) -> dict[str, str]:
-    """The WARDEN_* environment of a container, as shipped or with real keys for the stand-ins."""
-    configs, stored = _named("ConfigMap"), _named("Secret")
+def _k8s_settings(monkeypatch: pytest.MonkeyPatch, command: str = "worker") -> WardenSettings:
+    env, files = _k8s(command)
+    return _settings_from(env, monkeypatch, files)
+
+
+def _compose_settings(monkeypatch: pytest.MonkeyPatch, service: str = "worker") -> WardenSettings:
+    return _settings_from(_compose_env(service), monkeypatch, _compose_secret_files(service))
+
+
+def _deployed_settings(source: str, monkeypatch: pytest.MonkeyPatch) -> WardenSettings:
+    return _k8s_settings(monkeypatch) if source == "kubernetes" else _compose_settings(monkeypatch)
+
+
+def _container_env(container: dict[str, Any]) -> dict[str, str]:
+    """The WARDEN_* environment of a container: its ConfigMaps and its own ``env`` entries."""
+    configs = _named("ConfigMap")
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
             env.update(configs[source["configMapRef"]["name"]]["data"])
-        if "secretRef" in source:
-            env.update(stored[source["secretRef"]["name"]]["stringData"])
-    env.update({entry["name"]: entry["value"] for entry in container.get("env", [])})
-    if real_keys:
-        env.update({name: REAL_KEYS[name] for name in KEY_VARIABLES if name in env})
+    env.update({entry["name"]: entry["value"] for entry in container.get("env", []) if "value" in entry})
     return env
+
+
+def _container_files(container: dict[str, Any], real_keys: bool = True) -> dict[str, str]:
+    """The secret files a container finds in SECRETS_DIR, as shipped or with real keys for the stand-ins."""
+    stored = _named("Secret")
+    files: dict[str, str] = {}
+    for name in _secret_mounts(container).get(str(SECRETS_DIR), ()):
+        files.update(stored[name]["stringData"])
+    if real_keys:
+        files.update({name: REAL_KEYS[name] for name in KEY_VARIABLES if name in files})
+    return files
 
 
 def _container(command: str) -> dict[str, Any]:
@@ -126,20 +170,29 @@ def _container(command: str) -> dict[str, Any]:
     return found
 
 
-def _k8s_env() -> dict[str, str]:
-    return _container_env(_container("worker"))
+def _k8s(command: str = "worker") -> tuple[dict[str, str], dict[str, str]]:
+    """The environment and the secret files of the container running ``warden <command>``."""
+    container = _container(command)
+    return _container_env(container), _container_files(container)
+
+
+def _compose_secret_files(service: str) -> dict[str, str]:
+    """The secret files a compose service finds in SECRETS_DIR, with real keys (compose reads them from
+    the shell that starts it)."""
+    top = _compose()["secrets"]
+    files = {}
+    for entry in _compose()["services"][service].get("secrets", []):
+        if isinstance(entry, dict) and Path(entry["target"]).parent == SECRETS_DIR:
+            variable = top[entry["source"]]["environment"]
+            assert Path(entry["target"]).name == variable, "the file is named like its setting"
+            files[variable] = REAL_KEYS.get(variable, secrets.token_hex(32))
+    return files
 
 
 def _compose_env(service: str = "worker") -> dict[str, str]:
     env = {k: str(v) for k, v in _compose()["services"][service]["environment"].items()}
-    for name, value in env.items():
-        if "PASSWORD" in name or name in KEY_VARIABLES:
-            assert value.startswith(f"${{{name}:?"), f"{name} is never a literal in compose.yaml"
-    # `${NAME:?...}`: compose refuses to start unless NAME is set; here, to a real key.
-    return {
-        name: REAL_KEYS.get(name, f"{name.lower()}-value") if value.startswith("${") else value
-        for name, value in env.items()
-    }
+    assert not any(value.startswith("${") for value in env.values()), "no secret in compose's environment"
+    return env
 
 
 def test_every_file_parses_and_every_warden_variable_is_a_setting() -> None:
@@ -158,7 +211,7 @@ def test_every_file_parses_and_every_warden_variable_is_a_setting() -> None:
 
 @pytest.mark.parametrize("source", ["kubernetes", "compose"])
 def test_the_deployed_settings_load_as_production(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings_from(_k8s_env() if source == "kubernetes" else _compose_env(), monkeypatch)
+    settings = _deployed_settings(source, monkeypatch)
     assert settings.environment == "production"
     assert settings.kafka.acks == "all"
     assert settings.kafka.enable_idempotence
@@ -185,7 +238,7 @@ def test_every_command_is_a_real_cli_command() -> None:
 
 
 def test_probes_and_ports_hit_what_the_worker_serves(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings_from(_k8s_env(), monkeypatch)
+    settings = _k8s_settings(monkeypatch)
     pages: list[str] = []
     app = SimpleNamespace(page=lambda path: pages.append(path) or (lambda handler: handler))
     web.register(app, settings, SimpleNamespace(stats=WorkerStats()))  # type: ignore[arg-type]
@@ -204,7 +257,7 @@ def test_probes_and_ports_hit_what_the_worker_serves(monkeypatch: pytest.MonkeyP
     (service,) = _of_kind("Service")
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= set(ports)
 
-    compose_settings = _settings_from(_compose_env(), monkeypatch)
+    compose_settings = _compose_settings(monkeypatch)
     worker = _compose()["services"]["worker"]
     port = compose_settings.worker.web_port
     assert worker["expose"] == [str(port)]
@@ -225,9 +278,11 @@ def test_references_and_selectors_resolve() -> None:
                 assert ("ConfigMap", source["configMapRef"]["name"]) in names
             if "secretRef" in source:
                 assert ("Secret", source["secretRef"]["name"]) in names
-        for volume in spec.get("volumes", []):
+        for volume in _pod_of(container).get("volumes", []):
             if "secret" in volume:
                 assert ("Secret", volume["secret"]["secretName"]) in names
+            for source in volume.get("projected", {}).get("sources", []):
+                assert ("Secret", source["secret"]["name"]) in names
     (deployment,) = _of_kind("Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -238,7 +293,7 @@ def test_references_and_selectors_resolve() -> None:
 
 
 def test_registry_mounts_and_worker_count_fit_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings_from(_k8s_env(), monkeypatch)
+    settings = _k8s_settings(monkeypatch)
     for container in _containers():
         if container["command"][1] in ("worker", "train", "retrain"):
             mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -250,7 +305,7 @@ def test_registry_mounts_and_worker_count_fit_the_settings(monkeypatch: pytest.M
 
 
 def test_compose_creates_exactly_warden_topics(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings_from(_compose_env(), monkeypatch)
+    settings = _compose_settings(monkeypatch)
     services = _compose()["services"]
     topics = services["topics"]["environment"]
     assert topics["TOPICS"].split() == [t.name for t in Topics.from_settings(settings.kafka).all()]
@@ -271,7 +326,7 @@ def test_compose_creates_exactly_warden_topics(monkeypatch: pytest.MonkeyPatch) 
 def test_the_capacity_plan_is_what_is_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = (DEPLOY.parent / "CAPACITY.md").read_text()
     rows = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", plan, flags=re.MULTILINE))
-    settings = _settings_from(_k8s_env(), monkeypatch)
+    settings = _k8s_settings(monkeypatch)
     (deployment,) = _of_kind("Deployment")
     assert rows["partitions per topic"] == str(settings.kafka.partitions)
     assert rows["worker cores (pods of 1 CPU)"] == str(deployment["spec"]["replicas"])
@@ -286,23 +341,31 @@ def _pod_of(container: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _secret_mounts(container: dict[str, Any]) -> dict[str, str]:
-    """Mount path -> Secret name, for the Secrets mounted as files in ``container``."""
+def _secret_mounts(container: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Mount path -> the Secrets mounted there as files in ``container`` (projected: several)."""
     volumes = {v["name"]: v for v in _pod_of(container).get("volumes", [])}
     out = {}
     for mount in container.get("volumeMounts", []):
         volume = volumes[mount["name"]]
         if "secret" in volume:
-            assert mount.get("readOnly") is True, mount
-            out[mount["mountPath"]] = volume["secret"]["secretName"]
+            names: tuple[str, ...] = (volume["secret"]["secretName"],)
+        elif "projected" in volume:
+            names = tuple(source["secret"]["name"] for source in volume["projected"]["sources"])
+        else:
+            continue
+        assert mount.get("readOnly") is True, mount
+        out[mount["mountPath"]] = names
     return out
 
 
 def _mounted_from(container: dict[str, Any], path: Path) -> str | None:
     """The Secret a file path of ``container`` comes from (None: not from a mounted Secret)."""
-    for mount_path, secret in _secret_mounts(container).items():
+    stored = _named("Secret")
+    for mount_path, names in _secret_mounts(container).items():
         if path.parent == Path(mount_path):
-            return secret
+            for name in names:
+                if path.name in stored[name]["stringData"]:
+                    return name
     return None
 
 
@@ -310,18 +373,84 @@ def _mounted_from(container: dict[str, Any], path: Path) -> str | None:
 def test_no_stand_in_is_accepted_as_a_real_key_in_production(
     variable: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shipped = _container_env(_container("worker"), real_keys=False)
+    command = "worker"
+    shipped = _container_files(_container(command), real_keys=False)
     assert variable in shipped, "every key a worker needs is in its Secrets"
+    env, files = _k8s(command)
     with pytest.raises(SettingsError, match=variable) as caught:
-        _settings_from({**_k8s_env(), variable: shipped[variable]}, monkeypatch)
+        _settings_from(env, monkeypatch, {**files, variable: shipped[variable]})
     assert "warden keygen" in str(caught.value)
     with pytest.raises(SettingsError):
-        _settings_from(shipped, monkeypatch)  # the files as they are never start a pod
+        _settings_from(env, monkeypatch, shipped)  # the files as they are never start a pod
+
+
+def test_no_secret_arrives_through_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_settings = _secret_variables()
+    assert {
+        "WARDEN_PRIVACY__HMAC_KEY",
+        "WARDEN_KAFKA__SASL_PASSWORD",
+        "WARDEN_REDIS__PASSWORD",
+    } <= secret_settings
+    assert set(KEY_VARIABLES) <= secret_settings
+    for config in _of_kind("ConfigMap"):
+        assert not set(config["data"]) & secret_settings, config["metadata"]["name"]
+    mounted: set[str] = set()
+    for container in _containers():
+        for source in container.get("envFrom", []):
+            assert "secretRef" not in source, (container["name"], source)
+        for entry in container.get("env", []):
+            assert "valueFrom" not in entry, (container["name"], entry)
+        assert not set(_container_env(container)) & secret_settings, container["name"]
+        files = _container_files(container, real_keys=False)
+        assert files, f"{container['name']} gets its secrets as files in {SECRETS_DIR}"
+        mounted |= set(_secret_mounts(container)[str(SECRETS_DIR)])
+        # What the pod loads: its secrets come from those files alone.
+        settings = _settings_from(_container_env(container), monkeypatch, _container_files(container))
+        assert settings.privacy.hmac_key.get_secret_value() == REAL_KEYS["WARDEN_PRIVACY__HMAC_KEY"]
+        assert settings.kafka.sasl_password is not None
+        assert settings.redis.password is not None
+    settings_secrets = {
+        name
+        for name, doc in _named("Secret").items()
+        if any(k.startswith("WARDEN_") for k in doc["stringData"])
+    }
+    assert settings_secrets == mounted, "every settings Secret is mounted as files, and only there"
+    for name in settings_secrets:
+        assert set(_named("Secret")[name]["stringData"]) <= secret_settings | {
+            "WARDEN_PRIVACY__KEY_ID",
+            "WARDEN_KAFKA__SASL_USERNAME",
+        }, name
+
+    services = _compose()["services"]
+    for name, service in services.items():
+        if service.get("image") == "warden:latest":
+            env = service.get("environment", {})
+            # A Redis URL is a secret setting because it may carry a password; this one carries none.
+            assert set(env) & secret_settings <= {"WARDEN_REDIS__URL"}, name
+            assert "@" not in env.get("WARDEN_REDIS__URL", ""), name
+            assert _compose_secret_files(name), name
+            settings = _compose_settings(monkeypatch, name)
+            assert settings.privacy.hmac_key.get_secret_value() == REAL_KEYS["WARDEN_PRIVACY__HMAC_KEY"]
+            for entry in service["secrets"]:
+                if isinstance(entry, dict):
+                    assert (entry["mode"] & 0o077, entry["uid"]) == (0, "10001"), (name, entry)
+
+
+def test_the_example_key_is_held_by_those_who_sign_or_learn_from_examples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    holders = {"worker", "retrain"}
+    for container in _containers():
+        command = container["command"][1]
+        settings = _settings_from(_container_env(container), monkeypatch, _container_files(container))
+        holds = settings.feedback.training_example_key is not None
+        assert holds == (command in holders), container["name"]
+    assert _compose_settings(monkeypatch, "worker").feedback.training_example_key is not None
 
 
 @pytest.mark.parametrize("source", ["kubernetes", "compose"])
 def test_the_deployed_default_is_tls_everywhere(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings_from(_k8s_env() if source == "kubernetes" else _compose_env(), monkeypatch)
+    settings = _deployed_settings(source, monkeypatch)
     assert settings.kafka.security_protocol == "SASL_SSL"
     assert settings.kafka.sasl_username
     assert settings.kafka.sasl_password is not None
@@ -354,8 +483,8 @@ def test_workers_read_the_registry_and_only_training_holds_the_signing_key(
     signers = {"train", "retrain"}
     for container in _containers():
         command = container["command"][1]
-        settings = _settings_from(_container_env(container), monkeypatch)
-        holds_signing = any(s == "warden-registry-signing" for s in _secret_mounts(container).values())
+        settings = _settings_from(_container_env(container), monkeypatch, _container_files(container))
+        holds_signing = any("warden-registry-signing" in s for s in _secret_mounts(container).values())
         assert holds_signing == (command in signers), container["name"]
         assert (settings.models.signing_key_file is not None) == (command in signers), container["name"]
         if command in signers:
@@ -371,12 +500,13 @@ def test_workers_read_the_registry_and_only_training_holds_the_signing_key(
                 (claim,) = [v for v in _pod_of(container)["volumes"] if v["name"] == registry["name"]]
                 assert claim["persistentVolumeClaim"]["readOnly"] is True
         # Feedback keys verify labels: workers only (senders get theirs outside these files).
-        keyed = "warden-feedback-keys" in {s.get("secretRef", {}).get("name") for s in container["envFrom"]}
+        keyed = "warden-feedback-keys" in _secret_mounts(container).get(str(SECRETS_DIR), ())
         assert keyed == (command == "worker"), container["name"]
     for spec in _pod_specs():
         for volume in spec.get("volumes", []):
-            if "secret" in volume:
-                assert volume["secret"]["defaultMode"] & 0o007 == 0, "mounted secrets are not world-readable"
+            if "secret" in volume or "projected" in volume:
+                mode = (volume.get("secret") or volume.get("projected"))["defaultMode"]
+                assert mode & 0o007 == 0, "mounted secrets are not world-readable"
         assert spec["securityContext"]["runAsUser"] == 10001
 
     services = _compose()["services"]

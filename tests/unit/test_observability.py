@@ -73,6 +73,8 @@ def test_dead_letters_counted_without_a_reason_show_as_other() -> None:
         ("payload is JSON but not an object", "not_object"),
         ("subject: longer than 500000 characters", "over_limit"),
         ("sender: Input should be a valid string", "invalid_field"),
+        ("unauthenticated label: signature does not match source ops_review", "unauthenticated"),
+        ("unauthenticated label: no signature (source user_report)", "unauthenticated"),
         ("unknown or expired event e-1", "unknown_event"),
         ("internal error while ingesting: RecursionError", "internal_error"),
         ("something else", "other"),

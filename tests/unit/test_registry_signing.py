@@ -27,7 +27,7 @@ from models.signing import (
 from models.train import train
 from serving.exceptions import ModelRejected
 from serving.slot import ModelSlot, load_warm
-from tests.bad_models import SIGNATURE_BREAKS, TAMPERED_FILES, resign, tamper
+from tests.bad_models import SIGNATURE_BREAKS, TAMPERED_FILES, point_at, resign, tamper, write_pointer
 from tests.unit.test_models import synthetic
 
 KEYS = RegistryKeys.generate()
@@ -67,7 +67,9 @@ def test_a_version_its_signature_does_not_cover_is_refused_everywhere(registry: 
     with pytest.raises(ModelRefused):
         Registry(registry.root, KEYS).promote(bad)  # a fresh process holding the signing key
     with pytest.raises(ModelRefused):
-        worker.set_shadow(bad)
+        Registry(registry.root, KEYS).set_shadow(bad)
+    with pytest.raises(RegistryError, match="needs the signing key"):
+        worker.set_shadow(bad)  # a worker signs no pointer
     assert worker.current() == "v-good"
     assert worker.shadow() is None
 
@@ -101,19 +103,19 @@ def test_a_signed_version_loads_from_the_bytes_that_were_checked(registry: Regis
 
 
 @pytest.mark.parametrize("pointer", ["../x", "/etc/passwd", "versions/../../x", "v-good/../../x", "..", ""])
-def test_a_pointer_that_is_not_a_version_id_is_refused(registry: Registry, pointer: str) -> None:
+def test_a_signed_pointer_that_is_not_a_version_id_is_refused(registry: Registry, pointer: str) -> None:
+    # Signed by the key holder (a tool that skips promote's checks): the signature alone is not enough.
     worker = worker_view(registry)
     stats = WorkerStats()
     slot = ModelSlot.from_registry(worker, stats)
-    (registry.root / "CURRENT").write_text(pointer + "\n")
-    (registry.root / "SHADOW").write_text(pointer + "\n")
-    if pointer == "":
-        assert worker.current() is None  # an empty pointer is "nothing promoted"
-        return
+    point_at(registry, pointer, "CURRENT")
+    point_at(registry, pointer, "SHADOW")
     with pytest.raises(RegistryError, match="not a version id"):
         worker.current()
     with pytest.raises(RegistryError, match="not a version id"):
-        worker.promote(pointer)
+        worker.shadow()
+    with pytest.raises(RegistryError, match="not a version id"):
+        Registry(registry.root, KEYS).promote(pointer)
     for _ in range(3):
         assert asyncio.run(slot.refresh()) == []
     assert slot.champion.version == "v-good", "the champion keeps serving"
@@ -136,7 +138,7 @@ def test_a_version_directory_resolving_outside_the_registry_is_refused(
     resign(outside, "v-evil")
     assert outside.load("v-evil").version == "v-evil"
     os.symlink(outside.root / "versions" / "v-evil", registry.root / "versions" / "v-evil")
-    (registry.root / "CURRENT").write_text("v-evil\n")
+    point_at(registry, "v-evil")
     worker = worker_view(registry)
     with pytest.raises(RegistryError, match="resolves outside the registry"):
         worker.current()
@@ -146,16 +148,33 @@ def test_a_version_directory_resolving_outside_the_registry_is_refused(
         load_warm(worker, "v-evil")
 
 
-def test_a_bad_history_entry_stops_a_rollback(registry: Registry, candidate: Candidate) -> None:
+def test_a_rollback_follows_the_signed_history_only(registry: Registry, candidate: Candidate) -> None:
     registry.promote(
         registry.register(
             replace(candidate, manifest=candidate.manifest.model_copy(update={"version": "v-next"}))
         )
     )
-    (registry.root / "HISTORY").write_text("/abs/path\nv-next\n")
+    assert registry.history() == ("v-good", "v-next")
+    (registry.root / "HISTORY").write_text("/abs/path\nv-next\n")  # the old unsigned file: not read
+    assert Registry(registry.root, KEYS).rollback() == "v-good"
+    assert worker_view(registry).current() == "v-good"
+    with pytest.raises(RegistryError, match="no earlier promoted version"):
+        registry.rollback()
+    # A history entry that is not a version id stops a rollback even when signed.
+    data = point_at(registry, "v-next")
+    write_pointer(registry, "CURRENT", data.replace(b'"v-next"\n  ]', b'"/abs/path"\n  ]'))
+    with pytest.raises(RegistryError, match="signature does not verify"):
+        registry.rollback()
+    point_at(registry, "v-next")
+    pointer = worker_view(registry).pointer("CURRENT")
+    assert pointer is not None
+    from models.pointers import Pointer, sign_pointer
+
+    assert KEYS.signing is not None
+    forged_history = Pointer("CURRENT", "v-next", pointer.sequence + 1, ("/abs/path", "v-next"))
+    write_pointer(registry, "CURRENT", sign_pointer("mail", forged_history, KEYS.signing))
     with pytest.raises(RegistryError, match="not a version id"):
         registry.rollback()
-    assert registry.current() == "v-next"
 
 
 def test_only_a_signing_key_registers_and_another_pair_verifies_nothing(
@@ -243,10 +262,11 @@ def test_the_models_commands_name_refused_versions_and_make_keys(
     assert first != capsys.readouterr().out.strip()
 
     bad = tamper(registry, "v-good", "unsigned")
-    verify = tmp_path / "registry-verify.pem"
-    verify.write_bytes(KEYS.verify.pem())
+    assert KEYS.signing is not None
+    signing, verify = write_pair(tmp_path / "registry-pair", KEYS.signing)
     monkeypatch.setenv("WARDEN_MODELS__REGISTRY_DIR", str(registry.root))
     monkeypatch.setenv("WARDEN_MODELS__VERIFY_KEY_FILE", str(verify))
+    monkeypatch.setenv("WARDEN_MODELS__SIGNING_KEY_FILE", str(signing))
     assert main(["models", "list"]) == 0
     listed = capsys.readouterr().out
     assert "* v-good  auc=" in listed
@@ -254,9 +274,13 @@ def test_the_models_commands_name_refused_versions_and_make_keys(
     assert main(["models", "promote", bad]) == EXIT_FAILURE
     err = capsys.readouterr().err
     assert err == f"warden: error: version {bad} is unsigned (no signature.json)\n"
-    (registry.root / "CURRENT").write_text("../../etc\n")
+    write_pointer(registry, "CURRENT", b"../../etc\n")  # by hand: not signed
     assert main(["models", "show"]) == EXIT_FAILURE
-    assert "is not a version id" in capsys.readouterr().err
+    assert "is not a signed pointer" in capsys.readouterr().err
+    assert main(["models", "list"]) == 0  # the versions are still listed, the pointer said refused
+    listed = capsys.readouterr().out
+    assert "pointer REFUSED: CURRENT in" in listed
+    assert "  v-good  auc=" in listed
 
 
 def test_a_production_worker_without_a_verify_key_does_not_start(

@@ -106,17 +106,20 @@ def test_the_deployed_workers_listen_beyond_loopback_with_a_token_from_a_secret(
 ) -> None:
     from tests.unit import test_deploy
 
-    env = test_deploy._k8s_env() if source == "kubernetes" else test_deploy._compose_env()
-    if source == "compose":  # never a literal: compose refuses to start without the variable
-        raw = test_deploy._compose()["services"]["worker"]["environment"]["WARDEN_SERVING__SCORE_TOKEN"]
-        assert raw.startswith("${WARDEN_SERVING__SCORE_TOKEN:?")
-    settings = test_deploy._settings_from(env, monkeypatch)
+    if source == "kubernetes":
+        env, files = test_deploy._k8s()
+    else:
+        env, files = test_deploy._compose_env(), test_deploy._compose_secret_files("worker")
+    # A secret: a file in the secrets directory, never in the environment.
+    assert "WARDEN_SERVING__SCORE_TOKEN" in files
+    assert "WARDEN_SERVING__SCORE_TOKEN" not in env
+    settings = test_deploy._settings_from(env, monkeypatch, files)
     assert not is_loopback(settings.worker.web_host)
     assert settings.serving.score_token is not None
     check_exposure(settings)
-    without = {k: v for k, v in env.items() if k != "WARDEN_SERVING__SCORE_TOKEN"}
+    without = {k: v for k, v in files.items() if k != "WARDEN_SERVING__SCORE_TOKEN"}
     with pytest.raises(WebServerUnprotected):
-        check_exposure(test_deploy._settings_from(without, monkeypatch))
+        check_exposure(test_deploy._settings_from(env, monkeypatch, without))
 
 
 def test_production_refuses_a_stand_in_score_token() -> None:

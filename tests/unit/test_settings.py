@@ -5,7 +5,13 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from infra.exceptions import SettingsError
-from infra.settings import DEV_HMAC_KEY, WardenSettings, development_feedback_key, load_settings
+from infra.settings import (
+    DEV_HMAC_KEY,
+    SECRETS_DIR,
+    WardenSettings,
+    development_feedback_key,
+    load_settings,
+)
 
 
 def test_nested_environment_variables_reach_their_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,10 +103,13 @@ def test_feedback_keys_are_checked_like_the_pseudonymisation_key() -> None:
 
 def test_development_secrets_are_named_for_the_start_up_warning(tmp_path: Path) -> None:
     found = WardenSettings(dev={"state_dir": tmp_path}).development_secrets()
-    assert [item.split(" ")[0] for item in found] == ["pseudonyms", "feedback", "model"]
+    assert [item.split(" ")[0] for item in found] == ["pseudonyms", "feedback", "training-example", "model"]
     configured = WardenSettings(
         privacy={"hmac_key": STRONG},
-        feedback={f"key_{s}": secrets.token_hex(32) for s in ("user_report", "ops_review", "appeal", "auto")},
+        feedback={
+            **{f"key_{s}": secrets.token_hex(32) for s in ("user_report", "ops_review", "appeal", "auto")},
+            "training_example_key": secrets.token_hex(32),
+        },
         models={"verify_key_file": tmp_path / "verify.pem"},
     )
     assert configured.development_secrets() == []
@@ -167,3 +176,70 @@ def test_durability_settings_reach_producers_and_created_topics() -> None:
     ).kafka
     assert topic_configs(settings) == {"min.insync.replicas": "2", "retention.ms": str(720 * 3600 * 1000)}
     assert topic_configs(load_settings().kafka) == {}
+
+
+def _mounted(directory: Path, files: dict[str, str], mode: int = 0o440) -> Path:
+    """Files laid out as a Kubernetes Secret volume lays them: links to a hidden data directory."""
+    data = directory / "..2026_12_03_10_00_00.000000001"
+    data.mkdir(parents=True)
+    for name, value in files.items():
+        (data / name).write_text(value + "\n")
+        (data / name).chmod(mode)
+    (directory / "..data").symlink_to(data.name)
+    for name in files:
+        (directory / name).symlink_to(f"..data/{name}")
+    return directory
+
+
+def test_secrets_are_read_from_files_named_like_their_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hmac_key, password = secrets.token_hex(32), secrets.token_hex(16)
+    mounted = _mounted(
+        tmp_path / "secrets",
+        {
+            "WARDEN_PRIVACY__HMAC_KEY": hmac_key,
+            "WARDEN_KAFKA__SASL_PASSWORD": password,
+            "ca.crt": "not a setting: ignored",
+        },
+    )
+    monkeypatch.delenv("WARDEN_PRIVACY__HMAC_KEY", raising=False)
+    monkeypatch.setenv("WARDEN_ENVIRONMENT", "production")
+    loaded = load_settings(secrets_dir=mounted)
+    assert loaded.privacy.hmac_key.get_secret_value() == hmac_key  # the trailing newline dropped
+    assert loaded.kafka.sasl_password is not None
+    assert loaded.kafka.sasl_password.get_secret_value() == password
+    # The environment still wins (precedence: arguments > environment > secret files > file).
+    toml = tmp_path / "warden.toml"
+    toml.write_text(f'[privacy]\nhmac_key = "{secrets.token_hex(32)}"\n')
+    assert load_settings(toml, secrets_dir=mounted).privacy.hmac_key.get_secret_value() == hmac_key
+    other = secrets.token_hex(32)
+    monkeypatch.setenv("WARDEN_PRIVACY__HMAC_KEY", other)
+    assert load_settings(secrets_dir=mounted).privacy.hmac_key.get_secret_value() == other
+    # No directory: nothing read, nothing said (development machines have none).
+    monkeypatch.delenv("WARDEN_ENVIRONMENT")
+    monkeypatch.delenv("WARDEN_PRIVACY__HMAC_KEY")
+    assert load_settings(secrets_dir=tmp_path / "absent").privacy.hmac_key.get_secret_value() == DEV_HMAC_KEY
+    # Secret files are checked like any other source of the key.
+    weak = _mounted(tmp_path / "weak", {"WARDEN_PRIVACY__HMAC_KEY": "short"})
+    with pytest.raises(SettingsError, match="WARDEN_PRIVACY__HMAC_KEY is 5 bytes"):
+        load_settings(secrets_dir=weak, environment="production")
+
+
+@pytest.mark.parametrize("mode", [0o444, 0o404, 0o460, 0o602])
+def test_a_secret_file_other_users_could_read_or_change_is_refused(tmp_path: Path, mode: int) -> None:
+    key = secrets.token_hex(32)
+    mounted = _mounted(tmp_path / "secrets", {"WARDEN_PRIVACY__HMAC_KEY": key}, mode=mode)
+    with pytest.raises(SettingsError, match="readable or writable by other users") as caught:
+        load_settings(secrets_dir=mounted)
+    assert key not in str(caught.value)
+    assert "\n" not in str(caught.value)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(SettingsError, match="writable by every user"):
+        load_settings(secrets_dir=open_dir)
+
+
+def test_settings_built_anywhere_read_the_fixed_secrets_directory() -> None:
+    assert WardenSettings.model_config.get("secrets_dir") == SECRETS_DIR == Path("/run/secrets/warden")
