@@ -111,8 +111,10 @@ def _report(args: argparse.Namespace, settings: WardenSettings, with_services: W
 
     from infra.privacy_ledger import BudgetLedger
     from infra.privacy_report import release
+    from models.retrain import read_examples
     from streams import broker
-    from streams.records import TrainingExample, Verdict, decode
+    from streams.exceptions import MalformedRecord
+    from streams.records import Verdict, decode
     from streams.topics import Topics
 
     ledger = BudgetLedger(settings.privacy.report_ledger, settings.privacy.report_budget_epsilon)
@@ -120,15 +122,17 @@ def _report(args: argparse.Namespace, settings: WardenSettings, with_services: W
     settings = with_services(settings)
     topics = Topics.from_settings(settings.kafka)
     verdicts: list[Verdict] = []
-    examples: list[TrainingExample] = []
-    reader = broker.TopicReader(settings.kafka, (topics.verdicts, topics.training_examples))
+    # Examples only when signed by the workers (as retrain reads them): a forged one must not
+    # shape a published figure any more than a model.
+    examples = read_examples(settings).examples
+    reader = broker.TopicReader(settings.kafka, (topics.verdicts,))
     try:
         while batch := reader.poll(2.0):
             for message in batch:
-                if message.topic == topics.verdicts.name:
+                try:
                     verdicts.append(decode(Verdict, message.value or b""))
-                else:
-                    examples.append(decode(TrainingExample, message.value or b""))
+                except MalformedRecord:
+                    continue  # not a verdict: nothing to count
     finally:
         reader.close()
     published = release(
