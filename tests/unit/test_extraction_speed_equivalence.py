@@ -24,17 +24,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from features.activity import _LURES
 from features.content import CONTENT
 from features.definitions import content_features, message_words
 from features.extraction import registrable_domain, to_features, url_domains
-from features.activity import _LURES
 from features.headers import _FROM_CLAUSE, display_name, is_private_ip, timezone_minutes
 from features.pseudonym import Pseudonymiser
 from features.text import (
     caps_runs,
     fold_case,
-    host_in_text,
     hidden_text_marks,
+    host_in_text,
     html_to_text,
     is_ip_literal,
     longest_run,
@@ -297,7 +297,9 @@ def test_fold_case_rests_on_facts_about_every_code_point() -> None:
     word = re.compile(r"\w")
     every = [chr(c) for c in range(sys.maxunicode + 1)]
     any_letter = re.compile("[a-z]", re.IGNORECASE)
-    assert {c for c in every if not c.isascii() and any_letter.fullmatch(c)} == set("\u0130\u0131\u017f\u212a")
+    assert {c for c in every if not c.isascii() and any_letter.fullmatch(c)} == set(
+        "\u0130\u0131\u017f\u212a"
+    )
     assert [c for c in every if len(c.lower()) != 1] == ["\u0130"]
     assert [c for c in every if not c.isascii() and c.lower().isascii() and len(c.lower()) == 1] == ["\u212a"]
     assert all(bool(word.match(c)) == bool(word.match(c.lower()[0])) for c in every)
@@ -323,13 +325,31 @@ _REF_FROM_CLAUSE = re.compile(
 )
 _REF_TIMEZONE = re.compile(r"([+-])(\d{2})(\d{2})\s*(?:\(.*\))?\s*$")
 _HOSTY = st.lists(
-    st.sampled_from(["a", "b1", "-", ".", "..", "http://", "https://", "ab.cd", "x.", "\u212a", "\u017f", ":", " "])
+    st.sampled_from(
+        ["a", "b1", "-", ".", "..", "http://", "https://", "ab.cd", "x.", "\u212a", "\u017f", ":", " "]
+    )
     | st.text(_TRICKY, max_size=3),
     max_size=30,
 ).map("".join)
 _RECEIVED = st.lists(
     st.sampled_from(
-        ["from", "FROM", " ", "  ", "\t", "(", ")", "[", "]", "a", "b.c", "1.2.3.4", "unknown", "\xa0", "x" * 300]
+        [
+            "from",
+            "FROM",
+            " ",
+            "  ",
+            "\t",
+            "(",
+            ")",
+            "[",
+            "]",
+            "a",
+            "b.c",
+            "1.2.3.4",
+            "unknown",
+            "\xa0",
+            "x" * 300,
+        ]
     )
     | st.text(_TRICKY, max_size=3),
     max_size=16,
@@ -367,7 +387,11 @@ def test_timezone_matches_the_plain_pattern(value: str) -> None:
     assert timezone_minutes(value) == expected
 
 
-@given(st.lists(st.sampled_from(['"', "(", ")", ":", ";", "<", ">", "@", ",", "\\", "a", " ", "b.c"]), max_size=60))
+@given(
+    st.lists(
+        st.sampled_from(['"', "(", ")", ":", ";", "<", ">", "@", ",", "\\", "a", " ", "b.c"]), max_size=60
+    )
+)
 @settings(max_examples=300, deadline=None)
 def test_display_name_is_parseaddrs_unless_it_nests_deeper_than_32(pieces: list[str]) -> None:
     value = "".join(pieces)

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from features.pseudonym import Pseudonymiser
 from infra.settings import IngestSettings, WardenSettings
+from streams import validation
 from streams.agents.ingest import ingest_record
 from streams.exceptions import MalformedRecord
-from streams import validation
 from streams.records import DeadLetter, MailEvent, MailFeatures, SourcePosition, decode_mail_event
 
 NOW = 1_800_000_000.0
