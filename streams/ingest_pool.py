@@ -50,6 +50,7 @@ from streams.records import (
     ActivityFeatures,
     DeadLetter,
     EventKind,
+    MailEvent,
     MailFeatures,
     SourcePosition,
     decode,
@@ -136,6 +137,19 @@ def _start_child(settings: WardenSettings) -> None:
     validation.warm()
     # The key ring's served pseudonymiser: rotation and linked pseudonyms work in children too.
     _CHILD = (settings, KeyRing.from_settings(settings.privacy).current())
+    # One mail ingested now, so the imports and tables that ingest loads on first use load here, not
+    # within the first real record's deadline (several seconds in a fresh process).
+    now = time.time()
+    warm_up = MailEvent(
+        event_id="warm-up",
+        timestamp=now,
+        sender="warm@example.com",
+        recipients=["up@example.org"],
+        subject="warm up",
+        text="warm up http://www.example.com/",
+        headers=[("Received", "from a (b [192.0.2.1]) by c; Mon, 1 Jan 2001 00:00:00 +0000")],
+    )
+    ingest_batch([RawRecord(encode(warm_up), "warm-up", 0, 0, 0)], *_CHILD, now)
 
 
 def _child_batch(records: Sequence[RawRecord], now: float, kind: EventKind = "mail") -> list[Outcome]:
