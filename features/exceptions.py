@@ -15,3 +15,7 @@ class SchemaMismatch(FeaturesError):
 
 class PseudonymKeyError(FeaturesError):
     """A pseudonymisation key or key file is missing, malformed or inconsistent (never shows a secret)."""
+
+
+class StoreNotConfigured(FeaturesError):
+    """The settings name no Redis (neither a URL nor cluster nodes), so no client can be built."""

@@ -7,6 +7,8 @@ exactly what it is served.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import tldextract
 import tldextract.tldextract
 
@@ -87,8 +89,17 @@ def to_features(
     source: SourcePosition,
     produced_at_ms: int,
     now: float | None = None,
+    *,
+    event_time: float,
+    digest: str = "",
 ) -> MailFeatures:
     """Pseudonymise the identifiers of ``event`` and compute its content features.
+
+    ``event_time`` is the trusted time the aggregates advance on (ingest:
+    :func:`streams.provenance.trusted_event_time`; training: the corpus
+    mail's receiving server's clock), never the ``timestamp`` the sender
+    claims. ``digest`` names the input record's bytes (ingest:
+    :func:`streams.provenance.content_digest`; "" offline).
 
     ``now`` (the worker's clock, given by ingest) picks the served key
     generation of the pseudonymiser's key ring and, during a rotation's grace
@@ -97,16 +108,17 @@ def to_features(
     """
     view = MailView.of(event)
     ring = pseudonymiser if isinstance(pseudonymiser, KeyRing) else pseudonymiser.ring
+    stamp = _Stamp(source, produced_at_ms, event_time, digest)
     if ring is not None and now is None:
-        return _to_features(event, view, ring.current(), source, produced_at_ms)
+        return _to_features(event, view, ring.current(), stamp)
     if ring is not None and now is not None:
         chosen = ring.at(now)
-        served = _to_features(event, view, chosen.served, source, produced_at_ms)
+        served = _to_features(event, view, chosen.served, stamp)
         if chosen.linked is None:
             return served
         return served.model_copy(update={"linked": linked_pseudonyms(event, chosen.linked, view)})
     assert isinstance(pseudonymiser, Pseudonymiser)  # a KeyRing always has a ring (itself)
-    return _to_features(event, view, pseudonymiser, source, produced_at_ms)
+    return _to_features(event, view, pseudonymiser, stamp)
 
 
 def linked_pseudonyms(
@@ -125,19 +137,25 @@ def linked_pseudonyms(
     )
 
 
+@dataclass(frozen=True)
+class _Stamp:
+    """Where and when a record was read, and its digest: what a features record carries besides content."""
+
+    source: SourcePosition
+    produced_at_ms: int
+    event_time: float
+    digest: str
+
+
 def _to_features(
-    event: MailEvent,
-    view: MailView,
-    pseudonymiser: Pseudonymiser,
-    source: SourcePosition,
-    produced_at_ms: int,
+    event: MailEvent, view: MailView, pseudonymiser: Pseudonymiser, stamp: _Stamp
 ) -> MailFeatures:
     recipients = sorted({pseudonymiser.address(r) for r in event.recipients})
     domains = url_domains(view.hosts, URL_DOMAIN.per_event)
     ip = sending_ip(view)
     return MailFeatures(
         event_id=event.event_id,
-        timestamp=event.timestamp,
+        timestamp=stamp.event_time,
         key_id=pseudonymiser.key_id,
         sender=pseudonymiser.address(event.sender),
         sender_domain=pseudonymiser.domain(address_domain(event.sender)),
@@ -148,8 +166,9 @@ def _to_features(
         tokens=pseudonymiser.token_buckets(
             message_words(event, url_hosts=view.hosts), BUCKETS, MAX_TOKENS_PER_MESSAGE
         ),
-        source=source,
-        produced_at_ms=produced_at_ms,
+        source=stamp.source,
+        produced_at_ms=stamp.produced_at_ms,
+        digest=stamp.digest,
     )
 
 
@@ -158,8 +177,13 @@ def to_activity_features(
     pseudonymiser: Pseudonymiser,
     source: SourcePosition,
     produced_at_ms: int,
+    *,
+    event_time: float,
+    digest: str = "",
 ) -> ActivityFeatures:
     """Pseudonymise a calendar or contacts event and compute its content features.
+
+    ``event_time`` and ``digest`` as for :func:`to_features`.
 
     The same pseudonymiser as mail: one account has one pseudonym across all
     three kinds, and a linked domain one pseudonym, so they join in the store.
@@ -175,7 +199,7 @@ def to_activity_features(
     return ActivityFeatures(
         kind=event.kind,
         event_id=event.event_id,
-        timestamp=event.timestamp,
+        timestamp=event_time,
         key_id=pseudonymiser.key_id,
         action=event.action,
         sender=pseudonymiser.address(account),
@@ -187,4 +211,5 @@ def to_activity_features(
         tokens=pseudonymiser.token_buckets(activity_words(view), BUCKETS, MAX_TOKENS_PER_MESSAGE),
         source=source,
         produced_at_ms=produced_at_ms,
+        digest=digest,
     )

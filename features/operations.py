@@ -4,17 +4,19 @@
 names (its sender, their domain, the sending IP, each URL domain, each
 recipient), each a short program of operations derived from the declarations
 in :mod:`features.aggregations`. The Redis store runs every call as one atomic
-server-side script (:data:`LUA`); the in-memory reference runs the very same
-calls through :class:`Interpreter`. Both implementations of each operation sit
-side by side in this module, and the contract suite runs them against each
-other.
+server-side script (:data:`features.scripts.LUA`); the in-memory reference
+runs the very same calls through :class:`features.scripts.Interpreter`. Both
+implementations of each operation sit side by side in :mod:`features.scripts`,
+and the contract suite runs them against each other.
 
 A call's ``KEYS`` are the entity's memo hash for the event's hour, then every
 key its operations touch (all in one hash tag, :mod:`features.keys`). Its
 ``ARGV`` are few, because every argument costs the client an encoding and the
 server a string:
 
-1. the event id (a report id for feedback);
+1. the memo field: the event id and the first 16 hex digits of its content
+   digest, ``<id>@<digest>`` (the bare id for a report, or for an event built
+   offline without a digest);
 2. the *program*, a JSON array of strings (the server decodes it with
    ``cjson``, in C): event time, TTL and memo TTL, then each operation as
    code, key index, parameter count, parameters. Only numbers, codes and
@@ -42,22 +44,41 @@ R     read decayed abuse reports (``a:<day>`` fields)             weight
 S     read decayed abuse share (day, days, half-life in days)     abuse / (abuse + legit + 1)
 K     add a report's weight to its day bucket; trim old days      nothing
       (day, label ``a``/``l``, weight, days)
+E     nothing (numbers)                                           the numbers
 ====  ==========================================================  =========
 
 "members" is two parameters: the first ``ARGV`` index of the list and its length.
 A recipient's call, for example (``KEYS``: memo, ``w86400``, ``account:in``)::
 
-    ARGV[1]  e17
+    ARGV[1]  e17@9c1d70a2b4e85f31
     ARGV[2]  ["1700000000.25","172800","86400","W","2","2","1180555","60","A","3","2","3","1"]
     ARGV[3]  k1.9f2c
 
 counts the event in bucket 1180555 of the 60-bucket window in KEYS[2], then
 adds ARGV[3] (the sender) to the set in KEYS[3].
+
+**Once per content.** The memo field names the content, so a redelivery of the
+same bytes is served what it was served and changes nothing, while an id that
+comes again with other content is a new event for the aggregates. Beside its
+entity calls each event has one :func:`register` call, in the same round trip:
+its memo hash is the event id's own key (its own slot on a cluster), its one
+operation ``E`` returns the event's digest, and the memo keeps the *first*
+reply, so it answers with the digest the id was first seen with.
+:func:`plan_batch` reads that answer: an event whose id came first with other
+content is served as ``reused``, and the scoring stage gives it a derived id
+(:func:`streams.provenance.derived_event_id`).
+
+**Preview.** A call can also be *previewed* (``POST /score`` by default): the
+scripts answer what the call would serve, from the memo if it was applied,
+and otherwise by running it and putting every key it touched back as it was,
+within the same atomic script, so nothing changes. An event's calls read no
+key another of its calls writes (a recipient's call adds to ``account:in``,
+which only a later event's sender call reads), so previewing them one by one
+serves exactly what applying them would.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,15 +120,23 @@ Label = Literal["abuse", "legit"]
 _FIRST_MEMBER = 3
 
 
+#: Hex digits of an event's content digest in its memo fields: enough that nobody can make
+#: other content pass for an event's (2^64 tries), few enough to keep the memo small.
+_MEMO_DIGEST_CHARS = 16
+#: The memo field of an event id's registration (its hash holds that one field).
+_FIRST_DIGEST_FIELD = "d"
+
+
 @dataclass(frozen=True)
 class Call:
     """One atomic script run: one entity's updates and reads for one event.
 
-    ``args`` is the script's ``ARGV``: the event (or report) id, the program,
-    then the set members the program names (see the module docstring).
+    ``args`` is the script's ``ARGV``: the memo field, the program, then the
+    set members the program names (see the module docstring). ``entity`` is
+    None for an event id's registration (:func:`register`).
     """
 
-    entity: Entity
+    entity: Entity | None
     pseudonym: str
     keys: tuple[str, ...]
     args: tuple[str, ...]
@@ -295,6 +324,32 @@ def _head(ts: float, ttl_s: int, memo_ttl_s: int) -> str:
     return _items((repr(ts), ttl_s, memo_ttl_s))
 
 
+def memo_field(event: EventFeatures) -> str:
+    """What an event's calls are remembered under: its id and content digest (the id alone offline)."""
+    if not event.digest:
+        return event.event_id
+    return f"{event.event_id}@{event.digest[:_MEMO_DIGEST_CHARS]}"
+
+
+def _digest_numbers(digest: str) -> tuple[int, int]:
+    """The memo's digest digits as two 32-bit numbers (exact in a double, so in a script's reply)."""
+    return int(digest[:8], 16), int(digest[8:_MEMO_DIGEST_CHARS], 16)
+
+
+def register(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> Call | None:
+    """The call that answers with the digest ``event``'s id was first seen with (None without a digest).
+
+    Its memo hash is the id's own key and keeps the first answer for the memo TTL.
+    """
+    if not event.digest:
+        return None
+    operation = _items(("E", 1, 2, *_digest_numbers(event.digest)))
+    program = f"[{_head(event.timestamp, ttl_s, memo_ttl_s)},{operation}]"
+    return Call(
+        None, event.event_id, (keys.first_digest(event.event_id),), (_FIRST_DIGEST_FIELD, program), ()
+    )
+
+
 def plan(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[Call]:
     """The calls that apply ``event`` and read its aggregates, one per entity."""
     ts = event.timestamp
@@ -305,6 +360,7 @@ def plan(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[
         "senders": (event.sender,),
         "contacts": tuple(event.contacts) if isinstance(event, ActivityFeatures) else (),
     }
+    field = memo_field(event)
     # Every entity of one kind runs the same program on its own keys: build it once per kind.
     args: dict[str, tuple[str, ...]] = {}
     calls = []
@@ -319,7 +375,7 @@ def plan(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> list[
                 fields[f"{name}_count"] = len(lists[name])
                 members += lists[name]
             program = f"[{head},{recipe.program.format_map(fields)}]"
-            call_args = args[entity.kind] = (event.event_id, program, *members)
+            call_args = args[entity.kind] = (field, program, *members)
         call_keys = (
             keys.memo(entity, pseudonym, t["t3600"]),
             *[key_of(keys, entity, pseudonym, t) for key_of in recipe.keys],
@@ -380,9 +436,11 @@ _POSITIONS: dict[tuple[str, str], tuple[int, ...]] = {
 def _positions(call: Call, kind: str) -> tuple[int, ...]:
     # Planned calls share their recipe's outputs; looking each aggregate (a dataclass) up
     # by hash would cost more than the rest of combine().
-    recipe = _RECIPES.get(call.entity.kind)
-    if recipe is not None and call.outputs is recipe.outputs:
-        return _POSITIONS[(kind, call.entity.kind)]
+    entity = call.entity
+    if entity is not None:
+        recipe = _RECIPES.get(entity.kind)
+        if recipe is not None and call.outputs is recipe.outputs:
+            return _POSITIONS[(kind, entity.kind)]
     return tuple(_POSITION[kind][a] for a in call.outputs)
 
 
@@ -407,313 +465,79 @@ def combine(
     return [0.0 if value is None else value for value in row]
 
 
+@dataclass(frozen=True)
+class Served:
+    """What the store served one event."""
+
+    #: The event's aggregate values, in its kind's schema order.
+    values: list[float]
+    #: The event's id was first seen with other content: it is a new event, to be scored
+    #: under a derived id (streams.provenance.derived_event_id).
+    reused: bool = False
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A micro-batch's calls, in the order they run, and how to read the events' values from their replies."""
+
+    calls: list[Call]
+    #: Per event: where its calls start, how many entity calls it has, whether a registration leads.
+    spans: list[tuple[int, int, bool]]
+
+    def served(self, batch: Sequence[EventFeatures], results: Sequence[Sequence[float]]) -> list[Served]:
+        """Each event's :class:`Served`, from the replies to :attr:`calls` (same order)."""
+        out = []
+        for event, (start, count, registered) in zip(batch, self.spans, strict=True):
+            first = start + registered
+            calls = self.calls[first : first + count]
+            values = combine(calls, results[first : first + count], event.kind)
+            reused = registered and tuple(int(v) for v in results[start]) != _digest_numbers(event.digest)
+            out.append(Served(values, reused))
+        return out
+
+
+def plan_batch(
+    batch: Sequence[EventFeatures], keys: Keys, ttl_s: int, memo_ttl_s: int, *, linked: bool = True
+) -> BatchPlan:
+    """Every call of a micro-batch: per event its registration, its entity calls, then its linked calls.
+
+    During a key rotation the next generation's calls (``linked``) ride in the
+    same round trip, each event's right after its own: an event served by the
+    next generation (the grace period ended mid-batch) then sees every earlier
+    event of the batch, as it would one by one. A preview leaves them out.
+    """
+    calls: list[Call] = []
+    spans = []
+    for event in batch:
+        start = len(calls)
+        registration = register(event, keys, ttl_s, memo_ttl_s)
+        if registration is not None:
+            calls.append(registration)
+        entity_calls = plan(event, keys, ttl_s, memo_ttl_s)
+        calls += entity_calls
+        if linked:
+            calls += plan_linked(event, keys, ttl_s, memo_ttl_s)
+        spans.append((start, len(entity_calls), registration is not None))
+    return BatchPlan(calls, spans)
+
+
 def parse(raw: bytes | str) -> list[float]:
     """A script's reply: comma-separated values printed with 17 significant digits."""
     text = raw.decode() if isinstance(raw, bytes) else raw
     return [float(v) for v in text.split(",")] if text else []
 
 
-def _fmt(value: float) -> str:
-    """What Lua's ``string.format('%.17g', v)`` prints, so both sides parse the same double."""
-    return f"{value:.17g}"
-
-
-class Interpreter:
-    """The reference implementation of every operation, over plain dictionaries.
-
-    One dictionary per Redis type: window and reputation hashes, sets (a
-    HyperLogLog is an exact set here), strings, and the memo hashes.
-    """
-
-    def __init__(self) -> None:
-        self.windows: dict[str, dict[int, int]] = {}
-        self.reputations: dict[str, dict[str, float]] = {}
-        self.sets: dict[str, set[str]] = {}
-        self.strings: dict[str, str] = {}
-        self.memos: dict[str, dict[str, str]] = {}
-
-    def run(self, call: Call) -> list[float]:
-        event_id, program = call.args[0], call.args[1]
-        memo = self.memos.setdefault(call.keys[0], {})
-        if event_id in memo:
-            return parse(memo[event_id])
-        tokens: list[str] = json.loads(program)
-        ts_text = tokens[0]
-        out: list[str] = []
-        i = 3
-        while i < len(tokens):
-            code, index, count = tokens[i], int(tokens[i + 1]), int(tokens[i + 2])
-            params = tokens[i + 3 : i + 3 + count]
-            i += 3 + count
-            value = self._op(code, call.keys, index, params, call.args, ts_text)
-            if value is not None:
-                out.append(_fmt(value))
-        memo[event_id] = ",".join(out)
-        return parse(memo[event_id])
-
-    def _op(
-        self, code: str, keys: Sequence[str], index: int, p: list[str], args: Sequence[str], ts_text: str
-    ) -> float | None:
-        key = keys[index - 1]
-        ts = float(ts_text)
-
-        def members(at: int) -> Sequence[str]:
-            """The set members that parameters ``at`` and ``at + 1`` name (ARGV index, length)."""
-            first = int(p[at]) - 1
-            return args[first : first + int(p[at + 1])]
-
-        if code == "W":
-            bucket, n = int(p[0]), int(p[1])
-            counts = self.windows.setdefault(key, {})
-            oldest = max([bucket, *counts]) - n + 1
-            if bucket >= oldest:
-                counts[bucket] = counts.get(bucket, 0) + 1
-            for stale in [f for f in counts if f < oldest]:
-                del counts[stale]
-            return float(sum(c for f, c in counts.items() if bucket - n < f <= bucket))
-        if code == "D":
-            bucket, width, half_life = int(p[0]), int(p[1]), float(p[2])
-            window = self.windows.get(key, {})
-            total = 0.0
-            for f in sorted(window):
-                if f <= bucket:
-                    total += window[f] * 2.0 ** (-(ts - f * width) / half_life)
-            return total
-        if code == "H":
-            n = int(p[0])
-            self.sets.setdefault(key, set()).update(members(1))
-            union: set[str] = set()
-            for k in keys[index - 1 : index - 1 + n]:
-                union |= self.sets.get(k, set())
-            return float(len(union))
-        if code == "F":
-            first = self.strings.get(key)
-            if first is None or ts < float(first):
-                first = self.strings[key] = ts_text
-            return (ts - float(first)) / 3600.0
-        if code in ("N", "Y"):
-            given = members(0)
-            known = self.sets.get(key, set())
-            hits = sum(1 for r in given if r in known)
-            share = ((len(given) - hits) if code == "N" else hits) / len(given) if given else 0.0
-            if code == "N" and given:
-                self.sets.setdefault(key, set()).update(given)
-            return share
-        if code == "A":
-            given = members(0)
-            if given:
-                self.sets.setdefault(key, set()).update(given)
-            return None
-        if code in ("R", "S"):
-            day, days, half_life = int(p[0]), int(p[1]), float(p[2])
-            reports = self.reputations.get(key, {})
-            weights = {"a": 0.0, "l": 0.0}
-            for name in sorted(reports, key=lambda f: (f[0], int(f[2:]))):
-                d = int(name[2:])
-                if day - days < d <= day:
-                    weights[name[0]] += reports[name] * 2.0 ** (-(day - d) / half_life)
-            if code == "R":
-                return weights["a"]
-            return weights["a"] / (weights["a"] + weights["l"] + 1.0)
-        if code == "K":
-            day, label, weight, days = int(p[0]), p[1], float(p[2]), int(p[3])
-            reports = self.reputations.setdefault(key, {})
-            newest = max([day, *(int(f[2:]) for f in reports)])
-            if day > newest - days:
-                reports[f"{label}:{day}"] = reports.get(f"{label}:{day}", 0.0) + weight
-            for expired in [f for f in reports if int(f[2:]) <= newest - days]:
-                del reports[expired]
-            return None
-        raise ValueError(f"unknown operation {code!r}")
-
-
-# The server side of the same operations. Values are returned as one string,
-# printed with %.17g so that both sides parse exactly the same doubles. Set
-# members are unpacked straight from ARGV, never from the program.
-_APPLY = """
-local function apply(KEYS, ARGV)
-  local id = ARGV[1]
-  local prior = redis.call('HGET', KEYS[1], id)
-  if prior then return prior end
-  local a = cjson.decode(ARGV[2])
-  local size = #a
-  local ts_text, ttl, memo_ttl = a[1], a[2], a[3]
-  local ts = tonumber(ts_text)
-  local out = {}
-  local written = {}
-  local function fmt(v) return string.format('%.17g', v) end
-  local function by_label_then_day(x, y)
-    if string.sub(x, 1, 1) ~= string.sub(y, 1, 1) then return x < y end
-    return tonumber(string.sub(x, 3)) < tonumber(string.sub(y, 3))
-  end
-  local i = 4
-  while i <= size do
-    local code, index, count = a[i], tonumber(a[i + 1]), tonumber(a[i + 2])
-    local q = i + 2
-    i = i + 3 + count
-    local key = KEYS[index]
-    if code == 'W' then
-      local bucket, n = tonumber(a[q + 1]), tonumber(a[q + 2])
-      -- One read of the hash: the newest bucket first, then stale buckets and the total. A
-      -- stale bucket is older than any the window counts, and the event's own bucket is new.
-      local all = redis.call('HGETALL', key)
-      local buckets = {}
-      local newest = bucket
-      for j = 1, #all, 2 do
-        local f = tonumber(all[j])
-        buckets[j] = f
-        if f > newest then newest = f end
-      end
-      local oldest = newest - n + 1
-      local total = 0
-      if bucket >= oldest then
-        redis.call('HINCRBY', key, a[q + 1], 1)
-        total = 1
-      end
-      local stale = {}
-      for j = 1, #all, 2 do
-        local f = buckets[j]
-        if f < oldest then
-          stale[#stale + 1] = all[j]
-        elseif f > bucket - n and f <= bucket then
-          total = total + tonumber(all[j + 1])
-        end
-      end
-      if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-      out[#out + 1] = fmt(total)
-      written[key] = ttl
-    elseif code == 'D' then
-      local bucket, width, half_life = tonumber(a[q + 1]), tonumber(a[q + 2]), tonumber(a[q + 3])
-      local all = redis.call('HGETALL', key)
-      local buckets = {}
-      local counts = {}
-      for j = 1, #all, 2 do
-        local f = tonumber(all[j])
-        buckets[#buckets + 1] = f
-        counts[f] = tonumber(all[j + 1])
-      end
-      table.sort(buckets)
-      local total = 0.0
-      for _, f in ipairs(buckets) do
-        if f <= bucket then total = total + counts[f] * 2 ^ (-(ts - f * width) / half_life) end
-      end
-      out[#out + 1] = fmt(total)
-    elseif code == 'H' then
-      local n, first, m = tonumber(a[q + 1]), tonumber(a[q + 2]), tonumber(a[q + 3])
-      redis.call('PFADD', key, unpack(ARGV, first, first + m - 1))
-      out[#out + 1] = fmt(redis.call('PFCOUNT', unpack(KEYS, index, index + n - 1)))
-      written[key] = ttl
-    elseif code == 'F' then
-      local first = redis.call('GET', key)
-      if (not first) or ts < tonumber(first) then
-        redis.call('SET', key, ts_text)
-        first = ts_text
-      end
-      out[#out + 1] = fmt((ts - tonumber(first)) / 3600.0)
-      written[key] = ttl
-    elseif code == 'N' or code == 'Y' then
-      local first, m = tonumber(a[q + 1]), tonumber(a[q + 2])
-      local share = 0.0
-      if m > 0 then
-        local hits = 0
-        local members = redis.call('SMISMEMBER', key, unpack(ARGV, first, first + m - 1))
-        for _, member in ipairs(members) do hits = hits + member end
-        if code == 'N' then share = (m - hits) / m else share = hits / m end
-        if code == 'N' then
-          redis.call('SADD', key, unpack(ARGV, first, first + m - 1))
-          written[key] = ttl
-        end
-      end
-      out[#out + 1] = fmt(share)
-    elseif code == 'A' then
-      local first, m = tonumber(a[q + 1]), tonumber(a[q + 2])
-      if m > 0 then
-        redis.call('SADD', key, unpack(ARGV, first, first + m - 1))
-        written[key] = ttl
-      end
-    elseif code == 'R' or code == 'S' then
-      local day, days, half_life = tonumber(a[q + 1]), tonumber(a[q + 2]), tonumber(a[q + 3])
-      local all = redis.call('HGETALL', key)
-      local fields = {}
-      local weights = {}
-      for j = 1, #all, 2 do
-        fields[#fields + 1] = all[j]
-        weights[all[j]] = tonumber(all[j + 1])
-      end
-      table.sort(fields, by_label_then_day)
-      local w = {a = 0.0, l = 0.0}
-      for _, f in ipairs(fields) do
-        local d = tonumber(string.sub(f, 3))
-        if d > day - days and d <= day then
-          local label = string.sub(f, 1, 1)
-          w[label] = w[label] + weights[f] * 2 ^ (-(day - d) / half_life)
-        end
-      end
-      if code == 'R' then out[#out + 1] = fmt(w.a) else out[#out + 1] = fmt(w.a / (w.a + w.l + 1.0)) end
-    elseif code == 'K' then
-      local day, label, weight, days = tonumber(a[q + 1]), a[q + 2], a[q + 3], tonumber(a[q + 4])
-      local fields = redis.call('HKEYS', key)
-      local newest = day
-      for _, f in ipairs(fields) do
-        local d = tonumber(string.sub(f, 3))
-        if d > newest then newest = d end
-      end
-      if day > newest - days then
-        -- Added here in double precision (HINCRBYFLOAT adds in long double), so Redis and the
-        -- reference interpreter hold the very same sum.
-        local field = label .. ':' .. a[q + 1]
-        local sum = (tonumber(redis.call('HGET', key, field)) or 0) + tonumber(weight)
-        redis.call('HSET', key, field, string.format('%.17g', sum))
-      end
-      for _, f in ipairs(fields) do
-        if tonumber(string.sub(f, 3)) <= newest - days then redis.call('HDEL', key, f) end
-      end
-      written[key] = ttl
-    else
-      return redis.error_reply('unknown operation ' .. tostring(code))
-    end
-  end
-  local reply = table.concat(out, ',')
-  redis.call('HSET', KEYS[1], id, reply)
-  redis.call('EXPIRE', KEYS[1], memo_ttl)
-  for key, seconds in pairs(written) do redis.call('EXPIRE', key, seconds) end
-  return reply
-end
-"""
-
-#: One event's call for one entity: ``EVALSHA sha len(keys) *keys *args`` (a Redis Cluster runs it
-#: on the primary owning the keys' shared hash tag).
-LUA = _APPLY + "return apply(KEYS, ARGV)\n"
-
-#: A whole batch of calls in one script run, for a standalone server: ``ARGV[1]`` is one JSON
-#: array with, per call, its keys and its arguments. Replies come back as one array, one reply
-#: per call. One command with one argument, against one command per call with an argument per
-#: key and set member (~60 per event), saves the client most of the packing (see
-#: :meth:`features.store.RedisStore.apply_calls`); the calls still run one after another, each
-#: with its own once-only memo. The keys are not declared as ``KEYS``: a standalone server does
-#: not need them to be, and a cluster, which does, gets :data:`LUA` per call.
-BATCH_LUA = (
-    _APPLY
-    + """
-local replies = {}
-for c, call in ipairs(cjson.decode(ARGV[1])) do
-  local reply = apply(call[1], call[2])
-  if type(reply) == 'table' and reply.err then return reply end
-  replies[c] = reply
-end
-return replies
-"""
-)
-
 __all__ = [
-    "BATCH_LUA",
     "ENTITIES",
-    "LUA",
+    "BatchPlan",
     "Call",
-    "Interpreter",
     "Label",
+    "Served",
     "combine",
+    "memo_field",
     "parse",
     "plan",
+    "plan_batch",
+    "register",
     "report",
 ]

@@ -37,7 +37,7 @@ from typing import Literal, get_args
 from pydantic import SecretStr
 
 from features.exceptions import PseudonymKeyError
-from infra.settings import PrivacySettings
+from infra.settings import KEY_HINT, PrivacySettings, key_problem
 
 Domain = Literal["address", "domain", "ip", "url_host", "account", "token"]
 _DOMAINS: tuple[Domain, ...] = get_args(Domain)
@@ -269,6 +269,7 @@ def load_key_file(path: Path, grace_seconds: float) -> KeyRing:
     """Read a key file: ``{"generations": [{"since": 0, "keys": {"address": {"id": "a1",
     "secret": "..."}, ...}}, ...]}``, one key for each of the six domains per generation.
 
+    Every secret must pass :func:`infra.settings.key_problem` (32 random bytes or more).
     Raises :class:`PseudonymKeyError` with a one-line reason that never includes a secret.
     """
     try:
@@ -294,6 +295,10 @@ def load_key_file(path: Path, grace_seconds: float) -> KeyRing:
                 raise PseudonymKeyError(f"{where}: no key for domain {domain}")
             if not isinstance(item.get("secret"), str):
                 raise PseudonymKeyError(f"{where}: the {domain} key has no secret")
+            # A key file is a deliberate deployment: its keys meet production's bar in every environment.
+            problem = key_problem(item["secret"])
+            if problem is not None:
+                raise PseudonymKeyError(f"{where}: the {domain} key {problem}: {KEY_HINT}")
             keys[domain] = DomainKey(item["id"], SecretStr(item["secret"]))
         generations.append(Generation(float(since), keys))
     return KeyRing(generations, grace_seconds)

@@ -1,6 +1,7 @@
 """The Redis feature store: behavioural aggregates, updated and read per micro-batch.
 
-Every event becomes one call per entity it names (:func:`features.operations.plan`);
+Every event becomes one call per entity it names (:func:`features.operations.plan`),
+and one that registers the digest its id was first seen with;
 each call is one atomic server-side script that applies the event's updates
 and returns the entity's values *including* that event, at the event's time
 (point in time: later events never leak into an earlier event's row). A whole
@@ -14,12 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
-from urllib.parse import urlsplit
+from collections.abc import Iterator, Sequence
+from typing import Protocol, TypeAlias
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
     NoScriptError,
@@ -32,20 +32,30 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
-from features.operations import BATCH_LUA, LUA, Call, combine, parse, plan, plan_linked
+from features.operations import Call, Served, parse, plan_batch
+from features.scripts import BATCH_LUA, LUA, PREVIEW_LUA
 from streams.records import EventFeatures
 
 
 class FeatureStore(Protocol):
     """What the stream stages need from a store (Redis in production, memory in tests)."""
 
-    async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
-        """Apply each event's updates and return its aggregate values, in schema order.
+    async def serve(self, batch: Sequence[EventFeatures], *, preview: bool = False) -> list[Served]:
+        """Apply each event's updates and return its aggregate values, in schema order, and
+        whether its id was first seen with other content (:class:`~features.operations.Served`).
 
-        Called once per micro-batch, before scoring. Raises
-        :class:`StoreUnavailable` when the store cannot be reached; every call
-        is once-only, so the caller retries the whole batch.
+        Called once per micro-batch, before scoring. Once per content: an event
+        applied before (same id, same digest) is served what it was served and
+        changes nothing. With ``preview`` nothing is applied: each event gets
+        what applying it would serve now, against the state as it is (events
+        of one batch do not see each other). Raises :class:`StoreUnavailable`
+        when the store cannot be reached; every call is once-only, so the
+        caller retries the whole batch.
         """
+        ...
+
+    async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
+        """:meth:`serve`'s values alone."""
         ...
 
     async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:
@@ -77,42 +87,6 @@ def _unreachable_as_unavailable() -> Iterator[None]:
         raise
 
 
-def connect(
-    urls: str | Sequence[str],
-    *,
-    cluster: bool,
-    socket_timeout_s: float | None = None,
-    tls: bool = False,
-    options: Mapping[str, Any] | None = None,
-) -> RedisClient:
-    """A client for :class:`RedisStore`, built by an entry point.
-
-    Standalone: one ``redis://`` URL. Cluster: one or more node URLs, all used
-    as start-up nodes; the client discovers the rest of the cluster from them.
-    Credentials and TLS come from the first URL, or from ``options`` (AUTH and
-    TLS keyword arguments, :func:`infra.security.redis_options`), which win;
-    ``tls`` turns ``redis://`` URLs into ``rediss://``. Nothing is connected yet.
-    """
-    url_list = [urls] if isinstance(urls, str) else list(urls)
-    if not url_list or (len(url_list) > 1 and not cluster):
-        raise ValueError(f"a standalone store needs exactly one URL, got {len(url_list)}")
-    if tls:
-        url_list = ["rediss://" + url.removeprefix("redis://") for url in url_list]
-    extra = dict(options or {})
-    if not cluster:
-        return aioredis.Redis.from_url(
-            url_list[0], socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s, **extra
-        )
-    others = [urlsplit(url) for url in url_list[1:]]
-    return RedisCluster.from_url(
-        url_list[0],
-        startup_nodes=[ClusterNode(part.hostname or "localhost", part.port or 6379) for part in others],
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-        **extra,
-    )
-
-
 class RedisStore:
     """The feature store on a Redis (or Valkey) server, standalone or cluster.
 
@@ -141,13 +115,15 @@ class RedisStore:
         self._memo_ttl = memo_ttl_seconds if memo_ttl_seconds is not None else ttl_seconds
         self._sha: str | None = None
         self._batch_sha: str | None = None
+        self._preview_sha: str | None = None
 
     @property
     def keys(self) -> Keys:
         return self._keys
 
     async def start(self) -> None:
-        """Load the update script (on every primary of a cluster; and its batch form on a standalone server).
+        """Load the scripts: per call and preview (on every primary of a cluster), and the batch form
+        on a standalone server.
 
         Called once before the first batch, and again when a server has lost
         its script cache. Raises StoreUnavailable if Redis cannot be reached.
@@ -159,10 +135,15 @@ class RedisStore:
                 sha = await self._client.execute_command(
                     "SCRIPT LOAD", LUA, target_nodes=RedisCluster.PRIMARIES
                 )
+                preview_sha = await self._client.execute_command(
+                    "SCRIPT LOAD", PREVIEW_LUA, target_nodes=RedisCluster.PRIMARIES
+                )
             else:
                 sha = await self._client.script_load(LUA)
+                preview_sha = await self._client.script_load(PREVIEW_LUA)
                 self._batch_sha = str(await self._client.script_load(BATCH_LUA))
         self._sha = str(sha)
+        self._preview_sha = str(preview_sha)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -176,42 +157,44 @@ class RedisStore:
         except (RedisError, RedisClusterException, OSError):
             return False
 
-    async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
+    async def serve(self, batch: Sequence[EventFeatures], *, preview: bool = False) -> list[Served]:
         if not batch:
             return []
-        plans = [plan(event, self._keys, self._ttl, self._memo_ttl) for event in batch]
-        # During a key rotation the next generation's calls ride in the same round trip, each
-        # event's right after its own: an event served by the next generation (the grace period
-        # ended mid-batch) then sees every earlier event of the batch, as it would one by one.
-        linked = [plan_linked(event, self._keys, self._ttl, self._memo_ttl) for event in batch]
-        results = await self.apply_calls(
-            [call for calls, more in zip(plans, linked, strict=True) for call in calls + more]
-        )
-        out = []
-        position = 0
-        for event, calls, more in zip(batch, plans, linked, strict=True):
-            out.append(combine(calls, results[position : position + len(calls)], event.kind))
-            position += len(calls) + len(more)
-        return out
+        planned = plan_batch(batch, self._keys, self._ttl, self._memo_ttl, linked=not preview)
+        results = await (self.preview_calls(planned.calls) if preview else self.apply_calls(planned.calls))
+        return planned.served(batch, results)
+
+    async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
+        return [served.values for served in await self.serve(batch)]
 
     async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:
+        return await self._calls(calls, preview=False)
+
+    async def preview_calls(self, calls: Sequence[Call]) -> list[list[float]]:
+        """What :meth:`apply_calls` would return for ``calls`` now, each against the state as it is;
+        nothing changes. One pipelined EVALSHA per call."""
+        return await self._calls(calls, preview=True)
+
+    async def _calls(self, calls: Sequence[Call], *, preview: bool) -> list[list[float]]:
         if not calls:
             return []
         with _unreachable_as_unavailable():
             if self._sha is None:
                 await self.start()
             try:
-                replies = await self._run(calls)
+                replies = await self._run(calls, preview)
             except NoScriptError:
                 # A server restarted (or a primary was added) and lacks the script: reload and
                 # run the whole batch again. Calls already applied answer from their memo.
                 await self.start()
-                replies = await self._run(calls)
+                replies = await self._run(calls, preview)
         return [parse(reply) for reply in replies]
 
-    async def _run(self, calls: Sequence[Call]) -> list[bytes]:
+    async def _run(self, calls: Sequence[Call], preview: bool) -> list[bytes]:
+        if preview:
+            return await self._run_each(calls, self._preview_sha)
         if self._script_per_call:
-            return await self._run_each(calls)
+            return await self._run_each(calls, self._sha)
         # A standalone server takes the batch as one EVALSHA of the batch script, keys and
         # arguments in one JSON document: one argument to pack, against one command per call
         # and one argument per key and set member (measured by `warden bench --only store`).
@@ -221,9 +204,9 @@ class RedisStore:
         )
         return reply
 
-    async def _run_each(self, calls: Sequence[Call]) -> list[bytes]:
+    async def _run_each(self, calls: Sequence[Call], script_sha: str | None) -> list[bytes]:
         """One EVALSHA per call, pipelined: on a cluster each call's keys share one slot, a batch's do not."""
-        sha = (self._sha or "").encode()
+        sha = (script_sha or "").encode()
         # transaction=False: on a cluster redis-py groups the commands by the node owning each
         # EVALSHA's keys and sends each group as one pipeline, to all nodes concurrently.
         pipe = self._client.pipeline(transaction=False)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from features.definitions import CONTENT
 from features.keys import Keys
-from features.operations import Call, Interpreter, combine, plan, plan_linked
+from features.operations import Call, Served, plan_batch
+from features.scripts import Interpreter
 from streams.records import EventFeatures, MailFeatures, SourcePosition
 
 
@@ -25,21 +26,27 @@ class InMemoryStore:
         self._ttl = ttl_seconds
         self.interpreter = Interpreter()
 
+    async def serve(self, batch: Sequence[EventFeatures], *, preview: bool = False) -> list[Served]:
+        return self.serve_now(batch, preview=preview)
+
     async def apply_and_read(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
         return self.apply_and_read_now(batch)
 
     async def apply_calls(self, calls: Sequence[Call]) -> list[list[float]]:
         return [self.interpreter.run(call) for call in calls]
 
+    async def preview_calls(self, calls: Sequence[Call]) -> list[list[float]]:
+        return [self.interpreter.preview(call) for call in calls]
+
+    def serve_now(self, batch: Sequence[EventFeatures], *, preview: bool = False) -> list[Served]:
+        """The same as :meth:`serve`, for synchronous callers (training)."""
+        planned = plan_batch(batch, self.keys, self._ttl, self._ttl, linked=not preview)
+        run = self.interpreter.preview if preview else self.interpreter.run
+        return planned.served(batch, [run(call) for call in planned.calls])
+
     def apply_and_read_now(self, batch: Sequence[EventFeatures]) -> list[list[float]]:
         """The same as :meth:`apply_and_read`, for synchronous callers (training)."""
-        out = []
-        for event in batch:
-            calls = plan(event, self.keys, self._ttl, self._ttl)
-            out.append(combine(calls, [self.interpreter.run(call) for call in calls], event.kind))
-            for call in plan_linked(event, self.keys, self._ttl, self._ttl):
-                self.interpreter.run(call)
-        return out
+        return [served.values for served in self.serve_now(batch)]
 
     def state(self) -> dict[str, object]:
         """Every aggregate key and its value, as :func:`normalise` would read it from Redis.
@@ -63,8 +70,13 @@ def features_for(
     offset: int = 0,
     url_domains: list[str] | None = None,
     sending_ip: str = "",
+    digest: str = "",
 ) -> MailFeatures:
-    """A pseudonymised mail with blank content features, for store and agent tests."""
+    """A pseudonymised mail with blank content features, for store and agent tests.
+
+    ``timestamp`` is the trusted event time; ``digest`` names the content (""
+    for an event built offline: memo by id alone, no id registration).
+    """
     return MailFeatures(
         event_id=event_id,
         timestamp=timestamp,
@@ -78,4 +90,5 @@ def features_for(
         tokens=[1, 2, 3],
         source=SourcePosition(topic="test", partition=0, offset=offset),
         produced_at_ms=0,
+        digest=digest,
     )

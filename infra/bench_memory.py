@@ -1,6 +1,6 @@
 """``warden bench --memory``: what events and entities cost in Redis and on the topics, over a replay.
 
-The whole corpus (6,046 real mails, in Date order) goes through one worker
+The whole corpus (6,046 real mails, in the order they were received) goes through one worker
 process on fresh topics and a fresh Redis prefix; then:
 
 * every key under the prefix is measured with ``MEMORY USAGE`` (``SAMPLES 0``:
@@ -28,11 +28,11 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import TextIO
 
-from features.store import RedisClient, connect
+from features.redis_client import AsyncClient, async_client
 from infra import bench_scaling
 from infra.demo import Console, services
 from infra.exceptions import DevStackError
-from infra.settings import WardenSettings
+from infra.settings import RedisSettings, WardenSettings
 from streams import broker, corpus
 from streams.topics import Topic, Topics
 
@@ -40,15 +40,15 @@ ENTITY_TAGS = {"a": "account", "d": "sender domain", "i": "sending IP", "u": "UR
 COMPRESSION_BATCH = 100
 
 
-async def _used_memory(url: str) -> int:
-    client = connect(url, cluster=False)
+async def _used_memory(server: RedisSettings) -> int:
+    client = async_client(server)
     try:
         return int((await client.info("memory"))["used_memory"])
     finally:
         await client.aclose()
 
 
-async def _key_sizes(client: RedisClient, prefix: str) -> dict[str, float]:
+async def _key_sizes(client: AsyncClient, prefix: str) -> dict[str, float]:
     """Bytes by group (entity tag, ``memo``, ``served``) and tracked entities per tag."""
     bytes_by: dict[str, int] = defaultdict(int)
     entities: dict[str, set[bytes]] = defaultdict(set)
@@ -58,7 +58,7 @@ async def _key_sizes(client: RedisClient, prefix: str) -> dict[str, float]:
         usage = int(await client.memory_usage(key, samples=0) or 0)
         tag = key[key.index(b"{") + 1 : key.index(b"}")]
         letter = tag[:1].decode()
-        if b":memo:" in key:
+        if b":memo:" in key or tag.startswith(b"e:"):  # memo hashes and event id keys
             bytes_by["memo"] += usage
         elif key.endswith(b":served"):
             bytes_by["served"] += usage
@@ -112,11 +112,12 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         deployed = bench_scaling.deployment(live, tag)
         topics = Topics.from_settings(deployed.kafka)
         broker.ensure_topics(deployed.kafka, topics.all())
-        events = [m.event for m in corpus.load(live.corpus, corpus.ALL)]
-        if deployed.redis.url is None:
-            raise DevStackError("no Redis to measure")
-        url = deployed.redis.url.get_secret_value()
-        before = asyncio.run(_used_memory(url))
+        events = corpus.load(live.corpus, corpus.ALL)
+        if deployed.redis.url is None or deployed.redis.cluster_nodes:
+            raise DevStackError(
+                "the memory bench measures one standalone Redis (no URL, or a cluster, is set)"
+            )
+        before = asyncio.run(_used_memory(deployed.redis))
         console.step(f"replaying {len(events):,} corpus mails through one worker ...")
         with bench_scaling.group(deployed, 1, env, live.dev.state_dir / "bench-memory") as running:
             (pid,) = running.pids
@@ -130,12 +131,12 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
         console.step("measuring Redis keys and topics ...")
 
         async def _redis() -> dict[str, float]:
-            client = connect(url, cluster=False)
+            client = async_client(deployed.redis)
             try:
                 sizes = await _key_sizes(client, deployed.redis.key_prefix)
             finally:
                 await client.aclose()
-            sizes["used_memory_delta"] = float(await _used_memory(url) - before)
+            sizes["used_memory_delta"] = float(await _used_memory(deployed.redis) - before)
             return sizes
 
         figures.update(asyncio.run(_redis()))

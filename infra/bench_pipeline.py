@@ -30,7 +30,7 @@ from infra.settings import WardenSettings
 from infra.worker_process import child_process, wait_healthy, worker_process
 from models.train import train_from_corpus
 from streams import broker, corpus
-from streams.records import MailEvent, encode
+from streams.replay import send_recorded
 from streams.topics import Topic, Topics
 
 BACKLOG = 3000
@@ -42,9 +42,9 @@ WARM_UP_RATE = 200.0
 POOL_PROCESSES = 2
 
 
-def _events(mails: Sequence[corpus.CorpusMail], count: int, tag: str) -> list[MailEvent]:
+def _events(mails: Sequence[corpus.CorpusMail], count: int, tag: str) -> list[corpus.CorpusMail]:
     """``count`` corpus mails (cycled), each with its own event id."""
-    return [mails[i % len(mails)].event.model_copy(update={"event_id": f"{tag}-{i}"}) for i in range(count)]
+    return bench_scaling.backlog(mails, count, tag)
 
 
 def _drain(settings: WardenSettings, topic: Topic, count: int, since_ms: int, timeout_s: float) -> list[int]:
@@ -77,20 +77,21 @@ def _latencies(
 
 
 def _produce(
-    settings: WardenSettings, topic: Topic, events: Sequence[MailEvent], rate: float | None
+    settings: WardenSettings, topic: Topic, mails: Sequence[corpus.CorpusMail], rate: float | None
 ) -> dict[bytes, int]:
-    """Send events (key: event id); returns each key's broker timestamp."""
+    """Send mails (key: event id, with their recorded time); returns each key's broker timestamp."""
     producer = broker.producer(settings.kafka)
     try:
         futures = {}
         started = time.monotonic()
-        for index, event in enumerate(events, start=1):
+        for index, mail in enumerate(mails, start=1):
             if rate is not None:
                 pause = started + index / rate - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
-            key = event.event_id.encode()
-            futures[key] = producer.send(topic.name, key=key, value=encode(event))
+            futures[mail.event.event_id.encode()] = send_recorded(
+                producer, topic, mail.event, mail.event_time
+            )
         return {key: future.get(timeout=60).timestamp for key, future in futures.items()}
     finally:
         producer.close()

@@ -16,6 +16,7 @@ The harness (a settled group, a backlog, a drain) is also used by
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -33,7 +34,8 @@ from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from models.registry import Registry
 from streams import broker, corpus
-from streams.records import MailEvent, Verdict, decode, encode
+from streams.records import Verdict, decode
+from streams.replay import Recorded, send_recorded, stamped
 from streams.topics import Topics
 
 #: Partitions of every bench topic: enough for each worker of the largest group to hold several.
@@ -99,11 +101,11 @@ def rss_bytes(pid: int) -> int:
 
 def redis_cpu_seconds(settings: WardenSettings) -> float:
     """User + system CPU seconds of the Redis server so far (``INFO cpu``)."""
-    import redis
+    from features.redis_client import server_client
 
-    if settings.redis.url is None:
-        raise DevStackError("no Redis configured")
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    if settings.redis.url is None or settings.redis.cluster_nodes:
+        raise DevStackError("the Redis CPU figure needs one standalone Redis (no URL, or a cluster, is set)")
+    client = server_client(settings.redis)
     try:
         info = client.info("cpu")
     finally:
@@ -112,19 +114,21 @@ def redis_cpu_seconds(settings: WardenSettings) -> float:
 
 
 def deployment(live: WardenSettings, tag: str, partitions: int = PARTITIONS) -> WardenSettings:
-    """``live`` with topics, consumer group and Redis prefix that nothing else uses."""
+    """``live`` with topics, consumer group and Redis prefix that nothing else uses, its workers
+    taking the recorded time the benchmarks' replays send (streams.provenance)."""
     return live.model_copy(
         update={
             "kafka": live.kafka.model_copy(update={"topic_prefix": f"{tag}.", "partitions": partitions}),
             "redis": live.redis.model_copy(update={"key_prefix": tag}),
             "worker": live.worker.model_copy(update={"app_id": tag}),
+            "ingest": live.ingest.model_copy(update={"trust_producer_event_time": True}),
         }
     )
 
 
 def ensure_model(live: WardenSettings, console: Console) -> WardenSettings:
     """``live`` with a registry that has a current model: the configured one, or one trained now."""
-    if Registry(live.models.registry_dir).current() is not None:
+    if Registry.from_settings(live).current() is not None:
         return live
     from models.train import train_from_corpus
 
@@ -186,18 +190,22 @@ def group(settings: WardenSettings, count: int, env: Mapping[str, str], log_dir:
                 proc.terminate()
 
 
-def backlog(mails: Sequence[corpus.CorpusMail], count: int, tag: str) -> list[MailEvent]:
+def backlog(mails: Sequence[corpus.CorpusMail], count: int, tag: str) -> list[corpus.CorpusMail]:
     """``count`` corpus mails (cycled), each with its own event id."""
-    return [mails[i % len(mails)].event.model_copy(update={"event_id": f"{tag}-{i}"}) for i in range(count)]
+    return [
+        dataclasses.replace(mail, event=mail.event.model_copy(update={"event_id": f"{tag}-{i}"}))
+        for i, mail in ((i, mails[i % len(mails)]) for i in range(count))
+    ]
 
 
-def produce(settings: WardenSettings, events: Sequence[MailEvent]) -> None:
-    """Send ``events`` to ``mail.events`` (key: event id) as fast as the broker takes them."""
+def produce(settings: WardenSettings, mails: Sequence[Recorded]) -> None:
+    """Send ``mails`` to ``mail.events`` (key: event id, with their recorded time) as fast as the
+    broker takes them."""
     topic = Topics.from_settings(settings.kafka).mail_events
     producer = broker.producer(settings.kafka)
     try:
-        for event in events:
-            producer.send(topic.name, key=event.event_id.encode(), value=encode(event))
+        for mail in mails:
+            send_recorded(producer, topic, *stamped(mail))
         producer.flush(timeout=120)
     finally:
         producer.close()

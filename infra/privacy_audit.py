@@ -1,15 +1,19 @@
 """``warden privacy audit``: look everywhere Warden keeps data for anything raw.
 
 Invariant 5 says raw identifiers and content never leave ingest. The audit
-checks what is actually stored, not what the code intends:
+checks what is actually stored, not what the code intends, and reads all of
+it unless told to sample:
 
-* **Redis**: every key under the prefix, grouped into families (pseudonyms,
-  ids and bucket numbers blanked): count, TTL min/max, and keys without a TTL
-  (each is a finding: the retention policy is a TTL on every key). Every key
-  name and value is scanned.
-* **Derived topics**: a sample of every topic Warden derives (all topics but
-  the inputs and the dead letters, which keep raw payloads by design and share
-  the inputs' retention).
+* **Redis**: every key under the prefix, on the standalone server or on every
+  primary of the cluster, each value read by its type
+  (:mod:`infra.privacy_audit_redis`), grouped into families (pseudonyms, ids
+  and bucket numbers blanked): count, TTL min/max, and keys without a TTL
+  (each is a finding: the retention policy is a TTL on every key).
+* **Derived topics**: every record, up to the end each partition had when the
+  audit started, of every topic Warden derives (all topics but the inputs
+  and the dead letters, which keep raw payloads by design and share the
+  inputs' retention). ``sample`` reads only the first records of each topic,
+  and the report says so.
 * **The model registry**: every file (manifests, ONNX graphs, token tables).
 * **Logs and metrics**: the log files given, and a worker's ``/metrics``.
 
@@ -19,12 +23,15 @@ dropped) or a display name from its address headers (at least two words and
 8 characters), each matched as a word sequence whatever the case and
 punctuation.
 Findings are reported by place and kind with the value masked, so the
-audit's own output does not repeat what it found.
+audit's own output does not repeat what it found. The audit passes only when
+it found nothing and read every configured store in full; a store it could
+not read fails it, and a sampled or skipped part makes the verdict say so.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -33,8 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import redis
-
+from infra.exceptions import UsageError
 from infra.settings import WardenSettings
 from streams.topics import Topic, Topics
 
@@ -78,15 +84,48 @@ class Family:
 @dataclass
 class AuditReport:
     families: dict[str, Family] = field(default_factory=dict)
-    scanned: dict[str, int] = field(default_factory=dict)  # place -> records/keys/files/lines looked at
+    scanned: dict[str, int] = field(default_factory=dict)  # place -> records/keys/files/bytes read in full
+    #: place -> (records read, records in scope) where only a sample was read, as asked.
+    sampled: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Configured places the caller chose not to read.
+    skipped: list[str] = field(default_factory=list)
+    #: Places (or keys) that should have been read and could not be: each fails the audit.
+    unread: list[str] = field(default_factory=list)
+    #: What "everything" meant, place by place (printed with the report).
+    scope: list[str] = field(default_factory=list)
+    #: Redis keys that expired between the scan and the read.
+    expired: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
+    def clean(self) -> bool:
+        """Nothing raw found and nothing left unread (a sample may still have been all that was read)."""
+        return not self.findings and not self.unread
+
+    @property
     def passed(self) -> bool:
-        return not self.findings
+        """Clean, and every configured store read in full."""
+        return self.clean and not self.sampled and not self.skipped
+
+    def verdict(self) -> str:
+        """One line: PASSED, FAILED (with what), or what a clean but partial run did not read."""
+        if not self.clean:
+            parts = []
+            if self.findings:
+                parts.append(f"{len(self.findings):,} finding(s)")
+            if self.unread:
+                parts.append(f"{len(self.unread):,} place(s) not read")
+            return "FAILED with " + " and ".join(parts)
+        if self.passed:
+            return "PASSED (every configured store read in full)"
+        partial = [f"{place} {read:,} of {total:,} records" for place, (read, total) in self.sampled.items()]
+        partial += [f"{place} skipped" for place in self.skipped]
+        return "found nothing in a PARTIAL read, not a pass: " + "; ".join(partial)
 
     def write(self, out: TextIO, limit: int = 50) -> None:
         out.write("== Privacy audit ==\n")
+        for line in self.scope:
+            out.write(f"scope: {line}\n")
         if self.families:
             out.write(
                 f"{'redis key family':58s} {'keys':>8s} {'ttl min':>9s} {'ttl max':>9s} {'no ttl':>7s}\n"
@@ -96,17 +135,27 @@ class AuditReport:
                 high = "-" if family.ttl_max is None else str(family.ttl_max)
                 out.write(f"{name[:58]:58s} {family.count:>8,} {low:>9s} {high:>9s} {family.no_ttl:>7,}\n")
         for place, count in self.scanned.items():
-            out.write(f"scanned {place}: {count:,}\n")
+            out.write(f"read in full: {place}: {count:,}\n")
+        if self.expired:
+            out.write(f"redis keys that expired before they could be read: {self.expired:,}\n")
+        for place, (read, total) in self.sampled.items():
+            out.write(f"SAMPLED: {place}: the first {read:,} of {total:,} records\n")
+        for place in self.skipped:
+            out.write(f"SKIPPED: {place}\n")
+        for place in self.unread[:limit]:
+            out.write(f"NOT READ: {place}\n")
+        if len(self.unread) > limit:
+            out.write(f"... and {len(self.unread) - limit:,} more places not read\n")
         for finding in self.findings[:limit]:
             out.write(finding.line() + "\n")
         if len(self.findings) > limit:
             out.write(f"... and {len(self.findings) - limit:,} more findings\n")
-        verdict = "PASSED" if self.passed else f"FAILED with {len(self.findings):,} finding(s)"
-        out.write(f"privacy audit {verdict}\n")
+        out.write(f"privacy audit {self.verdict()}\n")
         out.flush()
 
 
-def _mask(value: bytes) -> str:
+def mask(value: bytes) -> str:
+    """The first two characters and the length: enough to find the value, not to repeat it."""
     text = value.decode("utf-8", "replace")
     return f"{text[:2]}…({len(text)} chars)"
 
@@ -132,9 +181,9 @@ class Scanner:
 
     def scan(self, where: str, data: bytes) -> Iterator[Finding]:
         for match in _EMAIL.finditer(data):
-            yield Finding(where, "address", _mask(match.group()))
+            yield Finding(where, "address", mask(match.group()))
         for match in _IPV4.finditer(data):
-            yield Finding(where, "ip", _mask(match.group()))
+            yield Finding(where, "ip", mask(match.group()))
         if self._phrases:
             words = _WORD.findall(data.lower())
             seen: set[tuple[bytes, ...]] = set()
@@ -142,7 +191,7 @@ class Scanner:
                 for phrase, kind in self._phrases.get((words[i], words[i + 1]), {}).items():
                     if phrase not in seen and tuple(words[i : i + len(phrase)]) == phrase:
                         seen.add(phrase)
-                        yield Finding(where, kind, _mask(b" ".join(phrase)))
+                        yield Finding(where, kind, mask(b" ".join(phrase)))
 
 
 def family_of(key: str, prefix: str) -> str:
@@ -151,110 +200,115 @@ def family_of(key: str, prefix: str) -> str:
     return _NUMBER.sub("#", _TAG.sub(r"{\1:*}", rest))
 
 
-def _dump(client: redis.Redis, keys: Sequence[bytes]) -> list[tuple[int, bytes]]:
-    """TTL and a readable dump of each key's value (two pipelined round trips)."""
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.type(key)
-        pipe.ttl(key)
-    answers = pipe.execute()
-    kinds, ttls = answers[0::2], answers[1::2]
-    pipe = client.pipeline(transaction=False)
-    for key, kind in zip(keys, kinds, strict=True):
-        if kind == b"string":
-            pipe.get(key)
-        elif kind == b"hash":
-            pipe.hgetall(key)
-        elif kind == b"set":
-            pipe.smembers(key)
-        elif kind == b"zset":
-            pipe.zrange(key, 0, -1)
-        elif kind == b"list":
-            pipe.lrange(key, 0, -1)
-        else:
-            pipe.echo(b"")
-    out = []
-    for ttl, value in zip(ttls, pipe.execute(), strict=True):
-        if isinstance(value, dict):
-            text = b" ".join(k + b"=" + v for k, v in value.items())
-        elif isinstance(value, set | list):
-            text = b" ".join(value)
-        else:
-            text = value or b""
-        out.append((int(ttl), text))
-    return out
-
-
-def audit_redis(client: redis.Redis, prefix: str, scanner: Scanner, report: AuditReport) -> None:
-    """Every key under ``prefix``: families, TTLs, and the key names and values scanned."""
-    batch: list[bytes] = []
-    scanned = 0
-
-    def flush() -> None:
-        for key, (ttl, value) in zip(batch, _dump(client, batch), strict=True):
-            name = key.decode("utf-8", "replace")
-            family = family_of(name, prefix)
-            report.families.setdefault(family, Family()).add(ttl)
-            if ttl == -1:
-                report.findings.append(Finding(f"redis {family}", "no-ttl", _mask(key)))
-            report.findings.extend(scanner.scan(f"redis {family}", key + b" " + value))
-        batch.clear()
-
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        batch.append(key)
-        scanned += 1
-        if len(batch) >= 500:
-            flush()
-    flush()
-    report.scanned["redis keys"] = scanned
-
-
 def derived_topics(topics: Topics) -> list[Topic]:
     """Every topic but the inputs and the dead letters (which keep raw payloads by design)."""
     excluded = {t.name for t in topics.inputs()} | {topics.dead_letters.name}
     return [t for t in topics.all() if t.name not in excluded]
 
 
-def audit_topics(settings: WardenSettings, scanner: Scanner, report: AuditReport, sample: int) -> None:
+def audit_topics(
+    settings: WardenSettings, scanner: Scanner, report: AuditReport, sample: int | None, idle_s: float = 20.0
+) -> None:
+    """Every record of every derived topic, up to where each partition ended when the audit started.
+
+    A partition's end is the larger of the offset the broker lists before
+    reading and the high watermark of the first fetch that reaches it (brokers
+    that list less than they hold are read to the end all the same; records
+    appended while it reads are read too, never fewer). With ``sample``, only
+    the first ``sample`` records of each topic are read and the report says
+    so. A partition that stops advancing before its end for ``idle_s`` is
+    recorded as not read. Raises BrokerError if the broker cannot be reached.
+    """
     from streams import broker
 
     topics = derived_topics(Topics.from_settings(settings.kafka))
     counts = dict.fromkeys((t.name for t in topics), 0)
     reader = broker.TopicReader(settings.kafka, tuple(topics))
     try:
-        while batch := reader.poll(2.0):
+        extent = reader.extent()
+        targets: dict[tuple[str, int], int] = {}  # partition -> the offset it is read up to
+
+        def behind() -> set[str]:
+            """Topics with a partition not yet read to its end; fixes each partition's end once reached."""
+            topics_behind = set()
+            for partition, (position, highwater) in reader.progress().items():
+                listed = extent[partition][1]
+                if partition not in targets and position >= listed and highwater is not None:
+                    targets[partition] = max(listed, highwater)
+                if partition not in targets or position < targets[partition]:
+                    topics_behind.add(partition[0])
+            return topics_behind
+
+        def wanted(topic: str) -> bool:
+            return sample is None or counts[topic] < sample
+
+        stalled: set[str] = set()
+        passed_over: set[str] = set()  # topics with records fetched but not read (beyond the sample)
+        last_progress = time.monotonic()
+        while (open_topics := behind()) and any(wanted(topic) for topic in open_topics):
+            if time.monotonic() - last_progress > idle_s:
+                stalled = {topic for topic in open_topics if wanted(topic)}
+                break
+            batch = reader.poll(1.0)
+            if batch:
+                last_progress = time.monotonic()
             for message in batch:
-                if counts[message.topic] >= sample:
+                if not wanted(message.topic):
+                    passed_over.add(message.topic)
                     continue
                 counts[message.topic] += 1
                 data = (message.key or b"") + b" " + (message.value or b"")
                 report.findings.extend(scanner.scan(f"topic {message.topic}", data))
-            if all(count >= sample for count in counts.values()):
-                break
+        unfinished = behind()
+        in_scope = dict.fromkeys(counts, 0)
+        for partition, (position, highwater) in reader.progress().items():
+            first, listed = extent[partition]
+            end = targets.get(partition, max(listed, highwater or 0, position))
+            in_scope[partition[0]] += end - first
     finally:
         reader.close()
     for name, count in counts.items():
-        report.scanned[f"topic {name} (sampled)"] = count
+        if name in stalled:
+            report.unread.append(
+                f"topic {name}: stopped after {count:,} of {in_scope[name]:,} records "
+                f"(nothing arrived for {idle_s:g} s)"
+            )
+        elif name in unfinished or name in passed_over:
+            report.sampled[f"topic {name}"] = (count, in_scope[name])
+        else:
+            report.scanned[f"topic {name}"] = count
+    report.scope.append(
+        "derived topics: every record present when the audit started (inputs and dead letters hold raw "
+        "payloads by design and are not in scope)"
+    )
 
 
 def audit_files(paths: Iterable[Path], label: str, scanner: Scanner, report: AuditReport) -> None:
+    """Every file given; one that is missing or cannot be read is recorded as not read."""
     files = 0
     for path in paths:
-        if not path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            report.unread.append(f"{label} {path}: {exc.strerror or type(exc).__name__}")
             continue
         files += 1
-        report.findings.extend(scanner.scan(f"{label} {path.name}", path.read_bytes()))
+        report.findings.extend(scanner.scan(f"{label} {path.name}", data))
     report.scanned[f"{label} files"] = report.scanned.get(f"{label} files", 0) + files
 
 
 def audit_metrics(url: str, scanner: Scanner, report: AuditReport) -> None:
+    """A worker's ``/metrics`` page; one that cannot be fetched is recorded as not read.
+
+    Raises UsageError for a URL that is not http(s).
+    """
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"metrics URL must be http(s): {url}")
+        raise UsageError(f"the metrics URL must be http(s): {url}")
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - scheme checked above
             body: bytes = response.read()
     except (urllib.error.URLError, OSError) as exc:
-        report.findings.append(Finding(f"metrics {url}", "unread", f"could not read: {exc}"))
+        report.unread.append(f"metrics {url}: {exc}")
         return
     report.scanned["metrics bytes"] = len(body)
     report.findings.extend(scanner.scan("metrics", body))
@@ -309,20 +363,35 @@ def audit(
     names: Iterable[str] = (),
     logs: Sequence[Path] = (),
     metrics_url: str | None = None,
-    sample: int = 2000,
+    sample: int | None = None,
     topics: bool = True,
 ) -> AuditReport:
-    """Run every check that has something to look at; the settings must name Redis (and the broker)."""
+    """Run every check that has something to look at.
+
+    Redis (URL or cluster nodes) and the broker are read when the settings
+    name them, in full unless ``sample`` limits each derived topic to its
+    first records; ``topics=False`` skips the topics (and the report says
+    so). A configured store that cannot be read is in ``report.unread``.
+    """
+    from infra.privacy_audit_redis import audit_redis
+
     scanner = Scanner(subjects, names)
     report = AuditReport()
-    if settings.redis.url is not None:
-        client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    if settings.redis.url is not None or settings.redis.cluster_nodes:
+        audit_redis(settings.redis, scanner, report)
+    else:
+        report.scope.append("redis: not configured")
+    if settings.kafka.bootstrap_servers is None:
+        report.scope.append("derived topics: no broker configured")
+    elif topics:
+        from streams.exceptions import BrokerError
+
         try:
-            audit_redis(client, settings.redis.key_prefix, scanner, report)
-        finally:
-            client.close()
-    if topics and settings.kafka.bootstrap_servers is not None:
-        audit_topics(settings, scanner, report, sample)
+            audit_topics(settings, scanner, report, sample)
+        except BrokerError as exc:
+            report.unread.append(f"derived topics: {exc}")
+    else:
+        report.skipped.append("derived topics")
     registry = settings.models.registry_dir
     if registry.is_dir():
         audit_files(sorted(p for p in registry.rglob("*") if p.is_file()), "registry", scanner, report)

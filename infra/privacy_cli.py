@@ -3,8 +3,9 @@
 Kept apart from :mod:`infra.cli` (which only registers and dispatches them).
 Failures raise typed errors that the CLI prints as one line with exit 1:
 :class:`~infra.exceptions.PrivacyAuditFailed` after the audit report is
-printed, :class:`~infra.exceptions.PrivacyBudgetExhausted` before any data is
-read.
+printed (a finding, or a configured store not read in full; a sample asked
+for with ``--sample`` exits 0 with a verdict that names what was sampled),
+:class:`~infra.exceptions.PrivacyBudgetExhausted` before any data is read.
 """
 
 from __future__ import annotations
@@ -33,13 +34,22 @@ def add_parsers(
     actions = privacy.add_subparsers(dest="action", metavar="ACTION", parser_class=parser_class)
     actions.required = True
     audit = actions.add_parser(
-        "audit", help="scan Redis, derived topics, the registry, logs and metrics (exit 1 on any finding)"
+        "audit",
+        help="read Redis, derived topics, the registry, logs and metrics in full "
+        "(exit 1 on any finding or anything not read)",
     )
     audit.add_argument(
         "--log", type=Path, action="append", default=None, help="a log file to scan (default: dev logs)"
     )
     audit.add_argument("--metrics-url", metavar="URL", help="a worker's /metrics to scan")
-    audit.add_argument("--sample", type=_positive_int, default=2000, metavar="N", help="records per topic")
+    audit.add_argument(
+        "--sample",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="read only the first N records of each derived topic (default: every record); "
+        "the verdict then says what was sampled instead of PASSED",
+    )
     simulate = actions.add_parser(
         "simulate", help="local-DP junk reports: recall and error of the top domains (simulated reporters)"
     )
@@ -91,8 +101,8 @@ def _privacy(args: argparse.Namespace, settings: WardenSettings, with_services: 
         sample=args.sample,
     )
     report.write(sys.stdout)
-    if not report.passed:
-        raise PrivacyAuditFailed(f"privacy audit failed with {len(report.findings):,} finding(s)")
+    if not report.clean:
+        raise PrivacyAuditFailed(f"privacy audit {report.verdict()}")
     return 0
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import redis
 
+from features.redis_client import CLIENT_ERRORS, at, server_client
 from infra import devstack
 from infra.devstack import _terminate, _wait, die_with_parent, redis_ready
 from infra.exceptions import DevStackError
-from infra.settings import DevSettings
+from infra.settings import DevSettings, RedisSettings
 
 #: Hash slots in every Redis Cluster.
 SLOTS = 16384
@@ -38,6 +39,10 @@ class ClusterState:
     urls: tuple[str, ...]
     pids: tuple[int, ...]
     binary: str
+
+    def redis_settings(self) -> RedisSettings:
+        """Settings that point Warden's clients at this cluster (every node a start-up node)."""
+        return RedisSettings(cluster_nodes=",".join(self.urls))
 
 
 @dataclass(frozen=True)
@@ -118,14 +123,14 @@ class LocalCluster:
             for index, node in enumerate(self._nodes):
                 first = index * SLOTS // self._masters
                 last = (index + 1) * SLOTS // self._masters - 1
-                with redis.Redis(host=host, port=node.port, socket_timeout=5.0) as client:
-                    client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+                with _node(host, node.port, 5.0) as client:
+                    client.cluster("ADDSLOTSRANGE", first, last)
                     # Distinct epochs, as `redis-cli --cluster create` sets them: no collision round.
-                    client.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
-            with redis.Redis(host=host, port=self._nodes[0].port, socket_timeout=5.0) as client:
+                    client.cluster("SET-CONFIG-EPOCH", index + 1)
+            with _node(host, self._nodes[0].port, 5.0) as client:
                 for node in self._nodes[1:]:
-                    client.execute_command("CLUSTER MEET", host, node.port, node.bus_port)
-        except (redis.RedisError, OSError) as exc:
+                    client.cluster("MEET", host, node.port, node.bus_port)
+        except CLIENT_ERRORS as exc:
             raise DevStackError(f"could not form the redis cluster: {exc}") from exc
 
     def stop(self) -> None:
@@ -162,15 +167,20 @@ def _url(host: str, port: int) -> str:
     return f"redis://{host}:{port}"
 
 
+def _node(host: str, port: int, timeout_s: float) -> contextlib.closing[redis.Redis]:
+    """A client for one node on its own (cluster commands go to the node, not routed by slot)."""
+    return contextlib.closing(server_client(at(_url(host, port), socket_timeout_s=timeout_s)))
+
+
 def _name(node: _Node) -> str:
     return f"redis cluster node on port {node.port}"
 
 
 def _cluster_ok(host: str, port: int) -> bool:
     try:
-        with redis.Redis(host=host, port=port, socket_timeout=1.0) as client:
-            info = client.execute_command("CLUSTER INFO")
-    except (redis.RedisError, OSError):
+        with _node(host, port, 1.0) as client:
+            info = client.cluster("INFO")
+    except CLIENT_ERRORS:
         return False
     # redis-py parses CLUSTER INFO into a dict of strings.
     return isinstance(info, dict) and info.get("cluster_state") == "ok"

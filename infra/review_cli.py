@@ -17,9 +17,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from redis.exceptions import RedisError
-
-from features.store import RedisClient, connect
+from features.exceptions import StoreNotConfigured
+from features.redis_client import CLIENT_ERRORS, AsyncClient, async_client, where
 from infra.exceptions import UsageError
 from infra.settings import WardenSettings
 from serving.exceptions import ReviewError
@@ -33,15 +32,15 @@ T = TypeVar("T")
 LABELS: dict[str, FeedbackLabel] = {"spam": "abuse", "abuse": "abuse", "ham": "legit", "legit": "legit"}
 
 
-def _client(settings: WardenSettings) -> RedisClient:
-    if settings.redis.cluster_nodes:
-        return connect(settings.redis.cluster_nodes.split(","), cluster=True)
-    if settings.redis.url is None:
-        raise UsageError("no Redis configured: run `warden dev up` or set WARDEN_REDIS__URL")
-    return connect(settings.redis.url.get_secret_value(), cluster=False)
+def _client(settings: WardenSettings) -> AsyncClient:
+    """The configured Redis (standalone or cluster, with its AUTH and TLS settings)."""
+    try:
+        return async_client(settings.redis)
+    except StoreNotConfigured:
+        raise UsageError("no Redis configured: run `warden dev up` or set WARDEN_REDIS__URL") from None
 
 
-def _queue(settings: WardenSettings, client: RedisClient) -> ReviewQueue:
+def _queue(settings: WardenSettings, client: AsyncClient) -> ReviewQueue:
     return ReviewQueue(client, settings.redis.key_prefix, settings.review, load_ranker(settings.review))
 
 
@@ -53,17 +52,24 @@ async def _top(settings: WardenSettings, count: int) -> list[QueuedGroup]:
         await client.aclose()
 
 
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run one Redis conversation; an unreachable Redis becomes a one-line ReviewError."""
+def _run(settings: WardenSettings, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one Redis conversation.
+
+    An unreachable Redis, or one that refuses the credentials or the TLS
+    handshake, becomes a one-line ReviewError (the CLI exits 1).
+    """
     try:
         return asyncio.run(coroutine)
-    except (RedisError, OSError) as exc:
-        raise ReviewError(f"cannot reach Redis for the review queue: {exc}") from None
+    except CLIENT_ERRORS as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ReviewError(
+            f"cannot use Redis at {where(settings.redis)} for the review queue: {reason}"
+        ) from None
 
 
 def show(settings: WardenSettings, count: int, as_json: bool, out: TextIO) -> int:
     """Print the top ``count`` groups; returns how many were shown."""
-    groups = _run(_top(settings, count))
+    groups = _run(settings, _top(settings, count))
     if as_json:
         out.write(json.dumps([g.as_dict() for g in groups], indent=2) + "\n")
         return len(groups)
@@ -141,11 +147,11 @@ def label(settings: WardenSettings, target: str, given: str, reporter: str, out:
 
     Raises ReviewError for an unknown target and BrokerError if the broker refuses.
     """
-    group, event_ids = _run(_resolve(settings, target))
+    group, event_ids = _run(settings, _resolve(settings, target))
     records = feedback_records(event_ids, LABELS[given], reporter, group, time.time())
     sent = feedback_source.send(settings, records)
     if group is not None:
-        _run(_mark(settings, group, LABELS[given], event_ids))
+        _run(settings, _mark(settings, group, LABELS[given], event_ids))
     what = f"group {group} ({sent:,} events)" if group else f"event {target}"
     out.write(f"sent {sent:,} ops_review labels ({LABELS[given]}) for {what}\n")
     return sent
@@ -175,7 +181,7 @@ def fit_ranker(settings: WardenSettings, path: Path, out: TextIO) -> int:
                     continue
     finally:
         reader.close()
-    model, used = fit_on_examples(examples, Registry(settings.models.registry_dir))
+    model, used = fit_on_examples(examples, Registry.from_settings(settings))
     try:
         path.write_text(model.to_json() + "\n", encoding="utf-8")
     except OSError as exc:

@@ -116,21 +116,19 @@ EventSource = Callable[[WardenSettings, int], Stream]
 
 def mail_source(settings: WardenSettings, days: int) -> list[SimEvent]:
     """The newer corpus collection in equal days, plus one invoice-fraud wave per day."""
-    mails = sorted(
-        corpus.load(settings.corpus, corpus.NEWER), key=lambda m: (m.event.timestamp, m.event.event_id)
-    )
+    mails = sorted(corpus.load(settings.corpus, corpus.NEWER), key=lambda m: (m.event_time, m.event.event_id))
     bounds = np.linspace(0, len(mails), days + 1).astype(int)
     out: list[SimEvent] = []
     recipients = sorted({r for m in mails[:200] for r in m.event.recipients})[:20] or ["accounts@example.org"]
     for day in range(days):
         chunk = mails[bounds[day] : bounds[day + 1]]
         out.extend(SimEvent(day, m, False) for m in chunk)
-        wave = campaign(WAVE_SIZE, chunk[0].event.timestamp, recipients, seed=100 + day)
+        wave = campaign(WAVE_SIZE, chunk[0].event_time, recipients, seed=100 + day)
         # Spread by position, not clock: the corpus's days are uneven in time, and a wave
         # should meet every review round of its day.
         slots = np.linspace(0, len(chunk) - 1, len(wave)).astype(int)
         for event, slot in zip(wave, slots, strict=True):
-            stamped = event.model_copy(update={"timestamp": chunk[int(slot)].event.timestamp + 1.0})
+            stamped = event.model_copy(update={"timestamp": chunk[int(slot)].event_time + 1.0})
             mail = CorpusMail("campaign", stamped, True)
             out.append(SimEvent(day, mail, True))
     return out
@@ -138,15 +136,19 @@ def mail_source(settings: WardenSettings, days: int) -> list[SimEvent]:
 
 def mail_stream(settings: WardenSettings, days: int) -> Stream:
     """:func:`mail_source`'s days, with the older collection as the first training set."""
-    events = sorted(
-        mail_source(settings, days), key=lambda e: (e.mail.event.timestamp, e.mail.event.event_id)
-    )
+    events = sorted(mail_source(settings, days), key=lambda e: (e.mail.event_time, e.mail.event.event_id))
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     data = build([e.mail for e in events], pseudonymiser)
     if data.event_ids != tuple(e.mail.event.event_id for e in events):
         raise UsageError("the event source gave duplicate event ids")
     features: list[EventFeatures] = [
-        to_features(e.mail.event, pseudonymiser, SourcePosition(topic="sim", partition=0, offset=i), 0)
+        to_features(
+            e.mail.event,
+            pseudonymiser,
+            SourcePosition(topic="sim", partition=0, offset=i),
+            0,
+            event_time=e.mail.event_time,
+        )
         for i, e in enumerate(events)
     ]
     return Stream(
@@ -179,7 +181,11 @@ def activity_stream(
     keep = np.flatnonzero(day >= 0)
     features: list[EventFeatures] = [
         to_activity_features(
-            chosen[int(i)].event, pseudonymiser, SourcePosition(topic="sim", partition=0, offset=int(i)), 0
+            chosen[int(i)].event,
+            pseudonymiser,
+            SourcePosition(topic="sim", partition=0, offset=int(i)),
+            0,
+            event_time=chosen[int(i)].event.timestamp,
         )
         for i in keep
     ]

@@ -11,6 +11,7 @@ first: explicit arguments, environment, settings file, defaults.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,43 @@ from infra.exceptions import SettingsError
 
 #: The development pseudonymisation key. Refused when ``environment`` is "production".
 DEV_HMAC_KEY = "warden-development-key-not-secret"
+#: The shortest secret key accepted outside development (UTF-8 bytes).
+MIN_KEY_BYTES = 32
+#: How to make a key, said by every refusal.
+KEY_HINT = "make one with `warden keygen`"
+#: Values shipped in this repository's own files (deploy stand-ins, old examples): public, never keys.
+_PUBLISHED_KEYS = frozenset(
+    {
+        DEV_HMAC_KEY,
+        "replace-with-32-random-bytes-hex",
+        "0123456789abcdef-test-only-key",
+    }
+)
+#: Words that only an example or a stand-in value contains.
+_STAND_IN = re.compile(r"replace|change.?me|example|dummy|not.?secret|development", re.IGNORECASE)
+
+
+def development_feedback_key(source: str) -> SecretStr:
+    """The public development key of a label source (used only when ``environment`` is development)."""
+    return SecretStr(f"warden-development-feedback-key-{source}")
+
+
+def key_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a secret key outside development, or None when it can.
+
+    Refused: fewer than :data:`MIN_KEY_BYTES` bytes, a value published in this
+    repository (the development keys, the deploy files' stand-ins), a value
+    that says it is an example, and a value of fewer than 8 distinct characters.
+    The reason never contains the value.
+    """
+    size = len(value.encode("utf-8"))
+    if size < MIN_KEY_BYTES:
+        return f"is {size} bytes, needs at least {MIN_KEY_BYTES} random bytes"
+    if value in _PUBLISHED_KEYS or _STAND_IN.search(value):
+        return "is a published example or development key, not a secret"
+    if len(set(value)) < 8:
+        return "repeats too few characters to be random"
+    return None
 
 
 class _Part(BaseModel):
@@ -179,6 +217,14 @@ class IngestSettings(_Part):
     #: Seconds of ingest in the event loop after which the agent yields to it (between records),
     #: so /health, heartbeats and the other agents run while a micro-batch is ingested.
     yield_after_s: float = Field(default=0.005, ge=0, le=1)
+    #: Aggregates advance on the broker's record timestamp (see streams.provenance), never more
+    #: than this far ahead of the worker's clock (a broker or producer clock running fast).
+    max_event_time_ahead_s: float = Field(default=60.0, ge=0, le=3600)
+    #: Take an earlier event time from the producer's ``warden-event-time-ms`` record header
+    #: (streams.topics.EVENT_TIME_HEADER): for replays of recorded traffic (the demo, tests,
+    #: ``warden replay``). Off in production: whoever can produce to the input topics would
+    #: set the clock the aggregates advance on.
+    trust_producer_event_time: bool = False
 
 
 class WorkerSettings(_Part):
@@ -229,9 +275,27 @@ class FeedbackSettings(_Part):
     #: Off by default: a few capped reports about a sender whose mail nobody labels
     #: can still teach a model that sender's own words (see the poisoning test).
     train_on_user_reports: bool = False
+    # The HMAC-SHA256 key of each label source (streams.feedback_auth): a sender signs every label
+    # with the key of the source it speaks for, and workers verify it. Give each sender only its
+    # own source's key (the app backend that sends user reports never holds key_ops_review).
+    # Unset: in development a public development key per source; in production that source's
+    # labels are refused (dead letters) and `warden feedback` cannot send as it.
+    key_user_report: SecretStr | None = None
+    key_ops_review: SecretStr | None = None
+    key_appeal: SecretStr | None = None
+    key_auto: SecretStr | None = None
 
     def weight(self, source: str) -> float:
         return float(getattr(self, f"weight_{source}"))
+
+    def key(self, source: str) -> SecretStr | None:
+        """The configured key of ``source`` (None when unset)."""
+        return self.keys()[source]
+
+    def keys(self) -> dict[str, SecretStr | None]:
+        """Every source's configured key (None when unset), by source."""
+        fields = type(self).model_fields
+        return {name.removeprefix("key_"): getattr(self, name) for name in fields if name.startswith("key_")}
 
 
 class ServingSettings(_Part):
@@ -241,6 +305,23 @@ class ServingSettings(_Part):
     reload_interval_s: float = Field(default=2.0, gt=0)
     #: Reasons attached to each junk or block verdict.
     reasons: int = Field(default=3, ge=0, le=20)
+    #: The bearer token ``POST /score`` requires (``Authorization: Bearer <token>``). Required
+    #: whenever the worker's web server listens beyond loopback (the worker refuses to start
+    #: without one); on loopback it is checked when set.
+    score_token: SecretStr | None = None
+    #: ``POST /score`` applies the posted event's aggregates as the stream would, instead of a
+    #: read-only preview (the default). Needs ``score_token``: it is a write to the store.
+    score_applies: bool = False
+    #: How long ``POST /score`` waits for the store before answering 503.
+    score_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _writes_need_a_token(self) -> ServingSettings:
+        if self.score_token is not None and len(self.score_token.get_secret_value()) < 16:
+            raise ValueError(f"score_token must be at least 16 characters ({KEY_HINT})")
+        if self.score_applies and self.score_token is None:
+            raise ValueError("score_applies needs score_token: applying is a write to the feature store")
+        return self
 
 
 class ReviewSettings(_Part):
@@ -262,6 +343,14 @@ class ModelSettings(_Part):
     """Training and the model registry."""
 
     registry_dir: Path = Path(".warden/registry")
+    #: Ed25519 private key (PEM) that signs registered versions: only `warden train` and
+    #: `warden retrain` hold it (models.signing). Unset in development: a pair generated
+    #: once under ``dev.state_dir``; make one with `warden models keygen`.
+    signing_key_file: Path | None = None
+    #: Ed25519 public key (PEM) every version is verified with before it is loaded or promoted
+    #: (workers hold only this one). Unset: derived from ``signing_key_file`` when that is set;
+    #: in development the generated pair; in production a worker refuses to start.
+    verify_key_file: Path | None = None
     #: Largest |ONNX - booster| allowed before a model may be registered.
     parity_tolerance: float = Field(default=1e-5, gt=0)
     num_trees: int = Field(default=600, ge=1)
@@ -314,14 +403,42 @@ class WardenSettings(BaseSettings):
     dev: DevSettings = DevSettings()
 
     @model_validator(mode="after")
-    def _production_needs_real_key(self) -> WardenSettings:
-        if (
-            self.environment == "production"
-            and self.privacy.key_file is None
-            and self.privacy.hmac_key.get_secret_value() == DEV_HMAC_KEY
-        ):
-            raise ValueError("production needs WARDEN_PRIVACY__HMAC_KEY set to a secret key")
+    def _real_keys_outside_development(self) -> WardenSettings:
+        if self.environment == "development":
+            return self
+        secrets: list[tuple[str, SecretStr]] = []
+        if self.privacy.key_file is None:
+            secrets.append(("WARDEN_PRIVACY__HMAC_KEY", self.privacy.hmac_key))
+        for source, key in self.feedback.keys().items():
+            if key is not None:
+                secrets.append((f"WARDEN_FEEDBACK__KEY_{source.upper()}", key))
+        if self.serving.score_token is not None:
+            secrets.append(("WARDEN_SERVING__SCORE_TOKEN", self.serving.score_token))
+        seen: dict[str, str] = {}
+        for variable, secret in secrets:
+            problem = key_problem(secret.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"{variable} {problem} ({self.environment}): {KEY_HINT}")
+            if secret.get_secret_value() in seen:
+                raise ValueError(
+                    f"{variable} is the same key as {seen[secret.get_secret_value()]}: "
+                    f"each needs its own ({KEY_HINT})"
+                )
+            seen[secret.get_secret_value()] = variable
         return self
+
+    def development_secrets(self) -> list[str]:
+        """What runs on a public development key (empty outside development); said at start-up."""
+        if self.environment != "development":
+            return []
+        found = []
+        if self.privacy.key_file is None and self.privacy.hmac_key.get_secret_value() == DEV_HMAC_KEY:
+            found.append("pseudonyms (WARDEN_PRIVACY__HMAC_KEY)")
+        if None in self.feedback.keys().values():
+            found.append("feedback signatures (WARDEN_FEEDBACK__KEY_*)")
+        if self.models.signing_key_file is None and self.models.verify_key_file is None:
+            found.append(f"model signatures (a pair generated in {self.dev.state_dir})")
+        return found
 
     @property
     def uses_embedded_stack(self) -> bool:
@@ -338,7 +455,13 @@ class WardenSettings(BaseSettings):
         )
 
     def service_environment(self) -> dict[str, str]:
-        """``WARDEN_*`` variables that hand these services and names to a child process."""
+        """Non-secret ``WARDEN_*`` variables that hand these services and names to a child process.
+
+        Secrets (every ``SecretStr``, and Redis Cluster node URLs, which may carry a
+        password) are not among them: :meth:`secret_settings` holds those, and
+        :mod:`infra.secret_handoff` passes them through a pipe, never the environment
+        (readable in ``/proc/<pid>/environ``).
+        """
         env = {
             "WARDEN_ENVIRONMENT": self.environment,
             "WARDEN_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
@@ -355,7 +478,6 @@ class WardenSettings(BaseSettings):
             "WARDEN_REDIS__KEY_PREFIX": self.redis.key_prefix,
             "WARDEN_REDIS__TTL_SECONDS": str(self.redis.ttl_seconds),
             "WARDEN_REDIS__MEMO_TTL_SECONDS": str(self.redis.memo_ttl_seconds),
-            "WARDEN_PRIVACY__HMAC_KEY": self.privacy.hmac_key.get_secret_value(),
             "WARDEN_PRIVACY__KEY_ID": self.privacy.key_id,
             "WARDEN_PRIVACY__ROTATION_GRACE_SECONDS": str(self.privacy.rotation_grace_seconds),
             "WARDEN_WORKER__APP_ID": self.worker.app_id,
@@ -367,47 +489,67 @@ class WardenSettings(BaseSettings):
             "WARDEN_MODELS__REGISTRY_DIR": str(self.models.registry_dir),
             "WARDEN_SERVING__RELOAD_INTERVAL_S": str(self.serving.reload_interval_s),
             "WARDEN_SERVING__REASONS": str(self.serving.reasons),
+            "WARDEN_SERVING__SCORE_APPLIES": str(self.serving.score_applies).lower(),
+            "WARDEN_SERVING__SCORE_TIMEOUT_S": str(self.serving.score_timeout_s),
+            "WARDEN_INGEST__MAX_EVENT_TIME_AHEAD_S": str(self.ingest.max_event_time_ahead_s),
+            "WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME": str(self.ingest.trust_producer_event_time).lower(),
             "WARDEN_REVIEW__ENABLED": str(self.review.enabled).lower(),
             "WARDEN_REVIEW__TTL_SECONDS": str(self.review.ttl_seconds),
         }
         if self.kafka.bootstrap_servers is not None:
             env["WARDEN_KAFKA__BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers
-        if self.redis.url is not None:
-            env["WARDEN_REDIS__URL"] = self.redis.url.get_secret_value()
         env.update(self.security_environment())
         if self.privacy.key_file is not None:
             env["WARDEN_PRIVACY__KEY_FILE"] = str(self.privacy.key_file)
-        if self.redis.cluster_nodes is not None:
-            env["WARDEN_REDIS__CLUSTER_NODES"] = self.redis.cluster_nodes
+        # Key files, not keys: whoever may read the file holds the key (the signing key's file is
+        # mounted only where versions are registered; infra.worker_process never hands it to workers).
+        for name in ("signing_key_file", "verify_key_file"):
+            value = getattr(self.models, name)
+            if value is not None:
+                env[f"WARDEN_MODELS__{name.upper()}"] = str(value)
         return env
 
+    def secret_settings(self) -> dict[str, dict[str, str]]:
+        """The secrets :meth:`service_environment` leaves out, as nested settings (part -> field -> value).
+
+        Handed to a child process by :mod:`infra.secret_handoff`; the child loads them as
+        the highest-precedence settings (``load_settings(**secrets)``).
+        """
+        out: dict[str, dict[str, str]] = {}
+        for part_name in type(self).model_fields:
+            part = getattr(self, part_name)
+            if not isinstance(part, BaseModel):
+                continue
+            for name in type(part).model_fields:
+                value = getattr(part, name)
+                if isinstance(value, SecretStr):
+                    out.setdefault(part_name, {})[name] = value.get_secret_value()
+        if self.redis.cluster_nodes is not None:
+            out.setdefault("redis", {})["cluster_nodes"] = self.redis.cluster_nodes
+        return out
+
     def security_environment(self) -> dict[str, str]:
-        """``WARDEN_*`` variables carrying the Kafka and Redis security settings that are set."""
+        """Non-secret ``WARDEN_*`` variables of the Kafka and Redis security settings that are set."""
         env: dict[str, str] = {}
         for part, prefix in ((self.kafka, "WARDEN_KAFKA__"), (self.redis, "WARDEN_REDIS__")):
             for name in sorted(_SECURITY_FIELDS & set(type(part).model_fields)):
                 value = getattr(part, name)
-                if isinstance(value, SecretStr):
-                    value = value.get_secret_value()
-                if value is not None:
+                if value is not None and not isinstance(value, SecretStr):
                     env[prefix + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 
 
-#: The security fields of KafkaSettings and RedisSettings (passed on to child processes).
+#: The non-secret security fields of KafkaSettings and RedisSettings (passed on to child processes).
 _SECURITY_FIELDS = frozenset(
     {
         "security_protocol",
         "sasl_mechanism",
         "sasl_username",
-        "sasl_password",
         "ssl_cafile",
         "ssl_certfile",
         "ssl_keyfile",
-        "ssl_key_password",
         "ssl_check_hostname",
         "username",
-        "password",
         "tls",
         "tls_ca_file",
         "tls_certfile",
@@ -432,8 +574,11 @@ def load_settings(file: Path | None = None, **overrides: Any) -> WardenSettings:
         return settings_cls(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise SettingsError(f"invalid setting {where}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a check across settings: its message names the variables
+            raise SettingsError(f"invalid settings: {message}") from None
+        where = ".".join(str(p) for p in first["loc"])
+        raise SettingsError(f"invalid setting {where}: {message}") from None
     except (OSError, ValueError) as exc:
         raise SettingsError(f"cannot read settings file {file}: {exc}") from None
 

@@ -78,15 +78,22 @@ class Dataset:
 
 
 def build(mails: Sequence[CorpusMail], pseudonymiser: Pseudonymiser) -> Dataset:
-    """Feature parts for ``mails``, computed in time order as a replay would."""
-    ordered = sorted(mails, key=lambda m: (m.event.timestamp, m.event.event_id))
+    """Feature parts for ``mails``, computed in order of their trusted time as a replay would.
+
+    Aggregates advance on each mail's trusted time (its receiving server's
+    clock, :attr:`~streams.corpus.CorpusMail.event_time`), as they do in a
+    worker; the sender's Date header is never the clock.
+    """
+    ordered = sorted(mails, key=lambda m: (m.event_time, m.event.event_id))
     store = InMemoryStore()
     content: list[list[float]] = []
     aggregates: list[list[float]] = []
     tokens: list[tuple[int, ...]] = []
     for offset, mail in enumerate(ordered):
         source = SourcePosition(topic="corpus", partition=0, offset=offset)
-        features = to_features(mail.event, pseudonymiser, source, produced_at_ms=0)
+        features = to_features(
+            mail.event, pseudonymiser, source, produced_at_ms=0, event_time=mail.event_time
+        )
         (values,) = store.apply_and_read_now([features])
         content.append(features.content)
         aggregates.append(values)
@@ -97,7 +104,7 @@ def build(mails: Sequence[CorpusMail], pseudonymiser: Pseudonymiser) -> Dataset:
         aggregates=np.asarray(aggregates, dtype=np.float64).reshape(n, len(AGGREGATES)),
         tokens=tuple(tokens),
         labels=np.asarray([m.is_spam for m in ordered], dtype=np.int8),
-        timestamps=np.asarray([m.event.timestamp for m in ordered], dtype=np.float64),
+        timestamps=np.asarray([m.event_time for m in ordered], dtype=np.float64),
         event_ids=tuple(m.event.event_id for m in ordered),
         folders=tuple(m.folder for m in ordered),
     )

@@ -23,3 +23,7 @@ class TrainingError(ModelsError):
 
 class ReportError(ModelsError):
     """The evaluation data handed to the report renderer is inconsistent."""
+
+
+class SigningKeyError(ModelsError):
+    """A registry key (Ed25519 signing or verify key) is missing, unreadable, malformed or exposed."""

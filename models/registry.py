@@ -7,6 +7,7 @@ Layout under ``ModelSettings.registry_dir``::
     versions/<version>/parity_rows.npy   the rows parity was checked on
     versions/<version>/tokens.json       the token table (text evidence) learned with it
     versions/<version>/manifest.json     schema hash, metrics, thresholds, parity, data range
+    versions/<version>/signature.json    every file's length and SHA-256, signed (models.signing)
     CURRENT                              the promoted version (replaced atomically)
     HISTORY                              one promoted version per line, oldest first
     kinds/<kind>/...                     the same layout for the calendar and contacts models
@@ -16,18 +17,28 @@ read unchanged); every other event kind has a registry of its own under
 ``kinds/<kind>`` (:meth:`Registry.for_kind`), holding only models of that
 kind's schema.
 
-A version directory is written under a temporary name and renamed into
-place, then made read-only: readers never see half a version. Registration
-re-runs the parity check itself instead of trusting the candidate's claim.
+A version directory is written under a temporary name, signed with the
+registry's Ed25519 key, and renamed into place, then made read-only: readers
+never see half a version. Registration re-runs the parity check itself
+instead of trusting the candidate's claim.
+
+Nothing read from the directory is trusted as it stands. A pointer
+(``CURRENT``, ``SHADOW``, ``HISTORY``) must hold version ids
+(:data:`VERSION_ID`) whose directories resolve inside the registry, and a
+version is loaded only from the bytes its signature was checked against
+(:meth:`Registry.load`); promoting or shadowing checks the signature first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +49,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from features.definitions import SCHEMAS
 from features.tokens import TokenTable
+from infra.settings import WardenSettings
 from models.exceptions import ModelRefused, RegistryError
 from models.export import parity
+from models.signing import SIGNATURE_FILE, RegistryKeys, registry_keys, sign_files, verify_version
 from streams.records import EventKind
 
 MODEL_FILE = "model.onnx"
@@ -47,6 +60,10 @@ BOOSTER_FILE = "booster.txt"
 PARITY_ROWS_FILE = "parity_rows.npy"
 TOKENS_FILE = "tokens.json"
 MANIFEST_FILE = "manifest.json"
+#: What a version id looks like; a pointer naming anything else is refused (no ``/``, no ``..``).
+VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: A pointer file holds one id (HISTORY one per line); more than this is not a pointer.
+MAX_POINTER_BYTES = 1_000_000
 
 
 class Thresholds(BaseModel):
@@ -107,6 +124,47 @@ class Candidate:
     manifest: Manifest
 
 
+@dataclass(frozen=True)
+class StoredVersion:
+    """A registered version's files as its signature was checked against (see :meth:`Registry.load`).
+
+    Everything a loader needs is parsed from these bytes, never read from disk
+    again, so a file replaced after the check is never served.
+    """
+
+    version: str
+    files: Mapping[str, bytes]
+    manifest: Manifest
+
+    @property
+    def model_bytes(self) -> bytes:
+        return self.files[MODEL_FILE]
+
+    def tokens(self) -> TokenTable:
+        try:
+            return TokenTable.from_json(self.files[TOKENS_FILE])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"token table of {self.version} is unreadable: {exc}") from None
+
+    def booster(self) -> lgb.Booster:
+        """The LightGBM booster the graph was exported from (used for reasons and parity)."""
+        try:
+            return lgb.Booster(model_str=self.files[BOOSTER_FILE].decode("utf-8"))
+        except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"booster of {self.version} is unreadable: {exc}") from None
+
+    def parity_rows(self, limit: int | None = None) -> np.ndarray:
+        """The first ``limit`` rows parity was checked on."""
+        try:
+            rows = np.load(io.BytesIO(self.files[PARITY_ROWS_FILE]), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"parity rows of {self.version} are unreadable: {exc}") from None
+        return np.array(rows[:limit], dtype=np.float32)
+
+    def candidate(self) -> Candidate:
+        return Candidate(self.model_bytes, self.booster(), self.tokens(), self.parity_rows(), self.manifest)
+
+
 def check_candidate(candidate: Candidate, kind: EventKind = "mail") -> None:
     """Refuse a candidate whose files and manifest disagree or whose graph fails parity.
 
@@ -152,13 +210,26 @@ def new_version(model_bytes: bytes) -> str:
 
 
 class Registry:
-    """A registry of one event kind's models, rooted at one directory (created on first registration)."""
+    """A registry of one event kind's models, rooted at one directory (created on first registration).
 
-    def __init__(self, root: Path, kind: EventKind = "mail") -> None:
+    ``keys`` holds the verify key (every reader) and, in training and
+    retraining only, the signing key (:meth:`register` needs it).
+    """
+
+    def __init__(self, root: Path, keys: RegistryKeys, kind: EventKind = "mail") -> None:
         self.root = root
+        self.keys = keys
         self.kind: EventKind = kind
-        #: Versions this object registered or verified itself (promote need not re-check them).
+        #: Versions this object registered or checked for parity itself (promote need not re-run it).
         self._checked: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: WardenSettings, *, signing: bool = False) -> Registry:
+        """The mail registry of ``settings`` with this process's keys (the signing key if ``signing``).
+
+        Raises :class:`~models.exceptions.SigningKeyError` when a key is missing or unreadable.
+        """
+        return cls(settings.models.registry_dir, registry_keys(settings, signing=signing))
 
     def for_kind(self, kind: EventKind) -> Registry:
         """The registry of ``kind``'s models (mail: this one; others: ``kinds/<kind>`` below it)."""
@@ -166,35 +237,55 @@ class Registry:
             return self
         if self.kind != "mail":
             raise RegistryError(f"the {self.kind} registry holds no other kinds")
-        return Registry(self.root / "kinds" / kind, kind)
+        return Registry(self.root / "kinds" / kind, self.keys, kind)
 
     @property
     def _versions(self) -> Path:
         return self.root / "versions"
 
+    def version_dir(self, version: str) -> Path:
+        """The directory of ``version``, refused unless it is a version id resolving inside the registry."""
+        if not VERSION_ID.fullmatch(version):
+            raise RegistryError(f"{version[:40]!r} is not a version id")
+        path = self._versions / version
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise RegistryError(f"version {version} resolves outside the registry {self.root}")
+        return path
+
     def register(self, candidate: Candidate) -> str:
-        """Check and store a candidate; returns its version. Does not promote it.
+        """Check, sign and store a candidate; returns its version. Does not promote it.
 
         Raises :class:`ModelRefused` if its schema is not the running schema,
         its ONNX graph does not match its booster within the manifest's
-        tolerance on its parity rows, or the manifest misstates any of these.
+        tolerance on its parity rows, or the manifest misstates any of these;
+        :class:`RegistryError` without the signing key or for a bad version id.
         """
+        if self.keys.signing is None:
+            raise RegistryError(
+                "registering a version needs the signing key (WARDEN_MODELS__SIGNING_KEY_FILE)"
+            )
         check_candidate(candidate, self.kind)
         model_bytes, booster, rows = candidate.model_bytes, candidate.booster, candidate.parity_rows
         manifest = candidate.manifest
+        final = self.version_dir(manifest.version)
         self._versions.mkdir(parents=True, exist_ok=True)
-        final = self._versions / manifest.version
         if final.exists():
             raise RegistryError(f"version {manifest.version} already exists")
+        rows_file = io.BytesIO()
+        np.save(rows_file, rows.astype(np.float32))
+        files = {
+            MODEL_FILE: model_bytes,
+            BOOSTER_FILE: booster.model_to_string().encode("utf-8"),
+            PARITY_ROWS_FILE: rows_file.getvalue(),
+            TOKENS_FILE: candidate.tokens.to_json(),
+            MANIFEST_FILE: manifest.model_dump_json(indent=2).encode("utf-8"),
+        }
+        signature = sign_files(self.kind, manifest.version, files, self.keys.signing)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self._versions))
         try:
-            (staging / MODEL_FILE).write_bytes(model_bytes)
-            booster.save_model(str(staging / BOOSTER_FILE))
-            np.save(staging / PARITY_ROWS_FILE, rows.astype(np.float32))
-            (staging / TOKENS_FILE).write_bytes(candidate.tokens.to_json())
-            (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-            for path in staging.iterdir():
-                path.chmod(0o444)
+            for name, data in {**files, SIGNATURE_FILE: signature}.items():
+                (staging / name).write_bytes(data)
+                (staging / name).chmod(0o444)
             staging.chmod(0o555)
             staging.rename(final)
         except BaseException:
@@ -204,120 +295,80 @@ class Registry:
         self._checked.add(manifest.version)
         return manifest.version
 
-    def candidate(self, version: str) -> Candidate:
-        """A stored version read back as a candidate (raises RegistryError if a file is missing)."""
-        path = self._versions / version / PARITY_ROWS_FILE
+    def load(self, version: str) -> StoredVersion:
+        """``version``'s files, checked against its signature; load models from what this returns.
+
+        Raises :class:`RegistryError` (not a version id, outside the registry,
+        no such version) or :class:`ModelRefused` (unsigned, signed by another
+        key, a file changed, missing, added or a symlink).
+        """
+        directory = self.version_dir(version)
+        if not directory.is_dir():
+            raise RegistryError(f"no model version {version}")
+        files = verify_version(directory, self.kind, version, self.keys.verify)
         try:
-            rows = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise RegistryError(f"no parity rows for version {version}") from None
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"parity rows of {version} are unreadable: {exc}") from None
-        return Candidate(
-            model_bytes=self.model_path(version).read_bytes(),
-            booster=self.booster(version),
-            tokens=self.tokens(version),
-            parity_rows=rows,
-            manifest=self.manifest(version),
-        )
+            manifest = Manifest.model_validate_json(files[MANIFEST_FILE])
+        except (KeyError, ValidationError) as exc:
+            raise RegistryError(f"manifest of {version} is unreadable: {exc}") from None
+        if manifest.version != version:
+            raise ModelRefused(f"the manifest of {version} names version {manifest.version}")
+        return StoredVersion(version, files, manifest)
+
+    def candidate(self, version: str) -> Candidate:
+        """A stored version read back (signature checked) as a candidate."""
+        return self.load(version).candidate()
 
     def verify(self, version: str) -> None:
-        """Re-run registration's checks on a stored version: integrity, schema, parity.
+        """Check the signature and re-run registration's checks on a stored version: schema, parity.
 
         Raises :class:`ModelRefused` (a check fails) or :class:`RegistryError`
         (a file is missing or unreadable).
         """
-        candidate = self.candidate(version)
-        if candidate.manifest.version != version:
-            raise ModelRefused(f"the manifest of {version} names version {candidate.manifest.version}")
-        check_candidate(candidate, self.kind)
+        check_candidate(self.candidate(version), self.kind)
         self._checked.add(version)
 
-    def parity_rows(self, version: str, limit: int | None = None) -> np.ndarray:
-        """The first ``limit`` rows parity was checked on (memory-mapped: cheap to sample)."""
-        path = self._versions / version / PARITY_ROWS_FILE
-        try:
-            rows = np.load(path, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise RegistryError(f"no parity rows for version {version}") from None
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"parity rows of {version} are unreadable: {exc}") from None
-        return np.array(rows[:limit], dtype=np.float32)
-
     def versions(self) -> list[str]:
-        """Registered versions, oldest first."""
+        """Registered versions, oldest first (staging directories and other names left out)."""
         if not self._versions.is_dir():
             return []
-        return sorted(p.name for p in self._versions.iterdir() if not p.name.startswith("."))
+        return sorted(p.name for p in self._versions.iterdir() if VERSION_ID.fullmatch(p.name))
 
     def manifest(self, version: str) -> Manifest:
-        path = self._versions / version / MANIFEST_FILE
-        try:
-            return Manifest.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            raise RegistryError(f"no model version {version}") from None
-        except (OSError, ValidationError) as exc:
-            raise RegistryError(f"manifest of {version} is unreadable: {exc}") from None
-
-    def model_path(self, version: str) -> Path:
-        path = self._versions / version / MODEL_FILE
-        if not path.is_file():
-            raise RegistryError(f"no model file for version {version}")
-        return path
-
-    def booster(self, version: str) -> lgb.Booster:
-        """The LightGBM booster ``version`` was exported from (used for reasons)."""
-        path = self._versions / version / BOOSTER_FILE
-        if not path.is_file():
-            raise RegistryError(f"no booster file for version {version}")
-        try:
-            return lgb.Booster(model_file=str(path))
-        except lgb.basic.LightGBMError as exc:
-            raise RegistryError(f"booster of {version} is unreadable: {exc}") from None
+        """``version``'s manifest, from its checked files (raises like :meth:`load`)."""
+        return self.load(version).manifest
 
     def shadow(self) -> str | None:
-        """The version scored in the shadow of the current one, if any."""
-        try:
-            version = (self.root / "SHADOW").read_text().strip()
-        except FileNotFoundError:
-            return None
-        return version or None
+        """The version scored in the shadow of the current one, if any (raises RegistryError if bad)."""
+        return self._pointer("SHADOW")
 
     def set_shadow(self, version: str | None) -> None:
-        """Score ``version`` beside the champion without acting on it (None: no shadow)."""
-        if version is not None and version not in self.versions():
-            raise RegistryError(f"no model version {version}")
+        """Score ``version`` beside the champion without acting on it (None: no shadow).
+
+        Its signature is checked first (raises like :meth:`load`).
+        """
+        if version is not None:
+            self.load(version)
         self._write_atomic(self.root / "SHADOW", (version or "") + "\n")
 
-    def tokens(self, version: str) -> TokenTable:
-        """The token table shipped with ``version``."""
-        path = self._versions / version / TOKENS_FILE
-        try:
-            return TokenTable.from_json(path.read_bytes())
-        except FileNotFoundError:
-            raise RegistryError(f"no token table for version {version}") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"token table of {version} is unreadable: {exc}") from None
-
     def current(self) -> str | None:
-        """The promoted version, or None when nothing was promoted yet."""
-        try:
-            version = (self.root / "CURRENT").read_text().strip()
-        except FileNotFoundError:
-            return None
-        return version or None
+        """The promoted version, or None when nothing was promoted yet.
+
+        Raises :class:`RegistryError` when ``CURRENT`` holds anything but a version id
+        (a path, ``..``): the caller keeps what it serves.
+        """
+        return self._pointer("CURRENT")
 
     def promote(self, version: str) -> None:
         """Make ``version`` current (atomic rename) and push it on the history.
 
-        A version this object did not register is verified first (see
-        :meth:`verify`): a corrupt file, a schema mismatch, a graph scoring NaN
-        or a manifest that lies about parity raises :class:`ModelRefused` and
-        the current version stays.
+        Its signature is checked first, and a version this object did not
+        register is verified too (see :meth:`verify`): a file changed on disk,
+        a schema mismatch, a graph scoring NaN or a manifest that lies about
+        parity raises :class:`ModelRefused` and the current version stays.
         """
-        if version not in self.versions():
-            raise RegistryError(f"no model version {version}")
-        if version not in self._checked:
+        if version in self._checked:
+            self.load(version)
+        else:
             self.verify(version)
         history = self._history()
         history.append(version)
@@ -325,21 +376,47 @@ class Registry:
         self._write_atomic(self.root / "CURRENT", version + "\n")
 
     def rollback(self) -> str:
-        """Pop the current version off the history and make the one before it current."""
+        """Pop the current version off the history and make the one before it current (signature checked)."""
         history = self._history()
         if len(history) < 2:
             raise RegistryError("no earlier promoted version to roll back to")
         history.pop()
         previous = history[-1]
+        self.load(previous)
         self._write_atomic(self.root / "HISTORY", "".join(v + "\n" for v in history))
         self._write_atomic(self.root / "CURRENT", previous + "\n")
         return previous
 
+    def _pointer(self, name: str) -> str | None:
+        ids = self._read_ids(name)
+        if len(ids) > 1:
+            raise RegistryError(f"{name} names more than one version")
+        return ids[0] if ids else None
+
     def _history(self) -> list[str]:
+        return self._read_ids("HISTORY")
+
+    def _read_ids(self, name: str) -> list[str]:
+        """The version ids in a pointer file, each checked (:meth:`version_dir`); [] when absent."""
         try:
-            return (self.root / "HISTORY").read_text().split()
+            with (self.root / name).open("rb") as handle:
+                raw = handle.read(MAX_POINTER_BYTES + 1)
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise RegistryError(f"cannot read {name} in {self.root}: {exc.strerror}") from None
+        if len(raw) > MAX_POINTER_BYTES:
+            raise RegistryError(f"{name} in {self.root} is too large to be a pointer")
+        try:
+            ids = raw.decode("ascii").split()
+        except UnicodeDecodeError:
+            raise RegistryError(f"{name} in {self.root} is not a version id") from None
+        for version in ids:
+            try:
+                self.version_dir(version)
+            except RegistryError as exc:
+                raise RegistryError(f"{name} in {self.root}: {exc}") from None
+        return ids
 
     def _write_atomic(self, path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

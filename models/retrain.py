@@ -168,7 +168,7 @@ def retrain(
     min_examples: int = 200,
 ) -> RetrainResult:
     """One run: read, train, check, compare, register, and maybe promote and announce."""
-    registry = Registry(settings.models.registry_dir)
+    registry = Registry.from_settings(settings, signing=True)
     started = time.monotonic()
     with registry_lock(registry):
         examples = read_examples(settings, since, until)

@@ -47,7 +47,10 @@ def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudo
     chosen: list[Simulated] = []
     for offset, item in enumerate(sorted(events, key=lambda s: (s.event.timestamp, s.event.event_id))):
         source = SourcePosition(topic="simulator", partition=0, offset=offset)
-        features = to_activity_features(item.event, pseudonymiser, source, produced_at_ms=0)
+        # The simulator records its traffic: its time is the trusted one (streams.simulator.produce).
+        features = to_activity_features(
+            item.event, pseudonymiser, source, produced_at_ms=0, event_time=item.event.timestamp
+        )
         (values,) = store.apply_and_read_now([features])
         if item.event.kind == kind and not item.history:
             content.append(features.content)
@@ -84,7 +87,7 @@ def train_simulated(
 ) -> Manifest:
     """Train ``kind``'s model from the simulator, register it in its registry and (by default) promote it."""
     trained = candidate(settings, kind, params)
-    registry = Registry(settings.models.registry_dir).for_kind(kind)
+    registry = Registry.from_settings(settings, signing=True).for_kind(kind)
     version = registry.register(trained)
     if promote:
         registry.promote(version)

@@ -165,7 +165,7 @@ def train_from_corpus(
     pseudonymiser = KeyRing.from_settings(settings.privacy).current()
     data = build(mails, pseudonymiser)
     candidate = train(data, settings.models, source="spam-assassin:" + ",".join(folders))
-    registry = Registry(settings.models.registry_dir)
+    registry = Registry.from_settings(settings, signing=True)
     version = registry.register(candidate)
     if promote:
         registry.promote(version)

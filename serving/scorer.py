@@ -18,9 +18,9 @@ import onnxruntime as ort
 
 from features.definitions import SCHEMAS, Schema
 from features.tokens import TokenTable
-from models.exceptions import ExportError, RegistryError
+from models.exceptions import ExportError, ModelRefused, RegistryError
 from models.export import INPUT_NAME, apply_zero_rule, score_output, session
-from models.registry import Manifest, Registry
+from models.registry import Manifest, Registry, StoredVersion
 from serving.exceptions import ModelRejected, NoModel
 from serving.policy import Policy
 from serving.reasons import PathContributions
@@ -67,6 +67,22 @@ class BoundSession:
         apply_zero_rule(inputs)
         self._session.run_with_iobinding(binding)
         return outputs[:, self._column].astype(np.float64)
+
+
+def stored_version(registry: Registry, version: str | None = None) -> StoredVersion:
+    """``version`` (default: the promoted one) with its signature checked, before anything is loaded.
+
+    Raises :class:`NoModel` when nothing is promoted, and :class:`ModelRejected`
+    for a pointer that is not a version id or leaves the registry, and for a
+    version that is unsigned, signed by another key, or changed on disk.
+    """
+    try:
+        chosen = version or registry.current()
+        if chosen is None:
+            raise NoModel(f"no model promoted in {registry.root}: run `warden train`")
+        return registry.load(chosen)
+    except (RegistryError, ModelRefused) as exc:
+        raise ModelRejected(str(exc)) from exc
 
 
 class Scorer:
@@ -118,17 +134,15 @@ class Scorer:
     @classmethod
     def from_registry(cls, registry: Registry, version: str | None = None) -> Scorer:
         """Load ``version`` (default: the promoted one). Raises NoModel or ModelRejected."""
-        chosen = version or registry.current()
-        if chosen is None:
-            raise NoModel(f"no model promoted in {registry.root}: run `warden train`")
+        return cls.from_stored(stored_version(registry, version))
+
+    @classmethod
+    def from_stored(cls, stored: StoredVersion) -> Scorer:
+        """A scorer built from a version's signature-checked bytes. Raises ModelRejected."""
         try:
-            manifest = registry.manifest(chosen)
-            model_bytes = registry.model_path(chosen).read_bytes()
-            tokens = registry.tokens(chosen)
-            booster = registry.booster(chosen)
-        except (RegistryError, OSError) as exc:
+            return cls(stored.model_bytes, stored.manifest, stored.tokens(), stored.booster())
+        except RegistryError as exc:
             raise ModelRejected(str(exc)) from exc
-        return cls(model_bytes, manifest, tokens, booster)
 
     @functools.cached_property
     def contributions(self) -> PathContributions | None:

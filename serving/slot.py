@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from infra.metrics import WorkerStats
 from models.exceptions import RegistryError
 from models.registry import Registry
 from serving.exceptions import ModelRejected, NoModel
-from serving.scorer import Scorer
+from serving.scorer import Scorer, stored_version
 from streams.records import ActivityKind
 
 #: The event kinds served beside mail, each by its own champion (no shadow for these).
@@ -49,13 +50,15 @@ LOAD_CHECK_ROWS = 256
 def load_warm(registry: Registry, version: str) -> Scorer:
     """Load ``version``, check it, and score one batch so the first real batch pays nothing extra.
 
-    Raises :class:`ModelRejected` for a missing or corrupt file, another
-    feature schema, a graph that scores NaN, or one that strays from its
-    booster on a sample of its parity rows.
+    Raises :class:`ModelRejected` for an unsigned version, one signed by
+    another key, a missing or changed file, another feature schema, a graph
+    that scores NaN, or one that strays from its booster on a sample of its
+    parity rows.
     """
-    scorer = Scorer.from_registry(registry, version)
+    stored = stored_version(registry, version)  # the signature first: nothing unsigned is parsed
+    scorer = Scorer.from_stored(stored)
     try:
-        rows = registry.parity_rows(version, LOAD_CHECK_ROWS)
+        rows = stored.parity_rows(LOAD_CHECK_ROWS)
     except RegistryError as exc:
         raise ModelRejected(str(exc)) from exc
     scorer.check(rows)
@@ -77,24 +80,30 @@ class ModelSlot:
         self.previous: Scorer | None = None
         self._stats = stats
         self._refused: set[str] = set()
+        #: Pointer problems already counted and logged (a bad pointer is read again every refresh).
+        self._bad_pointers: set[str] = set()
         stats.model_version = champion.version
 
     @classmethod
     def from_registry(cls, registry: Registry, stats: WorkerStats) -> ModelSlot:
-        """A slot serving the registry's current version. Raises NoModel or ModelRejected."""
+        """A slot serving the registry's current version.
+
+        Raises NoModel, ModelRejected, or RegistryError when ``CURRENT`` is not a
+        version id inside the registry (a worker with nothing to serve does not start).
+        """
         current = registry.current()
         if current is None:
             raise NoModel(f"no model promoted in {registry.root}: run `warden train`")
         slot = cls(registry, load_warm(registry, current), stats)
         for kind in ACTIVITY_KINDS:
-            wanted = registry.for_kind(kind).current()
+            wanted = slot._pointer(registry.for_kind(kind).current, None)
             if wanted is not None:
                 try:
                     slot.kinds[kind] = load_warm(registry.for_kind(kind), wanted)
                 except ModelRejected as exc:
                     slot._refused.add(wanted)
                     log.warning("%s model %s refused: %s", kind, wanted, exc)
-        shadow = registry.shadow()
+        shadow = slot._pointer(registry.shadow, None)
         if shadow is not None and shadow != current:
             try:
                 slot.shadow = load_warm(registry, shadow)
@@ -113,9 +122,9 @@ class ModelSlot:
         swaps = []
         for kind in ACTIVITY_KINDS:
             registry = self.registry.for_kind(kind)
-            wanted_kind = registry.current()
             serving = self.kinds.get(kind)
             serving_version = serving.version if serving is not None else None
+            wanted_kind = self._pointer(registry.current, serving_version)
             if (
                 wanted_kind is not None
                 and wanted_kind != serving_version
@@ -125,7 +134,7 @@ class ModelSlot:
                 if loaded_kind is not None:
                     self.kinds[kind], load_ms = loaded_kind
                     swaps.append(Swap(kind, serving_version, wanted_kind, load_ms))
-        wanted = self.registry.current()
+        wanted = self._pointer(self.registry.current, self.champion.version)
         if wanted is not None and wanted != self.champion.version and wanted not in self._refused:
             loaded = await self._load(wanted)
             if loaded is not None:
@@ -140,7 +149,7 @@ class ModelSlot:
                     swaps.append(Swap("shadow", wanted, None, 0.0))
                     self.shadow = None
                     self._stats.shadow_version = ""
-        shadow = self.registry.shadow()
+        shadow = self._pointer(self.registry.shadow, self.shadow.version if self.shadow else None)
         if shadow == self.champion.version:
             shadow = None  # a version is never its own shadow (e.g. just promoted, pointer not moved yet)
         current_shadow = self.shadow.version if self.shadow else None
@@ -160,6 +169,18 @@ class ModelSlot:
         for swap in swaps:
             log.warning("%s model %s -> %s (loaded in %.0f ms)", swap.role, swap.old, swap.new, swap.load_ms)
         return swaps
+
+    def _pointer(self, read: Callable[[], str | None], serving: str | None) -> str | None:
+        """A pointer's version, or ``serving`` when the pointer is refused (not a version id, or
+        leading outside the registry): what is served stays, and the refusal is counted once."""
+        try:
+            return read()
+        except RegistryError as exc:
+            if str(exc) not in self._bad_pointers:
+                self._bad_pointers.add(str(exc))
+                self._stats.model_refusals += 1
+                log.warning("registry pointer refused, keeping %s: %s", serving, exc)
+            return serving
 
     def fall_back(self, failed: Scorer, reason: str) -> bool:
         """Refuse a model that failed on live rows; True when another champion now serves.

@@ -1,14 +1,17 @@
 """Builds the Faust application of one worker from settings and injected services.
 
 Only wiring lives here: topics become Faust channels, agents are declared
-from :mod:`streams.agents`, and the web pages ``/health`` and ``/metrics``
-report the worker's :class:`~infra.metrics.WorkerStats`.
+from :mod:`streams.agents`, and the web pages of :mod:`streams.web` report
+the worker's :class:`~infra.metrics.WorkerStats` and score over HTTP.
+Faust's own ``/router`` and ``/table`` views are off; an app whose web server
+would listen beyond loopback without a ``POST /score`` token is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,7 @@ from serving.review import ReviewQueue
 from serving.slot import ModelSlot
 from streams import monitor, web
 from streams.agents import feedback, ingest, score
+from streams.exceptions import OutputNotConfirmed
 from streams.ingest_pool import IngestPool
 from streams.records import ActivityFeatures, ActivityKind
 from streams.topics import Topic, Topics
@@ -40,6 +44,33 @@ log = logging.getLogger(__name__)
 #: each setting.) Batches still go out as soon as the previous request returns (no
 #: linger), so latency does not grow.
 PRODUCER_BATCH_BYTES = 1024 * 1024
+
+#: Exit status of a worker stopped because the broker refused its outputs (EX_TEMPFAIL: the
+#: input is read again after a restart, or by another worker of the group).
+EXIT_OUTPUT_NOT_CONFIRMED = 75
+
+
+class WorkerApp(WardenApp):
+    """A worker's Faust app: it ends the process at once when a batch's outputs are lost."""
+
+    async def crash(self, reason: BaseException) -> None:
+        """Crash the app; for :class:`OutputNotConfirmed`, end the process without a commit.
+
+        Called by :meth:`streams.output.Deliveries.confirm` when the broker
+        refused a batch's outputs. Faust's own crash stops the app gracefully,
+        and on the way acks the records it had fetched but not processed (it
+        skips them once its flow control is off) and commits them: seen in
+        ``tests/integration/test_rejected_output.py``, where a partition none
+        of whose records had been processed was committed to its end. So the
+        process ends here, as under SIGKILL (which loses nothing: the group
+        hands its partitions to a worker that reads from the last commit).
+        """
+        if isinstance(reason, OutputNotConfirmed):
+            log.critical("stopping without a commit: %s", reason)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os._exit(EXIT_OUTPUT_NOT_CONFIRMED)
+        await super().crash(reason)
 
 
 @dataclass
@@ -63,9 +94,10 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     kafka = settings.kafka
     if kafka.bootstrap_servers is None:
         raise ValueError("create_app needs a broker address in the settings")
+    web.check_exposure(settings)
     datadir = settings.dev.state_dir / "worker-data" / settings.worker.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = WardenApp(
+    app = WorkerApp(
         settings.worker.app_id,
         broker=[f"{SCHEME}://{server}" for server in kafka.bootstrap_servers.split(",")],
         store="memory://",
@@ -75,6 +107,10 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         web_bind=settings.worker.web_host,
         web_host=settings.worker.web_host,
         web_port=settings.worker.web_port,
+        # Faust's own views on the same port: /router tells the cluster's layout and /table
+        # reads table keys, to anyone. Warden routes nothing across workers and keeps no tables.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         broker_session_timeout=kafka.session_timeout_s,
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_heartbeat_interval=kafka.heartbeat_interval_s,

@@ -135,6 +135,36 @@ class TopicReader:
             for r in records
         ]
 
+    def extent(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """The first offset and the listed end offset of each partition, now.
+
+        Called before reading to know where "everything so far" ends. Some
+        brokers list less than they hold (the embedded Tansu lists the last
+        batch's base offset): :meth:`progress` has the end fetches report.
+        Raises BrokerError if the broker does not answer.
+        """
+        partitions = list(self._consumer.assignment())
+        try:
+            first = self._consumer.beginning_offsets(partitions)
+            end = self._consumer.end_offsets(partitions)
+        except (KafkaError, OSError) as exc:
+            raise BrokerError(f"cannot read the offsets of {len(partitions)} partitions: {exc}") from exc
+        return {(tp.topic, tp.partition): (first[tp], end[tp]) for tp in partitions}
+
+    def progress(self) -> dict[tuple[str, int], tuple[int, int | None]]:
+        """Per partition: the offset read next, and the high watermark the last fetch reported.
+
+        The high watermark is None until a :meth:`poll` has fetched from the
+        partition. Raises BrokerError if the broker does not answer.
+        """
+        try:
+            return {
+                (tp.topic, tp.partition): (self._consumer.position(tp), self._consumer.highwater(tp))
+                for tp in self._consumer.assignment()
+            }
+        except (KafkaError, OSError) as exc:
+            raise BrokerError(f"cannot read the consumer's positions: {exc}") from exc
+
     def until(self, done: Callable[[], bool], timeout_s: float) -> Iterator[Message]:
         """Yield records until ``done()`` is true or the timeout passes."""
         deadline = time.monotonic() + timeout_s

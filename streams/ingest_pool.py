@@ -68,7 +68,10 @@ class RawRecord:
     topic: str
     partition: int
     offset: int
+    #: The broker's timestamp of the record.
     produced_at_ms: int
+    #: A trusted producer's event time (streams.provenance; used only when the settings trust it).
+    producer_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,27 @@ def ingest_records(
         position = SourcePosition(topic=record.topic, partition=record.partition, offset=record.offset)
         if kind == "mail":
             out.append(
-                ingest_record(record.value, position, record.produced_at_ms, settings, pseudonymiser, now)
+                ingest_record(
+                    record.value,
+                    position,
+                    record.produced_at_ms,
+                    settings,
+                    pseudonymiser,
+                    now,
+                    record.producer_ms,
+                )
             )
         else:
             out.append(
                 ingest_activity_record(
-                    record.value, kind, position, record.produced_at_ms, settings, pseudonymiser, now
+                    record.value,
+                    kind,
+                    position,
+                    record.produced_at_ms,
+                    settings,
+                    pseudonymiser,
+                    now,
+                    record.producer_ms,
                 )
             )
     return out

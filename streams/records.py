@@ -9,13 +9,14 @@ Derived records hold pseudonyms and numbers only.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infra.settings import IngestSettings
-from streams.exceptions import MalformedRecord
+from streams.exceptions import IncompleteDeadLetter, MalformedRecord
 from streams.validation import check_identifiers, check_nesting
 
 EventKind = Literal["mail", "calendar", "contacts"]
@@ -26,6 +27,8 @@ Action = Literal["allow", "junk", "block"]
 _EVENT_ID = r"^[A-Za-z0-9._:-]{1,128}$"
 #: White space as ``str.isspace`` sees it (the regular expression runs at C speed).
 _SPACE = re.compile(r"\s")
+#: A content digest (streams.provenance.content_digest), or none.
+_DIGEST = r"^(?:[0-9a-f]{32})?$"
 
 
 class _Record(BaseModel):
@@ -39,7 +42,8 @@ class MailEvent(_Record):
 
     kind: Literal["mail"] = "mail"
     event_id: str = Field(pattern=_EVENT_ID)
-    #: When the mail was sent (epoch seconds, from its Date header).
+    #: When the sender says the mail was sent (epoch seconds, from its Date header). Validated,
+    #: never used by the aggregates: they advance on the broker's clock (streams.provenance).
     timestamp: float
     sender: str = Field(min_length=3, max_length=320)
     recipients: list[str] = Field(min_length=1)
@@ -85,7 +89,7 @@ class CalendarEvent(_Record):
 
     kind: Literal["calendar"] = "calendar"
     event_id: str = Field(pattern=_EVENT_ID)
-    #: When the invite was sent (epoch seconds).
+    #: When the sender says the invite was sent (epoch seconds; not used by the aggregates).
     timestamp: float
     action: Literal["created", "updated", "cancelled"]
     organizer: str = Field(min_length=3, max_length=320)
@@ -192,6 +196,9 @@ class MailFeatures(_Record):
 
     kind: EventKind = "mail"
     event_id: str
+    #: The trusted event time (epoch seconds) the aggregates advance on: the broker's timestamp
+    #: of the input record, bounded by the worker's clock (streams.provenance), not the
+    #: ``timestamp`` the sender claimed.
     timestamp: float
     key_id: str
     sender: str
@@ -209,6 +216,11 @@ class MailFeatures(_Record):
     produced_at_ms: int
     #: Pseudonyms under the next key generation while a rotation's grace period lasts (else None).
     linked: LinkedPseudonyms | None = None
+    #: Digest of the input record's bytes (streams.provenance; "" when built offline).
+    digest: str = Field(default="", pattern=_DIGEST)
+    #: Set when the event's id was first seen with other content: ``event_id`` is then the
+    #: derived id it is scored under, and this the id it came with.
+    original_event_id: str | None = None
 
     def as_linked(self) -> MailFeatures | None:
         """This event with its linked pseudonyms in place of the served ones (None outside a rotation)."""
@@ -229,6 +241,7 @@ class ActivityFeatures(_Record):
 
     kind: ActivityKind
     event_id: str
+    #: The trusted event time, as :attr:`MailFeatures.timestamp`.
     timestamp: float
     key_id: str
     action: str
@@ -243,6 +256,8 @@ class ActivityFeatures(_Record):
     produced_at_ms: int
     #: Mail's sending IP has no counterpart here (kept so both feature records read alike).
     sending_ip: str = ""
+    digest: str = Field(default="", pattern=_DIGEST)
+    original_event_id: str | None = None
 
 
 #: What the scoring stage reads: a mail's features or a calendar/contacts event's.
@@ -272,6 +287,9 @@ class Verdict(_Record):
     decided_at_ms: int
     #: For junk and block: the strongest contributions, largest first (empty for allow).
     reasons: list[Reason] = Field(default_factory=list)
+    #: The id the event came with, when it was first seen with other content (``event_id``
+    #: is then derived from it and the content's digest); None otherwise.
+    original_event_id: str | None = None
 
 
 class FeatureLogEntry(_Record):
@@ -287,6 +305,8 @@ class FeatureLogEntry(_Record):
     #: A challenger scored on the same row and never acted on (None without a shadow).
     shadow_version: str | None = None
     shadow_score: float | None = None
+    #: As :attr:`Verdict.original_event_id`.
+    original_event_id: str | None = None
 
 
 FeedbackLabel = Literal["abuse", "legit"]
@@ -298,7 +318,10 @@ class Feedback(_Record):
 
     Input record (``feedback`` topic, key: event id). ``reporter`` is whatever
     identifies the reporter (an address, an operator id); the feedback agent
-    pseudonymises it and nothing raw goes further.
+    pseudonymises it and nothing raw goes further. ``signature`` authenticates
+    the source: HMAC-SHA256 under that source's key over every other field
+    (:mod:`streams.feedback_auth`); the agent dead-letters a label without a
+    valid one.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -310,8 +333,10 @@ class Feedback(_Record):
     source: FeedbackSource
     reporter: str = Field(min_length=1, max_length=320)
     #: When the label was given (epoch seconds).
-    at: float
+    at: float = Field(allow_inf_nan=False)
     reason: str | None = Field(default=None, max_length=500)
+    #: Lowercase hex HMAC-SHA256 of :func:`streams.feedback_auth.canonical` under the source's key.
+    signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class ServedRow(_Record):
@@ -329,6 +354,8 @@ class ServedRow(_Record):
     aggregates: list[float]
     #: The next key generation's pseudonyms during a rotation: feedback updates their reputation too.
     linked: LinkedPseudonyms | None = None
+    #: As :attr:`Verdict.original_event_id`.
+    original_event_id: str | None = None
 
 
 class TrainingExample(_Record):
@@ -351,28 +378,75 @@ class ModelUpdate(_Record):
     at_ms: int
 
 
+#: A dead letter keeps its record whole up to this size: every mail of the corpus (the largest
+#: is 239 KB) replays from the letter alone, and the letter (base64: 4/3, plus the reason) stays
+#: near 350 KB, a third of the 1 MiB a broker accepts by default (Kafka's message.max.bytes).
+DEAD_LETTER_WHOLE_BYTES = 256 * 1024
+#: Of a larger record only the first bytes are kept, to show what it was; the whole record is
+#: on its input topic at ``source`` (:mod:`streams.dead_letters` fetches and checks it).
+DEAD_LETTER_EXCERPT_BYTES = 4 * 1024
+#: Reasons are Warden's own one-liners; one built from an exception's text is cut here.
+DEAD_LETTER_REASON_CHARS = 1000
+
+
 class DeadLetter(_Record):
-    """A record that could not be processed, kept whole with the reason."""
+    """A record that could not be processed: why, and the record whole or an excerpt of it.
+
+    Bounded whatever the record's size, so that the broker always accepts it:
+    ``source`` finds the whole record on its input topic, and its length and
+    SHA-256 check the copy found there.
+    """
 
     source: SourcePosition
     reason: str
-    #: The original bytes, base64 (nothing is lost; see streams.topics on access).
+    #: The record (base64): whole if ``payload_complete``, else its first DEAD_LETTER_EXCERPT_BYTES.
     payload_b64: str
+    #: The whole record's length and SHA-256 (hex).
     payload_bytes: int
+    payload_sha256: str
+    payload_complete: bool
     failed_at_ms: int
+
+    @model_validator(mode="before")
+    @classmethod
+    def _written_unbounded(cls, data: object) -> object:
+        # Letters written before they were bounded hold the whole record and no digest.
+        if isinstance(data, dict) and "payload_sha256" not in data:
+            payload = data.get("payload_b64")
+            if isinstance(payload, str):
+                digest = hashlib.sha256(base64.b64decode(payload)).hexdigest()
+                return {**data, "payload_sha256": digest, "payload_complete": True}
+        return data
 
     @classmethod
     def of(cls, source: SourcePosition, reason: str, payload: bytes, failed_at_ms: int) -> DeadLetter:
+        """The dead letter of ``payload``, read at ``source``: bounded (see DEAD_LETTER_WHOLE_BYTES)."""
+        complete = len(payload) <= DEAD_LETTER_WHOLE_BYTES
+        kept = payload if complete else payload[:DEAD_LETTER_EXCERPT_BYTES]
+        if len(reason) > DEAD_LETTER_REASON_CHARS:
+            reason = reason[: DEAD_LETTER_REASON_CHARS - 1] + "…"
         return cls(
             source=source,
             reason=reason,
-            payload_b64=base64.b64encode(payload).decode("ascii"),
+            payload_b64=base64.b64encode(kept).decode("ascii"),
             payload_bytes=len(payload),
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
+            payload_complete=complete,
             failed_at_ms=failed_at_ms,
         )
 
-    def payload(self) -> bytes:
+    def excerpt(self) -> bytes:
+        """The bytes the letter holds: the whole record, or its first bytes if it was larger."""
         return base64.b64decode(self.payload_b64)
+
+    def payload(self) -> bytes:
+        """The whole record; raises IncompleteDeadLetter if the letter holds only an excerpt."""
+        if not self.payload_complete:
+            raise IncompleteDeadLetter(
+                f"the letter holds {DEAD_LETTER_EXCERPT_BYTES} of {self.payload_bytes} bytes; the record "
+                f"is at {self.source.topic}/{self.source.partition}@{self.source.offset}"
+            )
+        return self.excerpt()
 
 
 R = TypeVar("R", bound=BaseModel)

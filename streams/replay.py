@@ -1,4 +1,13 @@
-"""Replays mail events onto ``mail.events`` in time order, at a rate or flat out."""
+"""Replays recorded mail events onto ``mail.events`` in time order, at a rate or flat out.
+
+Each record carries its recorded event time in the
+:data:`~streams.topics.EVENT_TIME_HEADER` header: a corpus mail's receiving
+server's clock (:attr:`streams.corpus.CorpusMail.event_time`), or the
+``timestamp`` of an event built by code (campaigns, tests), which its builder
+recorded. A worker takes that time only with
+``IngestSettings.trust_producer_event_time`` on; otherwise the broker's
+timestamp, which is also where end-to-end latency is measured from either way.
+"""
 
 from __future__ import annotations
 
@@ -7,37 +16,56 @@ from collections.abc import Callable, Sequence
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
 
+from streams.corpus import CorpusMail
 from streams.exceptions import BrokerError
+from streams.provenance import event_time_header
 from streams.records import MailEvent, encode
 from streams.topics import Topic
 
 Progress = Callable[[int, int], None]
+#: What can be replayed: a corpus mail (stamped with its trusted time) or an event built by code.
+Recorded = MailEvent | CorpusMail
+
+
+def stamped(recorded: Recorded) -> tuple[MailEvent, float]:
+    """The event and the time it was recorded at."""
+    if isinstance(recorded, CorpusMail):
+        return recorded.event, recorded.event_time
+    return recorded, recorded.timestamp
+
+
+def send_recorded(producer: KafkaProducer, topic: Topic, event: MailEvent, at: float) -> FutureRecordMetadata:
+    """Send one recorded event (key: its id) with its recorded time in the event-time header."""
+    return producer.send(
+        topic.name, key=event.event_id.encode("utf-8"), value=encode(event), headers=event_time_header(at)
+    )
 
 
 def replay(
-    events: Sequence[MailEvent],
+    events: Sequence[Recorded],
     producer: KafkaProducer,
     topic: Topic,
     *,
     rate: float | None = None,
     progress: Progress | None = None,
 ) -> int:
-    """Send ``events`` sorted by timestamp; returns how many were sent.
+    """Send ``events`` in order of their recorded time; returns how many were sent.
 
     ``rate`` is events per second (None: as fast as the broker takes them).
     Blocks until every record is acknowledged; raises BrokerError otherwise.
     """
-    ordered = sorted(events, key=lambda e: (e.timestamp, e.event_id))
+    ordered = sorted((stamped(e) for e in events), key=lambda pair: (pair[1], pair[0].event_id))
     started = time.monotonic()
     futures = []
-    for index, event in enumerate(ordered, start=1):
+    for index, (event, at) in enumerate(ordered, start=1):
         if rate is not None:
             due = started + index / rate
             pause = due - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-        futures.append(producer.send(topic.name, key=event.event_id.encode("utf-8"), value=encode(event)))
+        futures.append(send_recorded(producer, topic, event, at))
         if progress is not None and (index % 500 == 0 or index == len(ordered)):
             progress(index, len(ordered))
     send_raw(producer, [])

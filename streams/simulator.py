@@ -55,6 +55,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from streams.exceptions import BrokerError
+from streams.provenance import event_time_header
 from streams.records import CalendarEvent, ContactCard, ContactsEvent, encode
 from streams.simulated_campaigns import FIRST_NAMES, SPAM_TLDS, WEBMAIL, WORDS, run_campaign
 from streams.topics import Topics
@@ -403,6 +404,8 @@ def produce(
 ) -> int:
     """Send the events (not their labels) to ``calendar.events`` / ``contacts.events`` in order.
 
+    Each record carries its simulated time in the event-time header
+    (:mod:`streams.provenance`): the simulator is the recorder of this traffic.
     Blocks until every record is acknowledged; raises BrokerError otherwise.
     """
     futures = []
@@ -410,7 +413,8 @@ def produce(
         for index, item in enumerate(events, start=1):
             topic = topics.calendar_events if item.event.kind == "calendar" else topics.contacts_events
             key = item.event.event_id.encode("utf-8")
-            futures.append(producer.send(topic.name, key=key, value=encode(item.event)))
+            headers = event_time_header(item.event.timestamp)
+            futures.append(producer.send(topic.name, key=key, value=encode(item.event), headers=headers))
             if progress is not None and (index % 500 == 0 or index == len(events)):
                 progress(index, len(events))
         producer.flush(timeout=60)

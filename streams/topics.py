@@ -23,8 +23,17 @@ training-examples  event id                     :class:`~streams.records.Trainin
 scoring agent routes each by its ``kind``), keyed by the organizer's or
 owner's pseudonym. ``mail.features`` is keyed by the sender pseudonym so
 that every update of one sender's aggregates is made by one partition's consumer, in order.
-``dead-letters`` keeps the raw payload (nothing is lost), so it shares the
-input topics' access rules and retention, not those of derived topics.
+``dead-letters`` keeps raw payloads (whole up to 256 KiB, else an excerpt with
+the length and SHA-256; ``streams.dead_letters`` reads larger ones back at their
+input position), so it shares the input topics' access rules and retention,
+not those of derived topics.
+
+Record headers: a trusted producer replaying recorded traffic (``warden
+replay``, the demo, the simulator, tests) stamps each input record with
+:data:`EVENT_TIME_HEADER`, the event's recorded time in epoch milliseconds as
+ASCII digits. Workers read it only with ``IngestSettings.trust_producer_event_time``
+(off in production) and never let it move time past the broker's timestamp
+(:mod:`streams.provenance`).
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.settings import KafkaSettings
+
+#: The input record header carrying a trusted producer's event time (epoch ms, ASCII digits).
+EVENT_TIME_HEADER = "warden-event-time-ms"
 
 
 @dataclass(frozen=True)

@@ -7,34 +7,110 @@ and degraded, 503 for starting and failing) and its reasons as JSON.
 ``GET /dashboard.json``.
 
 ``POST /score`` takes a mail event (the ``mail.events`` JSON) and answers with
-its verdict, through the stream's own path: the ingest transform, the same
-store round trip (so the event's aggregates are applied once, and a later
-copy of the same event on the stream is served the same values), the
-champion model and the policy. A malformed body gets ``400`` with the reason.
+its verdict, through the stream's own path: the ingest transform, the store,
+the champion model and the policy. It is read-only by default: the event is
+scored against the current aggregates as a *preview* (what applying it would
+serve, nothing changed; ``ServingSettings.score_applies`` makes it apply, as
+the stream does). Its time is the worker's clock, never the body's
+``timestamp``. An event whose id the store saw first with other content is
+answered under a derived id, as the stream would score it. Answers:
+
+* ``401`` without ``Authorization: Bearer <ServingSettings.score_token>``
+  (required when the server listens beyond loopback: the worker refuses to
+  start without a token then; compared in constant time);
+* ``415`` unless the body is ``application/json`` (so a browser page on
+  another site cannot post to it without a CORS preflight, which is refused);
+* ``413`` for a body over ``IngestSettings.max_payload_bytes``;
+* ``400`` with the reason for a malformed event;
+* ``503`` when the store does not answer within ``ServingSettings.score_timeout_s``
+  or no mail model is promoted.
+
+Faust's own ``/router`` and ``/table`` views are turned off (:mod:`streams.app`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import ipaddress
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+import aiohttp.web
 import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from features.exceptions import StoreUnavailable
 from infra import dashboard, health
 from infra.metrics import exposition
 from streams.agents.ingest import ingest_record
-from streams.agents.score import decide, read_aggregates
+from streams.agents.score import decide, under_served_ids
+from streams.exceptions import WebServerUnprotected
 from streams.records import DeadLetter, SourcePosition
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from infra.settings import WardenSettings
     from streams.app import Services
 
 #: Where a synchronously scored event says it came from.
 HTTP_SOURCE = SourcePosition(topic="http:/score", partition=0, offset=0)
+
+
+def is_loopback(host: str) -> bool:
+    """True when a server bound to ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to any interface
+
+
+def check_exposure(settings: WardenSettings) -> None:
+    """Refuse a web server that listens beyond loopback while ``POST /score`` needs no token.
+
+    Called when the worker's app is built; :class:`WebServerUnprotected` says why in one line.
+    """
+    host = settings.worker.web_host
+    if settings.serving.score_token is None and not is_loopback(host):
+        raise WebServerUnprotected(
+            f"the worker's web server would listen on {host!r}, beyond loopback, and POST /score "
+            "would answer anyone: set WARDEN_SERVING__SCORE_TOKEN (openssl rand -hex 32) or bind 127.0.0.1"
+        )
+
+
+def authorised(header: str | None, token: SecretStr) -> bool:
+    """True when an ``Authorization`` header carries the bearer ``token``, compared in constant time.
+
+    Both sides are hashed first, so the comparison takes the same time whatever
+    the length or content of what was sent.
+    """
+    scheme, _, given = (header or "").strip().partition(" ")
+    sent = hashlib.sha256(given.strip().encode("utf-8", "surrogatepass")).digest()
+    wanted = hashlib.sha256(token.get_secret_value().encode("utf-8")).digest()
+    return hmac.compare_digest(sent, wanted) and scheme.lower() == "bearer"
+
+
+async def read_body(request: aiohttp.web.Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is longer than ``limit`` bytes (never reads more)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
 
 
 def register(app: faust.App, settings: WardenSettings, services: Services) -> None:
@@ -61,21 +137,46 @@ def register(app: faust.App, settings: WardenSettings, services: Services) -> No
     async def _dashboard_json(web: Any, request: Any) -> Any:
         return web.json(dashboard.snapshot(stats))
 
+    serving = settings.serving
+
     class Score(View):
+        def refuse(self, status: int, reason: str, headers: dict[str, str] | None = None) -> Response:
+            stats.score_refused[status] += 1
+            return self.error(status, reason, headers=headers)
+
         async def post(self, request: Request) -> Response:
-            raw = await request.read()
+            http = cast(aiohttp.web.Request, request)  # what Faust's aiohttp driver hands its views
+            token = serving.score_token
+            if token is not None and not authorised(http.headers.get("Authorization"), token):
+                return self.refuse(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+            if http.content_type != "application/json":
+                return self.refuse(415, "the body must be application/json")
+            raw = await read_body(http, settings.ingest.max_payload_bytes)
+            if raw is None:
+                return self.refuse(413, f"the body is over {settings.ingest.max_payload_bytes} bytes")
             now = time.time()
+            # The broker timestamp of a stream record is here the worker's clock.
             outcome = ingest_record(raw, HTTP_SOURCE, int(now * 1000), settings, services.pseudonymiser, now)
             if isinstance(outcome, DeadLetter):
-                return self.error(400, outcome.reason)
-            aggregates = await read_aggregates(services.store, [outcome], stats)
-            slot = services.slot
+                return self.refuse(400, outcome.reason)
+            champion = services.slot.scorer_for("mail")
+            if champion is None:
+                return self.refuse(503, "no mail model is promoted in the registry")
+            try:
+                served = await asyncio.wait_for(
+                    services.store.serve([outcome], preview=not serving.score_applies),
+                    serving.score_timeout_s,
+                )
+            except (TimeoutError, StoreUnavailable):
+                stats.store_failures += 1
+                return self.refuse(503, "the feature store did not answer in time")
+            batch = under_served_ids([outcome], served, stats)
             (verdict,), _ = decide(
-                [outcome],
-                aggregates,
-                slot.champion,
+                batch,
+                [answer.values for answer in served],
+                champion,
                 int(time.time() * 1000),
-                reasons=settings.serving.reasons,
+                reasons=serving.reasons,
             )
             return self.json(json.loads(verdict.model_dump_json()))
 

@@ -10,10 +10,10 @@ import faust
 
 from features.keys import Keys
 from features.pseudonym import KeyRing
+from features.redis_client import async_client
 from features.served import FeedbackLedger, ServedRows
-from features.store import RedisStore, connect
+from features.store import RedisStore
 from infra.metrics import WorkerStats
-from infra.security import redis_options
 from infra.settings import WardenSettings
 from models.registry import Registry
 from serving.review import ReviewQueue, load_ranker
@@ -25,27 +25,13 @@ from streams.topics import Topics
 
 
 def build_services(settings: WardenSettings) -> Services:
-    """The worker's resources, from settings. Raises NoModel / ModelRejected for bad models."""
+    """The worker's resources, from settings.
+
+    Raises NoModel / ModelRejected for bad models, StoreNotConfigured when the settings name no Redis.
+    """
     stats = WorkerStats()
-    slot = ModelSlot.from_registry(Registry(settings.models.registry_dir), stats)
-    if settings.redis.cluster_nodes:
-        client = connect(
-            settings.redis.cluster_nodes.split(","),
-            cluster=True,
-            socket_timeout_s=settings.redis.socket_timeout_s,
-            tls=settings.redis.tls,
-            options=redis_options(settings.redis),
-        )
-    elif settings.redis.url is not None:
-        client = connect(
-            settings.redis.url.get_secret_value(),
-            cluster=False,
-            socket_timeout_s=settings.redis.socket_timeout_s,
-            tls=settings.redis.tls,
-            options=redis_options(settings.redis),
-        )
-    else:
-        raise ValueError("build_services needs a Redis URL or cluster nodes in the settings")
+    slot = ModelSlot.from_registry(Registry.from_settings(settings), stats)  # verify key only
+    client = async_client(settings.redis)
     store = RedisStore(
         client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds
     )

@@ -10,21 +10,34 @@ hand-edited manifest or a broken exporter would:
   warm-up on zeros does not notice), with a consistent manifest;
 - ``lying``: a valid graph that is not the booster's (scores 0.5 everywhere) while
   the manifest still claims perfect parity.
+
+Those are signed again, to test what the signature alone cannot catch;
+:func:`tamper` makes versions whose signature no longer covers them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-from typing import Literal
+from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import onnx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
 from features.definitions import FEATURE_NAMES
 from models.export import INPUT_NAME, PROBABILITIES, TARGET_OPSET
-from models.registry import MANIFEST_FILE, MODEL_FILE, Registry
+from models.registry import (
+    BOOSTER_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PARITY_ROWS_FILE,
+    TOKENS_FILE,
+    Registry,
+)
+from models.signing import SIGNATURE_FILE, SigningKey, sign_files
 
 BadKind = Literal["corrupt", "garbage", "schema", "nan", "lying"]
 BAD_KINDS: tuple[BadKind, ...] = ("corrupt", "garbage", "schema", "nan", "lying")
@@ -73,16 +86,16 @@ def graph(kind: Literal["nan", "half"]) -> bytes:
 
 
 def plant(registry: Registry, good: str, kind: BadKind) -> str:
-    """Copy version ``good`` into a new version broken as ``kind`` says; returns its name."""
+    """Copy version ``good`` into a new version broken as ``kind`` says; returns its name.
+
+    The broken version is signed again with the registry's signing key (as a
+    trainer with a bug would sign it): these versions test the checks behind
+    the signature. :func:`tamper` breaks the signature instead.
+    """
     version = f"{good}-{kind}"
-    source = registry.root / "versions" / good
-    target = registry.root / "versions" / version
-    shutil.copytree(source, target)
-    target.chmod(0o755)
-    for path in target.iterdir():
-        path.chmod(0o644)
+    target = copy_version(registry, good, version)
     manifest = registry.manifest(good)
-    model = (source / MODEL_FILE).read_bytes()
+    model = (target / MODEL_FILE).read_bytes()
     update: dict[str, object] = {"version": version}
     if kind == "corrupt":
         model = model[: len(model) // 2]
@@ -96,6 +109,63 @@ def plant(registry: Registry, good: str, kind: BadKind) -> str:
         update["onnx_sha256"] = hashlib.sha256(model).hexdigest()
     (target / MODEL_FILE).write_bytes(model)
     (target / MANIFEST_FILE).write_text(manifest.model_copy(update=update).model_dump_json(indent=2))
+    resign(registry, version)
+    return version
+
+
+def resign(registry: Registry, version: str, key: SigningKey | None = None) -> None:
+    """Sign ``version``'s files as they are now (with ``key``, default the registry's own)."""
+    key = key or registry.keys.signing
+    assert key is not None, "the test registry holds its signing key"
+    target = registry.root / "versions" / version
+    (target / SIGNATURE_FILE).unlink(missing_ok=True)
+    files = {path.name: path.read_bytes() for path in target.iterdir()}
+    (target / SIGNATURE_FILE).write_bytes(sign_files(registry.kind, version, files, key))
+
+
+def copy_version(registry: Registry, good: str, version: str) -> Path:
+    """A writable copy of version ``good`` named ``version`` (its signature still names ``good``)."""
+    target = registry.root / "versions" / version
+    shutil.copytree(registry.root / "versions" / good, target)
+    target.chmod(0o755)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    return target
+
+
+#: Each file of a version, changed by one byte behind the registry's back.
+TAMPERED_FILES = (MODEL_FILE, BOOSTER_FILE, PARITY_ROWS_FILE, TOKENS_FILE, MANIFEST_FILE, SIGNATURE_FILE)
+#: What else can be wrong with a version's files or its signature.
+SignatureBreak = Literal["unsigned", "other_key", "extra_file", "missing_file", "symlinked_file", "renamed"]
+SIGNATURE_BREAKS: tuple[SignatureBreak, ...] = get_args(SignatureBreak)
+
+
+def tamper(registry: Registry, good: str, what: str) -> str:
+    """A copy of ``good`` whose signature no longer covers it; ``what`` is a file name (one byte of it
+    flipped) or a :data:`SignatureBreak`. Returns the new version's name."""
+    version = f"{good}-{what.replace('.', '_').replace('_', '-')}"
+    target = copy_version(registry, good, version)
+    resign(registry, version)  # a valid signature first: only ``what`` breaks it
+    if what in TAMPERED_FILES:
+        data = bytearray((target / what).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (target / what).write_bytes(bytes(data))
+    elif what == "unsigned":
+        (target / SIGNATURE_FILE).unlink()
+    elif what == "other_key":
+        resign(registry, version, SigningKey(Ed25519PrivateKey.generate()))
+    elif what == "extra_file":
+        (target / "extra.py").write_text("print('not signed')\n")
+    elif what == "missing_file":
+        (target / TOKENS_FILE).unlink()
+    elif what == "symlinked_file":
+        outside = target.parent.parent.parent / f"outside-{version}.onnx"
+        outside.write_bytes((target / MODEL_FILE).read_bytes())
+        (target / MODEL_FILE).unlink()
+        (target / MODEL_FILE).symlink_to(outside)
+    else:  # renamed: a good version's files and signature under another version id
+        shutil.rmtree(target)
+        copy_version(registry, good, version)
     return version
 
 

@@ -13,6 +13,7 @@ from infra import devstack, rediscluster
 from infra.devstack import StackState
 from infra.rediscluster import ClusterState
 from infra.settings import CorpusSettings, DevSettings, WardenSettings
+from models.signing import RegistryKeys
 
 REPO = Path(__file__).resolve().parents[1]
 #: The corpus cache is shared with `make demo`, so a checkout fetches it once.
@@ -35,19 +36,39 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterS
 
 
 @pytest.fixture(scope="session")
-def registry_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding one model trained on the older corpus collection."""
+def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The registry's Ed25519 pair for the whole session, as ModelSettings key-file settings."""
+    from models.signing import write_pair
+
+    signing, verify = write_pair(tmp_path_factory.mktemp("registry-keys") / "pair")
+    return {"signing_key_file": signing, "verify_key_file": verify}
+
+
+@pytest.fixture(scope="session")
+def registry_keys(key_files: dict[str, Path]) -> RegistryKeys:
+    """The session pair, loaded (both halves: tests register and verify)."""
+    from models.signing import load_signing_key
+
+    signing = load_signing_key(key_files["signing_key_file"])
+    return RegistryKeys(signing.verify_key, signing)
+
+
+@pytest.fixture(scope="session")
+def registry_dir(tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, Path]) -> Path:
+    """A registry holding one model trained on the older corpus collection, signed with the session pair."""
     from models.train import train_from_corpus
     from streams import corpus
 
     root = tmp_path_factory.mktemp("registry")
-    settings = WardenSettings(corpus=CORPUS, models={"registry_dir": root, "num_trees": 120})
+    settings = WardenSettings(corpus=CORPUS, models={"registry_dir": root, "num_trees": 120, **key_files})
     train_from_corpus(settings, corpus.OLDER)
     return root
 
 
 @pytest.fixture
-def settings(stack: StackState, tmp_path: Path, registry_dir: Path) -> WardenSettings:
+def settings(
+    stack: StackState, tmp_path: Path, registry_dir: Path, key_files: dict[str, Path]
+) -> WardenSettings:
     """Settings on the session stack with names no other test uses."""
     run = uuid.uuid4().hex[:10]
     return WardenSettings(
@@ -58,9 +79,12 @@ def settings(stack: StackState, tmp_path: Path, registry_dir: Path) -> WardenSet
             "web_port": devstack.free_port("127.0.0.1"),
             "batch_within_s": 0.02,
         },
-        models={"registry_dir": registry_dir},
+        models={"registry_dir": registry_dir, **key_files},
         # Workers feed the review queue only in the tests about it (they turn it on).
         review={"enabled": False},
+        # Tests replay recorded traffic: workers take each record's recorded time from the
+        # replay's event-time header (streams.provenance); the tests about the clock turn it off.
+        ingest={"trust_producer_event_time": True},
         corpus=CORPUS,
         dev={"state_dir": tmp_path / "dev"},
     ).with_services(stack.bootstrap_servers, stack.redis_url)

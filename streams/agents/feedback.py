@@ -14,10 +14,15 @@ that sender's reputation, whatever its size. User reports train the next
 model only if ``FeedbackSettings.train_on_user_reports`` is set (off by
 default), and then within the same bound. Labels for unknown or expired events, malformed labels and
 duplicates are counted; the first two go to dead letters with the reason.
+
+Every label is authenticated first (:mod:`streams.feedback_auth`): one
+without a valid signature under its source's key is a dead letter before it
+is joined, weighed, counted or learned from.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +38,31 @@ from features.store import FeatureStore
 from infra.metrics import WorkerStats
 from infra.settings import FeedbackSettings, WardenSettings
 from streams.exceptions import MalformedRecord
+from streams.feedback_auth import SOURCES, SourceKeys
+from streams.output import Deliveries, Output
 from streams.records import DeadLetter, Feedback, ServedRow, SourcePosition, TrainingExample, decode, encode
+
+log = logging.getLogger(__name__)
+
+#: Longest label accepted (a valid one is under 2 KB: its text fields are bounded).
+MAX_LABEL_BYTES = 16_384
+
+
+def authentic(raw: bytes, keys: SourceKeys) -> Feedback:
+    """Decode one raw label and check its source's signature.
+
+    Raises :class:`MalformedRecord` (the label becomes a dead letter) when it
+    is too large, not a label, or not signed with its source's key.
+    """
+    if len(raw) > MAX_LABEL_BYTES:
+        raise MalformedRecord(
+            f"payload of {len(raw)} bytes exceeds the limit of {MAX_LABEL_BYTES} for a label"
+        )
+    feedback = decode(Feedback, raw)
+    problem = keys.problem(feedback)
+    if problem is not None:
+        raise MalformedRecord(problem)
+    return feedback
 
 
 @dataclass(frozen=True)
@@ -159,11 +188,19 @@ def register(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Declare the feedback agent on ``app`` for the ``source`` (feedback) topic."""
+    source_keys = SourceKeys.from_settings(settings)
+    unkeyed = [source for source in SOURCES if source not in source_keys.sources]
+    if unkeyed:
+        log.warning("no key for feedback source(s) %s: their labels go to dead letters", ", ".join(unkeyed))
+    examples_out = Output(app, examples_out)
+    dead_letters = Output(app, dead_letters)
 
     async def feedback(stream: Any) -> None:
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
+            # The batch is held until the broker has its outputs (see Deliveries.release).
+            sent = Deliveries(app, events)
             now = clock()
             stats.events_in["feedback"] += len(events)
             items = []
@@ -174,19 +211,20 @@ def register(
                 )
                 raw = message.value or b""
                 try:
-                    items.append((decode(Feedback, raw), position, raw))
+                    items.append((authentic(raw, source_keys), position, raw))
                 except MalformedRecord as exc:
                     stats.dead_letter(exc.reason)
                     letter = DeadLetter.of(position, exc.reason, raw, int(now * 1000))
-                    await dead_letters.send(key=position.topic.encode(), value=encode(letter))
+                    await dead_letters.send(sent, key=position.topic.encode(), value=encode(letter))
             if not items:
+                await sent.release(stream)
                 continue
             labelled, letters = await join(
                 items, served, ledger, pseudonymiser, settings.feedback, stats, now
             )
             for letter in letters:
                 stats.dead_letter(letter.reason)
-                await dead_letters.send(key=letter.source.topic.encode(), value=encode(letter))
+                await dead_letters.send(sent, key=letter.source.topic.encode(), value=encode(letter))
             calls = [
                 call
                 for item in labelled
@@ -199,7 +237,8 @@ def register(
             for item in labelled:
                 stats.feedback_accepted += 1
                 await examples_out.send(
-                    key=item.row.event_id.encode(), value=encode(example(item, settings.feedback))
+                    sent, key=item.row.event_id.encode(), value=encode(example(item, settings.feedback))
                 )
+            await sent.release(stream)
 
     app.agent(source, name=f"{settings.worker.app_id}.feedback")(feedback)

@@ -34,7 +34,8 @@ from streams.ingest_pool import (
     ingest_in_turns,
     ingest_records,
 )
-from streams.output import Output
+from streams.output import Deliveries, Output
+from streams.provenance import content_digest, producer_time_ms, trusted_event_time
 from streams.records import (
     ActivityFeatures,
     ActivityKind,
@@ -58,18 +59,29 @@ def ingest_record(
     settings: WardenSettings,
     pseudonymiser: Pseudonymiser,
     now: float,
+    producer_ms: int | None = None,
 ) -> MailFeatures | DeadLetter:
     """One raw input record as features, or as a dead letter saying why not.
 
+    ``produced_at_ms`` is the record's broker timestamp and ``producer_ms`` a
+    trusted producer's event-time header: with ``now`` they give the time the
+    aggregates advance on (:func:`streams.provenance.trusted_event_time`).
     Never raises: a hostile record that trips an unexpected error in feature
     code is dead-lettered too, so one record cannot stop the worker.
     """
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
     return _at_the_boundary(
         raw,
         source,
         now,
         lambda: to_features(
-            decode_mail_event(raw, settings.ingest, now), pseudonymiser, source, produced_at_ms, now=now
+            decode_mail_event(raw, settings.ingest, now),
+            pseudonymiser,
+            source,
+            produced_at_ms,
+            now=now,
+            event_time=at,
+            digest=content_digest(raw or b""),
         ),
     )
 
@@ -82,14 +94,21 @@ def ingest_activity_record(
     settings: WardenSettings,
     pseudonymiser: Pseudonymiser,
     now: float,
+    producer_ms: int | None = None,
 ) -> ActivityFeatures | DeadLetter:
     """One raw calendar or contacts record as features, or as a dead letter (never raises)."""
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
     return _at_the_boundary(
         raw,
         source,
         now,
         lambda: to_activity_features(
-            decode_activity_event(raw, kind, settings.ingest, now), pseudonymiser, source, produced_at_ms
+            decode_activity_event(raw, kind, settings.ingest, now),
+            pseudonymiser,
+            source,
+            produced_at_ms,
+            event_time=at,
+            digest=content_digest(raw or b""),
         ),
     )
 
@@ -143,6 +162,7 @@ def register(
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
+    trust_producers = settings.ingest.trust_producer_event_time
 
     async def ingested(
         records: list[RawRecord], now: float
@@ -158,7 +178,7 @@ def register(
             kind,
         )
 
-    async def ingest_and_group(records: list[RawRecord], now: float) -> ByKind:
+    async def ingest_and_group(records: list[RawRecord], now: float, sent: Deliveries) -> ByKind:
         """Ingest a batch, dead-letter what cannot be ingested, and group the rest per kind."""
         t0 = time.perf_counter()
         results = await ingested(records, now)
@@ -167,7 +187,7 @@ def register(
         for record, result in zip(records, results, strict=True):
             if isinstance(result, DeadLetter):
                 stats.dead_letter(result.reason)
-                await dead_letters.send(key=result.source.topic.encode(), value=encode(result))
+                await dead_letters.send(sent, key=result.source.topic.encode(), value=encode(result))
                 continue
             stats.ingested += 1
             group = grouped.setdefault(result.kind, ([], []))
@@ -177,14 +197,13 @@ def register(
         stats.events_in[kind] += len(records)
         return grouped
 
-    async def score_then_ack(stream: Any, events: list[Any], grouped: ByKind, scoring: ScoringStage) -> None:
-        """Score an ingested batch, then let its offsets be committed."""
+    async def score_then_ack(stream: Any, grouped: ByKind, scoring: ScoringStage, sent: Deliveries) -> None:
+        """Score an ingested batch and, once the broker has its outputs, let its offsets be committed."""
         if grouped:
-            await scoring.score_by_kind(grouped)
-        for event in events:
-            await stream.ack(event)
+            await scoring.score_by_kind(grouped, sent)
+        await sent.release(stream)
 
-    async def ingest_and_send(records: list[RawRecord], now: float) -> None:
+    async def ingest_and_send(records: list[RawRecord], now: float, sent: Deliveries) -> None:
         t0 = time.perf_counter()
         outcomes = await ingest_in_turns(
             records,
@@ -199,10 +218,10 @@ def register(
         for outcome in outcomes:
             if outcome.dead:
                 stats.dead_letter(outcome.reason)
-                await dead_letters.send(key=outcome.key, value=outcome.value)
+                await dead_letters.send(sent, key=outcome.key, value=outcome.value)
             else:
                 stats.ingested += 1
-                await features_out.send(key=outcome.key, value=outcome.value)
+                await features_out.send(sent, key=outcome.key, value=outcome.value)
         stats.events_in[kind] += len(records)
         # Stage times are recorded once per batch.
         stats.stage_seconds["features"].observe(t1 - t0)
@@ -212,8 +231,9 @@ def register(
         # One hop: batch N is ingested (CPU in this loop) while batch N-1 waits on its store
         # round trip and its reasons thread; N is scored once N-1 is done, so the store and
         # the outputs see batches in order. Each event is held (one more reference than the
-        # stream's own ack) until its batch is scored: an offset is committed only after the
-        # event's verdict is sent, as when each batch was scored before the next was taken.
+        # stream's own ack) until the broker has written its batch's outputs: an offset is
+        # committed only after the event's verdict or dead letter is confirmed. Split stages
+        # hold their batch the same way until its features and dead letters are confirmed.
         scoring_previous: asyncio.Future[None] | None = None
         try:
             async for events in stream.take_events(
@@ -226,20 +246,21 @@ def register(
                         partition=event.message.partition,
                         offset=event.message.offset,
                         produced_at_ms=int(event.message.timestamp * 1000),
+                        producer_ms=producer_time_ms(event.message.headers) if trust_producers else None,
                     )
                     for event in events
                 ]
-                if scoring is None:
-                    await ingest_and_send(records, clock())
-                    continue
                 # Held from here: should anything below raise, these offsets stay uncommitted
-                # and the events come again after a restart (never acked unscored).
-                for event in events:
-                    event.message.incref()
-                grouped = await ingest_and_group(records, clock())
+                # and the events come again after a restart (never acked unconfirmed).
+                sent = Deliveries(app, events)
+                if scoring is None:
+                    await ingest_and_send(records, clock(), sent)
+                    await sent.release(stream)
+                    continue
+                grouped = await ingest_and_group(records, clock(), sent)
                 if scoring_previous is not None:
                     await scoring_previous
-                scoring_previous = asyncio.ensure_future(score_then_ack(stream, events, grouped, scoring))
+                scoring_previous = asyncio.ensure_future(score_then_ack(stream, grouped, scoring, sent))
         finally:
             if scoring_previous is not None:
                 await scoring_previous

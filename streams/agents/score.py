@@ -24,6 +24,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from features.exceptions import StoreUnavailable
+from features.operations import Served
 from features.served import ServedRows
 from features.store import FeatureStore
 from infra.metrics import WorkerStats
@@ -33,7 +34,8 @@ from serving.review import ReviewQueue
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
-from streams.output import Output
+from streams.output import Deliveries, Output
+from streams.provenance import derived_event_id
 from streams.records import (
     Action,
     ActivityFeatures,
@@ -113,6 +115,7 @@ def verdicts_of(scored: Scored, explained: dict[int, list[Reason]], now_ms: int)
             produced_at_ms=features.produced_at_ms,
             decided_at_ms=now_ms,
             reasons=explained.get(i, []),
+            original_event_id=features.original_event_id,
         )
         for i, (features, score) in enumerate(zip(scored.batch, scored.scores.tolist(), strict=True))
     ]
@@ -133,6 +136,7 @@ def entries_of(scored: Scored) -> list[FeatureLogEntry]:
             score=score,
             shadow_version=shadow.version if shadow is not None else None,
             shadow_score=shadow_scores[i] if shadow_scores is not None else None,
+            original_event_id=features.original_event_id,
         )
         for i, (features, values, score) in enumerate(
             zip(scored.batch, scored.rows.astype(np.float64).tolist(), scored.scores.tolist(), strict=True)
@@ -158,14 +162,38 @@ def decide(
     return verdicts_of(scored, explain(scored, reasons), now_ms), entries_of(scored)
 
 
+def under_served_ids(
+    batch: Sequence[EventFeatures], served: Sequence[Served], stats: WorkerStats
+) -> list[EventFeatures]:
+    """The batch with each event whose id was first seen with other content renamed.
+
+    Such an event is a new event (the store applied it as one): it is scored
+    under :func:`~streams.provenance.derived_event_id`, keeping the id it came
+    with in ``original_event_id``, so its verdict, feature-log entry and served
+    row neither contradict nor replace the first event's.
+    """
+    out: list[EventFeatures] = []
+    for features, answer in zip(batch, served, strict=True):
+        if answer.reused:
+            stats.event_ids_reused += 1
+            features = features.model_copy(
+                update={
+                    "event_id": derived_event_id(features.event_id, features.digest),
+                    "original_event_id": features.event_id,
+                }
+            )
+        out.append(features)
+    return out
+
+
 async def read_aggregates(
     store: FeatureStore, batch: Sequence[EventFeatures], stats: WorkerStats
-) -> list[list[float]]:
+) -> list[Served]:
     """The store's answer for ``batch``, retrying with backoff until the store answers."""
     delay = _BACKOFF_START_S
     while True:
         try:
-            values = await store.apply_and_read(batch)
+            values = await store.serve(batch)
         except StoreUnavailable as exc:
             stats.store_failures += 1
             if not stats.store_degraded:
@@ -232,6 +260,7 @@ async def _remember(
             tokens=f.tokens,
             aggregates=list(a),
             linked=f.linked if isinstance(f, MailFeatures) else None,
+            original_event_id=f.original_event_id,
         )
         for f, a in zip(batch, aggregates, strict=True)
     ]
@@ -293,33 +322,40 @@ class ScoringStage:
         # Reasons for flagged rows are computed here, beside the event loop.
         self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warden-reasons")
 
-    async def dead_letter(self, position: SourcePosition, reason: str, payload: bytes) -> None:
+    async def dead_letter(
+        self, position: SourcePosition, reason: str, payload: bytes, sent: Deliveries
+    ) -> None:
+        """Send the dead letter of one record as part of the batch whose outputs ``sent`` tracks."""
         self._stats.dead_letter(reason)
         letter = DeadLetter.of(position, reason, payload, int(self._clock() * 1000))
-        await self._dead_letters.send(key=position.topic.encode(), value=encode(letter))
+        await self._dead_letters.send(sent, key=position.topic.encode(), value=encode(letter))
 
     async def score(
-        self, batch: list[EventFeatures], kind: str, raw: list[tuple[SourcePosition, bytes]]
+        self, batch: list[EventFeatures], kind: str, raw: list[tuple[SourcePosition, bytes]], sent: Deliveries
     ) -> None:
         """Score one kind's batch and send its verdicts, feature-log entries and queue entries.
 
         ``raw`` is each event's record as it arrived (position and bytes): when
-        no model can score the batch, those records become dead letters, kept
-        whole to replay once one can.
+        no model can score the batch, those records become dead letters, to
+        replay once one can (:mod:`streams.dead_letters`). Every record sent is
+        tracked in ``sent``, which the caller confirms before acking the batch.
         """
         settings, stats, slot, clock = self._settings, self._stats, self._slot, self._clock
         stage = stats.stage_seconds
         if slot.scorer_for(kind) is None:
+            reason = f"no {kind} model is promoted in the registry"
             for position, payload in raw:
-                await self.dead_letter(position, f"no {kind} model is promoted in the registry", payload)
+                await self.dead_letter(position, reason, payload, sent)
             return
         t1 = time.perf_counter()
-        aggregates = await read_aggregates(self._store, batch, stats)
+        served = await read_aggregates(self._store, batch, stats)
+        batch = under_served_ids(batch, served, stats)
+        aggregates = [answer.values for answer in served]
         t2 = time.perf_counter()
         scored = score_served(slot, kind, batch, aggregates)
         if isinstance(scored, str):
             for position, payload in raw:
-                await self.dead_letter(position, scored, payload)
+                await self.dead_letter(position, scored, payload, sent)
             return
         champion, shadow = scored.scorer, scored.shadow
         pending = None
@@ -335,12 +371,12 @@ class ScoringStage:
             )
         t3 = time.perf_counter()
         for entry in entries:
-            await self._feature_log.send(key=entry.event_id.encode(), value=encode(entry))
+            await self._feature_log.send(sent, key=entry.event_id.encode(), value=encode(entry))
         await _remember(self._served, batch, aggregates, champion.version, stats)
         explained = await pending if pending is not None else {}
         verdicts = verdicts_of(scored, explained, int(clock() * 1000))
         for verdict in verdicts:
-            await self._verdicts.send(key=verdict.event_id.encode(), value=encode(verdict))
+            await self._verdicts.send(sent, key=verdict.event_id.encode(), value=encode(verdict))
         if self._review is not None and kind == "mail":
             mails = [f for f in batch if isinstance(f, MailFeatures)]
             await _review(self._review, mails, verdicts, entries, champion.policy.junk)
@@ -353,10 +389,13 @@ class ScoringStage:
         stage["produce"].observe(t4 - t3)
         stats.end_to_end_seconds.observe_many((sent_ms - f.produced_at_ms) / 1000 for f in batch)
 
-    async def score_by_kind(self, grouped: ByKind) -> None:
-        """Score a micro-batch routed per kind: each kind through its own model, in arrival order."""
+    async def score_by_kind(self, grouped: ByKind, sent: Deliveries) -> None:
+        """Score a micro-batch routed per kind: each kind through its own model, in arrival order.
+
+        Its outputs are tracked in ``sent``; the caller confirms them before acking the batch.
+        """
         for kind, (batch, raw) in grouped.items():
-            await self.score(batch, kind, raw)
+            await self.score(batch, kind, raw, sent)
         self._stats.batches += 1
         self._stats.batch_sizes.observe(sum(len(batch) for batch, _ in grouped.values()))
 
@@ -379,6 +418,8 @@ def register(
         async for events in stream.take_events(
             settings.worker.batch_size, within=settings.worker.batch_within_s
         ):
+            # The batch is held until the broker has its outputs (see Deliveries.release).
+            sent = Deliveries(app, events)
             t0 = time.perf_counter()
             by_kind: ByKind = {}
             for event in events:
@@ -389,15 +430,15 @@ def register(
                 try:
                     features = decode(record_type, message.value or b"")
                 except MalformedRecord as exc:
-                    await stage.dead_letter(position, exc.reason, message.value or b"")
+                    await stage.dead_letter(position, exc.reason, message.value or b"", sent)
                     continue
                 group = by_kind.setdefault(features.kind, ([], []))
                 group[0].append(features)
                 group[1].append((position, message.value or b""))
-            if not by_kind:
-                continue
-            stats.stage_seconds["decode"].observe(time.perf_counter() - t0)
-            await stage.score_by_kind(by_kind)
+            if by_kind:
+                stats.stage_seconds["decode"].observe(time.perf_counter() - t0)
+                await stage.score_by_kind(by_kind, sent)
+            await sent.release(stream)
 
     name = "score" if record_type is MailFeatures else "score-activity"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(score)

@@ -64,9 +64,12 @@ class Outcomes:
 
 
 def event_id_of(letter: DeadLetter) -> str:
-    """The event id inside a dead letter's payload, or its source position when it has none."""
+    """The event id inside a dead letter's payload, or its source position when it has none.
+
+    (A letter holding only an excerpt of a large record is not JSON: its position, then.)
+    """
     try:
-        value = json.loads(letter.payload())
+        value = json.loads(letter.excerpt())
         if isinstance(value, dict) and isinstance(value.get("event_id"), str):
             return str(value["event_id"])
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -13,7 +13,8 @@ from features.aggregations import CALENDAR_AGGREGATES
 from features.extraction import to_activity_features
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
-from features.store import RedisStore, connect
+from features.redis_client import async_client
+from features.store import RedisStore
 from features.testing import InMemoryStore
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
@@ -21,9 +22,9 @@ from infra.worker_process import wait_healthy, worker_process
 from models.registry import Registry
 from models.simulated import train_simulated
 from streams import broker, corpus
-from streams.records import DeadLetter, SourcePosition, Verdict, decode, encode
+from streams.records import DeadLetter, SourcePosition, Verdict, decode
 from streams.replay import replay, send_raw
-from streams.simulator import SimulationParams, simulate
+from streams.simulator import SimulationParams, produce, simulate
 from streams.topics import Topics
 from tests.integration.test_store import assert_matches_reference
 
@@ -46,17 +47,22 @@ async def test_simulated_activity_gives_the_same_aggregates_in_redis_as_in_memor
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     events = simulate(SimulationParams(seed=5, accounts=40, days=1.0, campaigns_per_day=8.0))
     features = [
-        to_activity_features(item.event, pseudonymiser, SourcePosition(topic="t", partition=0, offset=i), 0)
+        to_activity_features(
+            item.event,
+            pseudonymiser,
+            SourcePosition(topic="t", partition=0, offset=i),
+            0,
+            event_time=item.event.timestamp,
+        )
         for i, item in enumerate(events)
     ]
     assert {f.kind for f in features} == {"calendar", "contacts"}
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     if server == "cluster":
         cluster: ClusterState = request.getfixturevalue("redis_cluster")
-        client = connect(cluster.urls, cluster=True)
+        client = async_client(cluster.redis_settings())
     else:
-        assert settings.redis.url is not None
-        client = connect(settings.redis.url.get_secret_value(), cluster=False)
+        client = async_client(settings.redis)
     store = RedisStore(
         client,
         Keys(settings.redis.key_prefix),
@@ -89,10 +95,11 @@ def test_mixed_mail_calendar_and_contacts_get_one_verdict_each_of_the_right_kind
     settings = settings.model_copy(
         update={"models": settings.models.model_copy(update={"registry_dir": root, "num_trees": 80})}
     )
-    versions = {"mail": Registry(root).current()}
+    registry = Registry.from_settings(settings)
+    versions = {"mail": registry.current()}
     for kind in ("calendar", "contacts"):
         versions[kind] = train_simulated(settings, kind, TRAIN).version  # type: ignore[arg-type]
-        assert Registry(root).for_kind(kind).current() == versions[kind]  # type: ignore[arg-type]
+        assert registry.for_kind(kind).current() == versions[kind]  # type: ignore[arg-type]
 
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
@@ -110,9 +117,7 @@ def test_mixed_mail_calendar_and_contacts_get_one_verdict_each_of_the_right_kind
         wait_healthy(settings, proc, timeout_s=90)
         # Interleaved: mails, activity, hostile activity records, then the rest.
         replay([m.event for m in mails[:20]], producer, topics.mail_events)
-        for item in activity:
-            topic = topics.calendar_events if item.event.kind == "calendar" else topics.contacts_events
-            producer.send(topic.name, key=item.event.event_id.encode(), value=encode(item.event))
+        produce(activity, producer, topics)
         bad = {"calendar": topics.calendar_events, "contacts": topics.contacts_events}
         send_raw(producer, [(bad[kind], b"bad", raw) for kind, raw in MALFORMED])
         replay([m.event for m in mails[20:]], producer, topics.mail_events)

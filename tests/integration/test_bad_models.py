@@ -1,4 +1,8 @@
-"""Bad model versions against a running worker: each is refused and the champion keeps serving."""
+"""Bad model versions against a running worker: each is refused and the champion keeps serving.
+
+Three families: versions that are signed but wrong inside (:func:`plant`), versions their
+signature does not cover (:func:`tamper`), and pointers that are not version ids.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,16 @@ from models.registry import Registry
 from streams import broker, corpus
 from streams.replay import replay
 from streams.topics import Topics
-from tests.bad_models import BAD_KINDS, plant, point_at
+from tests.bad_models import BAD_KINDS, plant, point_at, tamper
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
 
 PER_ROUND = 40
+#: (how, what): planted bad versions, tampered ones, and pointers leaving the registry.
+ATTACKS = (
+    [("plant", kind) for kind in BAD_KINDS]
+    + [("tamper", what) for what in ("model.onnx", "booster.txt", "unsigned", "other_key")]
+    + [("pointer", "../versions/x"), ("pointer", "/etc/passwd")]
+)
 
 
 def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
@@ -31,21 +41,24 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
             "serving": settings.serving.model_copy(update={"reload_interval_s": 0.2}),
         }
     )
-    registry = Registry(root)
+    registry = Registry.from_settings(live, signing=True)  # the test plants signed versions
     champion = registry.current()
     assert champion is not None
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)[: PER_ROUND * (len(BAD_KINDS) + 1)]
+    mails = corpus.load(live.corpus, corpus.NEWER)[: PER_ROUND * (len(ATTACKS) + 1)]
     producer = broker.producer(live.kafka)
     outcomes = Outcomes(live)
     with worker_process(live, base_env, tmp_path / "worker.log") as proc:
         wait_healthy(live, proc, timeout_s=90)
-        for round_, kind in enumerate(BAD_KINDS, start=1):
-            bad = plant(registry, champion, kind)
+        for round_, (how, kind) in enumerate(ATTACKS, start=1):
+            if how == "plant":
+                bad = plant(registry, champion, kind)  # type: ignore[arg-type]
+            else:
+                bad = tamper(registry, champion, kind) if how == "tamper" else kind
             # Refused at promotion: `warden models promote` and retrain go through this.
             with pytest.raises(ModelsError):
-                Registry(root).promote(bad)
+                Registry.from_settings(live).promote(bad)
             assert registry.current() == champion
             # A pointer changed behind the registry's back: refused at load by the worker.
             point_at(registry, bad)
@@ -64,7 +77,7 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
             outcomes.read_until(lambda o, n=round_ * PER_ROUND: len(o.verdicts) >= n, timeout_s=60)
             assert len(outcomes.verdicts) == round_ * PER_ROUND, f"verdicts after the {kind} model"
         # A good promotion afterwards still works: the champion itself is fine.
-        Registry(root).promote(champion)
+        Registry.from_settings(live).promote(champion)
         replay([m.event for m in mails[-PER_ROUND:]], producer, topics.mail_events)
         outcomes.read_until(lambda o: len(o.verdicts) >= len(mails), timeout_s=60)
         final = metrics(live)
@@ -75,5 +88,5 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
     assert not outcomes.dead_letters
     served = {v.model_version for copies in outcomes.verdicts.values() for v in copies}
     assert served == {champion}
-    assert final["warden_model_refusals_total"] == len(BAD_KINDS)
+    assert final["warden_model_refusals_total"] == len(ATTACKS)
     assert final["warden_model_swaps_total"] == 0

@@ -24,8 +24,8 @@ from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
 from streams.corpus import CorpusMail
-from streams.records import Verdict, decode, encode
-from streams.replay import replay
+from streams.records import Verdict, decode
+from streams.replay import replay, send_recorded
 from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, health, wait_until
 from tests.integration.test_store import assert_redis_applied_each_once
@@ -115,7 +115,7 @@ class Driver(threading.Thread):
             futures = []
             for event in self._events:
                 self._hurry.wait(self._interval)
-                futures.append(producer.send(topic.name, key=event.event_id.encode(), value=encode(event)))
+                futures.append(send_recorded(producer, topic, event, event.timestamp))
                 self.sent += 1
             producer.flush(timeout=60)
             for future in futures:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
+from infra.worker_process import run_cli, wait_healthy, worker_process
 from models.registry import Registry
 from models.retrain import EXIT_NOT_PROMOTED, EXIT_PROMOTED, EXIT_TOO_LITTLE_DATA
 from streams import broker, corpus, feedback_source
@@ -46,10 +45,7 @@ def _wait_for_model(settings: WardenSettings, version: str | None, timeout_s: fl
 def _cli(
     settings: WardenSettings, base_env: dict[str, str], *argv: str, extra: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**base_env, **settings.service_environment(), **(extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *argv], env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_cli(settings, base_env, argv, extra)
 
 
 def test_labels_retrain_promote_swap_and_rollback(
@@ -63,7 +59,7 @@ def test_labels_retrain_promote_swap_and_rollback(
             "serving": settings.serving.model_copy(update={"reload_interval_s": 0.2}),
         }
     )
-    registry = Registry(registry_root)
+    registry = Registry.from_settings(live)
     first = registry.current()
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())

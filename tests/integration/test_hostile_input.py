@@ -9,6 +9,7 @@ where it was after the first (it does not grow with the hostile traffic).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from infra import hostile_inputs
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
-from streams.records import DeadLetter, encode
+from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, encode
 from streams.replay import replay, send_raw
 from streams.topics import Topic, Topics
 from tests.integration.outcomes import Outcomes, metrics
@@ -88,7 +89,7 @@ def test_hostile_records_between_good_ones_are_dead_letters_and_memory_stays_bou
     producer = broker.producer(settings.kafka)
     outcomes = Outcomes(settings)
     rss: list[float] = []
-    sent: dict[bytes, str] = {}
+    sent: dict[str, str] = {}  # each hostile record's name, by its SHA-256
     with worker_process(settings, base_env, tmp_path / "worker.log") as worker:
         wait_healthy(settings, worker, timeout_s=90)
         before = _rss_mb(worker.pid)
@@ -98,7 +99,7 @@ def test_hostile_records_between_good_ones_are_dead_letters_and_memory_stays_bou
             replay(good[: GOOD_PER_ROUND // 2], producer, topics.mail_events)
             send_raw(producer, [(topics.mail_events, name.encode(), raw) for name, (raw, _) in cases.items()])
             replay(good[GOOD_PER_ROUND // 2 :], producer, topics.mail_events)
-            sent.update({raw or b"": name for name, (raw, _) in cases.items()})
+            sent.update({hashlib.sha256(raw or b"").hexdigest(): name for name, (raw, _) in cases.items()})
             expected_letters = (round_ + 1) * len(cases)
             expected_verdicts = (round_ + 1) * GOOD_PER_ROUND
             outcomes.read_until(
@@ -129,7 +130,9 @@ def test_hostile_records_between_good_ones_are_dead_letters_and_memory_stays_bou
     reasons = {name: reason for name, (_, reason) in hostile(0).items()}
     for letter in letters:
         assert letter.source.topic == topics.mail_events.name
-        name = sent[letter.payload()]
+        name = sent[letter.payload_sha256]
+        # Bounded: the 10 MB record's letter holds an excerpt; the others hold the record whole.
+        assert letter.payload_complete == (letter.payload_bytes <= DEAD_LETTER_WHOLE_BYTES), name
         assert reasons[name] in letter.reason, (name, letter.reason)
         assert not letter.reason.startswith("internal error")
     # (summed over labels: the metrics may split dead letters by reason)
@@ -180,6 +183,14 @@ def _megabyte_records(topics: Topics) -> dict[str, tuple[Topic, bytes]]:
     return records
 
 
+def _letters_by_digest(outcomes: Outcomes) -> dict[str, list[DeadLetter]]:
+    found: dict[str, list[DeadLetter]] = {}
+    for copies in outcomes.dead_letters.values():
+        for letter in copies:
+            found.setdefault(letter.payload_sha256, []).append(letter)
+    return found
+
+
 def _stalls_over_100ms(samples: dict[str, float]) -> float:
     """Loop-lag probes whose stall (the loop thread's own CPU while late) passed 100 ms."""
     total = samples.get("warden_event_loop_stall_seconds_count", 0.0)
@@ -226,16 +237,16 @@ def test_hostile_megabytes_are_scored_or_dead_lettered_and_never_stall_the_loop(
         f"probes {after.get('warden_event_loop_lag_seconds_count', 0):.0f}"
     )
     assert {m.event.event_id for m in mails} <= set(outcomes.verdicts)
-    for name in named:  # each hostile record: one verdict or one dead letter, for a reason of its own
-        letters = outcomes.dead_letters.get(name, [])
-        assert len(outcomes.verdicts.get(name, [])) + len(letters) == 1, name
-        for letter in letters:
+    # Letters of large records hold an excerpt: they are told apart by the SHA-256 of the whole.
+    letters = _letters_by_digest(outcomes)
+    for name, (_, raw) in hostile.items():  # each: one verdict or one dead letter, for a reason of its own
+        mine = letters.get(hashlib.sha256(raw).hexdigest(), [])
+        assert len(outcomes.verdicts.get(name, [])) + len(mine) == 1, name
+        for letter in mine:
             assert not letter.reason.startswith("internal error"), (name, letter.reason)
             assert "deadline" not in letter.reason, (name, letter.reason)
-    pills = [
-        letter for key, copies in outcomes.dead_letters.items() if key.startswith("@") for letter in copies
-    ]
-    assert [letter.reason for letter in pills] == ["payload nesting depth exceeds the limit of 16 levels"]
+    pill = letters[hashlib.sha256(hostile["poison-pill"][1]).hexdigest()]
+    assert [letter.reason for letter in pill] == ["payload nesting depth exceeds the limit of 16 levels"]
     assert after["warden_event_loop_stall_seconds_count"] > before.get(
         "warden_event_loop_stall_seconds_count", 0
     )
@@ -276,7 +287,8 @@ def test_a_record_past_the_ingest_deadline_is_a_dead_letter_and_its_neighbours_a
     producer.close()
     outcomes.close()
     assert {m.event.event_id for m in mails} <= set(outcomes.verdicts)
-    for name in large:
+    letters = _letters_by_digest(outcomes)
+    for name, raw in large.items():
         assert name not in outcomes.verdicts
-        (letter,) = outcomes.dead_letters[name]
+        (letter,) = letters[hashlib.sha256(raw).hexdigest()]
         assert "longer than the deadline of 0.001 s" in letter.reason

@@ -7,20 +7,24 @@ import pytest
 from features.extraction import to_features
 from features.keys import Keys
 from features.pseudonym import KeyRing
-from features.store import RedisStore, connect
+from features.redis_client import async_client
+from features.store import RedisStore
 from infra.settings import WardenSettings
 from tests.unit.test_pseudonym_rotation import DAY, POSITION, WINDOWED, T, generation, traffic
 
 
 async def _rows(settings: WardenSettings, prefix: str, ring: KeyRing) -> list[list[float]]:
     assert settings.redis.url is not None
-    store = RedisStore(connect(settings.redis.url.get_secret_value(), cluster=False), Keys(prefix), 7 * 86400)
+    store = RedisStore(async_client(settings.redis), Keys(prefix), 7 * 86400)
     events = traffic()
     out: list[list[float]] = []
     try:
         await store.start()
         for start in range(0, len(events), 32):  # micro-batches, as a worker sends them
-            batch = [to_features(e, ring, POSITION, 0, now=e.timestamp) for e in events[start : start + 32]]
+            batch = [
+                to_features(e, ring, POSITION, 0, now=e.timestamp, event_time=e.timestamp)
+                for e in events[start : start + 32]
+            ]
             out += await store.apply_and_read(batch)
     finally:
         await store.close()

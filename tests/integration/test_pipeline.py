@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,7 +13,7 @@ import redis
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
-from streams.records import DeadLetter, Verdict, decode
+from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, Verdict, decode, encode
 from streams.replay import replay, send_raw
 from streams.topics import Topics
 
@@ -104,7 +105,13 @@ def test_replayed_mails_get_one_verdict_each_and_bad_records_dead_letters(
     for letter in letters:
         assert letter.source.topic == topics.mail_events.name
         assert letter.reason
-        assert letter.payload() in MALFORMED
+        # The record whole, or (the 1.2 MB one) an excerpt: either way its length and digest.
+        assert letter.payload_sha256 in {hashlib.sha256(raw).hexdigest() for raw in MALFORMED}
+        assert letter.payload_complete == (letter.payload_bytes <= DEAD_LETTER_WHOLE_BYTES)
+        if letter.payload_complete:
+            assert letter.payload() in MALFORMED
+        else:
+            assert len(encode(letter)) < 10_000
     reasons = " | ".join(sorted(d.reason for d in letters))
     for expected in ("not JSON", "not UTF-8", "not an object", "sender", "timestamp", "exceeds"):
         assert expected in reasons

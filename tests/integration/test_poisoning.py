@@ -6,8 +6,9 @@ import time
 
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
+from features.redis_client import async_client
 from features.served import FeedbackLedger, ServedRows
-from features.store import RedisStore, connect
+from features.store import RedisStore
 from features.testing import features_for
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
@@ -35,7 +36,7 @@ async def test_mass_reports_about_one_sender_stay_within_the_documented_bound(
     settings: WardenSettings,
 ) -> None:
     assert settings.redis.url is not None
-    client = connect(settings.redis.url.get_secret_value(), cluster=False)
+    client = async_client(settings.redis)
     prefix = settings.redis.key_prefix
     keys = Keys(prefix)
     store = RedisStore(client, keys, settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds)

@@ -20,11 +20,12 @@ from redis.exceptions import RedisClusterException
 from features.aggregations import SENDER, Entity
 from features.exceptions import StoreUnavailable
 from features.keys import Keys
-from features.operations import LUA
-from features.store import RedisStore, connect
+from features.redis_client import async_client
+from features.scripts import LUA
+from features.store import RedisStore
 from infra import devstack
 from infra.rediscluster import SLOTS, ClusterState, LocalCluster
-from infra.settings import DevSettings, WardenSettings
+from infra.settings import DevSettings, RedisSettings, WardenSettings
 from serving.review import ReviewQueue
 from streams.campaign import campaign
 from tests.integration.test_review_queue import _fill, _unrelated
@@ -50,7 +51,7 @@ def keys() -> Keys:
 
 @pytest.fixture
 async def cluster_client(redis_cluster: ClusterState) -> AsyncIterator[RedisCluster]:
-    client = connect(redis_cluster.urls, cluster=True)
+    client = async_client(redis_cluster.redis_settings())
     assert isinstance(client, RedisCluster)
     yield client
     await client.aclose()
@@ -142,7 +143,7 @@ async def test_keys_of_one_event_in_several_slots_are_a_bug_not_an_outage(
 
 
 async def test_an_unreachable_cluster_is_store_unavailable() -> None:
-    client = connect(f"redis://127.0.0.1:{devstack.free_port('127.0.0.1')}", cluster=True)
+    client = async_client(RedisSettings(cluster_nodes=f"127.0.0.1:{devstack.free_port('127.0.0.1')}"))
     store = RedisStore(client, Keys("unreachable"), 3600)
     with pytest.raises(StoreUnavailable):
         await store.start()
@@ -157,7 +158,7 @@ async def test_losing_a_primary_is_store_unavailable_and_stop_leaves_no_node(tmp
     cluster = LocalCluster(DevSettings(state_dir=tmp_path))
     state = cluster.start()
     try:
-        store = RedisStore(connect(state.urls, cluster=True), Keys("chaos"), 3600)
+        store = RedisStore(async_client(state.redis_settings()), Keys("chaos"), 3600)
         events = stream(seed=15, n=100)
         await store.apply_and_read(events)
         assert await store.ping() is True

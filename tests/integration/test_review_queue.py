@@ -16,15 +16,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from features.extraction import to_features
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
-from features.store import RedisClient, RedisStore, connect
+from features.redis_client import async_client
+from features.store import RedisClient, RedisStore
 from infra import review_cli
 from infra.settings import ReviewSettings, WardenSettings
-from infra.worker_process import wait_healthy, worker_process
+from infra.worker_process import run_cli, wait_healthy, worker_process
 from models.ranking import RankingModel
 from models.registry import Registry
 from serving.review import Candidate, ReviewQueue
@@ -58,11 +60,17 @@ async def _fill(
     """Score ``events`` through the served path (store, model, policy) and queue them in batches."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     store = RedisStore(client, Keys(settings.redis.key_prefix), 3600, 1800)
-    scorer = Scorer.from_registry(Registry(settings.models.registry_dir))
+    scorer = Scorer.from_registry(Registry.from_settings(settings))
     out: list[Candidate] = []
     for start in range(0, len(events), 8):
         batch = [
-            to_features(e, pseudonymiser, SourcePosition(topic="t", partition=0, offset=start + i), 0)
+            to_features(
+                e,
+                pseudonymiser,
+                SourcePosition(topic="t", partition=0, offset=start + i),
+                0,
+                event_time=e.timestamp,
+            )
             for i, e in enumerate(events[start : start + 8])
         ]
         aggregates = await store.apply_and_read(batch)
@@ -96,7 +104,7 @@ def test_bounded_expiring_grouped_and_labelled_per_member(settings: WardenSettin
     prefix = settings.redis.key_prefix
 
     async def scenario() -> tuple[str, list[str]]:
-        client = connect(settings.redis.url.get_secret_value() if settings.redis.url else "", cluster=False)
+        client = async_client(settings.redis)
         assert isinstance(client, Redis)
         try:
             main = ReviewQueue(client, prefix, settings.review)
@@ -167,10 +175,7 @@ def _campaign_group(candidates: Sequence[Candidate], campaign_ids: set[str]) -> 
 
 
 def _cli(settings: WardenSettings, base_env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    env = {**base_env, **settings.service_environment()}
-    return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *argv], env=env, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(settings, base_env, argv, timeout_s=120)
 
 
 def test_worker_feeds_the_queue_and_a_group_label_reaches_training(
@@ -231,3 +236,59 @@ def test_worker_feeds_the_queue_and_a_group_label_reaches_training(
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1
     assert "neither a group" in unknown.stderr
+
+
+def _review_cli(
+    settings: WardenSettings, base_env: dict[str, str], redis_env: dict[str, str], *argv: str
+) -> subprocess.CompletedProcess[str]:
+    """``warden`` as an operator runs it: the broker, the names and the Redis settings given, nothing else."""
+    env = {
+        **base_env,
+        "WARDEN_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
+        "WARDEN_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "WARDEN_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "WARDEN_MODELS__REGISTRY_DIR": str(settings.models.registry_dir),
+        **redis_env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", *argv], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_review_cli_uses_the_configured_auth(
+    settings: WardenSettings, base_env: dict[str, str], secured_redis: tuple[str, str]
+) -> None:
+    url, password = secured_redis
+    secured = settings.redis.model_copy(
+        update={"url": SecretStr(url), "username": "warden", "password": SecretStr(password)}
+    )
+    settings = settings.model_copy(update={"redis": secured})
+    mails = _unrelated(6, time.time() - 3600)
+
+    async def fill() -> None:
+        client = async_client(secured)
+        try:
+            await _fill(settings, client, [ReviewQueue(client, secured.key_prefix, settings.review)], mails)
+        finally:
+            await client.aclose()
+
+    asyncio.run(fill())
+    auth = {"WARDEN_REDIS__URL": url, "WARDEN_REDIS__USERNAME": "warden", "WARDEN_REDIS__PASSWORD": password}
+    shown = _review_cli(settings, base_env, auth, "review", "--json", "--top", "20")
+    assert shown.returncode == 0, shown.stderr
+    assert sum(int(group["size"]) for group in json.loads(shown.stdout)) == len(mails)
+
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    wrong = _review_cli(
+        settings, base_env, {**auth, "WARDEN_REDIS__PASSWORD": "Wrong-" + password}, "review", "--top", "3"
+    )
+    none = _review_cli(settings, base_env, {"WARDEN_REDIS__URL": url}, "review", "--top", "3")
+    for refused in (wrong, none):
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1, refused.stderr
+        assert refused.stderr.startswith(
+            f"warden: error: cannot use Redis at 127.0.0.1:{port} for the review queue: "
+        )
+        assert password not in refused.stderr
+        assert refused.stdout == ""
+    assert "invalid username-password pair" in wrong.stderr

@@ -18,7 +18,8 @@ from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
-from streams.records import MailEvent, Verdict, decode, encode
+from streams.records import MailEvent, Verdict, decode
+from streams.replay import send_recorded
 from streams.topics import Topics
 from tests.integration.test_store import assert_redis_applied_each_once
 
@@ -42,9 +43,7 @@ class _Stream(threading.Thread):
         futures = []
         for event in self._events:
             self._hurry.wait(1 / RATE)
-            futures.append(
-                self._producer.send(self._topic.name, key=event.event_id.encode(), value=encode(event))
-            )
+            futures.append(send_recorded(self._producer, self._topic, event, event.timestamp))
             self.sent += 1
         for future in futures:
             future.get(timeout=60)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -19,57 +18,16 @@ import redis
 from pydantic import SecretStr
 
 from features.keys import Keys
-from features.store import RedisStore, connect
+from features.redis_client import async_client, sync_client
+from features.store import RedisStore
 from infra import devstack
-from infra.security import redis_options
+from infra.privacy_audit import AuditReport, Scanner
+from infra.privacy_audit_redis import audit_redis
 from infra.settings import RedisSettings, WardenSettings
-from infra.worker_process import child_process, wait_healthy, worker_process
+from infra.worker_process import wait_healthy, worker_process
 from streams import broker
 from streams.topics import Topics
 from tests.integration.worker_pages import get, labelled, poll, read_outcomes, scrape, send_traffic
-
-
-@pytest.fixture
-def secured_redis(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A Redis (or Valkey) server that needs AUTH: an ACL user ``warden`` and a default password."""
-    password = "AuthTest-" + os.urandom(6).hex()
-    port = devstack.free_port("127.0.0.1")
-    argv = [
-        devstack.redis_binary(),
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-        "--requirepass",
-        "default-" + password,
-        "--user",
-        "warden",
-        "on",
-        f">{password}",
-        "~*",
-        "&*",
-        "+@all",
-    ]
-    with child_process(argv, None, tmp_path / "secured-redis.log") as proc:
-        url = f"redis://127.0.0.1:{port}/0"
-
-        def up() -> bool:
-            assert proc.poll() is None, "the secured redis exited"
-            try:
-                return bool(redis.Redis.from_url(url, username="warden", password=password).ping())
-            except redis.ConnectionError:
-                return False
-
-        poll(up, 20)
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis.from_url(url).ping()  # no password: refused
-        yield url, password
 
 
 def _with_redis(settings: WardenSettings, **update: object) -> WardenSettings:
@@ -236,7 +194,7 @@ async def test_redis_tls_settings_verify_the_server_and_carry_auth(
             url=SecretStr(tls_url), username="warden", password=SecretStr(password), tls=True, tls_ca_file=ca
         )
         store = RedisStore(
-            connect(tls_url, cluster=False, tls=True, options=redis_options(trusted), socket_timeout_s=10),
+            async_client(trusted.model_copy(update={"socket_timeout_s": 10.0})),
             Keys("tls"),
             3600,
         )
@@ -246,7 +204,60 @@ async def test_redis_tls_settings_verify_the_server_and_carry_auth(
 
         # Without the CA the server's certificate is refused: TLS is verified, not just spoken.
         untrusted = trusted.model_copy(update={"tls_ca_file": None})
-        client = connect(tls_url, cluster=False, tls=True, options=redis_options(untrusted))
+        client = async_client(untrusted)
         with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
             await client.ping()
         await client.aclose()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/openssl").exists(), reason="no openssl to make test certificates")
+def test_the_audit_and_the_review_cli_speak_tls_with_auth(
+    settings: WardenSettings, base_env: dict[str, str], secured_redis: tuple[str, str], tmp_path: Path
+) -> None:
+    url, password = secured_redis
+    ca, cert, key = _certificates(tmp_path)
+    with _tls_proxy(int(url.rsplit(":", 1)[1].split("/")[0]), cert, key) as port:
+        tls_url = f"redis://127.0.0.1:{port}/0"
+        trusted = settings.redis.model_copy(
+            update={
+                "url": SecretStr(tls_url),
+                "username": "warden",
+                "password": SecretStr(password),
+                "tls": True,
+                "tls_ca_file": ca,
+                "socket_timeout_s": 10.0,
+            }
+        )
+        client = sync_client(trusted)
+        client.set(f"{trusted.key_prefix}:{{a:k1.1}}:sender:first", b"bob@example.org", ex=600)
+        client.close()
+        report = AuditReport()
+        audit_redis(trusted, Scanner(()), report)
+        assert report.unread == []
+        assert report.scanned["redis keys"] == 1
+        assert [f.kind for f in report.findings] == ["address"]
+        refused = AuditReport()
+        audit_redis(trusted.model_copy(update={"tls_ca_file": None}), Scanner(()), refused)
+        assert len(refused.unread) == 1
+        assert "certificate verify failed" in refused.unread[0]
+
+        env = {
+            **base_env,
+            "WARDEN_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
+            "WARDEN_REDIS__URL": tls_url,
+            "WARDEN_REDIS__KEY_PREFIX": trusted.key_prefix,
+            "WARDEN_REDIS__USERNAME": "warden",
+            "WARDEN_REDIS__PASSWORD": password,
+            "WARDEN_REDIS__TLS": "true",
+            "WARDEN_REDIS__TLS_CA_FILE": str(ca),
+        }
+        review = [sys.executable, "-m", "infra.cli", "review", "--top", "3"]
+        shown = subprocess.run(review, env=env, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout == "the review queue is empty\n"
+        env.pop("WARDEN_REDIS__TLS_CA_FILE")
+        untrusted = subprocess.run(review, env=env, capture_output=True, text=True, timeout=120)
+    assert untrusted.returncode == 1
+    assert untrusted.stderr.count("\n") == 1, untrusted.stderr
+    assert "certificate verify failed" in untrusted.stderr
+    assert password not in untrusted.stderr

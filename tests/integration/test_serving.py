@@ -17,22 +17,24 @@ from models.registry import Registry
 from models.train import train_from_corpus
 from serving.compare import compare
 from streams import broker, corpus
-from streams.records import FeatureLogEntry, Verdict, decode
+from streams.records import FeatureLogEntry, Verdict, decode, encode
 from streams.replay import replay
 from streams.topics import Topics
 
 
 @pytest.fixture(scope="module")
-def two_versions(registry_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+def two_versions(
+    registry_dir: Path, tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, Path]
+) -> tuple[Path, str, str]:
     """A registry with the session's champion and a second, different, registered version."""
     root = tmp_path_factory.mktemp("two-versions") / "registry"
     shutil.copytree(registry_dir, root)
-    first = Registry(root).current()
-    assert first is not None
     settings = WardenSettings(
         corpus={"cache_dir": Path(__file__).resolve().parents[2] / ".warden" / "cache"},
-        models={"registry_dir": root, "num_trees": 40, "seed": 11},
+        models={"registry_dir": root, "num_trees": 40, "seed": 11, **key_files},
     )
+    first = Registry.from_settings(settings).current()
+    assert first is not None
     second = train_from_corpus(settings, corpus.OLDER, promote=False).version
     return root, first, second
 
@@ -74,7 +76,7 @@ def test_hot_swap_mid_stream_scores_every_event_once_by_one_version(
     registry_root = tmp_path / "registry"
     shutil.copytree(source, registry_root)
     live = _settings_with(settings, registry_root)
-    registry = Registry(registry_root)
+    registry = Registry.from_settings(live)
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
     mails = corpus.load(live.corpus, corpus.NEWER)[:600]
@@ -144,36 +146,56 @@ def test_hot_swap_mid_stream_scores_every_event_once_by_one_version(
 def test_post_score_gives_the_verdict_the_stream_gives(
     settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
 ) -> None:
-    topics = Topics.from_settings(settings.kafka)
-    broker.ensure_topics(settings.kafka, topics.all())
-    mails = [m for m in corpus.load(settings.corpus, corpus.NEWER) if m.is_spam][:5]
-    mails += [m for m in corpus.load(settings.corpus, corpus.NEWER) if not m.is_spam][:5]
-    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/score"
-    with worker_process(settings, base_env, tmp_path / "worker.log") as proc:
-        wait_healthy(settings, proc, timeout_s=90)
-        synchronous = {}
-        for mail in mails:
-            request = urllib.request.Request(url, data=mail.event.model_dump_json().encode(), method="POST")
-            with urllib.request.urlopen(request, timeout=10) as response:
-                synchronous[mail.event.event_id] = Verdict.model_validate(json.loads(response.read()))
-        bad = urllib.request.Request(url, data=b"{not json", method="POST")
+    """The same bytes, streamed then posted, get the same verdict: POST /score previews the stream's path.
+
+    The worker runs as in production (the broker's clock), so a posted event
+    is read at the worker's clock: within the hour the stream read it in, its
+    once-only memo answers with what the stream served. An attempt that
+    straddles the hour is made again with other event ids.
+    """
+    live = settings.model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"trust_producer_event_time": False})}
+    )
+    topics = Topics.from_settings(live.kafka)
+    broker.ensure_topics(live.kafka, topics.all())
+    newer = corpus.load(live.corpus, corpus.NEWER)
+    chosen = [m for m in newer if m.is_spam][:5] + [m for m in newer if not m.is_spam][:5]
+    url = f"http://{live.worker.web_host}:{live.worker.web_port}/score"
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        for attempt in range(2):
+            hour = int(time.time() // 3600)
+            events = [
+                m.event.model_copy(update={"event_id": f"{m.event.event_id}-{attempt}"}) for m in chosen
+            ]
+            producer = broker.producer(live.kafka)
+            replay(events, producer, topics.mail_events)
+            producer.close()
+            streamed: dict[str, list[Verdict]] = defaultdict(list)
+            reader = broker.TopicReader(live.kafka, (topics.verdicts,))
+            _read_verdicts(reader, streamed, len(events) * (attempt + 1))
+            reader.close()
+            synchronous = {}
+            for event in events:
+                request = urllib.request.Request(
+                    url, data=encode(event), method="POST", headers={"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    synchronous[event.event_id] = Verdict.model_validate(json.loads(response.read()))
+            if int(time.time() // 3600) == hour:
+                break
+        bad = urllib.request.Request(
+            url, data=b"{not json", method="POST", headers={"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(bad, timeout=10)
         assert refused.value.code == 400
         assert "not JSON" in json.loads(refused.value.read())["error"]
 
-        producer = broker.producer(settings.kafka)
-        replay([m.event for m in mails], producer, topics.mail_events)
-        producer.close()
-        streamed: dict[str, list[Verdict]] = defaultdict(list)
-        reader = broker.TopicReader(settings.kafka, (topics.verdicts,))
-        _read_verdicts(reader, streamed, len(mails))
-        reader.close()
-
     for event_id, verdict in synchronous.items():
         (stream_verdict,) = streamed[event_id]
         assert stream_verdict.action == verdict.action
-        assert stream_verdict.score == pytest.approx(verdict.score, abs=1e-9)
+        assert stream_verdict.score == verdict.score
         assert stream_verdict.model_version == verdict.model_version
         assert [r.feature for r in stream_verdict.reasons] == [r.feature for r in verdict.reasons]
     assert {v.action for v in synchronous.values()} != {"allow"}

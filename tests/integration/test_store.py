@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -15,11 +15,13 @@ from features.extraction import to_features
 from features.keys import Keys
 from features.operations import report
 from features.pseudonym import Pseudonymiser
-from features.store import FeatureStore, RedisClient, RedisStore, connect
+from features.redis_client import async_client
+from features.store import FeatureStore, RedisClient, RedisStore
 from features.testing import InMemoryStore, features_for
 from infra.rediscluster import ClusterState
 from infra.settings import WardenSettings
-from streams.records import MailEvent, MailFeatures, SourcePosition
+from streams.records import MailFeatures, SourcePosition
+from streams.replay import Recorded, stamped
 
 
 def event(
@@ -77,17 +79,16 @@ async def redis_state(client: RedisClient, prefix: str) -> dict[str, object]:
     return state
 
 
-async def assert_redis_applied_each_once(settings: WardenSettings, events: list[MailEvent]) -> None:
-    """The workers' Redis (standalone or cluster) equals applying every event exactly once, offline."""
+async def assert_redis_applied_each_once(settings: WardenSettings, events: Sequence[Recorded]) -> None:
+    """The workers' Redis (standalone or cluster) equals applying every event exactly once, offline,
+    each at the time its replay stamped it with (streams.replay)."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     position = SourcePosition(topic="reference", partition=0, offset=0)
-    reference.apply_and_read_now([to_features(e, pseudonymiser, position, 0) for e in events])
-    if settings.redis.cluster_nodes is not None:
-        client = connect(settings.redis.cluster_nodes.split(","), cluster=True)
-    else:
-        assert settings.redis.url is not None
-        client = connect(settings.redis.url.get_secret_value(), cluster=False)
+    reference.apply_and_read_now(
+        [to_features(e, pseudonymiser, position, 0, event_time=at) for e, at in map(stamped, events)]
+    )
+    client = async_client(settings.redis)
     try:
         await assert_matches_reference(client, settings.redis.key_prefix, reference)
     finally:
@@ -123,9 +124,8 @@ def _connect(request: pytest.FixtureRequest, settings: WardenSettings) -> RedisC
     """A client on the session's standalone Redis, or on its cluster (started on first use)."""
     if request.param == "cluster":
         cluster: ClusterState = request.getfixturevalue("redis_cluster")
-        return connect(cluster.urls, cluster=True)
-    assert settings.redis.url is not None
-    return connect(settings.redis.url.get_secret_value(), cluster=False)
+        return async_client(cluster.redis_settings())
+    return async_client(settings.redis)
 
 
 def _redis_store(client: RedisClient, settings: WardenSettings) -> RedisStore:

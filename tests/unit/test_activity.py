@@ -19,12 +19,22 @@ from infra.settings import IngestSettings, WardenSettings
 from models.exceptions import ModelRefused
 from models.metrics import threshold_at_fpr, widened_threshold
 from models.registry import Registry
+from models.signing import RegistryKeys
 from models.simulated import candidate, score_stream
 from serving.scorer import Scorer
 from streams.agents.ingest import ingest_activity_record
 from streams.exceptions import MalformedRecord
-from streams.records import DeadLetter, SourcePosition, decode_activity_event, encode
+from streams.records import (
+    ActivityFeatures,
+    ActivityKind,
+    DeadLetter,
+    SourcePosition,
+    decode_activity_event,
+    encode,
+)
 from streams.simulator import CAMPAIGN_TYPES, LEGIT, SimulationParams, simulate
+
+KEYS = RegistryKeys.generate()
 
 NOW = 1_800_000_000.0
 LIMITS = IngestSettings(max_payload_bytes=10_000, max_recipients=3)
@@ -104,7 +114,7 @@ def test_a_bad_record_becomes_a_dead_letter_with_its_bytes() -> None:
 
 def test_ingest_keeps_numbers_and_pseudonyms_only() -> None:
     event = decode_activity_event(invite(), "calendar", LIMITS, NOW)
-    features = to_activity_features(event, KEY, AT, 0)
+    features = to_activity_features(event, KEY, AT, 0, event_time=NOW)
     assert features.kind == "calendar"
     assert features.sender == KEY.address("alice@example.com")  # the same pseudonym as in mail
     assert features.recipients == [KEY.address("bob@example.org")]
@@ -118,10 +128,14 @@ def test_ingest_keeps_numbers_and_pseudonyms_only() -> None:
     for value in (b"alice", b"bob@", b"prize", b"sync"):
         assert value not in raw
 
-    shared = to_activity_features(decode_activity_event(card(), "contacts", LIMITS, NOW), KEY, AT, 0)
+    shared = to_activity_features(
+        decode_activity_event(card(), "contacts", LIMITS, NOW), KEY, AT, 0, event_time=NOW
+    )
     assert shared.contacts == []  # only a created card adds contacts
     created = decode_activity_event(card(action="created", recipients=[]), "contacts", LIMITS, NOW)
-    assert to_activity_features(created, KEY, AT, 0).contacts == [KEY.address("help@scam.example")]
+    assert to_activity_features(created, KEY, AT, 0, event_time=NOW).contacts == [
+        KEY.address("help@scam.example")
+    ]
 
 
 def test_every_kind_has_its_own_schema_and_mail_keeps_its_hash() -> None:
@@ -138,11 +152,17 @@ def test_every_kind_has_its_own_schema_and_mail_keeps_its_hash() -> None:
 
 def test_a_created_card_makes_its_address_a_known_contact_of_the_owner() -> None:
     store = InMemoryStore()
-    meet = to_activity_features(decode_activity_event(invite(), "calendar", LIMITS, NOW), KEY, AT, 0)
+
+    def features(raw: bytes, kind: ActivityKind, offset: int) -> ActivityFeatures:
+        event = decode_activity_event(raw, kind, LIMITS, NOW)
+        return to_activity_features(event, KEY, AT, offset, event_time=event.timestamp)
+
+    meet = features(invite(), "calendar", 0)
     created = card(event_id="k-2", action="created", recipients=[], card={"emails": ["carol@example.net"]})
-    add = to_activity_features(decode_activity_event(created, "contacts", LIMITS, NOW), KEY, AT, 1)
-    later = invite(event_id="c-2", invitees=["carol@example.net"], timestamp=1_767_225_700.0)
-    known = to_activity_features(decode_activity_event(later, "calendar", LIMITS, NOW), KEY, AT, 2)
+    add = features(created, "contacts", 1)
+    known = features(
+        invite(event_id="c-2", invitees=["carol@example.net"], timestamp=1_767_225_700.0), "calendar", 2
+    )
     position = [a.name for a in CALENDAR_AGGREGATES].index("organizer_unknown_contact_share")
     first, _, second = store.apply_and_read_now([meet, add, known])
     assert first[position] == 1.0  # bob is nobody's contact yet
@@ -175,12 +195,12 @@ def test_a_kind_model_is_registered_in_its_own_registry_and_served_by_kind(tmp_p
     assert trained.manifest.kind == "contacts"
     assert trained.manifest.schema_hash == SCHEMAS["contacts"].schema_hash
     with pytest.raises(ModelRefused, match="does not belong"):
-        Registry(tmp_path).register(trained)  # the mail registry refuses it
-    registry = Registry(tmp_path).for_kind("contacts")
+        Registry(tmp_path, KEYS).register(trained)  # the mail registry refuses it
+    registry = Registry(tmp_path, KEYS).for_kind("contacts")
     version = registry.register(trained)
     registry.promote(version)
     assert (tmp_path / "kinds" / "contacts" / "CURRENT").read_text().strip() == version
-    assert Registry(tmp_path).current() is None  # mail untouched
+    assert Registry(tmp_path, KEYS).current() is None  # mail untouched
     scorer = Scorer.from_registry(registry)
     assert scorer.schema.kind == "contacts"
     rows = np.zeros((3, len(SCHEMAS["contacts"].feature_names)), dtype=np.float32)

@@ -73,6 +73,7 @@ def test_registry_mistakes_are_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("WARDEN_MODELS__REGISTRY_DIR", str(tmp_path))
+    monkeypatch.setenv("WARDEN_DEV__STATE_DIR", str(tmp_path / "dev"))  # the development key pair
     code, err = run(capsys, "models", "promote", "v-missing")
     assert (code, err.count("\n")) == (1, 1)
     assert "no model version v-missing" in err

@@ -8,6 +8,7 @@ commands, probes hit pages the worker serves, ports match the web port, topics m
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from infra.cli import _parser
+from infra.exceptions import SettingsError
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings, load_settings
 from streams import web
@@ -26,7 +28,17 @@ from streams.topics import Topics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "infra" / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
-TEST_KEY = "0123456789abcdef-test-only-key"
+#: The secret keys the settings check for strength (the deploy files ship stand-ins for them).
+KEY_VARIABLES = (
+    "WARDEN_PRIVACY__HMAC_KEY",
+    "WARDEN_FEEDBACK__KEY_USER_REPORT",
+    "WARDEN_FEEDBACK__KEY_OPS_REVIEW",
+    "WARDEN_FEEDBACK__KEY_APPEAL",
+    "WARDEN_FEEDBACK__KEY_AUTO",
+    "WARDEN_SERVING__SCORE_TOKEN",
+)
+#: What the real Secrets would hold: a key from `warden keygen` for each.
+REAL_KEYS = {name: secrets.token_hex(32) for name in KEY_VARIABLES}
 
 
 def _manifests() -> list[dict[str, Any]]:
@@ -90,16 +102,44 @@ def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Ward
     return load_settings()
 
 
+def _named(kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in _of_kind(kind)}
+
+
+def _container_env(container: dict[str, Any], real_keys: bool = True) -> dict[str, str]:
+    """The WARDEN_* environment of a container, as shipped or with real keys for the stand-ins."""
+    configs, stored = _named("ConfigMap"), _named("Secret")
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(configs[source["configMapRef"]["name"]]["data"])
+        if "secretRef" in source:
+            env.update(stored[source["secretRef"]["name"]]["stringData"])
+    env.update({entry["name"]: entry["value"] for entry in container.get("env", [])})
+    if real_keys:
+        env.update({name: REAL_KEYS[name] for name in KEY_VARIABLES if name in env})
+    return env
+
+
+def _container(command: str) -> dict[str, Any]:
+    (found,) = [c for c in _containers() if c["command"][1] == command]
+    return found
+
+
 def _k8s_env() -> dict[str, str]:
-    (config,) = _of_kind("ConfigMap")
-    (secret,) = _of_kind("Secret")
-    return {**config["data"], **secret["stringData"], "WARDEN_PRIVACY__HMAC_KEY": TEST_KEY}
+    return _container_env(_container("worker"))
 
 
-def _compose_env() -> dict[str, str]:
-    env = {k: str(v) for k, v in _compose()["services"]["worker"]["environment"].items()}
-    assert env["WARDEN_PRIVACY__HMAC_KEY"].startswith("${WARDEN_PRIVACY__HMAC_KEY:?")  # never a literal key
-    return {**env, "WARDEN_PRIVACY__HMAC_KEY": TEST_KEY}
+def _compose_env(service: str = "worker") -> dict[str, str]:
+    env = {k: str(v) for k, v in _compose()["services"][service]["environment"].items()}
+    for name, value in env.items():
+        if "PASSWORD" in name or name in KEY_VARIABLES:
+            assert value.startswith(f"${{{name}:?"), f"{name} is never a literal in compose.yaml"
+    # `${NAME:?...}`: compose refuses to start unless NAME is set; here, to a real key.
+    return {
+        name: REAL_KEYS.get(name, f"{name.lower()}-value") if value.startswith("${") else value
+        for name, value in env.items()
+    }
 
 
 def test_every_file_parses_and_every_warden_variable_is_a_setting() -> None:
@@ -185,6 +225,9 @@ def test_references_and_selectors_resolve() -> None:
                 assert ("ConfigMap", source["configMapRef"]["name"]) in names
             if "secretRef" in source:
                 assert ("Secret", source["secretRef"]["name"]) in names
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                assert ("Secret", volume["secret"]["secretName"]) in names
     (deployment,) = _of_kind("Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
@@ -234,3 +277,116 @@ def test_the_capacity_plan_is_what_is_deployed(monkeypatch: pytest.MonkeyPatch) 
     assert rows["worker cores (pods of 1 CPU)"] == str(deployment["spec"]["replicas"])
     assert settings.redis.memo_ttl_seconds == 900
     assert settings.feedback.row_ttl_seconds == 86400
+
+
+def _pod_of(container: dict[str, Any]) -> dict[str, Any]:
+    (spec,) = [
+        spec for spec in _pod_specs() if container in spec["containers"] + spec.get("initContainers", [])
+    ]
+    return spec
+
+
+def _secret_mounts(container: dict[str, Any]) -> dict[str, str]:
+    """Mount path -> Secret name, for the Secrets mounted as files in ``container``."""
+    volumes = {v["name"]: v for v in _pod_of(container).get("volumes", [])}
+    out = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "secret" in volume:
+            assert mount.get("readOnly") is True, mount
+            out[mount["mountPath"]] = volume["secret"]["secretName"]
+    return out
+
+
+def _mounted_from(container: dict[str, Any], path: Path) -> str | None:
+    """The Secret a file path of ``container`` comes from (None: not from a mounted Secret)."""
+    for mount_path, secret in _secret_mounts(container).items():
+        if path.parent == Path(mount_path):
+            return secret
+    return None
+
+
+@pytest.mark.parametrize("variable", KEY_VARIABLES)
+def test_no_stand_in_is_accepted_as_a_real_key_in_production(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = _container_env(_container("worker"), real_keys=False)
+    assert variable in shipped, "every key a worker needs is in its Secrets"
+    with pytest.raises(SettingsError, match=variable) as caught:
+        _settings_from({**_k8s_env(), variable: shipped[variable]}, monkeypatch)
+    assert "warden keygen" in str(caught.value)
+    with pytest.raises(SettingsError):
+        _settings_from(shipped, monkeypatch)  # the files as they are never start a pod
+
+
+@pytest.mark.parametrize("source", ["kubernetes", "compose"])
+def test_the_deployed_default_is_tls_everywhere(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_from(_k8s_env() if source == "kubernetes" else _compose_env(), monkeypatch)
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.kafka.sasl_username
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.ssl_cafile is not None
+    assert settings.redis.tls
+    assert settings.redis.tls_ca_file is not None
+    urls = (settings.redis.cluster_nodes or "").split(",") if source == "kubernetes" else []
+    urls += [settings.redis.url.get_secret_value()] if settings.redis.url is not None else []
+    assert urls
+    assert all(url.startswith("rediss://") for url in urls), urls
+    assert not any("@" in url for url in urls), "the Redis password is its own secret, not in a URL"
+    if source == "kubernetes":
+        for container in _containers():
+            if container["command"][1] in ("worker", "train", "retrain"):
+                for path in (settings.kafka.ssl_cafile, settings.redis.tls_ca_file):
+                    assert _mounted_from(container, path) == "warden-tls", (container["name"], path)
+    else:
+        services = _compose()["services"]
+        for name in ("worker", "train"):
+            assert str(settings.kafka.ssl_cafile) == f"/run/secrets/{services[name]['secrets'][0]}"
+        kafka = services["kafka"]["environment"]
+        assert kafka["KAFKA_ADVERTISED_LISTENERS"].startswith("SASL_SSL://")
+        assert "PLAINTEXT://:" not in kafka["KAFKA_LISTENERS"], "no plaintext listener beyond loopback"
+        assert "--port 0" in services["redis"]["command"][0], "no plaintext Redis port"
+
+
+def test_workers_read_the_registry_and_only_training_holds_the_signing_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    signers = {"train", "retrain"}
+    for container in _containers():
+        command = container["command"][1]
+        settings = _settings_from(_container_env(container), monkeypatch)
+        holds_signing = any(s == "warden-registry-signing" for s in _secret_mounts(container).values())
+        assert holds_signing == (command in signers), container["name"]
+        assert (settings.models.signing_key_file is not None) == (command in signers), container["name"]
+        if command in signers:
+            assert _mounted_from(container, settings.models.signing_key_file) == "warden-registry-signing"
+        if command in signers | {"worker"}:
+            assert settings.models.verify_key_file is not None
+            assert _mounted_from(container, settings.models.verify_key_file) == "warden-registry-verify"
+            (registry,) = [
+                m for m in container["volumeMounts"] if m["mountPath"] == str(settings.models.registry_dir)
+            ]
+            assert registry.get("readOnly", False) == (command == "worker"), container["name"]
+            if command == "worker":
+                (claim,) = [v for v in _pod_of(container)["volumes"] if v["name"] == registry["name"]]
+                assert claim["persistentVolumeClaim"]["readOnly"] is True
+        # Feedback keys verify labels: workers only (senders get theirs outside these files).
+        keyed = "warden-feedback-keys" in {s.get("secretRef", {}).get("name") for s in container["envFrom"]}
+        assert keyed == (command == "worker"), container["name"]
+    for spec in _pod_specs():
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["defaultMode"] & 0o007 == 0, "mounted secrets are not world-readable"
+        assert spec["securityContext"]["runAsUser"] == 10001
+
+    services = _compose()["services"]
+    for name, service in services.items():
+        if service.get("image") != "warden:latest":
+            continue
+        signing = service.get("environment", {}).get("WARDEN_MODELS__SIGNING_KEY_FILE")
+        assert ("registry-signing" in service.get("secrets", [])) == (name == "train"), name
+        assert (signing == "/run/secrets/registry-signing") == (name == "train"), name
+    worker = services["worker"]
+    assert "registry:/var/lib/warden/registry:ro" in worker["volumes"]
+    assert _compose_env()["WARDEN_MODELS__VERIFY_KEY_FILE"] == "/run/secrets/registry-verify"
+    assert "registry-verify" in worker["secrets"]

@@ -102,7 +102,7 @@ def test_pseudonyms_are_keyed_normalised_and_carry_the_key_id() -> None:
 
 def test_features_leave_no_raw_identifier_or_text() -> None:
     pseudonymiser = Pseudonymiser(SecretStr("secret"), "k1")
-    features = to_features(mail(), pseudonymiser, POSITION, produced_at_ms=1)
+    features = to_features(mail(), pseudonymiser, POSITION, produced_at_ms=1, event_time=1e9)
     serialised = encode(features).decode().lower()
     for raw in ("alice", "example.com", "bob@", "carol", "free money", "192.168.10.1", "bit.ly"):
         assert raw not in serialised

@@ -7,6 +7,7 @@ must not repeat the raw identifier it refuses.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -19,7 +20,14 @@ from infra.settings import IngestSettings, WardenSettings
 from streams import validation
 from streams.agents.ingest import ingest_activity_record, ingest_record
 from streams.exceptions import MalformedRecord
-from streams.records import DeadLetter, MailEvent, MailFeatures, SourcePosition, decode_mail_event
+from streams.records import (
+    DEAD_LETTER_WHOLE_BYTES,
+    DeadLetter,
+    MailEvent,
+    MailFeatures,
+    SourcePosition,
+    decode_mail_event,
+)
 
 NOW = 1_800_000_000.0
 SETTINGS = WardenSettings()
@@ -68,7 +76,14 @@ def refused(payload: bytes | None, limits: IngestSettings = LIMITS) -> str:
     assert outcome.reason
     assert "\n" not in outcome.reason
     assert not outcome.reason.startswith("internal error"), outcome.reason
-    assert outcome.payload() == (payload or b"")
+    # The letter keeps the record whole, or (above its bound) an excerpt, its length and its digest.
+    whole = payload or b""
+    assert (outcome.payload_bytes, outcome.payload_sha256) == (len(whole), hashlib.sha256(whole).hexdigest())
+    if outcome.payload_complete:
+        assert outcome.payload() == whole
+    else:
+        assert len(whole) > DEAD_LETTER_WHOLE_BYTES
+        assert whole.startswith(outcome.excerpt())
     assert outcome.source == POSITION
     return outcome.reason
 

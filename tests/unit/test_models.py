@@ -19,6 +19,7 @@ from models.dataset import Dataset
 from models.exceptions import ExportError, ModelRefused, RegistryError
 from models.export import onnx_scores, parity, parity_rows, session, to_onnx
 from models.registry import Candidate, Registry
+from models.signing import RegistryKeys
 from models.train import train
 from serving.exceptions import ModelRejected, NoModel
 from serving.scorer import Scorer
@@ -28,6 +29,8 @@ from streams.records import MailFeatures, SourcePosition
 from tests.bad_models import BAD_KINDS, BadKind, graph, plant, point_at
 
 WIDTH = len(FEATURE_NAMES)
+#: The registry's key pair in these tests (workers would hold only ``KEYS.verify``).
+KEYS = RegistryKeys.generate()
 
 
 def synthetic(n: int = 1200, seed: int = 0) -> Dataset:
@@ -97,7 +100,7 @@ def test_uncorrected_thresholds_break_parity_at_edges(candidate: Candidate) -> N
 def test_registry_stores_immutable_versions_and_switches_atomically(
     candidate: Candidate, tmp_path: Path
 ) -> None:
-    registry = Registry(tmp_path)
+    registry = Registry(tmp_path, KEYS)
     assert registry.current() is None
     version = registry.register(candidate)
     assert registry.versions() == [version]
@@ -105,7 +108,7 @@ def test_registry_stores_immutable_versions_and_switches_atomically(
     registry.promote(version)
     assert registry.current() == version
     # Versions are read-only on disk (root ignores the bits, so check the bits themselves).
-    assert registry.model_path(version).stat().st_mode & 0o222 == 0
+    assert (registry.version_dir(version) / "model.onnx").stat().st_mode & 0o222 == 0
     with pytest.raises(RegistryError, match="already exists"):
         registry.register(candidate)
     with pytest.raises(RegistryError, match="no model version"):
@@ -113,7 +116,7 @@ def test_registry_stores_immutable_versions_and_switches_atomically(
 
 
 def test_rollback_walks_back_through_promotions(candidate: Candidate, tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
+    registry = Registry(tmp_path, KEYS)
     versions = []
     for suffix in ("a", "b", "c"):
         manifest = candidate.manifest.model_copy(update={"version": f"v-{suffix}"})
@@ -128,8 +131,8 @@ def test_rollback_walks_back_through_promotions(candidate: Candidate, tmp_path: 
 def test_registry_refuses_a_model_for_another_schema(candidate: Candidate, tmp_path: Path) -> None:
     manifest = candidate.manifest.model_copy(update={"schema_hash": "0" * 16})
     with pytest.raises(ModelRefused, match="schema hash"):
-        Registry(tmp_path).register(replace(candidate, manifest=manifest))
-    assert Registry(tmp_path).versions() == []
+        Registry(tmp_path, KEYS).register(replace(candidate, manifest=manifest))
+    assert Registry(tmp_path, KEYS).versions() == []
 
 
 def test_registry_refuses_a_graph_that_fails_parity(candidate: Candidate, tmp_path: Path) -> None:
@@ -138,8 +141,10 @@ def test_registry_refuses_a_graph_that_fails_parity(candidate: Candidate, tmp_pa
         update={"onnx_sha256": hashlib.sha256(other.model_bytes).hexdigest()}
     )
     with pytest.raises(ModelRefused, match="parity check failed"):
-        Registry(tmp_path).register(replace(candidate, model_bytes=other.model_bytes, manifest=manifest))
-    assert Registry(tmp_path).versions() == []
+        Registry(tmp_path, KEYS).register(
+            replace(candidate, model_bytes=other.model_bytes, manifest=manifest)
+        )
+    assert Registry(tmp_path, KEYS).versions() == []
 
 
 def test_registry_refuses_a_manifest_that_lies(candidate: Candidate, tmp_path: Path) -> None:
@@ -147,10 +152,10 @@ def test_registry_refuses_a_manifest_that_lies(candidate: Candidate, tmp_path: P
         update={"parity": candidate.manifest.parity.model_copy(update={"max_abs_diff": 0.5})}
     )
     with pytest.raises(ModelRefused, match="claims parity"):
-        Registry(tmp_path).register(replace(candidate, manifest=lying))
+        Registry(tmp_path, KEYS).register(replace(candidate, manifest=lying))
     swapped = candidate.manifest.model_copy(update={"onnx_sha256": "f" * 64})
     with pytest.raises(ModelRefused, match="onnx_sha256"):
-        Registry(tmp_path).register(replace(candidate, manifest=swapped))
+        Registry(tmp_path, KEYS).register(replace(candidate, manifest=swapped))
 
 
 def test_scorer_refuses_a_schema_mismatch_and_corrupt_files(candidate: Candidate) -> None:
@@ -167,7 +172,7 @@ def test_scorer_refuses_a_schema_mismatch_and_corrupt_files(candidate: Candidate
     with pytest.raises(ModelRejected, match="ONNX Runtime cannot load"):
         Scorer(garbage, rehashed, candidate.tokens)
     with pytest.raises(NoModel):
-        Scorer.from_registry(Registry(Path("/nonexistent/registry")))
+        Scorer.from_registry(Registry(Path("/nonexistent/registry"), KEYS))
 
 
 def test_scorer_scores_like_the_booster_and_applies_the_policy(candidate: Candidate) -> None:
@@ -229,7 +234,7 @@ REFUSALS: dict[BadKind, tuple[str, str]] = {
 
 @pytest.fixture
 def registry(candidate: Candidate, tmp_path: Path) -> Registry:
-    registry = Registry(tmp_path / "registry")
+    registry = Registry(tmp_path / "registry", KEYS)
     registry.promote(registry.register(candidate))
     return registry
 
@@ -240,7 +245,7 @@ def test_a_bad_version_is_refused_at_promotion_and_at_load(registry: Registry, k
     assert champion is not None
     bad = plant(registry, champion, kind)
     at_promotion, at_load = REFUSALS[kind]
-    fresh = Registry(registry.root)  # a new process: it did not register the version itself
+    fresh = Registry(registry.root, KEYS)  # a new process: it did not register the version itself
     with pytest.raises((ModelRefused, ExportError), match=at_promotion):
         fresh.promote(bad)
     assert fresh.current() == champion

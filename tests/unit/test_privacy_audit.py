@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from features.testing import features_for
 from infra.privacy_audit import AuditReport, Family, Finding, Scanner, family_of
@@ -60,3 +61,46 @@ def test_report_prints_families_and_fails_on_findings() -> None:
     assert not report.passed
     assert "{a:*}:sender:first" in out.getvalue()
     assert "privacy audit FAILED with 1 finding(s)" in out.getvalue()
+
+
+def test_only_a_full_clean_read_passes() -> None:
+    full = AuditReport(scanned={"redis keys": 10, "topic verdicts": 2_500})
+    assert full.passed
+    assert full.verdict() == "PASSED (every configured store read in full)"
+
+    sampled = AuditReport(scanned={"redis keys": 10}, sampled={"topic verdicts": (2_000, 6_333)})
+    assert sampled.clean
+    assert not sampled.passed
+    out = io.StringIO()
+    sampled.write(out)
+    assert "PASSED" not in out.getvalue()
+    assert "SAMPLED: topic verdicts: the first 2,000 of 6,333 records" in out.getvalue()
+    assert out.getvalue().endswith(
+        "privacy audit found nothing in a PARTIAL read, not a pass: topic verdicts 2,000 of 6,333 records\n"
+    )
+
+    skipped = AuditReport(skipped=["derived topics"])
+    assert skipped.clean
+    assert not skipped.passed
+    assert "derived topics skipped" in skipped.verdict()
+
+    unread = AuditReport(unread=["redis cluster 10.0.0.1:7000: Connection refused"])
+    assert not unread.clean
+    assert not unread.passed
+    assert unread.verdict() == "FAILED with 1 place(s) not read"
+    unread.findings.append(Finding("redis {a:*}:x", "no-ttl", "w1…(9 chars)"))
+    out = io.StringIO()
+    unread.write(out)
+    assert "NOT READ: redis cluster 10.0.0.1:7000: Connection refused" in out.getvalue()
+    assert out.getvalue().endswith("privacy audit FAILED with 1 finding(s) and 1 place(s) not read\n")
+
+
+def test_a_log_that_cannot_be_read_is_not_read_not_skipped(tmp_path: Path) -> None:
+    from infra.privacy_audit import audit_files
+
+    present = tmp_path / "worker.log"
+    present.write_text("scored 3 events\n")
+    report = AuditReport()
+    audit_files([present, tmp_path / "gone.log"], "log", Scanner(()), report)
+    assert report.scanned["log files"] == 1
+    assert report.unread == [f"log {tmp_path / 'gone.log'}: No such file or directory"]

@@ -22,6 +22,7 @@ DOMAINS = ("address", "domain", "ip", "url_host", "account", "token")
 POSITION = SourcePosition(topic="t", partition=0, offset=0)
 T = 1_700_000_000.0  # the rotation
 DAY = 86_400.0
+HEX = "0123456789abcdef" * 2  # makes every test secret 32 bytes or more
 
 
 def generation(since: float, tag: str, token_tag: str | None = None) -> Generation:
@@ -62,7 +63,9 @@ def traffic() -> list[MailEvent]:
 
 def rows(ring: KeyRing, events: list[MailEvent]) -> list[list[float]]:
     store = InMemoryStore(Keys("rot"))
-    return store.apply_and_read_now([to_features(e, ring, POSITION, 0, now=e.timestamp) for e in events])
+    return store.apply_and_read_now(
+        [to_features(e, ring, POSITION, 0, now=e.timestamp, event_time=e.timestamp) for e in events]
+    )
 
 
 WINDOWED = [i for i, a in enumerate(AGGREGATES) if isinstance(a, WindowCount | DecayedRate | DistinctCount)]
@@ -92,7 +95,7 @@ def test_key_file_loads_and_bad_files_fail_with_one_line_and_no_secret(tmp_path:
     def entry(since: float, tag: str) -> dict[str, object]:
         return {
             "since": since,
-            "keys": {d: {"id": f"{d[0]}{tag}", "secret": f"secret-{d}-{tag}-0123456789"} for d in DOMAINS},
+            "keys": {d: {"id": f"{d[0]}{tag}", "secret": f"secret-{d}-{tag}-{HEX}"} for d in DOMAINS},
         }
 
     path = tmp_path / "keys.json"
@@ -115,6 +118,16 @@ def test_key_file_loads_and_bad_files_fail_with_one_line_and_no_secret(tmp_path:
     path.write_text(json.dumps({"generations": [missing]}))
     with pytest.raises(PseudonymKeyError, match="no key for domain ip"):
         load_key_file(path, grace_seconds=DAY)
+    weak = entry(0, "1")
+    weak["keys"]["ip"]["secret"] = "short"  # type: ignore[index]
+    path.write_text(json.dumps({"generations": [weak]}))
+    with pytest.raises(PseudonymKeyError, match=r"the ip key is 5 bytes.*warden keygen") as caught:
+        load_key_file(path, grace_seconds=DAY)
+    assert "short" not in str(caught.value)
+    weak["keys"]["ip"]["secret"] = "replace-with-a-random-key-0123456789abcdef"  # type: ignore[index]
+    path.write_text(json.dumps({"generations": [weak]}))
+    with pytest.raises(PseudonymKeyError, match="published example"):
+        load_key_file(path, grace_seconds=DAY)
     path.write_text("{not json")
     with pytest.raises(PseudonymKeyError, match="not JSON"):
         load_key_file(path, grace_seconds=DAY)
@@ -126,7 +139,7 @@ def test_linked_writes_never_touch_a_served_key() -> None:
     ring = KeyRing([generation(0, "1"), generation(T, "2")], 2 * DAY)
     keys = Keys("rot")
     for event in traffic()[:200]:
-        features = to_features(event, ring, POSITION, 0, now=event.timestamp)
+        features = to_features(event, ring, POSITION, 0, now=event.timestamp, event_time=event.timestamp)
         served = {k for call in plan(features, keys, 60, 60) for k in call.keys}
         linked = {k for call in plan_linked(features, keys, 60, 60) for k in call.keys}
         assert (features.linked is None) == (event.timestamp < T)
@@ -176,7 +189,7 @@ def test_feedback_during_the_grace_period_reaches_both_generations() -> None:
     from streams.records import Feedback, ServedRow
 
     ring = KeyRing([generation(0, "1"), generation(T, "2")], 2 * DAY)
-    features = to_features(traffic()[0], ring, POSITION, 0, now=T + 60)
+    features = to_features(traffic()[0], ring, POSITION, 0, now=T + 60, event_time=T + 60)
     assert features.linked is not None
     row = ServedRow(
         event_id=features.event_id,

@@ -25,7 +25,7 @@ _KEY = Pseudonymiser(SecretStr("unit-test-key"), "k1")
 
 
 def _features(events: list[MailEvent]) -> list[MailFeatures]:
-    return [to_features(e, _KEY, _AT, 0) for e in events]
+    return [to_features(e, _KEY, _AT, 0, event_time=e.timestamp) for e in events]
 
 
 def _row(**values: float) -> list[float]:
@@ -185,7 +185,7 @@ def test_the_mail_source_spreads_one_wave_over_each_day() -> None:
 
     events = sorted(
         mail_source(WardenSettings(corpus=CORPUS), 3),
-        key=lambda e: (e.mail.event.timestamp, e.mail.event.event_id),
+        key=lambda e: (e.mail.event_time, e.mail.event.event_id),
     )
     assert len({e.mail.event.event_id for e in events}) == len(events)
     for day in range(3):
@@ -217,14 +217,20 @@ def test_calendar_events_group_by_young_link_domain_and_young_account() -> None:
         start=1.767e9 + 3600,
         end=1.767e9 + 7200,
     )
-    features = to_activity_features(invite, _KEY, _AT, 0)
+    features = to_activity_features(invite, _KEY, _AT, 0, event_time=invite.timestamp)
     assert features.url_domains
     young = _calendar_row(url_domain_age_h_min=1.0, organizer_account_age_h=0.5)
     keys = group_keys(features, young)
     assert f"a:{features.sender}" in keys
     assert {f"u:{d}" for d in features.url_domains} <= set(keys)
     assert [k for k in group_keys(features, _calendar_row()) if not k.startswith("c:")] == []
-    other = to_activity_features(invite.model_copy(update={"event_id": "cal-2", "title": "Hi"}), _KEY, _AT, 0)
+    other = to_activity_features(
+        invite.model_copy(update={"event_id": "cal-2", "title": "Hi"}),
+        _KEY,
+        _AT,
+        0,
+        event_time=invite.timestamp,
+    )
     (started,) = assign([(features.event_id, keys)], {}).assignments
     claimed = {k: started.group for k in keys}
     (joined,) = assign([(other.event_id, group_keys(other, young))], claimed).assignments

@@ -1,10 +1,11 @@
+import secrets
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from infra.exceptions import SettingsError
-from infra.settings import DEV_HMAC_KEY, WardenSettings, load_settings
+from infra.settings import DEV_HMAC_KEY, WardenSettings, development_feedback_key, load_settings
 
 
 def test_nested_environment_variables_reach_their_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,11 +40,78 @@ def test_secrets_do_not_show_in_repr() -> None:
     assert "very-secret-key" not in str(settings.model_dump())
 
 
-def test_production_refuses_the_development_key() -> None:
+STRONG = secrets.token_hex(32)  # what `warden keygen` prints
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("", "is 0 bytes, needs at least 32"),
+        ("x", "is 1 bytes, needs at least 32"),
+        ("k" * 31, "is 31 bytes"),
+        (DEV_HMAC_KEY, "published example or development key"),
+        ("replace-with-32-random-bytes-hex", "published example"),  # the old deploy file's stand-in
+        ("replace-with-the-output-of-warden-keygen", "published example"),
+        ("k" * 64, "too few characters"),
+        ("abababababababababababababababab", "too few characters"),
+    ],
+)
+def test_production_refuses_weak_published_and_development_keys(key: str, why: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environment="production", privacy={"hmac_key": key})
+    message = str(caught.value)
+    assert why in message
+    assert "WARDEN_PRIVACY__HMAC_KEY" in message
+    assert "warden keygen" in message, "the refusal says how to make a key"
+    assert "\n" not in message
+    if len(key) >= 8:
+        assert key not in message, "a refusal never shows the key"
+
+
+def test_production_accepts_a_generated_key_and_development_takes_anything() -> None:
+    assert load_settings(environment="production", privacy={"hmac_key": STRONG}).privacy.hmac_key
     with pytest.raises(SettingsError, match="HMAC_KEY"):
-        load_settings(environment="production")
-    assert load_settings(environment="production", privacy={"hmac_key": "k" * 32}).privacy.hmac_key
+        load_settings(environment="production")  # the default is the development key
+    # With a key file the single key is unused (the key file's secrets are checked when it is read).
+    assert load_settings(environment="production", privacy={"key_file": "/keys.json"}).privacy.key_file
+    assert load_settings(privacy={"hmac_key": "x"}).privacy.hmac_key.get_secret_value() == "x"
     assert DEV_HMAC_KEY not in repr(WardenSettings())
+
+
+def test_feedback_keys_are_checked_like_the_pseudonymisation_key() -> None:
+    production = {"environment": "production", "privacy": {"hmac_key": STRONG}}
+    with pytest.raises(SettingsError, match=r"WARDEN_FEEDBACK__KEY_OPS_REVIEW is 5 bytes.*warden keygen"):
+        load_settings(**production, feedback={"key_ops_review": "short"})
+    with pytest.raises(SettingsError, match="WARDEN_FEEDBACK__KEY_USER_REPORT is a published"):
+        load_settings(**production, feedback={"key_user_report": development_feedback_key("user_report")})
+    # One key for two sources would let the user-report sender sign operators' labels.
+    shared = secrets.token_hex(32)
+    with pytest.raises(SettingsError, match="KEY_OPS_REVIEW is the same key as WARDEN_FEEDBACK__KEY_USER"):
+        load_settings(**production, feedback={"key_user_report": shared, "key_ops_review": shared})
+    with pytest.raises(SettingsError, match="same key as WARDEN_PRIVACY__HMAC_KEY"):
+        load_settings(**production, feedback={"key_auto": STRONG})
+    good = load_settings(**production, feedback={"key_ops_review": secrets.token_hex(32)})
+    assert good.feedback.key("ops_review") is not None
+    assert good.feedback.key("user_report") is None
+
+
+def test_development_secrets_are_named_for_the_start_up_warning(tmp_path: Path) -> None:
+    found = WardenSettings(dev={"state_dir": tmp_path}).development_secrets()
+    assert [item.split(" ")[0] for item in found] == ["pseudonyms", "feedback", "model"]
+    configured = WardenSettings(
+        privacy={"hmac_key": STRONG},
+        feedback={f"key_{s}": secrets.token_hex(32) for s in ("user_report", "ops_review", "appeal", "auto")},
+        models={"verify_key_file": tmp_path / "verify.pem"},
+    )
+    assert configured.development_secrets() == []
+    assert WardenSettings(environment="production", privacy={"hmac_key": STRONG}).development_secrets() == []
+    from infra.keys_cli import development_warning
+
+    warning = development_warning(WardenSettings(dev={"state_dir": tmp_path}))
+    assert warning is not None
+    assert warning.startswith("warden: warning: development mode")
+    assert "pseudonyms (WARDEN_PRIVACY__HMAC_KEY)" in warning
+    assert development_warning(configured) is None
 
 
 def test_bad_values_give_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -55,18 +123,27 @@ def test_bad_values_give_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_pa
         load_settings(tmp_path / "missing.toml")
 
 
-def test_service_environment_round_trips_through_the_environment(
+def test_service_environment_and_secrets_round_trip_and_no_secret_is_in_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = WardenSettings(kafka={"topic_prefix": "t-"}, redis={"key_prefix": "r"}).with_services(
-        "127.0.0.1:1234", "redis://127.0.0.1:5678/0"
-    )
-    for name, value in original.service_environment().items():
+    original = WardenSettings(
+        kafka={"topic_prefix": "t-"},
+        redis={"key_prefix": "r", "password": "redis-Pa55-" + STRONG[:8]},
+        privacy={"hmac_key": STRONG},
+        feedback={"key_ops_review": STRONG[::-1]},
+    ).with_services("127.0.0.1:1234", "redis://:url-Pa55@127.0.0.1:5678/0")
+    env = original.service_environment()
+    secret_values = [v for part in original.secret_settings().values() for v in part.values()]
+    assert len(secret_values) == 4  # the HMAC key, the Redis URL and password, the feedback key
+    for value in secret_values:
+        assert not any(value in text for text in env.values()), "no secret in the environment"
+    assert not {"WARDEN_PRIVACY__HMAC_KEY", "WARDEN_REDIS__URL", "WARDEN_REDIS__PASSWORD"} & set(env)
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
-    rebuilt = load_settings()
-    assert rebuilt.kafka == original.kafka
+    rebuilt = load_settings(**original.secret_settings())
+    assert rebuilt == original
     assert rebuilt.redis.url is not None
-    assert rebuilt.redis.url.get_secret_value() == "redis://127.0.0.1:5678/0"
+    assert rebuilt.redis.url.get_secret_value() == "redis://:url-Pa55@127.0.0.1:5678/0"
     assert rebuilt.redis.key_prefix == "r"
 
 

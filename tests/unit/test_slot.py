@@ -11,12 +11,12 @@ from infra.settings import ModelSettings
 from models.registry import Registry
 from models.train import train
 from serving.slot import ModelSlot
-from tests.unit.test_models import synthetic
+from tests.unit.test_models import KEYS, synthetic
 
 
 def test_promoting_the_shadow_drops_it_in_the_same_swap(tmp_path: Path) -> None:
     candidate = train(synthetic(), ModelSettings(num_trees=20, num_leaves=7), source="synthetic")
-    registry = Registry(tmp_path)
+    registry = Registry(tmp_path, KEYS)
     old, new = (
         registry.register(replace(candidate, manifest=candidate.manifest.model_copy(update={"version": v})))
         for v in ("v-old", "v-new")

@@ -1,0 +1,195 @@
+"""Dead letters read back: the whole record of each, and a replay onto the topic it came from.
+
+A :class:`~streams.records.DeadLetter` holds its record whole up to
+``DEAD_LETTER_WHOLE_BYTES``, else an excerpt. Either way its source position
+finds the record on the topic it was read from (for as long as that topic's
+retention keeps it), and the letter's length and SHA-256 check what is found
+there. Records dead-lettered because no model was promoted, or none could
+score them, are replayed this way once one can (``warden dead-letters replay
+--reason "no mail model"``): each goes back to its topic with its key, and is
+read again like any new record. A replay is at least once: a record replayed
+twice gets two identical verdicts, and the store applies it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
+from infra.security import kafka_python_options
+from infra.settings import KafkaSettings
+from streams import broker
+from streams.exceptions import BrokerError, MalformedRecord
+from streams.records import DeadLetter, SourcePosition, decode
+from streams.topics import Topic
+
+#: Past the next wanted offset by more than this, the reader seeks instead of reading on.
+_SEEK_AHEAD = 1000
+#: A poll that brings nothing for this long means the reader is at the end of the partition.
+_QUIET_MS = 2000
+
+
+@dataclass(frozen=True)
+class Original:
+    """The whole record a dead letter stands for, ready to be sent again."""
+
+    letter: DeadLetter
+    key: bytes | None
+    value: bytes
+    #: Where the bytes were found: the record at its position, or the letter's own copy.
+    found_in: Literal["topic", "letter"]
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A dead letter whose whole record cannot be had, and why."""
+
+    letter: DeadLetter
+    why: str
+
+
+def read_letters(
+    settings: KafkaSettings, topic: Topic, reason: str, quiet_s: float = 2.0
+) -> list[DeadLetter]:
+    """Every dead letter on ``topic`` whose reason contains ``reason``, read until nothing new comes."""
+    reader = broker.TopicReader(settings, (topic,))
+    letters = []
+    try:
+        deadline = time.monotonic() + quiet_s
+        while time.monotonic() < deadline:
+            messages = reader.poll(0.3)
+            if messages:
+                deadline = time.monotonic() + quiet_s
+            for message in messages:
+                try:
+                    letter = decode(DeadLetter, message.value or b"")
+                except MalformedRecord:
+                    continue  # not a dead letter Warden wrote
+                if reason in letter.reason:
+                    letters.append(letter)
+    finally:
+        reader.close()
+    return letters
+
+
+def originals(
+    settings: KafkaSettings, letters: Sequence[DeadLetter], timeout_s: float = 30.0
+) -> tuple[list[Original], list[Missing]]:
+    """The whole record of each letter, or why it cannot be had.
+
+    Each record is read at its source position, where its key is too, and
+    kept only if its length and SHA-256 are the letter's; if it is not there
+    any more, a letter holding the whole record gives it (without its key).
+    """
+    found = _read_positions(settings, [letter.source for letter in letters], timeout_s)
+    out: list[Original] = []
+    missing: list[Missing] = []
+    for letter in letters:
+        record = found.get(_at(letter.source))
+        if record is not None and _matches(letter, record[1]):
+            out.append(Original(letter, record[0], record[1], "topic"))
+        elif letter.payload_complete:
+            out.append(Original(letter, None, letter.payload(), "letter"))
+        elif record is not None:
+            missing.append(Missing(letter, "the record at its position is not the one dead-lettered"))
+        else:
+            missing.append(Missing(letter, "the record is no longer on its topic (retention)"))
+    return out, missing
+
+
+def replay(settings: KafkaSettings, records: Sequence[Original]) -> int:
+    """Send each record again to the topic it was read from; blocks until the broker has them all.
+
+    Returns how many were sent; raises BrokerError if the broker refused any.
+    """
+    producer = broker.producer(settings)
+    try:
+        futures = [
+            producer.send(record.letter.source.topic, key=record.key, value=record.value)
+            for record in records
+        ]
+        producer.flush(timeout=60)
+        for future in futures:
+            future.get(timeout=60)
+    except KafkaError as exc:
+        raise BrokerError(f"the broker did not take every replayed record: {exc}") from exc
+    finally:
+        producer.close()
+    return len(records)
+
+
+def _at(position: SourcePosition) -> tuple[str, int, int]:
+    return position.topic, position.partition, position.offset
+
+
+def _matches(letter: DeadLetter, value: bytes) -> bool:
+    return len(value) == letter.payload_bytes and hashlib.sha256(value).hexdigest() == letter.payload_sha256
+
+
+def _read_positions(
+    settings: KafkaSettings, positions: Sequence[SourcePosition], timeout_s: float
+) -> dict[tuple[str, int, int], tuple[bytes | None, bytes]]:
+    """The key and value of the record at each position still on its topic."""
+    wanted: dict[TopicPartition, set[int]] = defaultdict(set)
+    for position in positions:
+        wanted[TopicPartition(position.topic, position.partition)].add(position.offset)
+    if not wanted:
+        return {}
+    try:
+        consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            isolation_level=settings.isolation_level,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            **kafka_python_options(settings),
+        )
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"broker unreachable at {settings.bootstrap_servers}: {exc}") from exc
+    found: dict[tuple[str, int, int], tuple[bytes | None, bytes]] = {}
+    try:
+        for tp, offsets in wanted.items():
+            found.update(_read_partition(consumer, tp, sorted(offsets), timeout_s))
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read dead-lettered records back: {exc}") from exc
+    finally:
+        consumer.close()
+    return found
+
+
+def _read_partition(
+    consumer: KafkaConsumer, tp: TopicPartition, offsets: list[int], timeout_s: float
+) -> dict[tuple[str, int, int], tuple[bytes | None, bytes]]:
+    """Records at ``offsets`` (sorted) of one partition, those still there.
+
+    Reads from the first wanted offset on (seeking over long gaps) until each
+    is found or passed, or a poll finds nothing more. An offset the topic no
+    longer keeps sends the reader to the end (``auto_offset_reset``), past it.
+    """
+    found: dict[tuple[str, int, int], tuple[bytes | None, bytes]] = {}
+    todo = set(offsets)
+    consumer.assign([tp])
+    consumer.seek(tp, offsets[0])
+    deadline = time.monotonic() + timeout_s
+    while todo and time.monotonic() < deadline:
+        records = consumer.poll(timeout_ms=_QUIET_MS).get(tp, [])
+        if not records:
+            break  # the end of the partition
+        for record in records:
+            if record.offset in todo:
+                todo.discard(record.offset)
+                found[(tp.topic, tp.partition, record.offset)] = (record.key, record.value or b"")
+        position = consumer.position(tp)
+        todo = {offset for offset in todo if offset >= position}  # passed, not found: not there
+        if todo and min(todo) - position > _SEEK_AHEAD:
+            consumer.seek(tp, min(todo))
+    return found

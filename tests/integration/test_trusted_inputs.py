@@ -1,0 +1,172 @@
+"""What a sender controls, through a real worker and Redis: the claimed time, and the event id.
+
+The worker runs as in production (``trust_producer_event_time`` off): its
+aggregates advance on the broker's timestamps, whatever the mails claim; an
+event id sent again with other content is scored as a new event under a
+derived id, and the same bytes again are served exactly as the first time.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from features.keys import Keys
+from features.pseudonym import Pseudonymiser
+from features.redis_client import async_client
+from features.served import ServedRows
+from features.testing import InMemoryStore
+from infra.settings import WardenSettings
+from infra.worker_process import wait_healthy, worker_process
+from streams import broker
+from streams.agents.ingest import ingest_record
+from streams.provenance import content_digest, derived_event_id, event_time_header
+from streams.records import MailEvent, MailFeatures, SourcePosition, encode
+from streams.topics import Topics
+from tests.forged_time import forged, honest
+from tests.integration.outcomes import Outcomes, metrics
+from tests.integration.test_store import assert_matches_reference, assert_rows_match
+
+
+def _production(settings: WardenSettings) -> WardenSettings:
+    """One partition (the reference applies in offset order) and no trust in producers' clocks."""
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"partitions": 1}),
+            "ingest": settings.ingest.model_copy(update={"trust_producer_event_time": False}),
+        }
+    )
+
+
+def _send(
+    settings: WardenSettings, records: list[tuple[str, bytes]], times: dict[str, float] | None = None
+) -> list[int]:
+    """Send raw records (key, value) as a mail system would; their broker timestamps.
+
+    ``times`` puts an event-time header on the records of those keys, as a trusted replay would.
+    """
+    topic = Topics.from_settings(settings.kafka).mail_events
+    producer = broker.producer(settings.kafka)
+    times = times or {}
+    try:
+        futures = [
+            producer.send(
+                topic.name,
+                key=key.encode(),
+                value=value,
+                headers=event_time_header(times[key]) if key in times else None,
+            )
+            for key, value in records
+        ]
+        return [int(future.get(timeout=60).timestamp) for future in futures]
+    finally:
+        producer.close()
+
+
+def _reference(
+    settings: WardenSettings, records: list[bytes], stamps_ms: list[int]
+) -> tuple[InMemoryStore, list[MailFeatures], list[list[float]]]:
+    """The records ingested and applied offline at their broker timestamps, as the worker should."""
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    store = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
+    features = []
+    for offset, (raw, stamp) in enumerate(zip(records, stamps_ms, strict=True)):
+        position = SourcePosition(topic="mail.events", partition=0, offset=offset)
+        outcome = ingest_record(raw, position, stamp, settings, pseudonymiser, stamp / 1000 + 0.5)
+        assert isinstance(outcome, MailFeatures)
+        features.append(outcome)
+    return store, features, store.apply_and_read_now(features)
+
+
+async def test_forged_claimed_times_change_no_aggregate_in_redis(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    live = _production(settings)
+    broker.ensure_topics(live.kafka, Topics.from_settings(live.kafka).all())
+    now = time.time()
+    clean = honest(now, 120, f"f{uuid.uuid4().hex[:6]}")
+    lying, forged_ids = forged(clean, now)
+    outcomes = Outcomes(live)
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        # The forged mails also carry the replay header with their forged time: it is not trusted.
+        headers = {e.event_id: e.timestamp for e in lying if e.event_id in forged_ids}
+        stamps = _send(live, [(e.event_id, encode(e)) for e in lying], headers)
+        outcomes.read_until(lambda o: len(o.settled()) >= len(lying), 120)
+    outcomes.close()
+    assert set(outcomes.verdicts) == {e.event_id for e in lying}
+
+    # Redis holds what the mails without the forgery give, at the broker's times.
+    reference, _, rows = _reference(live, [encode(e) for e in clean], stamps)
+    assert live.redis.url is not None
+    client = async_client(live.redis)
+    try:
+        await assert_matches_reference(client, live.redis.key_prefix, reference)
+        served = await ServedRows(client, live.redis.key_prefix, 3600).recall([e.event_id for e in lying])
+    finally:
+        await client.aclose()
+    assert_rows_match([row.aggregates for row in served if row is not None], rows)
+    assert all(row is not None for row in served)
+
+    # The forgery had something to change: believing the claimed times gives other aggregates.
+    _, lying_features, _ = _reference(live, [encode(e) for e in lying], stamps)
+    believed = InMemoryStore(Keys(live.redis.key_prefix), live.redis.ttl_seconds)
+    believed.apply_and_read_now(
+        [f.model_copy(update={"timestamp": e.timestamp}) for f, e in zip(lying_features, lying, strict=True)]
+    )
+    assert believed.state() != reference.state()
+    assert len(forged_ids) >= 20
+
+
+async def test_an_id_sent_again_with_other_content_is_scored_under_a_derived_id(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    live = _production(settings)
+    broker.ensure_topics(live.kafka, Topics.from_settings(live.kafka).all())
+    now = time.time()
+    mails = honest(now, 12, f"r{uuid.uuid4().hex[:6]}")
+    first = mails[4]
+    spam = MailEvent(
+        event_id=first.event_id,  # the id of a mail already scored, with a spammer's content
+        timestamp=first.timestamp,
+        sender="winner@prize-claims.example.net",
+        recipients=["r1@example.org", "r2@example.org", "r3@example.org"],
+        subject="You WON a FREE prize, act now",
+        text="Claim your FREE money now at http://prize-claims.example.net/claim",
+        urls=["http://prize-claims.example.net/claim"],
+    )
+    records = [(m.event_id, encode(m)) for m in mails[:8]]
+    records += [(spam.event_id, encode(spam)), (first.event_id, encode(first))]  # then the same bytes again
+    records += [(m.event_id, encode(m)) for m in mails[8:]]
+    derived = derived_event_id(first.event_id, content_digest(encode(spam)))
+    outcomes = Outcomes(live)
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        stamps = _send(live, records)
+        outcomes.read_until(lambda o: sum(len(v) for v in o.verdicts.values()) >= len(records), 120)
+        outcomes.drain()
+        counted = metrics(live)
+    outcomes.close()
+
+    assert set(outcomes.verdicts) == {m.event_id for m in mails} | {derived}
+    (reused,) = outcomes.verdicts[derived]
+    assert reused.original_event_id == first.event_id
+    one, again = outcomes.verdicts[first.event_id]  # the same bytes twice: the same verdict
+    assert (one.action, one.score, one.reasons) == (again.action, again.score, again.reasons)
+    assert one.original_event_id is None
+    assert counted["warden_event_ids_reused_total"] == 1
+
+    # Both contents were applied once each, as two events; the redelivery changed nothing.
+    raw = [value for _, value in records]
+    reference, _, rows = _reference(live, raw[:9] + raw[10:], stamps[:9] + stamps[10:])
+    assert live.redis.url is not None
+    client = async_client(live.redis)
+    try:
+        await assert_matches_reference(client, live.redis.key_prefix, reference)
+        (row,) = await ServedRows(client, live.redis.key_prefix, 3600).recall([derived])
+    finally:
+        await client.aclose()
+    assert row is not None
+    assert row.original_event_id == first.event_id
+    assert_rows_match([row.aggregates], [rows[8]])
