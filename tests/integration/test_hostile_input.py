@@ -259,7 +259,9 @@ def test_a_record_past_the_ingest_deadline_is_a_dead_letter_and_its_neighbours_a
 ) -> None:
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:10]
+    # Good mails below the isolation threshold (a larger one would meet the tiny deadline too).
+    small = [m for m in corpus.load(settings.corpus, corpus.NEWER)[:40] if len(encode(m.event)) < 60_000]
+    mails = small[:10]
     large = {
         f"late-{i}": encode(
             hostile_inputs.BODY_FAMILIES[0]
