@@ -55,11 +55,6 @@ MAX_DOMAIN_CHARS = 253
 #: East Asian scripts that legitimately share one label (Japanese mixes all of the first three).
 _CJK = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "IDEOGRAPHIC", "BOPOMOFO"})
 _PLAIN_DOMAIN = re.compile(r"\A[A-Za-z0-9._-]*\Z")
-#: A label over the limit, in domains joined by NUL after a leading dot: it is looked for only where a
-#: label starts (a search from every position would rescan each label up to 64 times).
-_LONG_LABEL = re.compile(rf"[.\x00][^.\x00]{{{MAX_LABEL_CHARS + 1}}}")
-#: A whole ``xn--`` label, in the same joined form (lower-cased).
-_PUNYCODE_LABEL = re.compile(r"(?<=[.\x00])xn--[^.\x00]*")
 _QUOTE = ord('"')
 #: +1 for an opening bracket, -1 for a closing one, per byte value.
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)
@@ -184,20 +179,26 @@ def _scripts_of(text: str) -> list[str]:
     return sorted({_script_name(c) for c in text if unicodedata.category(c)[0] == "L"})
 
 
-def _check_one_script(field: str, units: Sequence[str], what: str, dots_split: bool) -> None:
-    """Refuse when one unit (a local part; or a label, when ``dots_split``) mixes scripts.
+def _check_one_script(field: str, units: Sequence[str], what: str) -> None:
+    """Refuse when one of ``units`` (local parts, or decoded labels) mixes scripts."""
+    if units:
+        joined, points, joints = _code_points(units)
+        boundary = np.zeros(len(points), dtype=bool)
+        boundary[joints] = True
+        _refuse_mixed(field, what, joined, points, boundary)
+
+
+def _refuse_mixed(
+    field: str, what: str, joined: str, points: npt.NDArray[np.uint32], boundary: npt.NDArray[np.bool_]
+) -> None:
+    """Refuse when a unit of ``joined`` (the text between ``boundary`` marks) mixes scripts.
 
     All units at once over their code points: the script of every letter,
     and a mark at every unit boundary; in that sequence (other characters
     left out) two neighbouring letters of different scripts are a mixed unit.
     """
-    if not units:
-        return
-    joined, points, joints = _code_points(units)
     scripts = _tables().scripts[points]
-    scripts[joints] = _BOUNDARY
-    if dots_split:  # labels: "." ends one, and so does the NUL that joins domains
-        scripts[(points == ord(".")) | (points == 0)] = _BOUNDARY
+    scripts[boundary] = _BOUNDARY
     marked = np.flatnonzero(scripts)
     sequence = scripts[marked]
     before, after = sequence[:-1], sequence[1:]
@@ -205,7 +206,7 @@ def _check_one_script(field: str, units: Sequence[str], what: str, dots_split: b
     if mixed.size == 0:
         return
     at = int(marked[mixed[0] + 1])
-    bounds = np.flatnonzero(scripts == _BOUNDARY)
+    bounds = np.flatnonzero(boundary)
     stop = int(np.searchsorted(bounds, at))
     start = int(bounds[stop - 1]) + 1 if stop > 0 else 0
     unit = joined[start : int(bounds[stop]) if stop < bounds.size else len(joined)]
@@ -230,29 +231,36 @@ def _decoded(field: str, label: str) -> str:
 def _check_domains(field: str, domains: Sequence[str], decoded: dict[str, str], max_punycode: int) -> None:
     """Refuse domains with spaces, controls, over-long labels, bad punycode or homoglyph labels.
 
-    Every step looks at all the domains at once, at C speed. An ``xn--``
-    label is checked in its decoded form: each distinct one is decoded once
-    per record (``decoded``, shared by the record's fields; at most
-    ``max_punycode`` of them) and checked on its own, since normal form and
-    script are properties of a label alone.
+    Every step looks at all the domains at once, over their code points. An
+    ``xn--`` label is checked in its decoded form: each distinct one is
+    decoded once per record (``decoded``, shared by the record's fields; at
+    most ``max_punycode`` of them) and checked on its own, since normal form
+    and script are properties of a label alone.
     """
     if not domains:
         return
     if max(map(len, domains)) > MAX_DOMAIN_CHARS:
         raise MalformedRecord(f"{field}: a domain longer than {MAX_DOMAIN_CHARS} characters")
-    if (char := _first_flagged(domains, _CONTROL_OR_SPACE)) is not None:
+    joined, points, joints = _code_points(domains)
+    flags = _tables().flags[points]
+    flags[joints] = 0
+    found = np.flatnonzero(flags & _CONTROL_OR_SPACE)
+    if found.size:
+        char = joined[int(found[0])]
         raise MalformedRecord(f"{field}: a domain holds the control or space character {_code_point(char)}")
-    # From here no domain holds NUL: it joins them, and a leading "." makes every label follow one.
-    dotted = "." + "\x00".join(domains)
-    if _LONG_LABEL.search(dotted) is not None:
+    # From here no domain holds NUL: the NULs are the joints, and a label ends at "." or NUL.
+    boundary = (points == ord(".")) | (points == 0)
+    ends = np.flatnonzero(boundary)
+    if int(np.diff(ends, prepend=-1, append=len(points)).max()) - 1 > MAX_LABEL_CHARS:
         raise MalformedRecord(f"{field}: a domain label longer than {MAX_LABEL_CHARS} characters")
     unicode_labels: list[str] = []
-    lowered = dotted.lower()
+    lowered = joined.lower()
     if "xn--" in lowered:
         # (Lower-casing makes an "xn--" only of "XN--" and the like: no other character lowers to
         # one of those, and none to "." or NUL.) The ASCII labels stay in place: they are normal
         # and of one script, so only their decoded forms need checking.
-        for label in dict.fromkeys(_PUNYCODE_LABEL.findall(lowered)):
+        labels = dict.fromkeys(lowered.replace("\x00", ".").split("."))
+        for label in [label for label in labels if label[:4] == "xn--"]:
             if label not in decoded:
                 if len(decoded) >= max_punycode:
                     raise MalformedRecord(
@@ -261,10 +269,10 @@ def _check_domains(field: str, domains: Sequence[str], decoded: dict[str, str], 
                 decoded[label] = _decoded(field, label)
             unicode_labels.append(decoded[label])
     # NUL composes and reorders with nothing: the joined text is normal iff each label is.
-    if not unicodedata.is_normalized("NFKC", "\x00".join([dotted, *unicode_labels])):
+    if not unicodedata.is_normalized("NFKC", "\x00".join([joined, *unicode_labels])):
         raise MalformedRecord(f"{field}: a domain label is not in Unicode normal form NFKC (a lookalike)")
-    _check_one_script(field, [dotted], "a domain label", dots_split=True)
-    _check_one_script(field, unicode_labels, "a domain label", dots_split=False)
+    _refuse_mixed(field, "a domain label", joined, points, boundary)
+    _check_one_script(field, unicode_labels, "a domain label")
 
 
 def _check_addresses(
@@ -283,7 +291,7 @@ def _check_addresses(
         local_parts.append(local)
         domains.append(domain)
     _check_invisible(field, unicode_addresses)
-    _check_one_script(field, local_parts, "the local part", dots_split=False)
+    _check_one_script(field, local_parts, "the local part")
     _check_domains(field, domains, decoded, max_punycode)
 
 
