@@ -31,10 +31,10 @@ from features.text import (
     count_images,
     fold_case,
     hidden_text_marks,
-    html_to_text,
     is_ip_literal,
     longest_run,
     url_hosts,
+    visible_text_head,
 )
 from streams.records import MailEvent
 
@@ -138,7 +138,8 @@ class MailView:
     """A mail parsed once for all content features (ingest stage only: holds raw text)."""
 
     event: MailEvent
-    body: str
+    #: Characters of the body: the text, or else the HTML's visible text (:func:`features.text.html_to_text`).
+    body_chars: int
     #: The host of every URL of the mail, in order (:func:`features.text.url_host`).
     hosts: tuple[str, ...]
     headers: dict[str, list[str]]
@@ -160,8 +161,10 @@ class MailView:
         headers: dict[str, list[str]] = {}
         for name, value in event.headers:
             headers.setdefault(name.lower(), []).append(value)
-        body = event.text if event.text else html_to_text(event.html)
-        sample = body[:_SAMPLE]
+        if event.text:
+            body_chars, sample = len(event.text), event.text[:_SAMPLE]
+        else:
+            body_chars, sample = visible_text_head(event.html, _SAMPLE)
         hops = tuple(received_hops(headers.get("received", [])))
         private: dict[str, bool] = {}  # per distinct IP: a Received chain repeats its relays
         for hop in hops:
@@ -169,7 +172,7 @@ class MailView:
                 private[hop.ip] = is_private_ip(hop.ip)
         return cls(
             event=event,
-            body=body,
+            body_chars=body_chars,
             hosts=url_hosts(event.urls),
             headers=headers,
             sender_domain=address_domain(event.sender),
@@ -302,7 +305,7 @@ CONTENT: tuple[ContentFeature, ...] = (
         "non-ASCII characters in the subject",
     ),
     # Body
-    ContentFeature("body_chars_log", lambda v: math.log1p(len(v.body)), "log body length"),
+    ContentFeature("body_chars_log", lambda v: math.log1p(v.body_chars), "log body length"),
     ContentFeature("html_chars_log", lambda v: math.log1p(len(v.event.html)), "log HTML length"),
     ContentFeature(
         "html_only",

@@ -43,6 +43,40 @@ def html_to_text(html: str) -> str:
     return " ".join(text.split())  # str.split and regex \s agree on what white space is
 
 
+#: White space beyond ASCII, as ``str.split`` sees it (all below U+3001).
+_UNICODE_SPACES = tuple(c for c in map(chr, range(128, 0x3001)) if c.isspace())
+#: UTF-8 bytes -> a space for ASCII white space, ``x`` for anything else.
+_SPACE_SHAPE = bytes(0x20 if chr(b).isspace() and b < 128 else 0x78 for b in range(256))
+
+
+def visible_text_head(html: str, head: int) -> tuple[int, str]:
+    """``len(html_to_text(html))`` and ``html_to_text(html)[:head]``, without building the whole.
+
+    Joining the words of a hostile body made one string per word (160,000
+    ``<a`` cost 10 ms); the length is counted over bytes instead (characters
+    less white space, plus one space between words) and only a prefix is
+    split and joined.
+    """
+    text = _ENTITY.sub(" ", _TAG.sub(" ", html))
+    shape = text
+    if not shape.isascii():
+        for space in _UNICODE_SPACES:
+            if space in shape:
+                shape = shape.replace(space, " ")
+    data = _utf8(shape).translate(_SPACE_SHAPE)
+    spaces = data.count(b" ")
+    words = data.count(b" x") + (data[:1] == b"x")
+    length = len(text) - spaces + max(words - 1, 0)
+    # The words of a prefix are the first words of the whole (the last maybe cut short), so once
+    # they reach ``head`` characters those are the whole's first ``head``.
+    size = 2 * head + 64
+    while True:
+        prefix = " ".join(text[:size].split())
+        if len(prefix) >= head or size >= len(text):
+            return length, prefix[:head]
+        size *= 4
+
+
 def extract_urls(text: str, html: str = "", limit: int = 1000) -> list[str]:
     """URLs in a plain-text body and the hrefs of an HTML body, first-seen order, unique."""
     found: dict[str, None] = {}
