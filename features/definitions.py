@@ -107,7 +107,9 @@ def message_words(event: MailEvent, url_hosts: Sequence[str] | None = None) -> l
     """
     body = event.text if event.text else event.html
     hosts = url_hosts[:50] if url_hosts is not None else [url_host(u) for u in event.urls[:50]]
-    found = [f"s:{w}" for w in words(event.subject, limit=50)]
+    # The subject's first 20,000 characters (the body's first 100,000): a huge subject without words
+    # would be scanned to its end for them.
+    found = [f"s:{w}" for w in words(event.subject[:20_000], limit=50)]
     found += words(body[:100_000])
     found += [f"host:{host}" for host in hosts]
     found.append(f"from:{event.sender.rpartition('@')[2].lower()}")

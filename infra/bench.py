@@ -9,7 +9,10 @@ Sections:
   per tracked entity, on a real server (the embedded one unless configured);
 * ``pipeline``: a whole worker's events/s on a backlog, and its end-to-end
   latency at half that rate, next to a bare Faust agent loop on the same
-  broker (the ratio is the figure).
+  broker (the ratio is the figure);
+* ``hostile``: the worst CPU per 1 MB record of every ingest stage over
+  generated adversarial families, and the throughput it allows
+  (:mod:`infra.bench_hostile`).
 
 The machines this runs on are shared and noisy: compare figures measured in
 the same run, not across runs.
@@ -39,7 +42,7 @@ from infra.settings import RedisSettings, WardenSettings
 from streams.provenance import content_digest
 from streams.records import MailFeatures
 
-SECTIONS = ("scorer", "store", "pipeline")
+SECTIONS = ("scorer", "store", "pipeline", "hostile")
 
 
 def synthetic_stream(n: int, seed: int = 0) -> list[MailFeatures]:
@@ -186,7 +189,7 @@ def run(
     settings: WardenSettings, out: TextIO, sections: Sequence[str], batches: int = 300
 ) -> dict[str, dict[str, float]]:
     """Run the chosen sections and print their figures."""
-    from infra import bench_pipeline, bench_scorer
+    from infra import bench_hostile, bench_pipeline, bench_scorer
 
     results: dict[str, dict[str, float]] = {}
     if "scorer" in sections:
@@ -221,4 +224,12 @@ def run(
         )
     if "pipeline" in sections:
         results["pipeline"] = bench_pipeline.run(settings, out)
+    if "hostile" in sections:
+        hostile = bench_hostile.run(out)
+        results["hostile"] = {
+            f"{stage}_{key}": float(value)
+            for stage, figures in hostile.items()
+            for key, value in figures.items()
+            if isinstance(value, int | float)
+        }
     return results

@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure and print performance figures (one run)")
     bench.add_argument(
         "--only",
-        choices=("scorer", "store", "pipeline"),
+        choices=("scorer", "store", "pipeline", "hostile"),
         action="append",
         help="run only this section (repeatable; default: all)",
     )

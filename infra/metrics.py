@@ -32,6 +32,8 @@ STAGES = ("decode", "features", "store", "score", "produce")
 #: Seconds: stage durations per batch and end-to-end latency per event.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
+#: Seconds: how late the event loop ran the lag probe (invariant 8: no record may hold it 100 ms).
+LOOP_LAG_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: Dead-letter reasons, as a closed set of label values (the full reason is on the record).
 DEAD_LETTER_REASONS = (
@@ -168,6 +170,36 @@ def _latency() -> Histogram:
 
 
 @dataclass
+class LoopLag:
+    """How late the event loop ran a timer, sampled by :func:`streams.monitor.probe_loop_lag`.
+
+    ``lag`` is wall time (what ``/health``, heartbeats and the other agents
+    waited); ``stall`` is the part of it the loop's own thread spent on CPU,
+    so a stall of this worker's code and not of a busy machine. Each keeps a
+    histogram and its largest value over the last :data:`THROUGHPUT_WINDOW_S`.
+    """
+
+    lag: Histogram = field(default_factory=lambda: Histogram(LOOP_LAG_BUCKETS_S))
+    stall: Histogram = field(default_factory=lambda: Histogram(LOOP_LAG_BUCKETS_S))
+    recent: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=1024))
+
+    def observe(self, lag_s: float, stall_s: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.lag.observe(lag_s)
+        self.stall.observe(stall_s)
+        self.recent.append((now, lag_s, stall_s))
+        while self.recent and now - self.recent[0][0] > THROUGHPUT_WINDOW_S:
+            self.recent.popleft()
+
+    def recent_max(self) -> tuple[float, float]:
+        """The largest lag and stall of the last window (0 when nothing was sampled)."""
+        return (
+            max((lag for _, lag, _ in self.recent), default=0.0),
+            max((stall for _, _, stall in self.recent), default=0.0),
+        )
+
+
+@dataclass
 class WorkerStats:
     """What one worker process has done; mutated only by its own event loop."""
 
@@ -220,6 +252,8 @@ class WorkerStats:
     health_reasons: list[str] = field(default_factory=list)
     #: Verdict counts over time, for the dashboard's throughput.
     throughput: Throughput = field(default_factory=lambda: Throughput())
+    #: How late the event loop runs (wall) and how much of that it spent on CPU (see LoopLag).
+    loop_lag: LoopLag = field(default_factory=LoopLag)
 
     @property
     def status(self) -> Status:
@@ -353,6 +387,23 @@ class StatsCollector(Collector):
             s.end_to_end_seconds,
         )
         yield _histogram("warden_batch_size", "Events per scored micro-batch", s.batch_sizes)
+        yield _histogram(
+            "warden_event_loop_lag_seconds",
+            "Seconds the event loop ran a timer late (wall time: what /health and heartbeats waited)",
+            s.loop_lag.lag,
+        )
+        yield _histogram(
+            "warden_event_loop_stall_seconds",
+            "Of that lateness, seconds the event loop's own thread spent on CPU (a stall of this worker)",
+            s.loop_lag.stall,
+        )
+        lag_max, stall_max = s.loop_lag.recent_max()
+        yield GaugeMetricFamily(
+            "warden_event_loop_lag_max_seconds", "Largest event-loop lag of the last 10 s", lag_max
+        )
+        yield GaugeMetricFamily(
+            "warden_event_loop_stall_max_seconds", "Largest event-loop stall of the last 10 s", stall_max
+        )
 
     @staticmethod
     def _store_and_consumer(s: WorkerStats) -> Iterator[Metric]:

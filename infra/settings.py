@@ -223,6 +223,20 @@ class IngestSettings(_Part):
     #: Longest single URL, and longest header name or value, in characters.
     max_url_chars: int = Field(default=4_096, ge=256)
     max_header_chars: int = Field(default=16_384, ge=256)
+    #: Distinct ``xn--`` (punycode) labels decoded per record, over all its addresses and URLs; a
+    #: record with more is refused. Each costs up to ~0.3 ms of pure-Python IDNA decoding.
+    max_punycode_labels: int = Field(default=32, ge=1, le=10_000)
+    #: Records larger than this (bytes) are ingested in an isolated child process under
+    #: ``isolation_deadline_s`` instead of in the worker's event loop (0: every record). At the
+    #: worst hostile throughput ``warden bench --only hostile`` measures, a record this size holds
+    #: the loop for a few milliseconds at most.
+    isolate_above_bytes: int = Field(default=65_536, ge=0)
+    #: Seconds an isolated ingest may take; past it the child process is killed (and replaced)
+    #: and the record becomes a dead letter naming the deadline.
+    isolation_deadline_s: float = Field(default=2.0, gt=0, le=600)
+    #: Seconds of ingest in the event loop after which the agent yields to it (between records),
+    #: so /health, heartbeats and the other agents run while a micro-batch is ingested.
+    yield_after_s: float = Field(default=0.005, ge=0, le=1)
     #: Aggregates advance on the broker's record timestamp (see streams.provenance), never more
     #: than this far ahead of the worker's clock (a broker or producer clock running fast).
     max_event_time_ahead_s: float = Field(default=60.0, ge=0, le=3600)

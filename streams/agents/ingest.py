@@ -21,9 +21,19 @@ from features.extraction import to_activity_features, to_features
 from features.pseudonym import Pseudonymiser
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
+from streams import validation
 from streams.agents.score import ByKind, ScoringStage
 from streams.exceptions import MalformedRecord
-from streams.ingest_pool import IngestPool, RawRecord, ingest_batch, ingest_records
+from streams.ingest_pool import (
+    IngestPool,
+    IsolatedIngest,
+    Outcome,
+    RawRecord,
+    decoded,
+    ingest_batch,
+    ingest_in_turns,
+    ingest_records,
+)
 from streams.output import Deliveries, Output
 from streams.provenance import content_digest, producer_time_ms, trusted_event_time
 from streams.records import (
@@ -32,7 +42,6 @@ from streams.records import (
     DeadLetter,
     MailFeatures,
     SourcePosition,
-    decode,
     decode_activity_event,
     decode_mail_event,
     encode,
@@ -120,6 +129,10 @@ def _at_the_boundary(
     return DeadLetter.of(source, reason, raw or b"", int(now * 1000))
 
 
+def _same(outcome: Outcome) -> Outcome:
+    return outcome
+
+
 def register(
     app: Any,
     source: Any,
@@ -132,36 +145,38 @@ def register(
     kind: Literal["mail", "calendar", "contacts"] = "mail",
     pool: IngestPool | None = None,
     scoring: ScoringStage | None = None,
+    isolated: IsolatedIngest | None = None,
 ) -> None:
     """Declare the ingest agent on ``app`` for the ``source`` topic, which carries ``kind`` events.
 
     With ``scoring`` (a one-hop worker, the default), each micro-batch is
     scored as soon as it is ingested; without, its features go to
-    ``features_out`` for a scoring agent to read. With a ``pool``, each
-    micro-batch is ingested in its child processes (:mod:`streams.ingest_pool`)
-    while the event loop goes on; without, in the loop.
+    ``features_out`` for a scoring agent to read. Records above
+    ``IngestSettings.isolate_above_bytes`` are ingested by ``isolated`` (one
+    is made for this agent when none is given) in a child process under a
+    deadline; the others in the ``pool``'s child processes when there is one,
+    else in the event loop by turns (:mod:`streams.ingest_pool`).
     """
+    validation.warm()  # the character tables, built now rather than on the first record that needs them
+    isolation = isolated if isolated is not None else IsolatedIngest(settings)
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
     trust_producers = settings.ingest.trust_producer_event_time
-    record_type: type[MailFeatures] | type[ActivityFeatures] = (
-        MailFeatures if kind == "mail" else ActivityFeatures
-    )
 
     async def ingested(
         records: list[RawRecord], now: float
     ) -> list[MailFeatures | ActivityFeatures | DeadLetter]:
         """The batch as objects (decoded again when a child process ingested it)."""
-        if pool is None:
-            return ingest_records(records, settings, pseudonymiser, now, kind)
-        results: list[MailFeatures | ActivityFeatures | DeadLetter] = []
-        for outcome in await pool.ingest(records, now, kind):
-            if outcome.dead:
-                results.append(decode(DeadLetter, outcome.value))
-            else:
-                results.append(decode(record_type, outcome.value))
-        return results
+        return await ingest_in_turns(
+            records,
+            lambda record: ingest_records([record], settings, pseudonymiser, now, kind)[0],
+            lambda outcome: decoded(outcome, kind),
+            isolation,
+            pool,
+            now,
+            kind,
+        )
 
     async def ingest_and_group(records: list[RawRecord], now: float, sent: Deliveries) -> ByKind:
         """Ingest a batch, dead-letter what cannot be ingested, and group the rest per kind."""
@@ -190,10 +205,15 @@ def register(
 
     async def ingest_and_send(records: list[RawRecord], now: float, sent: Deliveries) -> None:
         t0 = time.perf_counter()
-        if pool is not None:
-            outcomes = await pool.ingest(records, now, kind)
-        else:
-            outcomes = ingest_batch(records, settings, pseudonymiser, now, kind)
+        outcomes = await ingest_in_turns(
+            records,
+            lambda record: ingest_batch([record], settings, pseudonymiser, now, kind)[0],
+            _same,
+            isolation,
+            pool,
+            now,
+            kind,
+        )
         t1 = time.perf_counter()
         for outcome in outcomes:
             if outcome.dead:
@@ -244,6 +264,7 @@ def register(
         finally:
             if scoring_previous is not None:
                 await scoring_previous
+            isolation.close()
 
     name = "ingest" if kind == "mail" else f"ingest-{kind}"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(ingest)

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from infra import hostile_inputs
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus
-from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter
+from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, encode
 from streams.replay import replay, send_raw
-from streams.topics import Topics
+from streams.topics import Topic, Topics
 from tests.integration.outcomes import Outcomes, metrics
 
 ROUNDS = 4
@@ -138,3 +140,157 @@ def test_hostile_records_between_good_ones_are_dead_letters_and_memory_stays_bou
     assert "Traceback" not in log
     # Memory: bounded, not growing with the hostile traffic.
     assert rss[-1] - rss[0] <= RSS_GROWTH_LIMIT_MB, rss
+
+
+# ---------------------------------------------------------------- issue 17: megabytes, loop lag, deadline
+
+
+def _megabyte_records(topics: Topics) -> dict[str, tuple[Topic, bytes]]:
+    """One 1 MB record of each hostile family that cost the most before issue 17, and their topics."""
+    now = time.time() - 60
+    picks = {
+        "poison-pill": hostile_inputs.POISON_PILL,
+        **{f"body-{i}": f for i, f in enumerate(hostile_inputs.BODY_FAMILIES) if i in (0, 2, 4, 16, 17)},
+        **{f"header-{i}": f for i, f in enumerate(hostile_inputs.HEADER_FAMILIES) if i in (1, 2, 7, 9)},
+        "idn-hosts": hostile_inputs.VALIDATION_FAMILIES[0],
+        "punycode-labels": hostile_inputs.VALIDATION_FAMILIES[3],
+        "punycode-hosts": hostile_inputs.URL_FAMILIES[2],
+    }
+    records: dict[str, tuple[Topic, bytes]] = {}
+    for name, family in picks.items():
+        value = family.make(1_000_000)
+        if isinstance(value, bytes):
+            records[name] = (topics.mail_events, value)
+        else:
+            records[name] = (
+                topics.mail_events,
+                encode(value.model_copy(update={"event_id": name, "timestamp": now})),
+            )
+    calendar = hostile_inputs.ACTIVITY_FAMILIES[6].make(1_000_000)  # a description of "$1"
+    records["calendar-money"] = (
+        topics.calendar_events,
+        encode(
+            calendar.model_copy(
+                update={
+                    "event_id": "calendar-money",
+                    "timestamp": now,
+                    "start": now + 3600,
+                    "end": now + 7200,
+                }
+            )
+        ),
+    )
+    return records
+
+
+def _letters_by_digest(outcomes: Outcomes) -> dict[str, list[DeadLetter]]:
+    found: dict[str, list[DeadLetter]] = {}
+    for copies in outcomes.dead_letters.values():
+        for letter in copies:
+            found.setdefault(letter.payload_sha256, []).append(letter)
+    return found
+
+
+def _stalls_over_100ms(samples: dict[str, float]) -> float:
+    """Loop-lag probes whose stall (the loop thread's own CPU while late) passed 100 ms."""
+    total = samples.get("warden_event_loop_stall_seconds_count", 0.0)
+    return total - samples.get('warden_event_loop_stall_seconds_bucket{le="0.1"}', 0.0)
+
+
+def test_hostile_megabytes_are_scored_or_dead_lettered_and_never_stall_the_loop(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every stage is linear, and records above 64 KiB are ingested in the isolated child: while 1 MB
+    records of the worst families pass, no probe of the worker's loop sees its own thread busy for
+    100 ms (the stall is CPU time of the loop's thread, so other load on the machine does not count:
+    see infra.metrics.LoopLag)."""
+    topics = Topics.from_settings(settings.kafka)
+    broker.ensure_topics(settings.kafka, topics.all())
+    mails = corpus.load(settings.corpus, corpus.NEWER)[:30]
+    hostile = _megabyte_records(topics)
+    producer = broker.producer(settings.kafka)
+    outcomes = Outcomes(settings)
+    with worker_process(settings, base_env, tmp_path / "worker.log") as worker:
+        wait_healthy(settings, worker, timeout_s=90)
+        before = metrics(settings)
+        replay([m.event for m in mails[:15]], producer, topics.mail_events)
+        send_raw(producer, [(topic, name.encode(), raw) for name, (topic, raw) in hostile.items()])
+        replay([m.event for m in mails[15:]], producer, topics.mail_events)
+        named = set(hostile) - {"poison-pill"}
+        outcomes.read_until(
+            lambda o: (
+                {m.event.event_id for m in mails} <= set(o.verdicts)
+                and named <= o.settled()
+                and any(k.startswith("@") for k in o.dead_letters)
+            ),
+            timeout_s=180,
+        )
+        outcomes.drain()
+        after = metrics(settings)
+        assert worker.poll() is None, "the worker must stay up"
+    producer.close()
+    outcomes.close()
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    print(
+        f"loop lag max {after.get('warden_event_loop_lag_max_seconds', 0):.3f} s, "
+        f"stall max {after.get('warden_event_loop_stall_max_seconds', 0):.3f} s (last 10 s); "
+        f"probes {after.get('warden_event_loop_lag_seconds_count', 0):.0f}"
+    )
+    assert {m.event.event_id for m in mails} <= set(outcomes.verdicts)
+    # Letters of large records hold an excerpt: they are told apart by the SHA-256 of the whole.
+    letters = _letters_by_digest(outcomes)
+    for name, (_, raw) in hostile.items():  # each: one verdict or one dead letter, for a reason of its own
+        mine = letters.get(hashlib.sha256(raw).hexdigest(), [])
+        assert len(outcomes.verdicts.get(name, [])) + len(mine) == 1, name
+        for letter in mine:
+            assert not letter.reason.startswith("internal error"), (name, letter.reason)
+            assert "deadline" not in letter.reason, (name, letter.reason)
+    pill = letters[hashlib.sha256(hostile["poison-pill"][1]).hexdigest()]
+    assert [letter.reason for letter in pill] == ["payload nesting depth exceeds the limit of 16 levels"]
+    assert after["warden_event_loop_stall_seconds_count"] > before.get(
+        "warden_event_loop_stall_seconds_count", 0
+    )
+    assert _stalls_over_100ms(after) == _stalls_over_100ms(before)
+    assert "Traceback" not in log
+
+
+def test_a_record_past_the_ingest_deadline_is_a_dead_letter_and_its_neighbours_are_scored(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    topics = Topics.from_settings(settings.kafka)
+    broker.ensure_topics(settings.kafka, topics.all())
+    # Good mails below the isolation threshold (a larger one would meet the tiny deadline too).
+    small = [m for m in corpus.load(settings.corpus, corpus.NEWER)[:40] if len(encode(m.event)) < 60_000]
+    mails = small[:10]
+    large = {
+        f"late-{i}": encode(
+            hostile_inputs.BODY_FAMILIES[0]
+            .make(500_000)
+            .model_copy(update={"event_id": f"late-{i}", "timestamp": time.time() - 60})
+        )
+        for i in range(2)
+    }
+    producer = broker.producer(settings.kafka)
+    outcomes = Outcomes(settings)
+    env = {**base_env, "WARDEN_INGEST__ISOLATION_DEADLINE_S": "0.001"}
+    with worker_process(settings, env, tmp_path / "worker.log") as worker:
+        wait_healthy(settings, worker, timeout_s=90)
+        replay([m.event for m in mails[:5]], producer, topics.mail_events)
+        send_raw(producer, [(topics.mail_events, name.encode(), raw) for name, raw in large.items()])
+        replay([m.event for m in mails[5:]], producer, topics.mail_events)
+        outcomes.read_until(
+            lambda o: (
+                {m.event.event_id for m in mails} <= set(o.verdicts) and set(large) <= set(o.dead_letters)
+            ),
+            timeout_s=180,
+        )
+        outcomes.drain()
+        assert worker.poll() is None
+    producer.close()
+    outcomes.close()
+    assert {m.event.event_id for m in mails} <= set(outcomes.verdicts)
+    letters = _letters_by_digest(outcomes)
+    for name, raw in large.items():
+        assert name not in outcomes.verdicts
+        (letter,) = letters[hashlib.sha256(raw).hexdigest()]
+        assert "longer than the deadline of 0.001 s" in letter.reason

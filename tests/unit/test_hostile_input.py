@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from features.pseudonym import Pseudonymiser
 from infra.settings import IngestSettings, WardenSettings
-from streams.agents.ingest import ingest_record
+from streams import validation
+from streams.agents.ingest import ingest_activity_record, ingest_record
 from streams.exceptions import MalformedRecord
 from streams.records import (
     DEAD_LETTER_WHOLE_BYTES,
@@ -33,6 +34,8 @@ SETTINGS = WardenSettings()
 LIMITS = SETTINGS.ingest
 PSEUDONYMS = Pseudonymiser(SETTINGS.privacy.hmac_key, SETTINGS.privacy.key_id)
 POSITION = SourcePosition(topic="mail.events", partition=0, offset=7)
+# The character tables, built now (as a worker does at start) rather than in a timed example.
+validation.warm()
 
 #: Invisible characters used to disguise identifiers: bidi overrides/isolates, zero-width, BOM.
 INVISIBLE = ["\u202e", "\u202d", "\u202a", "\u2066", "\u2067", "\u2069", "\u200b", "\u200c", "\u200d"]
@@ -281,3 +284,119 @@ def test_unicode_content_is_scored_or_refused_never_raises(
     else:
         assert outcome.event_id == "e-1"
         assert MailEvent.model_validate_json(raw(record)).subject == subject
+
+
+# ---------------------------------------------------------------- calendar and contacts (one validation path)
+
+
+def _invite(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "event_id": "c-1",
+        "timestamp": 1_767_225_600.0,
+        "action": "created",
+        "organizer": "alice@example.com",
+        "invitees": ["bob@example.org"],
+        "title": "Sync",
+        "urls": ["https://example.net/agenda"],
+        "start": 1_767_229_200.0,
+        "end": 1_767_232_800.0,
+    }
+    record.update(changes)
+    return record
+
+
+def _card(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "event_id": "k-1",
+        "timestamp": 1_767_225_600.0,
+        "action": "shared",
+        "owner": "alice@example.com",
+        "recipients": ["bob@example.org"],
+        "card": {"display_name": "Support", "emails": ["help@example.org"], "note": "call"},
+        "urls": ["https://example.net/"],
+    }
+    record.update(changes)
+    return record
+
+
+def _activity_reason(kind: str, record: Any) -> str:
+    payload = raw(record) if not isinstance(record, bytes) else record
+    position = SourcePosition(topic=f"{kind}.events", partition=0, offset=3)
+    outcome = ingest_activity_record(payload, kind, position, 1, SETTINGS, PSEUDONYMS, NOW)  # type: ignore[arg-type]
+    assert isinstance(outcome, DeadLetter), "a hostile record was accepted"
+    assert not outcome.reason.startswith("internal error"), outcome.reason
+    return outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "record", "reason"),
+    [
+        ("calendar", _invite(x=json.loads("[" * 20 + "1" + "]" * 20)), "nesting depth exceeds"),
+        ("contacts", _card(x=json.loads("[" * 20 + "1" + "]" * 20)), "nesting depth exceeds"),
+        ("calendar", b"{" * 17 + b'"' + b'\\"' * 20_000, "nesting depth exceeds"),
+        ("contacts", b"[" * 17 + b'"' + b'\\"' * 20_000, "nesting depth exceeds"),
+        (
+            "calendar",
+            _invite(organizer="security@p\u0430ypal.com"),
+            "organizer: a domain label mixes scripts",
+        ),
+        (
+            "calendar",
+            _invite(invitees=["bob@example.org", "a@exa\u200bmple.org"]),
+            "invitees: holds the invisible",
+        ),
+        (
+            "calendar",
+            _invite(urls=["https://example.com/\u202egnp.exe"]),
+            "urls: holds the invisible character U+202E",
+        ),
+        ("calendar", _invite(urls=["http://xn--pypal-4ve.com/login"]), "homoglyph"),
+        ("calendar", _invite(urls=["x" * (LIMITS.max_url_chars + 1)]), "URL longer"),
+        ("contacts", _card(owner="a@xn--zz-.com"), "owner: a domain label is not valid punycode"),
+        (
+            "contacts",
+            _card(recipients=["p\u0430ypal@example.com"]),
+            "recipients: the local part mixes scripts",
+        ),
+        ("contacts", _card(card={"emails": ["help@exa mple.org"]}), "card.emails"),
+        (
+            "contacts",
+            _card(card={"emails": ["help@\uff50aypal.com"]}),
+            "card.emails: a domain label is not in",
+        ),
+        ("contacts", _card(urls=["http://\u0440\u0430ypal.com/"]), "urls: a domain label mixes scripts"),
+    ],
+)
+def test_calendar_and_contacts_take_the_same_checks_as_mail(kind: str, record: Any, reason: str) -> None:
+    assert reason in _activity_reason(kind, record)
+
+
+def test_clean_calendar_and_contacts_records_pass_the_checks() -> None:
+    for kind, record in (("calendar", _invite()), ("contacts", _card())):
+        position = SourcePosition(topic=f"{kind}.events", partition=0, offset=3)
+        outcome = ingest_activity_record(raw(record), kind, position, 1, SETTINGS, PSEUDONYMS, NOW)  # type: ignore[arg-type]
+        assert not isinstance(outcome, DeadLetter), outcome
+
+
+#: Distinct valid punycode labels (xn--bcher0-..., xn--bcher1-...).
+_IDN_LABELS = [f"b\u00fccher{i}".encode("idna").decode() for i in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (good(urls=["http://" + "a" * 64 + ".xn--p1ai/"]), "a domain label longer than 63"),
+        (good(urls=["http://" + "\u00e9." * 130 + "com/"]), "a domain longer than 253"),
+        (
+            good(urls=[f"http://{_IDN_LABELS[i]}.example/" for i in range(LIMITS.max_punycode_labels + 1)]),
+            f"more than {LIMITS.max_punycode_labels} distinct punycode (xn--) labels",
+        ),
+    ],
+)
+def test_dns_limits_and_the_punycode_budget(record: dict[str, Any], reason: str) -> None:
+    assert reason in refused(raw(record))
+
+
+def test_repeated_punycode_labels_count_once() -> None:
+    repeated = good(urls=["http://www.xn--bcher-kva.example/"] * 500, sender="a@xn--bcher-kva.example")
+    assert isinstance(ingest(raw(repeated)), MailFeatures)
