@@ -28,7 +28,7 @@ from serving.slot import ModelSlot
 from streams import monitor, web
 from streams.agents import feedback, ingest, score
 from streams.exceptions import OutputNotConfirmed
-from streams.ingest_pool import IngestPool
+from streams.ingest_pool import IngestPool, IsolatedIngest
 from streams.records import ActivityFeatures, ActivityKind
 from streams.topics import Topic, Topics
 from streams.transport import SCHEME, WardenApp, broker_credentials
@@ -162,6 +162,9 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         review=services.review,
     )
     in_ingest = None if settings.worker.split_stages else scoring
+    # One isolated child for the large records of every kind (started on the first one), not one
+    # spawned Python per input topic.
+    isolated = IsolatedIngest(settings)
     ingest.register(
         app,
         mail_events,
@@ -172,6 +175,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         stats,
         pool=services.ingest_pool,
         scoring=in_ingest,
+        isolated=isolated,
     )
     score.register(app, mail_features, scoring, settings, stats)
     # Calendar and contacts: their own input topics, one features topic, the same workers.
@@ -191,6 +195,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
             stats,
             kind=kind,
             scoring=in_ingest,
+            isolated=isolated,
         )
     score.register(app, activity_features, scoring, settings, stats, record_type=ActivityFeatures)
     feedback.register(
