@@ -41,9 +41,11 @@ class ActivityView:
     text: str
     #: Hosts of the event's URLs and of URLs written in its text, in order.
     hosts: tuple[str, ...]
+    #: The trusted event time (:func:`streams.provenance.trusted_event_time`), not the claimed one.
+    at: float
 
     @classmethod
-    def of(cls, event: CalendarEvent | ContactsEvent) -> ActivityView:
+    def of(cls, event: CalendarEvent | ContactsEvent, *, at: float) -> ActivityView:
         if isinstance(event, CalendarEvent):
             account, recipients = event.organizer, tuple(event.invitees)
             text = "\n".join((event.title, event.description, event.location))
@@ -58,6 +60,7 @@ class ActivityView:
             recipients=recipients,
             text=text,
             hosts=url_hosts([*event.urls[:200], *found]),
+            at=at,
         )
 
     @property
@@ -176,7 +179,8 @@ CALENDAR_CONTENT: tuple[ActivityFeature, ...] = (
     ),
     ActivityFeature(
         "lead_time_h",
-        lambda v: (v.calendar.start - v.calendar.timestamp) / 3600.0,
+        # From the time the invite reached us: the claimed send time is the sender's to choose.
+        lambda v: (v.calendar.start - v.at) / 3600.0,
         "hours between the invite and the meeting",
     ),
     ActivityFeature(

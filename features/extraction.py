@@ -188,7 +188,7 @@ def to_activity_features(
     The same pseudonymiser as mail: one account has one pseudonym across all
     three kinds, and a linked domain one pseudonym, so they join in the store.
     """
-    view = ActivityView.of(event)
+    view = ActivityView.of(event, at=event_time)
     if isinstance(event, CalendarEvent):
         account, content, contacts = event.organizer, CALENDAR_CONTENT, []
     else:

@@ -42,6 +42,8 @@ _DERIVED_DIGEST_CHARS = 12
 #: The longest event id (``streams.records``); a derived id stays within it.
 _MAX_EVENT_ID = 128
 _DIGITS = re.compile(rb"[0-9]{1,15}")
+#: How a derived id ends: input records may not (see :func:`reserved_id`).
+_DERIVED_END = re.compile(r":r[0-9a-f]{12}\Z")
 
 #: Kafka record headers as Faust and aiokafka hand them over.
 Headers = Sequence[tuple[str, bytes]] | Mapping[str, bytes]
@@ -89,6 +91,16 @@ def content_digest(raw: bytes) -> str:
     nothing of one to whoever does not hold its exact bytes.
     """
     return hashlib.blake2b(raw, digest_size=DIGEST_CHARS // 2).hexdigest()
+
+
+def reserved_id(event_id: str) -> bool:
+    """True for an id shaped like a derived one (``...:r<12 hex digits>``), which Warden reserves.
+
+    Input records with such ids are refused at ingest, so a verdict under a
+    derived id always names a reused id's other content, never a record that
+    claimed that id for itself.
+    """
+    return _DERIVED_END.search(event_id) is not None
 
 
 def derived_event_id(event_id: str, digest: str) -> str:

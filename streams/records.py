@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from infra.settings import IngestSettings
 from streams.exceptions import IncompleteDeadLetter, MalformedRecord
+from streams.provenance import reserved_id
 from streams.validation import check_identifiers, check_nesting
 
 EventKind = Literal["mail", "calendar", "contacts"]
@@ -501,7 +502,7 @@ def _parsed(raw: bytes | None, record_type: type[_Event], limits: IngestSettings
         raise MalformedRecord(f"payload is not UTF-8 (byte {exc.start})") from None
     check_nesting(raw, limits.max_nesting_depth)
     try:
-        return record_type.model_validate_json(raw, strict=True)
+        event = record_type.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
@@ -509,6 +510,9 @@ def _parsed(raw: bytes | None, record_type: type[_Event], limits: IngestSettings
         if first["type"] == "model_type" and not first["loc"]:
             raise MalformedRecord("payload is JSON but not an object") from None
         raise MalformedRecord(_reason(exc)) from None
+    if reserved_id(event.event_id):
+        raise MalformedRecord("event_id: ends like a derived id (':r' and 12 hex digits), which is reserved")
+    return event
 
 
 def _check_identifiers(

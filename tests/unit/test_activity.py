@@ -239,3 +239,17 @@ def test_widened_thresholds_keep_validation_recall_and_sit_between_the_classes()
     assert edge < widened < 0.95
     assert ((scores >= widened) == labels.astype(bool)).all()
     assert widened_threshold(labels, scores, 0.999) == 0.999  # no positive above: unchanged
+
+
+def test_lead_time_counts_from_the_trusted_time_not_the_claimed_one() -> None:
+    from features.activity import CALENDAR_CONTENT
+
+    lead = [f.name for f in CALENDAR_CONTENT].index("lead_time_h")
+    received = 1_767_225_600.0
+    rows = []
+    for claimed in (received, received - 30 * 86400, received + 6.9 * 86400):
+        event = decode_activity_event(invite(timestamp=claimed), "calendar", LIMITS, NOW)
+        rows.append(to_activity_features(event, KEY, AT, 0, event_time=received).content)
+    assert rows[0][lead] == pytest.approx(1.0)  # the meeting starts an hour after the invite arrived
+    assert rows[1] == rows[0]
+    assert rows[2] == rows[0]

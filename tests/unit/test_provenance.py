@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -19,6 +20,7 @@ from streams.provenance import (
     derived_event_id,
     event_time_header,
     producer_time_ms,
+    reserved_id,
     trusted_event_time,
 )
 from streams.records import MailFeatures, SourcePosition, encode
@@ -83,6 +85,34 @@ def test_derived_ids_stay_within_the_event_id_pattern_and_tell_contents_apart() 
         assert _EVENT_ID.match(derived)
         assert derived != event_id
     assert derived_event_id(longest, one) != derived_event_id(longest, two)
+
+
+def test_an_input_record_may_not_take_a_derived_id() -> None:
+    digest = content_digest(b"first content")
+    derived = derived_event_id("e-1", digest)
+    assert reserved_id(derived)
+    assert not reserved_id("e-1")
+    assert not reserved_id("e-1:rabc")
+    pseudonymiser = Pseudonymiser(WardenSettings().privacy.hmac_key, "k1")
+    position = SourcePosition(topic="mail.events", partition=0, offset=0)
+    record = {
+        "event_id": derived,
+        "timestamp": 1_700_000_000.0,
+        "sender": "a@example.com",
+        "recipients": ["b@example.org"],
+    }
+    outcome = ingest_record(
+        json.dumps(record).encode(), position, 1_700_000_000_000, WardenSettings(), pseudonymiser, 1.7e9
+    )
+    assert not isinstance(outcome, MailFeatures)
+    assert outcome.reason.startswith("event_id: ends like a derived id")
+    record["event_id"] = "e-1"
+    assert isinstance(
+        ingest_record(
+            json.dumps(record).encode(), position, 1_700_000_000_000, WardenSettings(), pseudonymiser, 1.7e9
+        ),
+        MailFeatures,
+    )
 
 
 def _ingest(events: list[bytes], start: float, settings: WardenSettings) -> list[MailFeatures]:
