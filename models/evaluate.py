@@ -3,8 +3,8 @@
 1. *Static, time-ordered*: train on the older folders (``easy-ham-1``,
    ``hard-ham-1``, ``spam-1``), evaluate on the newer (``easy-ham-2``,
    ``spam-2``).
-2. *Online with feedback* (TREC spam-track style): the whole corpus in Date
-   order; each verdict's true label comes back ``label_delay`` mails later;
+2. *Online with feedback* (TREC spam-track style): the whole corpus in order of
+   receipt (topmost ``Received:`` header); each verdict's true label comes back ``label_delay`` mails later;
    the model is retrained every ``retrain_every`` new labels on everything
    labelled so far; metrics are over the verdicts as they were issued.
 
@@ -180,7 +180,7 @@ def online(
     label_delay: int = 100,
     resamples: int = 500,
 ) -> Evaluated:
-    """Replay everything in Date order with delayed labels and periodic retraining."""
+    """Replay everything in order of receipt with delayed labels and periodic retraining."""
     n = len(data)
     scored: dict[str, np.ndarray] = {m: np.full(n, np.nan) for m in ("warden", *BASELINE_NAMES)}
     junk = np.zeros(n, dtype=bool)
@@ -217,7 +217,7 @@ def online(
     view = data.take(np.flatnonzero(issued))
     result, figures = _protocol(
         "online with feedback",
-        f"All {n:,} mails in Date order. Each verdict's true label arrives {label_delay} mails "
+        f"All {n:,} mails in order of receipt. Each verdict's true label arrives {label_delay} mails "
         f"later; the model and the baselines are retrained on all labels so far every "
         f"{retrain_every} new labels ({retrains} retrainings). Metrics cover the "
         f"{int(issued.sum()):,} verdicts issued after the first model; the first {first:,} "
@@ -276,7 +276,7 @@ def evaluate(
         feature_importance=importance,
         notes=(
             f"{len(all_mails):,} distinct mails (npm {settings.corpus.npm_package}"
-            f"@{settings.corpus.npm_version}), replayed in Date order.",
+            f"@{settings.corpus.npm_version}), replayed in order of receipt.",
             f"Bootstrap: {resamples} resamples of the evaluated mails, 95% percentile intervals.",
             f"Policy targets: junk at {settings.models.junk_fpr:.1%} and block at "
             f"{settings.models.block_fpr:.1%} ham false-positive rate on the validation window.",

@@ -18,6 +18,7 @@ from streams import broker, corpus, feedback_source
 from streams.records import Feedback, TrainingExample, decode
 from streams.replay import replay
 from streams.topics import Topics
+from tests.integration.outcomes import Outcomes
 
 N = 250
 
@@ -40,7 +41,11 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
         wait_healthy(settings, proc, timeout_s=90)
         replay([m.event for m in mails], producer, topics.mail_events)
         producer.close()
-        time.sleep(2.0)  # let the verdicts land before labels arrive
+        # Labels join the rows that were served: wait for every labelled mail's verdict.
+        outcomes = Outcomes(settings)
+        labelled_ids = {m.event.event_id for m in mails[:80]}
+        outcomes.read_until(lambda o: labelled_ids <= set(o.verdicts), timeout_s=120)
+        assert labelled_ids <= set(outcomes.verdicts), dict(outcomes.dead_letters)
         labels = [
             Feedback(
                 feedback_id=f"fb-{m.event.event_id}",
@@ -58,7 +63,10 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
         for message in reader.until(lambda: len(seen) >= len(labels), timeout_s=120):
             seen.add(decode(TrainingExample, message.value or b"").event_id)
         reader.close()
-        assert len(seen) == len(labels)
+        outcomes.drain()
+        outcomes.close()
+        reasons = {letter.reason for letters in outcomes.dead_letters.values() for letter in letters}
+        assert len(seen) == len(labels), reasons
         metrics = f"http://{settings.worker.web_host}:{settings.worker.web_port}/metrics"
         clean = audit(settings, subjects, names=names, logs=[log_path], metrics_url=metrics)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -127,6 +128,7 @@ async def test_post_score_is_read_only_authenticated_json_bounded_and_answers_in
         replay([m.event for m in streamed], producer, topics.mail_events)
         producer.close()
         outcomes.read_until(lambda o: len(o.settled()) >= len(streamed), 120)
+        started = time.monotonic()
         before = await _dump(client, live.redis.key_prefix)
         assert before
         verdicts = []
@@ -143,7 +145,8 @@ async def test_post_score_is_read_only_authenticated_json_bounded_and_answers_in
         answer = Verdict.model_validate(body)
         assert answer.original_event_id == reused.event_id
         assert answer.event_id == derived_event_id(reused.event_id, content_digest(encode(reused)))
-        assert_same_keys(before, await _dump(client, live.redis.key_prefix))
+        after = await _dump(client, live.redis.key_prefix)
+        assert_same_keys(before, after, int((time.monotonic() - started) * 1000))
 
         # A store that does not answer: 503 at the deadline, not a request held until it does.
         # (WRITE pauses every script that may write, as the store's scripts may; UNPAUSE still runs.)
