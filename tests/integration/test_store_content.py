@@ -68,8 +68,26 @@ async def _value(client: RedisClient, key: bytes) -> object:
 
 
 async def _dump(client: RedisClient, prefix: str) -> dict[bytes, tuple[object, int]]:
-    """Every key under ``prefix``: its value and TTL in milliseconds."""
-    return {key: (await _value(client, key), await client.pttl(key)) for key in await _scan(client, prefix)}
+    """Every key under ``prefix``: its value (read by type, as :func:`_value`) and TTL in milliseconds.
+
+    Two pipelined round trips for all the keys (types, then values and TTLs), not three per key.
+    """
+    keys = list(await _scan(client, prefix))
+    typing = client.pipeline(transaction=False)
+    for key in keys:
+        typing.type(key)
+    kinds = await typing.execute()
+    reading = client.pipeline(transaction=False)
+    for key, kind in zip(keys, kinds, strict=True):
+        if kind == b"hash":
+            reading.hgetall(key)
+        elif kind == b"set":
+            reading.smembers(key)
+        else:
+            reading.get(key)
+        reading.pttl(key)
+    read = await reading.execute()
+    return {key: (read[2 * i], read[2 * i + 1]) for i, key in enumerate(keys)}
 
 
 def assert_same_keys(
