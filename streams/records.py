@@ -333,8 +333,9 @@ class Feedback(_Record):
     label: FeedbackLabel
     source: FeedbackSource
     reporter: str = Field(min_length=1, max_length=320)
-    #: When the label was given (epoch seconds).
-    at: float = Field(allow_inf_nan=False)
+    #: When the label was given (epoch seconds; before the year 2286). Signed, and recorded
+    #: nowhere else: reputation and training order advance on the label record's broker time.
+    at: float = Field(ge=0, le=10_000_000_000, allow_inf_nan=False)
     reason: str | None = Field(default=None, max_length=500)
     #: Lowercase hex HMAC-SHA256 of :func:`streams.feedback_auth.canonical` under the source's key.
     signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
