@@ -117,7 +117,7 @@ def url_host(url: str) -> str:
         normal = unicodedata.normalize("NFKC", host)
         if normal != host and any(c in normal for c in "/?#@:"):
             return ""
-        return host.lower().rstrip(".").lower()
+        return host.rstrip(".").lower()  # (no character lower-cases to ".")
     try:
         host = urlsplit(candidate).hostname or ""
     except ValueError:

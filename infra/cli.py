@@ -178,6 +178,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run only this section (repeatable; default: all)",
     )
     bench.add_argument(
+        "--page",
+        type=Path,
+        metavar="FILE",
+        help="with --only hostile: also write its figures as a Markdown page (docs/hostile-input.md)",
+    )
+    bench.add_argument(
         "--batches", type=_positive_int, default=300, metavar="N", help="micro-batches to measure per section"
     )
     bench.add_argument(
@@ -454,7 +460,10 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "bench":
         from infra import bench
 
-        bench.run(settings, sys.stdout, args.only or bench.SECTIONS, args.batches)
+        sections = args.only or bench.SECTIONS
+        if args.page is not None and "hostile" not in sections:
+            raise UsageError("--page writes the hostile section's page: run it with --only hostile")
+        bench.run(settings, sys.stdout, sections, args.batches, hostile_page=args.page)
         return 0
     if command == "evaluate":
         return _evaluate(args, settings)

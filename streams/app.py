@@ -177,7 +177,8 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         scoring=in_ingest,
         isolated=isolated,
     )
-    score.register(app, mail_features, scoring, settings, stats)
+    if settings.worker.split_stages:  # a one-hop worker reads no features topic: nothing to forge there
+        score.register(app, mail_features, scoring, settings, stats)
     # Calendar and contacts: their own input topics, one features topic, the same workers.
     activity_features = channel(topics.activity_features)
     activity_inputs: tuple[tuple[ActivityKind, Topic], ...] = (
@@ -197,7 +198,8 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
             scoring=in_ingest,
             isolated=isolated,
         )
-    score.register(app, activity_features, scoring, settings, stats, record_type=ActivityFeatures)
+    if settings.worker.split_stages:
+        score.register(app, activity_features, scoring, settings, stats, record_type=ActivityFeatures)
     feedback.register(
         app,
         channel(topics.feedback),

@@ -24,6 +24,7 @@ from infra.settings import WardenSettings
 from streams import validation
 from streams.agents.score import ByKind, ScoringStage
 from streams.exceptions import MalformedRecord
+from streams.feedback_auth import ExampleKeys
 from streams.ingest_pool import (
     IngestPool,
     IsolatedIngest,
@@ -162,6 +163,8 @@ def register(
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
+    # Split stages: the scoring agent reads only features records this key sealed.
+    sealer = ExampleKeys.from_settings(settings)
     trust_producers = settings.ingest.trust_producer_event_time
 
     async def ingested(
@@ -221,7 +224,8 @@ def register(
                 await dead_letters.send(sent, key=outcome.key, value=outcome.value)
             else:
                 stats.ingested += 1
-                await features_out.send(sent, key=outcome.key, value=outcome.value)
+                headers = sealer.seal(outcome.value)
+                await features_out.send(sent, key=outcome.key, value=outcome.value, headers=headers)
         stats.events_in[kind] += len(records)
         # Stage times are recorded once per batch.
         stats.stage_seconds["features"].observe(t1 - t0)

@@ -53,7 +53,7 @@ def _genuine(keys: ExampleKeys, settings: WardenSettings) -> list[TrainingExampl
             reporter="operator-1",
             at=now,
         )
-        out.append(example(Labelled(label, row, 1.0), settings.feedback, keys))
+        out.append(example(Labelled(label, row, 1.0, label.at), settings.feedback, keys))
     return out
 
 

@@ -39,7 +39,7 @@ def _farm_weights(reports: int, settings: FeedbackSettings) -> list[float]:
             feedback_id=f"f{n}", event_id="e", label="abuse", source="user_report", reporter=f"bot{n}", at=0.0
         )
         weight = weigh(report, reporter_count=1, target_count=n, settings=settings)
-        weights.append(training_weight(Labelled(report, _ROW, weight), settings))
+        weights.append(training_weight(Labelled(report, _ROW, weight, report.at), settings))
     return weights
 
 
