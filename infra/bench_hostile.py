@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -155,8 +156,9 @@ def page(results: dict[str, dict[str, Any]]) -> str:
     return f"""# Hostile input: CPU per record, stage by stage
 
 Written by `{PAGE_COMMAND}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
-({platform.python_implementation()} {platform.python_version()}, {platform.machine()}, {_cpu()}).
-Do not edit by hand: run the command again.
+({platform.python_implementation()} {platform.python_version()}, {platform.machine()}, {_cpu()},
+{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end: CPU time grows on a
+loaded machine, so compare rows of one run). Do not edit by hand: run the command again.
 
 For every ingest stage (`infra/hostile_inputs.py`: framing, JSON, nesting,
 validation, header and body parsing, each regex over message text, and the
