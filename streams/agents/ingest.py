@@ -35,7 +35,7 @@ from streams.ingest_pool import (
     ingest_records,
 )
 from streams.output import Deliveries, Output
-from streams.provenance import content_digest, producer_time_ms, trusted_event_time
+from streams.provenance import clamp_direction, content_digest, producer_time_ms, trusted_event_time
 from streams.records import (
     ActivityFeatures,
     ActivityKind,
@@ -69,7 +69,7 @@ def ingest_record(
     Never raises: a hostile record that trips an unexpected error in feature
     code is dead-lettered too, so one record cannot stop the worker.
     """
-    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings)
     return _at_the_boundary(
         raw,
         source,
@@ -97,7 +97,7 @@ def ingest_activity_record(
     producer_ms: int | None = None,
 ) -> ActivityFeatures | DeadLetter:
     """One raw calendar or contacts record as features, or as a dead letter (never raises)."""
-    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings)
     return _at_the_boundary(
         raw,
         source,
@@ -227,6 +227,13 @@ def register(
         stats.stage_seconds["features"].observe(t1 - t0)
         stats.stage_seconds["produce"].observe(time.perf_counter() - t1)
 
+    def count_clamped(records: list[RawRecord], now: float) -> None:
+        """Count the records whose broker time ingest holds to a bound (the same ``now`` as their ingest)."""
+        for record in records:
+            direction = clamp_direction(record.produced_at_ms, now, settings)
+            if direction is not None:
+                stats.event_times_clamped[direction] += 1
+
     async def ingest(stream: Any) -> None:
         # One hop: batch N is ingested (CPU in this loop) while batch N-1 waits on its store
         # round trip and its reasons thread; N is scored once N-1 is done, so the store and
@@ -250,14 +257,16 @@ def register(
                     )
                     for event in events
                 ]
+                now = clock()
+                count_clamped(records, now)
                 # Held from here: should anything below raise, these offsets stay uncommitted
                 # and the events come again after a restart (never acked unconfirmed).
                 sent = Deliveries(app, events)
                 if scoring is None:
-                    await ingest_and_send(records, clock(), sent)
+                    await ingest_and_send(records, now, sent)
                     await sent.release(stream)
                     continue
-                grouped = await ingest_and_group(records, clock(), sent)
+                grouped = await ingest_and_group(records, now, sent)
                 if scoring_previous is not None:
                     await scoring_previous
                 scoring_previous = asyncio.ensure_future(score_then_ack(stream, grouped, scoring, sent))
