@@ -145,20 +145,22 @@ def register(
     kind: Literal["mail", "calendar", "contacts"] = "mail",
     pool: IngestPool | None = None,
     scoring: ScoringStage | None = None,
-    isolated: IsolatedIngest | None = None,
+    *,
+    isolated: IsolatedIngest,
 ) -> None:
     """Declare the ingest agent on ``app`` for the ``source`` topic, which carries ``kind`` events.
 
     With ``scoring`` (a one-hop worker, the default), each micro-batch is
     scored as soon as it is ingested; without, its features go to
     ``features_out`` for a scoring agent to read. Records above
-    ``IngestSettings.isolate_above_bytes`` are ingested by ``isolated`` (one
-    is made for this agent when none is given) in a child process under a
-    deadline; the others in the ``pool``'s child processes when there is one,
-    else in the event loop by turns (:mod:`streams.ingest_pool`).
+    ``IngestSettings.isolate_above_bytes`` are ingested by ``isolated`` (the
+    worker's one, shared by every agent and ``POST /score``; the app owns and
+    closes it, an agent never does) in a child process under a deadline; the
+    others in the ``pool``'s child processes when there is one, else in the
+    event loop by turns (:mod:`streams.ingest_pool`).
     """
     validation.warm()  # the character tables, built now rather than on the first record that needs them
-    isolation = isolated if isolated is not None else IsolatedIngest(settings)
+    isolation = isolated
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
@@ -273,7 +275,6 @@ def register(
         finally:
             if scoring_previous is not None:
                 await scoring_previous
-            isolation.close()
 
     name = "ingest" if kind == "mail" else f"ingest-{kind}"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(ingest)
