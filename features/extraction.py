@@ -16,6 +16,7 @@ from features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, 
 from features.aggregations import URL_DOMAIN
 from features.content import CONTENT, MailView
 from features.definitions import message_words
+from features.exceptions import IncompatibleLibrary
 from features.pseudonym import KeyRing, Pseudonymiser, address_domain
 from features.text import is_ip_literal
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
@@ -36,7 +37,15 @@ _SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 # label of 60 characters, and again for every host that repeats the label: 2,000 hosts under one
 # such domain cost 2.6 s. Within one url_domains call each distinct label is decoded once (the
 # same function, its results kept for the length of the call only: no host text outlives it).
-_decode_label = tldextract.tldextract._decode_punycode
+# That replaces tldextract's private module function ``_decode_punycode``, which its suffix lookup
+# calls by its global name; pyproject.toml pins the versions this was checked on, and an import
+# that does not find the function stops here rather than run without the bound.
+_decode_label = getattr(tldextract.tldextract, "_decode_punycode", None)
+if not callable(_decode_label):
+    raise IncompatibleLibrary(
+        f"tldextract {getattr(tldextract, '__version__', '?')} has no _decode_punycode: features.extraction "
+        "bounds IDNA decoding through it; install the tldextract version range of pyproject.toml"
+    )
 _decoded_labels: dict[str, str] | None = None
 
 
