@@ -7,7 +7,9 @@ exactly what it is served.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import tldextract
 import tldextract.tldextract
@@ -40,12 +42,21 @@ _SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 # That replaces tldextract's private module function ``_decode_punycode``, which its suffix lookup
 # calls by its global name; pyproject.toml pins the versions this was checked on, and an import
 # that does not find the function stops here rather than run without the bound.
-_decode_label = getattr(tldextract.tldextract, "_decode_punycode", None)
-if not callable(_decode_label):
-    raise IncompatibleLibrary(
-        f"tldextract {getattr(tldextract, '__version__', '?')} has no _decode_punycode: features.extraction "
-        "bounds IDNA decoding through it; install the tldextract version range of pyproject.toml"
-    )
+
+
+def _library_decoder() -> Callable[[str], str]:
+    """tldextract's label decoder, the function replaced below; IncompatibleLibrary if it is gone."""
+    found = getattr(tldextract.tldextract, "_decode_punycode", None)
+    if not callable(found):
+        raise IncompatibleLibrary(
+            f"tldextract {getattr(tldextract, '__version__', '?')} has no _decode_punycode: "
+            "features.extraction bounds IDNA decoding through it; "
+            "install the tldextract version range of pyproject.toml"
+        )
+    return cast(Callable[[str], str], found)
+
+
+_decode_label = _library_decoder()
 _decoded_labels: dict[str, str] | None = None
 
 
