@@ -257,6 +257,6 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     app.task(_connect_store)
     app.task(_follow_registry)
     app.on_partitions_assigned.connect(_assigned)
-    web.register(app, settings, services)
+    web.register(app, settings, services, isolated)
     monitor.register(app, settings, stats)
     return app
