@@ -241,7 +241,7 @@ def test_probes_and_ports_hit_what_the_worker_serves(monkeypatch: pytest.MonkeyP
     settings = _k8s_settings(monkeypatch)
     pages: list[str] = []
     app = SimpleNamespace(page=lambda path: pages.append(path) or (lambda handler: handler))
-    web.register(app, settings, SimpleNamespace(stats=WorkerStats()))  # type: ignore[arg-type]
+    web.register(app, settings, SimpleNamespace(stats=WorkerStats()), None)  # type: ignore[arg-type]
 
     (deployment,) = _of_kind("Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
