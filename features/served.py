@@ -37,12 +37,17 @@ class ServedRows:
         return f"{self._prefix}:{{e:{event_id}}}:served"
 
     async def remember(self, rows: Sequence[ServedRow]) -> None:
-        """Store a batch of rows (one pipelined round trip). Called after each scored batch."""
+        """Store a batch of rows (one pipelined round trip). Called after each scored batch.
+
+        The first row of an id stays (``SET NX``) until it expires: a redelivery
+        scored again, or an id reused after its first digest expired, cannot
+        replace what a label for that id joins with.
+        """
         if not rows:
             return
         pipe = self._client.pipeline(transaction=False)
         for row in rows:
-            pipe.set(self.key(row.event_id), row.model_dump_json(), ex=self._ttl)
+            pipe.set(self.key(row.event_id), row.model_dump_json(), ex=self._ttl, nx=True)
         await pipe.execute()
 
     async def recall(self, event_ids: Sequence[str]) -> list[ServedRow | None]:

@@ -242,6 +242,30 @@ def score_served(
                 return f"no model can score this event: {exc}"
 
 
+def verdicts_for(
+    slot: ModelSlot,
+    kind: str,
+    batch: Sequence[EventFeatures],
+    served: Sequence[Served],
+    stats: WorkerStats,
+    now_ms: int,
+    reasons: int,
+) -> list[Verdict] | str:
+    """The verdicts of a batch the store has answered, scored as the stream scores it, reasons included.
+
+    Called by ``POST /score`` (:mod:`streams.web`), which sends nothing: ids
+    first seen with other content are renamed (:func:`under_served_ids`) and
+    the slot's models score through :func:`score_served`, falling back as the
+    stream does when one fails on live rows. Returns the reason when no model
+    can score the batch.
+    """
+    batch = under_served_ids(batch, served, stats)
+    scored = score_served(slot, kind, batch, [answer.values for answer in served])
+    if isinstance(scored, str):
+        return scored
+    return verdicts_of(scored, explain(scored, reasons), now_ms)
+
+
 async def _remember(
     served: ServedRows,
     batch: Sequence[EventFeatures],

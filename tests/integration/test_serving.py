@@ -191,6 +191,17 @@ def test_post_score_gives_the_verdict_the_stream_gives(
             urllib.request.urlopen(bad, timeout=10)
         assert refused.value.code == 400
         assert "not JSON" in json.loads(refused.value.read())["error"]
+        # No token on loopback: a page whose name was rebound to 127.0.0.1 sends that name as Host.
+        rebound = urllib.request.Request(
+            url,
+            data=encode(events[0]),
+            method="POST",
+            headers={"Content-Type": "application/json", "Host": "rebind.attacker.example:6066"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 400
+        assert "Host header" in json.loads(refused.value.read())["error"]
 
     for event_id, verdict in synchronous.items():
         (stream_verdict,) = streamed[event_id]
