@@ -260,7 +260,7 @@ def register(
                     letter = DeadLetter.of(position, exc.reason, raw, int(now * 1000))
                     await dead_letters.send(sent, key=position.topic.encode(), value=encode(letter))
                     continue
-                at = trusted_event_time(int(message.timestamp * 1000), None, now, settings.ingest)
+                at = trusted_event_time(int(message.timestamp * 1000), None, now, settings)
                 items.append(Arrival(label, position, raw, at))
             if not items:
                 await sent.release(stream)
