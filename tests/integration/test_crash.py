@@ -38,7 +38,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_applies_every_event_once(
 ) -> None:
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:N]
     producer = broker.producer(settings.kafka)
     replay([m.event for m in mails], producer, topics.mail_events)
     producer.close()
@@ -150,7 +150,7 @@ async def test_chaos_three_random_sigkills_lose_nothing_and_apply_every_event_on
     rng = _chaos_rng()
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:CHAOS_N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:CHAOS_N]
     outcomes = Outcomes(settings)
     driver = Driver(settings, mails, CHAOS_PRODUCE_S)
     driver.start()
@@ -194,7 +194,7 @@ async def test_chaos_one_of_two_workers_killed_the_other_takes_over_its_partitio
     rng = _chaos_rng()
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:CHAOS_N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:CHAOS_N]
     second = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"web_port": devstack.free_port("127.0.0.1")})}
     )

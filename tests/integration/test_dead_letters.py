@@ -50,7 +50,7 @@ def records_of(settings: WardenSettings, topics: Topics) -> list[broker.Message]
 def test_letters_find_their_whole_records_by_position_and_replay_them(settings: WardenSettings) -> None:
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    small = corpus.load(settings.corpus, corpus.NEWER)[0].event
+    small = corpus.load(settings.corpus, corpus.SECOND_HALF)[0].event
     records = {
         b"small": encode(small),
         b"large": b'{"event_id": "big", "text": "' + b"x" * (DEAD_LETTER_WHOLE_BYTES + 50_000) + b'"}',

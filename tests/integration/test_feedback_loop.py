@@ -63,9 +63,9 @@ def test_labels_retrain_promote_swap_and_rollback(
     first = registry.current()
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    newer = corpus.load(live.corpus, corpus.NEWER)
-    # Everything scored so far gets labelled: the older collection and the first 900 newer mails.
-    labelled, later = corpus.load(live.corpus, corpus.OLDER) + newer[:900], newer[900:960]
+    newer = corpus.load(live.corpus, corpus.SECOND_HALF)
+    # Everything scored so far gets labelled: the first half and the first 900 mails of the second.
+    labelled, later = corpus.load(live.corpus, corpus.FIRST_HALF) + newer[:900], newer[900:960]
 
     with worker_process(live, base_env, tmp_path / "worker.log") as proc:
         wait_healthy(live, proc, timeout_s=90)

@@ -83,7 +83,7 @@ async def test_redis_down_for_ten_seconds_degrades_the_worker_and_loses_nothing(
     live = settings.with_services(settings.kafka.bootstrap_servers, own.url)
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)[:N]
+    mails = corpus.load(live.corpus, corpus.SECOND_HALF)[:N]
     outcomes = Outcomes(live)
     own.start()
     try:
