@@ -180,7 +180,7 @@ def test_a_holdout_too_small_to_judge_trains_nothing_and_says_why(tmp_path: Path
     assert summary["reason"] == result.reason
 
 
-def _examples(data: Dataset) -> list[TrainingExample]:
+def examples_of(data: Dataset) -> list[TrainingExample]:
     return [
         TrainingExample(
             event_id=event_id,
@@ -209,7 +209,7 @@ def test_the_cli_says_why_in_one_line_and_exits_4(
 ) -> None:
     from infra.cli import main
 
-    examples = _examples(scarce())
+    examples = examples_of(scarce())
     monkeypatch.setattr(retrain, "read_examples", lambda *a: retrain.Examples(examples, Counter()))
     for name, value in {
         "WARDEN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
