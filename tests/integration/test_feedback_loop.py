@@ -128,7 +128,8 @@ def test_labels_retrain_promote_swap_and_rollback(
         assert scarce.returncode == EXIT_TOO_LITTLE_DATA, scarce.stderr
         assert registry.versions() == versions_before
 
-        # A retrain that beats the champion on the same holdout: promoted, announced, swapped.
+        # A retrain strictly better than the champion on the gate's holdout (labelled rows the
+        # candidate never trained on): promoted, announced, swapped; both figures and its size printed.
         started = time.monotonic()
         promoted = _cli(live, base_env, "retrain", "--min-examples", "200")
         assert promoted.returncode == EXIT_PROMOTED, promoted.stdout + promoted.stderr
@@ -136,7 +137,9 @@ def test_labels_retrain_promote_swap_and_rollback(
         new = result["version"]
         assert result["outcome"] == "promoted"
         assert registry.current() == new
-        assert result["candidate_auc"] >= result["champion_auc"]
+        assert result["candidate_auc"] > result["champion_auc"]
+        assert result["holdout_rows"] == result["holdout_abuse"] + result["holdout_legit"] > 0
+        assert f"holdout of {result['holdout_rows']:.0f} rows" in promoted.stdout
 
         _wait_for_model(live, new)
         swap_seconds = time.monotonic() - started
@@ -150,6 +153,8 @@ def test_labels_retrain_promote_swap_and_rollback(
         tiny = {"WARDEN_MODELS__NUM_TREES": "1", "WARDEN_MODELS__NUM_LEAVES": "2"}
         refused = _cli(live, base_env, "retrain", "--min-examples", "200", extra=tiny)
         assert refused.returncode == EXIT_NOT_PROMOTED, refused.stdout + refused.stderr
+        weak = json.loads(refused.stdout.strip().splitlines()[-1])
+        assert weak["candidate_auc"] < weak["champion_auc"]
         weak_version = json.loads(refused.stdout.strip().splitlines()[-1])["version"]
         assert weak_version in registry.versions()
         assert registry.current() == new
