@@ -220,7 +220,9 @@ def draws(event_ids: Sequence[str], key: bytes) -> np.ndarray:
 
     Keyed, so whoever chooses event ids cannot steer their rows into or out
     of the holdout; deterministic, so the same examples are cut the same way
-    every run (and a row keeps its part when other rows come and go).
+    every run, and a row keeps its part when other rows come and go: a
+    champion that retrain trained (same key and share) never fitted on a row
+    its successor's gate judges it on.
     """
     return np.asarray(
         [
