@@ -162,16 +162,20 @@ def where_labelled(data: Dataset, key: bytes, share: float, event_ids: set[str])
     }
 
 
-def flagged_share(scorer: Scorer, rows: Sequence[ServedRow]) -> float:
-    """Share of ``rows`` (all abuse) that ``scorer`` junks or blocks at its own thresholds."""
+def shares(scorer: Scorer, rows: Sequence[ServedRow]) -> tuple[float, float]:
+    """Shares of ``rows`` (all abuse) that ``scorer`` junks or blocks, and blocks, at its own thresholds.
+
+    Blocked is the finer figure: when both arms flag every mail, it still
+    shows which one is surer.
+    """
     if not rows:
-        return float("nan")
+        return float("nan"), float("nan")
     matrix = np.asarray(
         [scorer.schema.row(r.content, scorer.tokens.evidence(r.tokens), r.aggregates) for r in rows],
         dtype=np.float32,
     ).reshape(len(rows), len(scorer.schema.feature_names))
     actions = [scorer.policy.decide(float(s)) for s in scorer.score(matrix)]
-    return sum(a != "allow" for a in actions) / len(rows)
+    return sum(a != "allow" for a in actions) / len(rows), sum(a == "block" for a in actions) / len(rows)
 
 
 async def _served(settings: WardenSettings, event_ids: list[str]) -> list[ServedRow]:
@@ -270,14 +274,12 @@ def _arms(
     rows = asyncio.run(_served(settings, [e.event_id for e in second]))
     treated = None if result.version is None else Scorer.from_registry(registry, result.version)
     champion = None if champion_version is None else Scorer.from_registry(registry, champion_version)
-    recall: dict[str, float | None] = {
-        "champion": None if champion is None else flagged_share(champion, rows),
-        "control": flagged_share(control, rows),
-        "with_labels": None if treated is None else flagged_share(treated, rows),
-    }
+    arms = {"champion": champion, "control": control, "with_labels": treated}
+    figures = {name: None if scorer is None else shares(scorer, rows) for name, scorer in arms.items()}
     return {
         "wave2_rows_served": len(rows),
-        "wave2_recall": {k: None if v is None else round(v, 4) for k, v in recall.items()},
+        "wave2_recall": {k: None if v is None else round(v[0], 4) for k, v in figures.items()},
+        "wave2_blocked": {k: None if v is None else round(v[1], 4) for k, v in figures.items()},
         "campaign_labels_placed": placed,
         "control": {
             "version": control.version,
@@ -290,8 +292,12 @@ def _arms(
 def feedback_lines(summary: Mapping[str, Any]) -> list[str]:
     """The summary's lines for the feedback loop and its control arm."""
     wave2, placed, control = summary["wave2_recall"], summary["campaign_labels_placed"], summary["control"]
-    treated, untreated = wave2["with_labels"], wave2["control"]
-    effect = "n/a" if treated is None or untreated is None else f"{treated - untreated:+.4f}"
+    blocked = summary["wave2_blocked"]
+
+    def effect(figures: Mapping[str, float | None]) -> str:
+        treated, untreated = figures["with_labels"], figures["control"]
+        return "n/a" if treated is None or untreated is None else f"{treated - untreated:+.4f}"
+
     return [
         f"feedback loop        wave 1 recall {summary['campaign_recall_before']} (champion, served); "
         f"retrain {summary['retrain_outcome']}, worker on the new model "
@@ -299,8 +305,11 @@ def feedback_lines(summary: Mapping[str, Any]) -> list[str]:
         f"                     labelled wave-1 mails in retrain's rows: {placed['fit']} fitted, "
         f"{placed['validation']} validation, {placed['gate_holdout']} gate holdout",
         f"wave 2 recall        champion {wave2['champion']}  control (retrained without the campaign "
-        f"labels, {control['examples']:,} examples) {untreated}  retrained with them "
-        f"({control['examples_with_labels']:,} examples) {treated}  -> labels' effect {effect}",
+        f"labels, {control['examples']:,} examples) {wave2['control']}  retrained with them "
+        f"({control['examples_with_labels']:,} examples) {wave2['with_labels']}  -> labels' effect "
+        f"{effect(wave2)}",
+        f"wave 2 blocked       champion {blocked['champion']}  control {blocked['control']}  "
+        f"retrained with them {blocked['with_labels']}  -> labels' effect {effect(blocked)}",
         f"                     ({summary['wave2_rows_served']} rows as served; the worker's own verdicts: "
         f"recall {summary['campaign_recall_after']} with {', '.join(map(str, summary['versions_after']))})",
     ]
