@@ -113,6 +113,8 @@ def run(settings: WardenSettings, out: TextIO) -> dict[str, float]:
         out.write(" (lleaves not installed: `pip install lleaves` to compare)")
     out.write("\n")
     explaining = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens, candidate.booster)
-    stages = bench_stages.run(settings, out, explaining, newer_mails[:STAGE_MAILS])
+    stages = bench_stages.run(
+        settings, out, explaining, newer_mails[:STAGE_MAILS], newer_mails[STAGE_MAILS : 2 * STAGE_MAILS]
+    )
     figures.update({f"stage_{name}": value for name, value in stages.items()})
     return figures

@@ -560,6 +560,10 @@ def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
         return retrain.EXIT_LOCKED
     if result.outcome == "promoted":
         _announce(settings, "promote", result.version)
+    if result.reason is not None:
+        print(f"warden: retrain: {result.reason}", file=sys.stderr)
+    else:
+        print(retrain.gate_line(result))
     print(retrain.summary(result))
     return retrain.EXIT_CODES[result.outcome]
 

@@ -19,6 +19,7 @@ import hashlib
 from datetime import UTC, datetime
 
 import lightgbm as lgb
+import numpy as np
 
 from features.definitions import SCHEMAS
 from features.pseudonym import KeyRing, Pseudonymiser
@@ -79,14 +80,21 @@ def train(
     version: str | None = None,
     *,
     widen_thresholds: bool = False,
+    validation: np.ndarray | None = None,
 ) -> Candidate:
     """Train, export and parity-check a candidate on ``data`` (rows in time order).
 
-    Raises TrainingError when the data cannot support a model.
+    ``validation`` (a boolean mask over ``data``) names the rows that stop
+    boosting and set the thresholds, instead of the newest ``validation_share``
+    (``warden retrain`` draws them across its window, so that the newest labels
+    are fitted on). Raises TrainingError when the data cannot support a model.
     """
     if len(data) < 50:
         raise TrainingError(f"{len(data)} rows are too few to train on")
-    fit, valid = split(data, validation_share)
+    if validation is None:
+        fit, valid = split(data, validation_share)
+    else:
+        fit, valid = data.take(~validation), data.take(validation)
     for part, name in ((fit, "training"), (valid, "validation")):
         if len(set(part.labels.tolist())) < 2:
             raise TrainingError(f"the {name} window holds one class only")

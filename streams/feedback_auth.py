@@ -260,6 +260,14 @@ class ExampleKeys:
             None if previous is None else previous.get_secret_value().encode("utf-8"),
         )
 
+    def derived(self, purpose: bytes) -> bytes:
+        """A key for ``purpose`` other than signing, derived from the current key (HMAC-SHA256).
+
+        Called by ``warden retrain`` for the key that draws its gate's holdout,
+        so that whoever chooses event ids cannot choose which rows are held out.
+        """
+        return hmac.new(self._key, b"warden derived key\x00" + purpose, hashlib.sha256).digest()
+
     def sign(self, example: TrainingExample) -> TrainingExample:
         """``example`` signed with the current key (any signature it had is replaced)."""
         return example.model_copy(update={"signature": example_signature(example, self._key)})

@@ -196,7 +196,7 @@ def test_split_stages_score_only_features_records_sealed_by_a_worker(
     live = live.model_copy(update={"worker": live.worker.model_copy(update={"split_stages": True})})
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)[:4]
+    mails = corpus.load(live.corpus, corpus.SECOND_HALF)[:4]
     pseudonymiser = Pseudonymiser(live.privacy.hmac_key, live.privacy.key_id)
     now = time.time()
     records = [
