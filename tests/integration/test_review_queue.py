@@ -82,7 +82,8 @@ async def _fill(
 
 
 async def _keys(client: Redis, pattern: str) -> list[str]:
-    return [k.decode() if isinstance(k, bytes) else k async for k in client.scan_iter(match=pattern)]
+    keys = client.scan_iter(match=pattern, count=10_000)
+    return [k.decode() if isinstance(k, bytes) else k async for k in keys]
 
 
 async def _value(client: Redis, key: str) -> object:

@@ -157,12 +157,14 @@ async def redis_client(
 
 async def _scan(client: RedisClient, prefix: str) -> dict[bytes, str]:
     """Every key under ``prefix``, with the node holding it; a cluster's primaries one by one."""
+    # SCAN walks the whole keyspace whatever the pattern (the session's Redis holds every earlier
+    # test's keys): large steps, not the default 10 keys a call.
     if not isinstance(client, RedisCluster):
-        return {key: "standalone" async for key in client.scan_iter(match=f"{prefix}:*")}
+        return {key: "standalone" async for key in client.scan_iter(match=f"{prefix}:*", count=10_000)}
     await client.initialize()
     located: dict[bytes, str] = {}
     for node in client.get_primaries():
-        async for key in client.scan_iter(match=f"{prefix}:*", target_nodes=node):
+        async for key in client.scan_iter(match=f"{prefix}:*", count=10_000, target_nodes=node):
             located[key] = node.name
     return located
 
