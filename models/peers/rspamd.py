@@ -142,7 +142,8 @@ class Rspamd:
                 work / "rspamd.out",
             )
             started.append(rspamd)
-            rspamd.wait_until(lambda: _pong(scan_port) and _pong(control_port), s.start_timeout_s)
+            log = local / "log" / "rspamd.log"
+            rspamd.wait_until(lambda: _ready(scan_port, control_port, log, s.processes), s.start_timeout_s)
             meter = CpuMeter([store, rspamd])
             for command, paths in (("learn_spam", spam), ("learn_ham", ham)):
                 self._rspamc(control_port, [command], paths)
@@ -160,7 +161,8 @@ class Rspamd:
             status="ok",
             version=first_line([s.rspamd, "--version"]),
             settings=f"distribution config ({s.rspamd_config}) with network modules off and no resolver; "
-            f"{s.processes} scanners; Bayes in a private Redis from the training mails, auto-learn off; "
+            f"{s.processes} scanners; Bayes in a private Redis, learned with rspamc learn_spam/learn_ham "
+            "(spam first), auto-learn off; "
             "score = total from rspamc --json",
             scores=first,
             train_mails=len(train),
@@ -169,7 +171,8 @@ class Rspamd:
             score_cpu_s=score_cpu,
             notes=(
                 f"Bayes learned {learned.get('learns_spam', '0')} spam and {learned.get('learns_ham', '0')} "
-                "ham (Rspamd skips a mail it has already learned, and uses Bayes from 200 learns of each)",
+                "ham (Rspamd's default learn condition skips a mail it has learned before or that its Bayes "
+                "already puts in the class at 95%; Bayes votes from 200 learns of each)",
                 f"run to run: scoring the same {len(first)} mails twice changed {changed} scores, "
                 f"by at most {largest:.3f}",
             ),
@@ -242,8 +245,9 @@ def _local_config(work: Path, redis_port: int, scan_port: int, control_port: int
         "override.d/worker-fuzzy.inc": "enabled = false;\n",
         # Port 9 (discard) on loopback: any lookup a remaining rule tries fails at once, offline.
         "override.d/options.inc": 'dns { nameserver = ["127.0.0.1:9"]; timeout = 0.1s; retransmits = 1; }\n',
+        # Info: the workers say there when their compiled regexps are loaded (see _ready).
         "override.d/logging.inc": f'type = "file";\nfilename = "{local / "log" / "rspamd.log"}";\n'
-        'level = "warning";\n',
+        'level = "info";\n',
         "local.d/classifier-bayes.conf": f'backend = "redis";\nservers = "127.0.0.1:{redis_port}";\n'
         "autolearn = false;\n",
         **{f"local.d/{module}.conf": "enabled = false;\n" for module in NETWORK_MODULES},
@@ -257,6 +261,21 @@ def _pings(client: redis.Redis) -> bool:
     with contextlib.suppress(redis.RedisError):
         return bool(client.ping())
     return False
+
+
+def _ready(scan_port: int, control_port: int, log: Path, processes: int) -> bool:
+    """Both workers answer, and every scanner has loaded the compiled (hyperscan) regexps.
+
+    Workers answer before the helper has compiled the regexps, and scan with
+    slower fallbacks until then; a long-running Rspamd has them loaded, so the
+    scoring waits for them (unless this Rspamd has no hyperscan at all).
+    """
+    if not (_pong(scan_port) and _pong(control_port)):
+        return False
+    text = log.read_bytes() if log.exists() else b""
+    if b"loaded hyperscan engine" not in text:
+        return True
+    return text.count(b"(normal) rspamd_worker_hyperscan_ready") >= processes
 
 
 def _pong(port: int) -> bool:
