@@ -5,9 +5,11 @@ folder (``LOCAL_CONFDIR``) that overrides only what an offline comparison
 needs: its workers on free loopback ports (``processes`` scanners, one
 controller, no proxy), its data and logs in the private folder, every module
 that asks the network off (DNS and RBL lists, SURBL/URIBL, fuzzy hashes, SPF,
-DKIM, DMARC, ARC, reverse DNS and host checks, redirector lookups, external
-scanners and exporters), and its resolver pointed at a closed loopback port so
-that nothing left can reach the network. The Bayes classifier keeps its
+DKIM, DMARC, ARC, reverse DNS, redirector lookups, external scanners and
+exporters; the phishing module without its phishtank/openphish feeds, the host
+filter without its HELO, host name and sender-domain lookups), and its
+resolver pointed at a closed loopback port so that nothing left can reach the
+network (maps it would download stay empty or use their packaged fallback). The Bayes classifier keeps its
 statistics in a private ``redis-server`` started for the run, learns every
 training mail through ``rspamc learn_spam``/``learn_ham`` (auto-learning
 off), and the score of a test mail is Rspamd's total from ``rspamc --json``.
@@ -62,7 +64,6 @@ NETWORK_MODULES = (
     "external_services",
     "fuzzy_check",
     "greylist",
-    "hfilter",
     "history_redis",
     "metadata_exporter",
     "metric_exporter",
@@ -70,7 +71,6 @@ NETWORK_MODULES = (
     "neural",
     "once_received",
     "p0f",
-    "phishing",
     "ratelimit",
     "rbl",
     "replies",
@@ -251,6 +251,9 @@ def _local_config(work: Path, redis_port: int, scan_port: int, control_port: int
         "local.d/classifier-bayes.conf": f'backend = "redis";\nservers = "127.0.0.1:{redis_port}";\n'
         "autolearn = false;\n",
         **{f"local.d/{module}.conf": "enabled = false;\n" for module in NETWORK_MODULES},
+        # These two keep their local checks; only their lookups go.
+        "local.d/phishing.conf": "phishtank_enabled = false;\nopenphish_enabled = false;\n",
+        "local.d/hfilter.conf": "helo_enabled = false;\nhostname_enabled = false;\nfrom_enabled = false;\n",
     }
     for name, text in files.items():
         (local / name).write_text(text)
