@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,9 +147,14 @@ class Rspamd:
             rspamd.wait_until(lambda: _ready(scan_port, control_port, log, s.processes), s.start_timeout_s)
             meter = CpuMeter([store, rspamd])
             for command, paths in (("learn_spam", spam), ("learn_ham", ham)):
-                self._rspamc(control_port, [command], paths)
+                # One at a time, in the given order: whether a mail is learned depends on those before it.
+                self._rspamc(control_port, [command], paths, parallel=1)
             train_cpu = meter.elapsed()
             learned = {k.decode(): v.decode() for k, v in client.hgetall("RS").items()}  # type: ignore[union-attr]
+            total = sum(int(learned.get(k, "0")) for k in ("learns_spam", "learns_ham"))
+            # Workers refresh their copy of the learn counts from Redis on a timer; until then Bayes
+            # judges with stale counts (or not at all). A long-running Rspamd has them current.
+            rspamd.wait_until(lambda: self._learns_seen(control_port) == total, s.start_timeout_s)
             meter = CpuMeter([store, rspamd])
             first = self._scores(scan_port, tests)
             score_cpu = meter.elapsed()
@@ -178,14 +184,23 @@ class Rspamd:
             ),
         )
 
-    def _rspamc(self, port: int, command: Sequence[str], paths: Sequence[Path]) -> bytes:
+    def _learns_seen(self, port: int) -> int:
+        """The learn count the controller reports (``rspamc stat``: its copy of Redis's counts)."""
+        found = re.search(
+            rb"^Total learns: (\d+)",
+            run([self._settings.rspamc, f"--connect=127.0.0.1:{port}", "stat"], 60),
+            re.M,
+        )
+        return int(found.group(1)) if found else -1
+
+    def _rspamc(self, port: int, command: Sequence[str], paths: Sequence[Path], parallel: int = 0) -> bytes:
         out = b""
         for start in range(0, len(paths), _BATCH):
             out += run(
                 [
                     self._settings.rspamc,
                     f"--connect=127.0.0.1:{port}",
-                    f"--max-requests={self._settings.processes}",
+                    f"--max-requests={parallel or self._settings.processes}",
                     f"--timeout={self._settings.run_timeout_s:.0f}",
                     *command,
                     *(str(p) for p in paths[start : start + _BATCH]),
