@@ -138,7 +138,8 @@ class MailView:
     """A mail parsed once for all content features (ingest stage only: holds raw text)."""
 
     event: MailEvent
-    #: Characters of the body: the text, or else the HTML's visible text (:func:`features.text.html_to_text`).
+    #: Characters of the body: the text, or else the HTML's visible text
+    #: (:func:`features.text.visible_text_head`).
     body_chars: int
     #: The host of every URL of the mail, in order (:func:`features.text.url_host`).
     hosts: tuple[str, ...]

@@ -19,3 +19,7 @@ class PseudonymKeyError(FeaturesError):
 
 class StoreNotConfigured(FeaturesError):
     """The settings name no Redis (neither a URL nor cluster nodes), so no client can be built."""
+
+
+class IncompatibleLibrary(FeaturesError, ImportError):
+    """An installed library lacks what Warden relies on (raised at import, says which and why)."""

@@ -7,7 +7,9 @@ exactly what it is served.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import tldextract
 import tldextract.tldextract
@@ -16,6 +18,7 @@ from features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, 
 from features.aggregations import URL_DOMAIN
 from features.content import CONTENT, MailView
 from features.definitions import message_words
+from features.exceptions import IncompatibleLibrary
 from features.pseudonym import KeyRing, Pseudonymiser, address_domain
 from features.text import is_ip_literal
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
@@ -36,7 +39,24 @@ _SUFFIXES = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 # label of 60 characters, and again for every host that repeats the label: 2,000 hosts under one
 # such domain cost 2.6 s. Within one url_domains call each distinct label is decoded once (the
 # same function, its results kept for the length of the call only: no host text outlives it).
-_decode_label = tldextract.tldextract._decode_punycode
+# That replaces tldextract's private module function ``_decode_punycode``, which its suffix lookup
+# calls by its global name; pyproject.toml pins the versions this was checked on, and an import
+# that does not find the function stops here rather than run without the bound.
+
+
+def _library_decoder() -> Callable[[str], str]:
+    """tldextract's label decoder, the function replaced below; IncompatibleLibrary if it is gone."""
+    found = getattr(tldextract.tldextract, "_decode_punycode", None)
+    if not callable(found):
+        raise IncompatibleLibrary(
+            f"tldextract {getattr(tldextract, '__version__', '?')} has no _decode_punycode: "
+            "features.extraction bounds IDNA decoding through it; "
+            "install the tldextract version range of pyproject.toml"
+        )
+    return cast(Callable[[str], str], found)
+
+
+_decode_label = _library_decoder()
 _decoded_labels: dict[str, str] | None = None
 
 

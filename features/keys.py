@@ -30,8 +30,10 @@ IP, ``u`` URL registrable domain; pseudonyms come from
 :mod:`features.pseudonym`, so no raw identifier appears in a key or value.
 Tag ``e`` holds an event id, which is not a person's identifier (it is the
 key of the ``verdicts`` topic). Every key gets a TTL on every write:
-aggregates ``RedisSettings.ttl_seconds`` (retention), memo hashes and event
-id keys ``RedisSettings.memo_ttl_seconds``.
+aggregates ``RedisSettings.ttl_seconds`` (retention), memo hashes
+``RedisSettings.memo_ttl_seconds``, and event id keys, from the id's first
+sight, as long as its served row lives or its memo, whichever is longer
+(``max(memo_ttl_seconds, FeedbackSettings.row_ttl_seconds)`` in a worker).
 
 Once-only effects: each call (:mod:`features.operations`) first looks up its
 memo field, the event id and the first 16 hex digits of the digest of the

@@ -336,15 +336,18 @@ def _digest_numbers(digest: str) -> tuple[int, int]:
     return int(digest[:8], 16), int(digest[8:_MEMO_DIGEST_CHARS], 16)
 
 
-def register(event: EventFeatures, keys: Keys, ttl_s: int, memo_ttl_s: int) -> Call | None:
+def register(event: EventFeatures, keys: Keys, ttl_s: int, id_ttl_s: int) -> Call | None:
     """The call that answers with the digest ``event``'s id was first seen with (None without a digest).
 
-    Its memo hash is the id's own key and keeps the first answer for the memo TTL.
+    Its memo hash is the id's own key and keeps the first answer for
+    ``id_ttl_s`` from the id's first sight (never refreshed): the store's
+    ``id_ttl_seconds``, as long as the id's served row lives, so that an id
+    reused while its verdict can still be joined is always told apart.
     """
     if not event.digest:
         return None
     operation = _items(("E", 1, 2, *_digest_numbers(event.digest)))
-    program = f"[{_head(event.timestamp, ttl_s, memo_ttl_s)},{operation}]"
+    program = f"[{_head(event.timestamp, ttl_s, id_ttl_s)},{operation}]"
     return Call(
         None, event.event_id, (keys.first_digest(event.event_id),), (_FIRST_DIGEST_FIELD, program), ()
     )
@@ -497,7 +500,13 @@ class BatchPlan:
 
 
 def plan_batch(
-    batch: Sequence[EventFeatures], keys: Keys, ttl_s: int, memo_ttl_s: int, *, linked: bool = True
+    batch: Sequence[EventFeatures],
+    keys: Keys,
+    ttl_s: int,
+    memo_ttl_s: int,
+    *,
+    linked: bool = True,
+    id_ttl_s: int | None = None,
 ) -> BatchPlan:
     """Every call of a micro-batch: per event its registration, its entity calls, then its linked calls.
 
@@ -505,12 +514,13 @@ def plan_batch(
     same round trip, each event's right after its own: an event served by the
     next generation (the grace period ended mid-batch) then sees every earlier
     event of the batch, as it would one by one. A preview leaves them out.
+    ``id_ttl_s`` is how long an id's first digest is kept (default: the memo TTL).
     """
     calls: list[Call] = []
     spans = []
     for event in batch:
         start = len(calls)
-        registration = register(event, keys, ttl_s, memo_ttl_s)
+        registration = register(event, keys, ttl_s, memo_ttl_s if id_ttl_s is None else id_ttl_s)
         if registration is not None:
             calls.append(registration)
         entity_calls = plan(event, keys, ttl_s, memo_ttl_s)

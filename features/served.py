@@ -37,12 +37,17 @@ class ServedRows:
         return f"{self._prefix}:{{e:{event_id}}}:served"
 
     async def remember(self, rows: Sequence[ServedRow]) -> None:
-        """Store a batch of rows (one pipelined round trip). Called after each scored batch."""
+        """Store a batch of rows (one pipelined round trip). Called after each scored batch.
+
+        The first row of an id stays (``SET NX``) until it expires: a redelivery
+        scored again, or an id reused after its first digest expired, cannot
+        replace what a label for that id joins with.
+        """
         if not rows:
             return
         pipe = self._client.pipeline(transaction=False)
         for row in rows:
-            pipe.set(self.key(row.event_id), row.model_dump_json(), ex=self._ttl)
+            pipe.set(self.key(row.event_id), row.model_dump_json(), ex=self._ttl, nx=True)
         await pipe.execute()
 
     async def recall(self, event_ids: Sequence[str]) -> list[ServedRow | None]:
@@ -69,14 +74,25 @@ class FeedbackLedger:
         self._prefix = prefix
         self._ttl = ttl_seconds
 
-    async def first_time(self, feedback_ids: Sequence[str]) -> list[bool]:
-        """True for each feedback id not seen before (and marks it seen)."""
+    async def first_time(self, feedback_ids: Sequence[str], claims: Sequence[str]) -> list[bool]:
+        """True for each feedback id not seen before, or seen only under the same claim.
+
+        The first reading of a feedback id marks it seen with its claim (where
+        the label was read); a later reading with the same claim is the same
+        label read again (its batch never confirmed) and is true again.
+        """
         if not feedback_ids:
             return []
         pipe = self._client.pipeline(transaction=False)
-        for feedback_id in feedback_ids:
-            pipe.set(f"{self._prefix}:{{f:{feedback_id}}}:seen", 1, nx=True, ex=self._ttl)
-        return [bool(result) for result in await pipe.execute()]
+        for feedback_id, claim in zip(feedback_ids, claims, strict=True):
+            key = f"{self._prefix}:{{f:{feedback_id}}}:seen"
+            pipe.set(key, claim, nx=True, ex=self._ttl)
+            pipe.get(key)
+        results = await pipe.execute()
+        return [
+            bool(created) or held == claim.encode()
+            for created, held, claim in zip(results[::2], results[1::2], claims, strict=True)
+        ]
 
     async def count(
         self, reporters: Sequence[str], targets: Sequence[str | None], day: int

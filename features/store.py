@@ -104,15 +104,19 @@ class RedisStore:
         ttl_seconds: int,
         memo_ttl_seconds: int | None = None,
         *,
+        id_ttl_seconds: int | None = None,
         script_per_call: bool = False,
     ) -> None:
-        """``script_per_call`` sends a standalone server one EVALSHA per call, as a cluster always
+        """``id_ttl_seconds`` is how long each event id's first content digest is kept (default: the
+        memo TTL; a worker keeps it as long as its served rows live: :func:`streams.worker.build_services`).
+        ``script_per_call`` sends a standalone server one EVALSHA per call, as a cluster always
         gets, instead of one per batch (for comparison: ``warden bench --only store``)."""
         self._client = client
         self._script_per_call = script_per_call or isinstance(client, RedisCluster)
         self._keys = keys
         self._ttl = ttl_seconds
         self._memo_ttl = memo_ttl_seconds if memo_ttl_seconds is not None else ttl_seconds
+        self._id_ttl = id_ttl_seconds if id_ttl_seconds is not None else self._memo_ttl
         self._sha: str | None = None
         self._batch_sha: str | None = None
         self._preview_sha: str | None = None
@@ -160,7 +164,9 @@ class RedisStore:
     async def serve(self, batch: Sequence[EventFeatures], *, preview: bool = False) -> list[Served]:
         if not batch:
             return []
-        planned = plan_batch(batch, self._keys, self._ttl, self._memo_ttl, linked=not preview)
+        planned = plan_batch(
+            batch, self._keys, self._ttl, self._memo_ttl, linked=not preview, id_ttl_s=self._id_ttl
+        )
         results = await (self.preview_calls(planned.calls) if preview else self.apply_calls(planned.calls))
         return planned.served(batch, results)
 

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -186,9 +187,13 @@ async def _batching(redis_at: RedisSettings, batches: int, batch_size: int) -> d
 
 
 def run(
-    settings: WardenSettings, out: TextIO, sections: Sequence[str], batches: int = 300
+    settings: WardenSettings,
+    out: TextIO,
+    sections: Sequence[str],
+    batches: int = 300,
+    hostile_page: Path | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run the chosen sections and print their figures."""
+    """Run the chosen sections and print their figures (and the hostile section's docs page)."""
     from infra import bench_hostile, bench_pipeline, bench_scorer
 
     results: dict[str, dict[str, float]] = {}
@@ -226,6 +231,9 @@ def run(
         results["pipeline"] = bench_pipeline.run(settings, out)
     if "hostile" in sections:
         hostile = bench_hostile.run(out)
+        if hostile_page is not None:
+            hostile_page.write_text(bench_hostile.page(hostile), encoding="utf-8")
+            out.write(f"wrote {hostile_page}\n")
         results["hostile"] = {
             f"{stage}_{key}": float(value)
             for stage, figures in hostile.items()

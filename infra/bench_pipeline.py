@@ -170,10 +170,10 @@ def latency_curve(
     with services(settings, console) as live:
         live = _isolated(live, f"curve{run_id}", registry_dir=live.dev.state_dir / f"bench-registry-{run_id}")
         console.step("training a model for the latency curve ...")
-        train_from_corpus(live, corpus.OLDER)
+        train_from_corpus(live, corpus.FIRST_HALF)
         topics = Topics.from_settings(live.kafka)
         broker.ensure_topics(live.kafka, topics.all())
-        mails = corpus.load(live.corpus, corpus.NEWER)
+        mails = corpus.load(live.corpus, corpus.SECOND_HALF)
         log = live.dev.state_dir / f"bench-curve-{run_id}.log"
         with worker_process(live, _env(base_env), log) as proc:
             wait_healthy(live, proc, timeout_s=90)
@@ -241,12 +241,12 @@ def run(settings: WardenSettings, out: TextIO, base_env: Mapping[str, str] | Non
     with services(settings, console) as live:
         live = _isolated(live, f"bench{run_id}", registry_dir=live.dev.state_dir / f"bench-registry-{run_id}")
         console.step("training a model for the pipeline benchmark ...")
-        train_from_corpus(live, corpus.OLDER)
+        train_from_corpus(live, corpus.FIRST_HALF)
         topics = Topics.from_settings(live.kafka)
         bare_in = Topic(f"bench{run_id}.bare.in", live.kafka.partitions, 1, "bare loop input")
         bare_out = Topic(f"bench{run_id}.bare.out", live.kafka.partitions, 1, "bare loop output")
         broker.ensure_topics(live.kafka, (*topics.all(), bare_in, bare_out))
-        mails = corpus.load(live.corpus, corpus.NEWER)
+        mails = corpus.load(live.corpus, corpus.SECOND_HALF)
         figures: dict[str, float] = {"backlog": float(BACKLOG)}
 
         for option, name in (("producer-batch", "tuned"), ("no-spinner", "quiet")):

@@ -135,7 +135,7 @@ def ensure_model(live: WardenSettings, console: Console) -> WardenSettings:
     registry = live.dev.state_dir / f"bench-registry-{uuid.uuid4().hex[:8]}"
     live = live.model_copy(update={"models": live.models.model_copy(update={"registry_dir": registry})})
     console.step(f"no current model in the registry: training one into {registry} ...")
-    train_from_corpus(live, corpus.OLDER)
+    train_from_corpus(live, corpus.FIRST_HALF)
     return live
 
 
@@ -267,7 +267,7 @@ def run(
     runs: list[GroupRun] = []
     with services(settings, console) as live:
         live = ensure_model(live, console)
-        mails = corpus.load(live.corpus, corpus.NEWER)
+        mails = corpus.load(live.corpus, corpus.SECOND_HALF)
         for round_ in range(rounds):
             for workers in counts:
                 console.step(

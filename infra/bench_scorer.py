@@ -60,10 +60,10 @@ def _onnxmltools_graph(booster: Any) -> bytes:
 
 
 def run(settings: WardenSettings, out: TextIO) -> dict[str, float]:
-    """Train a model on the older corpus folders and time it on the newer ones."""
+    """Train a model on the corpus's first half and time it on the second half."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    older = build(corpus.load(settings.corpus, corpus.OLDER), pseudonymiser)
-    newer_mails = corpus.load(settings.corpus, corpus.NEWER)
+    older = build(corpus.load(settings.corpus, corpus.FIRST_HALF), pseudonymiser)
+    newer_mails = corpus.load(settings.corpus, corpus.SECOND_HALF)
     newer = build(newer_mails, pseudonymiser)
     candidate = train(older, settings.models, source="bench")
     scorer = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
@@ -113,6 +113,8 @@ def run(settings: WardenSettings, out: TextIO) -> dict[str, float]:
         out.write(" (lleaves not installed: `pip install lleaves` to compare)")
     out.write("\n")
     explaining = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens, candidate.booster)
-    stages = bench_stages.run(settings, out, explaining, newer_mails[:STAGE_MAILS])
+    stages = bench_stages.run(
+        settings, out, explaining, newer_mails[:STAGE_MAILS], newer_mails[STAGE_MAILS : 2 * STAGE_MAILS]
+    )
     figures.update({f"stage_{name}": value for name, value in stages.items()})
     return figures

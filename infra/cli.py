@@ -73,7 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         help="send corpus mails to mail.events in the order they were received, each stamped with that "
         "time (workers use it with WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME=true)",
     )
-    replay.add_argument("--collection", choices=("older", "newer", "all"), default="newer")
+    replay.add_argument(
+        "--collection",
+        choices=("first-half", "second-half", "all"),
+        default="second-half",
+        help="which mails of the forward split (all mails by time of receipt; the first half trains, "
+        "the second half tests; default: second-half)",
+    )
     replay.add_argument(
         "--rate",
         type=_positive,
@@ -83,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--limit", type=_positive_int, metavar="N", help="send the first N only")
 
     train = commands.add_parser("train", help="train, check and register a model on the corpus")
-    train.add_argument("--collection", choices=("older", "all"), default="older")
+    train.add_argument(
+        "--collection",
+        choices=("first-half", "all"),
+        default="first-half",
+        help="corpus mails to train on: the forward split's first half by time of receipt (the "
+        "window `warden evaluate` measures; default) or every mail",
+    )
     train.add_argument("--no-promote", action="store_true", help="register without promoting")
     train.add_argument(
         "--kind",
@@ -96,7 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="evaluate on the corpus (static and online protocols) and write a report"
     )
-    evaluate.add_argument("--protocol", choices=("static", "online", "both"), default="both")
+    evaluate.add_argument(
+        "--protocol",
+        choices=("static", "online", "both"),
+        default="both",
+        help="static: train on the first half of the mails by time of receipt, test on the second; "
+        "online: every mail in that order with delayed labels and periodic retraining",
+    )
     evaluate.add_argument(
         "--peers",
         action="store_true",
@@ -181,6 +199,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=("scorer", "store", "pipeline", "hostile"),
         action="append",
         help="run only this section (repeatable; default: all)",
+    )
+    bench.add_argument(
+        "--page",
+        type=Path,
+        metavar="FILE",
+        help="with --only hostile: also write its figures as a Markdown page (docs/hostile-input.md)",
     )
     bench.add_argument(
         "--batches", type=_positive_int, default=300, metavar="N", help="micro-batches to measure per section"
@@ -429,9 +453,9 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         from models.train import train_from_corpus
         from streams import corpus
 
-        folders = corpus.OLDER if args.collection == "older" else corpus.ALL
+        part = corpus.FIRST_HALF if args.collection == "first-half" else corpus.ALL
         _warn_development(settings)
-        manifest = train_from_corpus(settings, folders, promote=not args.no_promote)
+        manifest = train_from_corpus(settings, part, promote=not args.no_promote)
         print(
             json.dumps(
                 {
@@ -459,7 +483,10 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "bench":
         from infra import bench
 
-        bench.run(settings, sys.stdout, args.only or bench.SECTIONS, args.batches)
+        sections = args.only or bench.SECTIONS
+        if args.page is not None and "hostile" not in sections:
+            raise UsageError("--page writes the hostile section's page: run it with --only hostile")
+        bench.run(settings, sys.stdout, sections, args.batches, hostile_page=args.page)
         return 0
     if command == "evaluate":
         return _evaluate(args, settings)
@@ -492,8 +519,8 @@ def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
     from streams.replay import replay
     from streams.topics import Topics
 
-    folders = {"older": corpus.OLDER, "newer": corpus.NEWER, "all": corpus.ALL}[args.collection]
-    mails = corpus.load(settings.corpus, folders)[: args.limit]
+    part: corpus.Part = args.collection  # argparse allowed only the split's part names
+    mails = corpus.load(settings.corpus, part)[: args.limit]
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
     producer = broker.producer(settings.kafka)
@@ -538,6 +565,10 @@ def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
         return retrain.EXIT_LOCKED
     if result.outcome == "promoted":
         _announce(settings, "promote", result.version)
+    if result.reason is not None:
+        print(f"warden: retrain: {result.reason}", file=sys.stderr)
+    else:
+        print(retrain.gate_line(result))
     print(retrain.summary(result))
     return retrain.EXIT_CODES[result.outcome]
 

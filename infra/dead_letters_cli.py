@@ -4,7 +4,9 @@ Kept apart from :mod:`infra.cli` (which only registers and dispatches them).
 ``replay`` sends each record whose dead letter's reason contains ``--reason``
 back to the topic it was read from (:mod:`streams.dead_letters`): after a
 model is promoted, ``--reason "no mail model"`` scores the mails that came
-while there was none. It exits 1 if some records could not be had.
+while there was none. Letters naming a topic a replay may not write
+(:func:`streams.dead_letters.replayable`) are refused, each with its reason.
+It exits 1 if some records could not be had or were refused.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace, settings: WardenSettings, with_services: WithS
     topics = Topics.from_settings(settings.kafka)
     letters = dead_letters.read_letters(settings.kafka, topics.dead_letters, args.reason)
     found, missing = dead_letters.originals(settings.kafka, letters)
+    found, refused = dead_letters.replayable(settings.kafka, found)
     if args.action == "list":
         for reason, count in Counter(letter.reason for letter in letters).most_common():
             print(f"{count:>8,}  {reason}", file=out)
@@ -57,10 +60,10 @@ def run(args: argparse.Namespace, settings: WardenSettings, with_services: WithS
     print(
         f"{len(letters):,} dead letters; {len(found):,} records {verb} "
         f"({from_topic:,} read at their position, {len(found) - from_topic:,} from the letter); "
-        f"{len(missing):,} cannot be had",
+        f"{len(missing):,} cannot be had; {len(refused):,} refused",
         file=out,
     )
-    for gone in missing[:20]:
+    for gone in missing[:20] + refused[:20]:
         source = gone.letter.source
-        print(f"  {source.topic}/{source.partition}@{source.offset}: {gone.why}", file=out)
-    return 1 if missing else 0
+        print(f"  {source.topic[:80]}/{source.partition}@{source.offset}: {gone.why}", file=out)
+    return 1 if missing or refused else 0

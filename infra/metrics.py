@@ -225,6 +225,9 @@ class WorkerStats:
     served_rows_lost: int = 0
     #: Events whose id was first seen with other content (scored under a derived id).
     event_ids_reused: int = 0
+    #: Input records whose broker time ingest held to a bound, by direction ("ahead": past the
+    #: receive clock plus the allowed skew; "behind": older than the input topics' retention).
+    event_times_clamped: Counter[str] = field(default_factory=Counter)
     #: ``POST /score`` requests answered with an error status, by status code.
     score_refused: Counter[int] = field(default_factory=Counter)
     shadow_disagreements: int = 0
@@ -424,6 +427,14 @@ class StatsCollector(Collector):
             "Events whose id was first seen with other content, scored under a derived id",
             s.event_ids_reused,
         )
+        clamped = CounterMetricFamily(
+            "warden_event_times_clamped",
+            "Input records whose broker time was held to a bound (ahead of the clock, older than retention)",
+            labels=["direction"],
+        )
+        for direction in ("ahead", "behind"):
+            clamped.add_metric([direction], s.event_times_clamped.get(direction, 0))
+        yield clamped
         refused = CounterMetricFamily(
             "warden_score_refused",
             "POST /score requests answered with an error, by status",

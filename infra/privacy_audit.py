@@ -338,7 +338,7 @@ def own_vocabulary(settings: WardenSettings) -> bytes:
     from streams import corpus
 
     topics = Topics.from_settings(settings.kafka).all()
-    parts = [*FEATURE_DOCS, *FEATURE_DOCS.values(), *corpus.ALL, "spam-assassin"]
+    parts = [*FEATURE_DOCS, *FEATURE_DOCS.values(), *corpus.FOLDERS, *corpus.PARTS, "spam-assassin"]
     return " ".join(parts + [t.description for t in topics]).encode()
 
 

@@ -3,11 +3,12 @@
 A simulated stretch of days on a pluggable event source; the last day is
 held out as the test day.
 
-* ``mail``: the newer SpamAssassin collection in Date order, split into equal
+* ``mail``: the SpamAssassin corpus's second half (forward split, in order of
+  receipt), split into equal
   days, plus one wave per day of :mod:`streams.campaign`'s invoice-fraud
   campaign, each wave with new look-alike domains and spread evenly among its
   day's mails. The model serving the review days is the one trained on the
-  older collection; *campaign* events are the waves.
+  first half; *campaign* events are the waves.
 * ``calendar`` / ``contacts``: that kind's events of a
   :mod:`streams.simulator` stream (seed :data:`SIM_SEED`,
   :data:`SIM_ACCOUNTS` accounts), both kinds through one feature store, and
@@ -115,8 +116,8 @@ EventSource = Callable[[WardenSettings, int], Stream]
 
 
 def mail_source(settings: WardenSettings, days: int) -> list[SimEvent]:
-    """The newer corpus collection in equal days, plus one invoice-fraud wave per day."""
-    mails = sorted(corpus.load(settings.corpus, corpus.NEWER), key=lambda m: (m.event_time, m.event.event_id))
+    """The corpus's second half in equal days, plus one invoice-fraud wave per day."""
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)
     bounds = np.linspace(0, len(mails), days + 1).astype(int)
     out: list[SimEvent] = []
     recipients = sorted({r for m in mails[:200] for r in m.event.recipients})[:20] or ["accounts@example.org"]
@@ -135,7 +136,7 @@ def mail_source(settings: WardenSettings, days: int) -> list[SimEvent]:
 
 
 def mail_stream(settings: WardenSettings, days: int) -> Stream:
-    """:func:`mail_source`'s days, with the older collection as the first training set."""
+    """:func:`mail_source`'s days, with the corpus's first half as the first training set."""
     events = sorted(mail_source(settings, days), key=lambda e: (e.mail.event_time, e.mail.event.event_id))
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     data = build([e.mail for e in events], pseudonymiser)
@@ -156,8 +157,8 @@ def mail_stream(settings: WardenSettings, days: int) -> Stream:
         features=features,
         days=np.asarray([e.day for e in events]),
         is_campaign=np.asarray([e.campaign for e in events]),
-        older=build(corpus.load(settings.corpus, corpus.OLDER), pseudonymiser),
-        older_source="spam-assassin:older",
+        older=build(corpus.load(settings.corpus, corpus.FIRST_HALF), pseudonymiser),
+        older_source=f"spam-assassin:{corpus.FIRST_HALF}",
     )
 
 
@@ -384,7 +385,7 @@ def _choose(
 def _test_next_model(
     world: World, outcome: Outcome, delivered: np.ndarray, days: int, settings: WardenSettings
 ) -> None:
-    """Train the next model on the older collection plus the labels; score the test day with it."""
+    """Train the next model on the first model's training set plus the labels; score the test day with it."""
     model = world.first
     if outcome.labels:
         known = np.asarray(sorted(outcome.labels))

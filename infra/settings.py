@@ -389,6 +389,12 @@ class ModelSettings(_Part):
     #: False-positive rates on the validation window that set the policy thresholds.
     junk_fpr: float = Field(default=0.01, gt=0, lt=1)
     block_fpr: float = Field(default=0.001, gt=0, lt=1)
+    #: Share of the labelled examples `warden retrain` holds out for its promotion gate (drawn by
+    #: a keyed hash of the event id): the candidate never fits, validates or learns tokens on them.
+    gate_holdout_share: float = Field(default=0.2, gt=0, lt=1)
+    #: Fewest abuse and fewest legitimate rows the gate's holdout must hold to judge at all;
+    #: below either, retrain trains nothing and says so (exit code 4).
+    gate_min_per_class: int = Field(default=20, ge=1)
 
 
 class CorpusSettings(_Part):

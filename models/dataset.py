@@ -3,9 +3,12 @@
 Mails go through the ingest transform (:func:`features.extraction.to_features`)
 and then, in time order, through a feature store that applies the same
 aggregate definitions the stream processors apply in Redis (offline
-recomputation). Text evidence is not fixed here: it depends on the token
-table, which is learned on a training window only; :meth:`Dataset.rows`
-assembles full rows once the evidence is known.
+recomputation). A window's rows only ever see the mails before them: the
+training window is built alone, and a test window continues from the store
+the training window left (:func:`build_parts`), as a worker would. Text
+evidence is not fixed here: it depends on the token table, which is learned
+on a training window only; :meth:`Dataset.rows` assembles full rows once the
+evidence is known.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from features.extraction import to_features
 from features.pseudonym import Pseudonymiser
 from features.testing import InMemoryStore
 from features.tokens import TokenTable
-from streams.corpus import CorpusMail
+from streams.corpus import CorpusMail, order
 from streams.records import SourcePosition
 
 
@@ -58,9 +61,24 @@ class Dataset:
             kind=self.kind,
         )
 
-    def in_folders(self, folders: Sequence[str]) -> Dataset:
-        wanted = set(folders)
-        return self.take(np.asarray([f in wanted for f in self.folders], dtype=bool))
+    def then(self, later: Dataset) -> Dataset:
+        """These rows followed by ``later``'s (same kind; a missing weight counts 1)."""
+        if later.kind != self.kind:
+            raise ValueError(f"cannot join {self.kind} rows with {later.kind} rows")
+        weights = None
+        if self.weights is not None or later.weights is not None:
+            weights = np.concatenate([_weights(self), _weights(later)])
+        return Dataset(
+            content=np.concatenate([self.content, later.content]),
+            aggregates=np.concatenate([self.aggregates, later.aggregates]),
+            tokens=self.tokens + later.tokens,
+            labels=np.concatenate([self.labels, later.labels]),
+            timestamps=np.concatenate([self.timestamps, later.timestamps]),
+            event_ids=self.event_ids + later.event_ids,
+            folders=self.folders + later.folders,
+            weights=weights,
+            kind=self.kind,
+        )
 
     def evidence(self, table: TokenTable) -> np.ndarray:
         """Text evidence of every row under ``table``."""
@@ -77,6 +95,10 @@ class Dataset:
         return full.astype(np.float32)
 
 
+def _weights(data: Dataset) -> np.ndarray:
+    return np.ones(len(data)) if data.weights is None else data.weights
+
+
 def build(mails: Sequence[CorpusMail], pseudonymiser: Pseudonymiser) -> Dataset:
     """Feature parts for ``mails``, computed in order of their trusted time as a replay would.
 
@@ -84,27 +106,48 @@ def build(mails: Sequence[CorpusMail], pseudonymiser: Pseudonymiser) -> Dataset:
     clock, :attr:`~streams.corpus.CorpusMail.event_time`), as they do in a
     worker; the sender's Date header is never the clock.
     """
-    ordered = sorted(mails, key=lambda m: (m.event_time, m.event.event_id))
+    (data,) = build_parts([mails], pseudonymiser)
+    return data
+
+
+def build_parts(parts: Sequence[Sequence[CorpusMail]], pseudonymiser: Pseudonymiser) -> list[Dataset]:
+    """One dataset per part, the parts replayed one after another through one feature store.
+
+    Each part is taken in :func:`streams.corpus.order`. A part's aggregates see
+    its own earlier mails and every earlier part, never a later part: the
+    first part's rows are exactly :func:`build` of that part alone, and a test
+    part continues from the store its training part left. Labels never reach
+    the store.
+    """
     store = InMemoryStore()
-    content: list[list[float]] = []
-    aggregates: list[list[float]] = []
-    tokens: list[tuple[int, ...]] = []
-    for offset, mail in enumerate(ordered):
-        source = SourcePosition(topic="corpus", partition=0, offset=offset)
-        features = to_features(
-            mail.event, pseudonymiser, source, produced_at_ms=0, event_time=mail.event_time
+    offset = 0
+    built = []
+    for part in parts:
+        ordered = sorted(part, key=order)
+        content: list[list[float]] = []
+        aggregates: list[list[float]] = []
+        tokens: list[tuple[int, ...]] = []
+        for mail in ordered:
+            # Offsets run on across parts: the store applies each position once.
+            source = SourcePosition(topic="corpus", partition=0, offset=offset)
+            offset += 1
+            features = to_features(
+                mail.event, pseudonymiser, source, produced_at_ms=0, event_time=mail.event_time
+            )
+            (values,) = store.apply_and_read_now([features])
+            content.append(features.content)
+            aggregates.append(values)
+            tokens.append(tuple(features.tokens))
+        n = len(ordered)
+        built.append(
+            Dataset(
+                content=np.asarray(content, dtype=np.float64).reshape(n, len(CONTENT)),
+                aggregates=np.asarray(aggregates, dtype=np.float64).reshape(n, len(AGGREGATES)),
+                tokens=tuple(tokens),
+                labels=np.asarray([m.is_spam for m in ordered], dtype=np.int8),
+                timestamps=np.asarray([m.event_time for m in ordered], dtype=np.float64),
+                event_ids=tuple(m.event.event_id for m in ordered),
+                folders=tuple(m.folder for m in ordered),
+            )
         )
-        (values,) = store.apply_and_read_now([features])
-        content.append(features.content)
-        aggregates.append(values)
-        tokens.append(tuple(features.tokens))
-    n = len(ordered)
-    return Dataset(
-        content=np.asarray(content, dtype=np.float64).reshape(n, len(CONTENT)),
-        aggregates=np.asarray(aggregates, dtype=np.float64).reshape(n, len(AGGREGATES)),
-        tokens=tuple(tokens),
-        labels=np.asarray([m.is_spam for m in ordered], dtype=np.int8),
-        timestamps=np.asarray([m.event_time for m in ordered], dtype=np.float64),
-        event_ids=tuple(m.event.event_id for m in ordered),
-        folders=tuple(m.folder for m in ordered),
-    )
+    return built

@@ -1,18 +1,21 @@
 """``warden evaluate``: two honest evaluation protocols on the SpamAssassin corpus.
 
-1. *Static, time-ordered*: train on the older folders (``easy-ham-1``,
-   ``hard-ham-1``, ``spam-1``), evaluate on the newer (``easy-ham-2``,
-   ``spam-2``).
+1. *Static, forward split*: every mail in order of receipt (topmost
+   ``Received:`` header, :func:`streams.corpus.split`); train on the first
+   half, evaluate on the second. The candidate is trained exactly as ``warden
+   train`` trains it (:func:`models.train.corpus_candidate`) on rows built from
+   the first half alone; the test rows' aggregates continue from the store the
+   first half left, as a worker's would, and never see a label.
 2. *Online with feedback* (TREC spam-track style): the whole corpus in order of
-   receipt (topmost ``Received:`` header); each verdict's true label comes back ``label_delay`` mails later;
+   receipt; each verdict's true label comes back ``label_delay`` mails later;
    the model is retrained every ``retrain_every`` new labels on everything
    labelled so far; metrics are over the verdicts as they were issued.
 
 Behavioural aggregates are computed as the stream flows (point in time);
 Warden's scores come from the served path (ONNX scorer); the text baselines
 are trained on exactly the same windows. Nothing from an evaluation window
-reaches training: the token table, the thresholds and the model are learned
-from the training window only.
+reaches training: the aggregates, the token table, the thresholds and the
+model are computed from the training window only.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ from models import metrics
 from models import peers as peer_filters
 from models.baselines import NAMES as BASELINE_NAMES
 from models.baselines import Baselines
-from models.dataset import Dataset, build
+from models.dataset import Dataset, build_parts
 from models.exceptions import TrainingError
 from models.peers import PeerResult
 from models.registry import Candidate
 from models.report import MetricRow, ModelScores, PeerRow, ProtocolResult, ReportData, WorstError, render
 from models.score_table import ScoreTable
-from models.train import train
+from models.train import corpus_candidate, corpus_pseudonymiser, train
 from serving.scorer import Scorer
 from streams import corpus
 from streams.corpus import CorpusMail
@@ -53,6 +56,32 @@ RANKING: dict[str, Metric] = {
     "recall_at_0.1pct_fpr": lambda y, s: metrics.recall_at_fpr(y, s, 0.001),
     "recall_at_1pct_fpr": lambda y, s: metrics.recall_at_fpr(y, s, 0.01),
 }
+
+
+@dataclass(frozen=True)
+class Forward:
+    """The corpus under the forward split: training rows, test rows and every mail by event id."""
+
+    training: Dataset
+    test: Dataset
+    mails: dict[str, CorpusMail]
+    pseudonymiser: Pseudonymiser
+
+    def everything(self) -> Dataset:
+        """Training then test rows: the whole corpus in order of receipt (the online protocol)."""
+        return self.training.then(self.test)
+
+
+def forward(settings: WardenSettings, mails: Sequence[CorpusMail]) -> Forward:
+    """Split ``mails`` forward and build both halves' rows through one store, training half first.
+
+    Called once per ``warden evaluate``; the training rows are what ``warden
+    train`` builds from the first half alone.
+    """
+    first, second = corpus.split(mails)
+    pseudonymiser = corpus_pseudonymiser(settings)
+    training, test = build_parts([first, second], pseudonymiser)
+    return Forward(training, test, {m.event.event_id: m for m in mails}, pseudonymiser)
 
 
 @dataclass(frozen=True)
@@ -196,33 +225,33 @@ def score_table(
 
 
 def static(
-    settings: WardenSettings,
-    data: Dataset,
-    mails: dict[str, CorpusMail],
-    pseudonymiser: Pseudonymiser,
-    resamples: int = 500,
-    with_peers: bool = False,
+    settings: WardenSettings, split: Forward, resamples: int = 500, with_peers: bool = False
 ) -> Evaluated:
-    """Train on the older folders, evaluate on the newer ones (and the peer filters too, ``with_peers``)."""
-    older, newer = data.in_folders(corpus.OLDER), data.in_folders(corpus.NEWER)
-    candidate = train(older, settings.models, source="spam-assassin:older")
-    scored = {"warden": warden_scores(candidate, newer)}
-    baselines = Baselines.fit([mails[i] for i in older.event_ids])
-    scored.update(baselines.scores([mails[i] for i in newer.event_ids]))
-    ran = run_peers(settings, older.event_ids, newer.event_ids, mails) if with_peers else ()
+    """Train on the first half as ``warden train`` does, evaluate on the second half.
+
+    With ``with_peers`` the peer filters learn the first half and score the second half too.
+    """
+    training, test, mails = split.training, split.test, split.mails
+    candidate = corpus_candidate(settings, training, corpus.FIRST_HALF)
+    scored = {"warden": warden_scores(candidate, test)}
+    baselines = Baselines.fit([mails[i] for i in training.event_ids])
+    scored.update(baselines.scores([mails[i] for i in test.event_ids]))
+    ran = run_peers(settings, training.event_ids, test.event_ids, mails) if with_peers else ()
     ranked = {p.name: p.scores for p in ran if p.scores is not None}
     thresholds = candidate.manifest.thresholds
     result, figures = _protocol(
-        "static, time-ordered",
-        f"Trained on {len(older):,} mails of {', '.join(corpus.OLDER)}; evaluated on "
-        f"{len(newer):,} mails of {', '.join(corpus.NEWER)}. Thresholds were set on the newest "
-        "20% of the training window at the target ham false-positive rates.",
-        newer.labels,
+        "static, forward split",
+        f"All mails in order of receipt (topmost Received: header); trained on the first half "
+        f"({_counts(training)}, {_span(training)}), evaluated on the second half ({_counts(test)}, "
+        f"{_span(test)}). Test rows' aggregates continue from the training half's store and see no "
+        "labels. Thresholds were set on the newest 20% of the training half at the target ham "
+        "false-positive rates.",
+        test.labels,
         scored,
         scored["warden"] >= thresholds.junk,
         scored["warden"] >= thresholds.block,
         thresholds.model_dump(),
-        _worst(newer, scored["warden"], mails, pseudonymiser),
+        _worst(test, scored["warden"], mails, split.pseudonymiser),
         resamples,
         ranked,
     )
@@ -231,7 +260,27 @@ def static(
             figures[peer.name].update(
                 train_mails_per_cpu_s=peer.train_per_cpu_s, score_mails_per_cpu_s=peer.score_per_cpu_s
             )
-    return Evaluated(result, figures, candidate, score_table(settings, newer, mails, scored | ranked), ran)
+    figures["split"] = {
+        "training_spam": float(training.labels.sum()),
+        "training_ham": float(len(training) - training.labels.sum()),
+        "test_spam": float(test.labels.sum()),
+        "test_ham": float(len(test) - test.labels.sum()),
+    }
+    return Evaluated(result, figures, candidate, score_table(settings, test, mails, scored | ranked), ran)
+
+
+def _counts(data: Dataset) -> str:
+    spam = int(data.labels.sum())
+    return f"{spam:,} spam + {len(data) - spam:,} ham"
+
+
+def _span(data: Dataset) -> str:
+    if not len(data):
+        return "no mail"
+    first, last = (
+        datetime.fromtimestamp(float(t), UTC).date() for t in (data.timestamps.min(), data.timestamps.max())
+    )
+    return f"received {first.isoformat()} to {last.isoformat()}"
 
 
 def online(
@@ -319,16 +368,14 @@ def evaluate(
     the static protocol's split too (their runs also go to ``peers.json``).
     """
     all_mails = corpus.load(settings.corpus)
-    mails = {m.event.event_id: m for m in all_mails}
-    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
-    data = build(all_mails, pseudonymiser)
+    split = forward(settings, all_mails)
     results: list[ProtocolResult] = []
     figures: dict[str, dict[str, dict[str, float]]] = {}
     importance: tuple[tuple[str, float], ...] = ()
     tables: dict[str, ScoreTable] = {}
     ran: tuple[PeerResult, ...] = ()
     if "static" in protocols:
-        done = static(settings, data, mails, pseudonymiser, resamples, with_peers)
+        done = static(settings, split, resamples, with_peers)
         results.append(done.result)
         figures["static"] = done.figures
         ran = done.peers
@@ -340,7 +387,15 @@ def evaluate(
                 zip(booster.feature_name(), map(float, booster.feature_importance("gain")), strict=True)
             )
     if "online" in protocols:
-        done = online(settings, data, mails, pseudonymiser, retrain_every, label_delay, resamples)
+        done = online(
+            settings,
+            split.everything(),
+            split.mails,
+            split.pseudonymiser,
+            retrain_every,
+            label_delay,
+            resamples,
+        )
         results.append(done.result)
         figures["online"] = done.figures
         if done.table is not None:

@@ -109,7 +109,9 @@ class DataRange(BaseModel):
 class Manifest(BaseModel):
     """Everything needed to trust, serve and compare one model version."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # An undefined metric (precision when no validation row is flagged: NaN) is written as NaN,
+    # not null, so that the manifest loads again; JSON null would not validate as a float.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
     version: str
     created_at: str

@@ -59,7 +59,7 @@ class WorstError:
 
 @dataclass(frozen=True)
 class ProtocolResult:
-    name: str  # e.g. "static, time-ordered" or "online with feedback"
+    name: str  # e.g. "static, forward split" or "online with feedback"
     description: str  # one paragraph, plain text
     models: tuple[ModelScores, ...]  # warden first, then baselines
     metrics: tuple[MetricRow, ...]

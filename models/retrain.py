@@ -1,11 +1,14 @@
 """``warden retrain``: a batch job any scheduler can run (cron, a CronJob, Airflow).
 
 Reads ``training-examples`` (kafka-python, no consumer group) for a time
-window, trains a candidate on the rows as they were served, checks parity,
-compares it with the champion on the same holdout (the newest 20% of the
-examples), registers it, and promotes and announces it only if it beats or
-ties the champion on every gate. Running workers follow the registry pointer
-and switch at a batch boundary.
+window and first sets the gate's holdout aside: a share of the labelled rows
+drawn by a keyed hash of the event id (:func:`cut`). The candidate is trained
+on the rest only (its early stopping, thresholds and token table never see a
+held-out row), its parity is checked, and champion and candidate are scored
+on the holdout. The candidate is registered, and promoted and announced only
+if it is strictly better (:data:`GATE_RULE`): a tie keeps the champion. Both
+figures and the holdout's size are printed and logged. Running workers follow
+the registry pointer and switch at a batch boundary.
 
 Only examples signed by a worker's feedback agent are learned from
 (:class:`~streams.feedback_auth.ExampleKeys`): an example produced to the topic
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -37,10 +41,10 @@ import numpy as np
 from features.definitions import AGGREGATES, CONTENT, SCHEMA_HASH
 from infra.settings import WardenSettings
 from models.dataset import Dataset
-from models.exceptions import ModelsError
+from models.exceptions import ModelsError, TrainingError
 from models.metrics import recall_at_fpr, roc_auc
-from models.registry import Registry
-from models.train import split, train
+from models.registry import Candidate, Registry
+from models.train import VALIDATION_SHARE, train
 from serving.exceptions import NoModel
 from serving.scorer import Scorer
 from streams import broker
@@ -51,7 +55,7 @@ from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["promoted", "not_promoted", "too_little_data", "unchanged"]
+Outcome = Literal["promoted", "not_promoted", "too_little_data", "holdout_too_small", "unchanged"]
 
 EXIT_PROMOTED = 0
 EXIT_FAILURE = 1
@@ -64,7 +68,13 @@ EXIT_CODES: dict[str, int] = {
     "unchanged": EXIT_PROMOTED,
     "not_promoted": EXIT_NOT_PROMOTED,
     "too_little_data": EXIT_TOO_LITTLE_DATA,
+    # Too few labelled rows of a class for the gate to judge: too little data, as far as a scheduler cares.
+    "holdout_too_small": EXIT_TOO_LITTLE_DATA,
 }
+#: When a candidate replaces the champion (both scored on the gate's holdout).
+GATE_RULE = "holdout ROC AUC strictly above the champion's, and recall at the junk FPR not below it"
+#: What the key drawing the gate's holdout is derived for (:meth:`ExampleKeys.derived`).
+HOLDOUT_KEY_PURPOSE = b"warden retrain gate holdout"
 #: Which label wins when one event was labelled more than once.
 _AUTHORITY = {"appeal": 3, "ops_review": 2, "auto": 1, "user_report": 0}
 
@@ -83,6 +93,8 @@ class RetrainResult:
     figures: dict[str, float] = field(default_factory=dict)
     #: Records of training-examples refused, by reason (unsigned, forged, not an example).
     refused: dict[str, int] = field(default_factory=dict)
+    #: Why nothing was trained (too little data, a holdout too small to judge), in one line.
+    reason: str | None = None
 
 
 @contextlib.contextmanager
@@ -191,10 +203,156 @@ def version_id(data: Dataset, settings: WardenSettings) -> str:
     return f"r-{digest.hexdigest()[:24]}"
 
 
-def _gates(scorer: Scorer, holdout: Dataset, fpr: float) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Parts:
+    """A labelled dataset cut three ways, each part in time order."""
+
+    #: The candidate's rows: it fits on them and validates on ``pool.take(validation)``.
+    pool: Dataset
+    #: Boolean mask over ``pool``: the rows that stop boosting and set the thresholds.
+    validation: np.ndarray
+    #: The gate's rows: never fitted, validated or learned tokens from.
+    holdout: Dataset
+
+
+def draws(event_ids: Sequence[str], key: bytes) -> np.ndarray:
+    """One number in [0, 1) per event id, from HMAC-SHA256 under ``key``.
+
+    Keyed, so whoever chooses event ids cannot steer their rows into or out
+    of the holdout; deterministic, so the same examples are cut the same way
+    every run, and a row keeps its part when other rows come and go: a
+    champion that retrain trained (same key and share) never fitted on a row
+    its successor's gate judges it on.
+    """
+    return np.asarray(
+        [
+            int.from_bytes(hmac.new(key, event_id.encode("utf-8"), hashlib.sha256).digest()[:8], "big")
+            / 2**64
+            for event_id in event_ids
+        ],
+        dtype=np.float64,
+    ).reshape(len(event_ids))
+
+
+def cut(data: Dataset, key: bytes, holdout_share: float, validation_share: float = VALIDATION_SHARE) -> Parts:
+    """Set the gate's holdout aside, then mark the candidate's validation rows among the rest.
+
+    Drawn across the whole window, not as its newest slice: the newest labels
+    are why a retrain runs (a new campaign), so the candidate must fit on them.
+    """
+    drawn = draws(data.event_ids, key)
+    held = drawn < holdout_share
+    validation = drawn[~held] < holdout_share + (1 - holdout_share) * validation_share
+    return Parts(pool=data.take(~held), validation=validation, holdout=data.take(held))
+
+
+def holdout_key(settings: WardenSettings) -> bytes:
+    """The key :func:`cut` draws with. Raises SettingsError as ExampleKeys.from_settings does."""
+    return ExampleKeys.from_settings(settings).derived(HOLDOUT_KEY_PURPOSE)
+
+
+def holdout_problem(holdout: Dataset, minimum: int) -> str | None:
+    """Why ``holdout`` is too small to judge a candidate (one line), or None."""
+    abuse = int(holdout.labels.sum())
+    legit = len(holdout) - abuse
+    if min(abuse, legit) >= minimum:
+        return None
+    return (
+        f"the gate's holdout holds {abuse} abuse and {legit} legitimate rows of {len(holdout)}; "
+        f"judging a candidate needs at least {minimum} of each (label more events, widen "
+        "--since/--until, or change WARDEN_MODELS__GATE_MIN_PER_CLASS)"
+    )
+
+
+def fit_candidate(
+    data: Dataset, settings: WardenSettings, key: bytes, version: str
+) -> tuple[Candidate, Parts]:
+    """The candidate trained on ``data`` without the gate's holdout (and the cut it was trained on).
+
+    Called by :func:`retrain`, and by the demo for its control arm. Raises TrainingError.
+    """
+    parts = cut(data, key, settings.models.gate_holdout_share)
+    candidate = train(
+        parts.pool, settings.models, source="training-examples", version=version, validation=parts.validation
+    )
+    return candidate, parts
+
+
+def gate_figures(scorer: Scorer, holdout: Dataset, fpr: float) -> tuple[float, float]:
+    """ROC AUC and recall at ``fpr`` of ``scorer`` on ``holdout``."""
     rows = holdout.rows(holdout.evidence(scorer.tokens))
     scores = scorer.score(rows)
     return roc_auc(holdout.labels, scores), recall_at_fpr(holdout.labels, scores, fpr)
+
+
+def judge(
+    candidate: Scorer, champion: Scorer | None, holdout: Dataset, fpr: float
+) -> tuple[bool, dict[str, float]]:
+    """Whether ``candidate`` replaces ``champion`` by :data:`GATE_RULE`, with the figures that decided.
+
+    Without a champion the candidate is promoted. Equal figures keep the champion.
+    """
+    abuse = int(holdout.labels.sum())
+    figures = {"holdout_rows": float(len(holdout)), "holdout_abuse": float(abuse)}
+    figures["holdout_legit"] = float(len(holdout) - abuse)
+    figures["candidate_auc"], figures["candidate_recall"] = gate_figures(candidate, holdout, fpr)
+    if champion is None:
+        return True, figures
+    figures["champion_auc"], figures["champion_recall"] = gate_figures(champion, holdout, fpr)
+    better = (
+        figures["candidate_auc"] > figures["champion_auc"]
+        and figures["candidate_recall"] >= figures["champion_recall"]
+    )
+    return better, figures
+
+
+def decide(
+    data: Dataset, settings: WardenSettings, registry: Registry, key: bytes, min_examples: int
+) -> RetrainResult:
+    """Cut, train, judge, register and maybe promote, on a dataset of labelled rows.
+
+    Called by :func:`retrain` with the registry's lock held. Trains nothing when
+    there are too few rows, one class, or a holdout too small to judge.
+    """
+    figures: dict[str, float] = {"rows": float(len(data))}
+    if len(data) < min_examples or len(set(data.labels.tolist())) < 2:
+        abuse = int(data.labels.sum())
+        reason = (
+            f"{len(data)} labelled rows ({abuse} abuse, {len(data) - abuse} legitimate); "
+            f"retraining needs at least {min_examples} rows and both classes"
+        )
+        return RetrainResult("too_little_data", None, len(data), figures, reason=reason)
+    version = version_id(data, settings)
+    if version in registry.versions():
+        return RetrainResult("unchanged", version, len(data), figures)
+    parts = cut(data, key, settings.models.gate_holdout_share)
+    problem = holdout_problem(parts.holdout, settings.models.gate_min_per_class)
+    if problem is not None:
+        figures["holdout_rows"] = float(len(parts.holdout))
+        log.warning("retrain: %s", problem)
+        return RetrainResult("holdout_too_small", None, len(data), figures, reason=problem)
+    try:
+        candidate, _ = fit_candidate(data, settings, key, version)
+    except TrainingError as exc:
+        return RetrainResult("too_little_data", None, len(data), figures, reason=str(exc))
+    challenger = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
+    try:
+        champion: Scorer | None = Scorer.from_registry(registry)
+    except NoModel:
+        champion = None
+    passes, judged = judge(challenger, champion, parts.holdout, settings.models.junk_fpr)
+    figures.update(judged)
+    figures["candidate_training_rows"] = float(len(parts.pool) - int(parts.validation.sum()))
+    figures["candidate_validation_rows"] = float(parts.validation.sum())
+    manifest = candidate.manifest.model_copy(
+        update={"metrics": {**candidate.manifest.metrics, **{f"gate_{k}": v for k, v in figures.items()}}}
+    )
+    registry.register(replace(candidate, manifest=manifest))
+    if passes:
+        registry.promote(version)
+    result = RetrainResult("promoted" if passes else "not_promoted", version, len(data), figures)
+    log.info("retrain: %s", gate_line(result))
+    return result
 
 
 def retrain(
@@ -203,46 +361,41 @@ def retrain(
     until: float | None = None,
     min_examples: int = 200,
 ) -> RetrainResult:
-    """One run: read, train, check, compare, register, and maybe promote and announce."""
+    """One run: read, cut, train, check, judge, register, and maybe promote (the caller announces)."""
     registry = Registry.from_settings(settings, signing=True)
+    key = holdout_key(settings)
     started = time.monotonic()
     with registry_lock(registry):
         read = read_examples(settings, since, until)
-        examples, refused = read.examples, dict(read.refused)
-        data = dataset(examples)
-        figures: dict[str, float] = {
-            "examples_read": float(len(examples)),
-            "examples_refused": float(sum(refused.values())),
-            "rows": float(len(data)),
-        }
-        if len(data) < min_examples or len(set(data.labels.tolist())) < 2:
-            return RetrainResult("too_little_data", None, len(data), figures, refused)
-        version = version_id(data, settings)
-        if version in registry.versions():
-            return RetrainResult("unchanged", version, len(data), figures, refused)
-        candidate = train(data, settings.models, source="training-examples", version=version)
-        _, holdout = split(data)  # the very rows the candidate was validated on
-        fpr = settings.models.junk_fpr
-        challenger = Scorer(candidate.model_bytes, candidate.manifest, candidate.tokens)
-        figures["candidate_auc"], figures["candidate_recall"] = _gates(challenger, holdout, fpr)
-        try:
-            champion = Scorer.from_registry(registry)
-        except NoModel:
-            champion = None
-        if champion is not None:
-            figures["champion_auc"], figures["champion_recall"] = _gates(champion, holdout, fpr)
-        passes = champion is None or (
-            figures["candidate_auc"] >= figures["champion_auc"]
-            and figures["candidate_recall"] >= figures["champion_recall"]
-        )
-        manifest = candidate.manifest.model_copy(
-            update={"metrics": {**candidate.manifest.metrics, **{f"gate_{k}": v for k, v in figures.items()}}}
-        )
-        registry.register(replace(candidate, manifest=manifest))
-        if passes:
-            registry.promote(version)
-        figures["seconds"] = time.monotonic() - started
-        return RetrainResult("promoted" if passes else "not_promoted", version, len(data), figures, refused)
+        result = decide(dataset(read.examples), settings, registry, key, min_examples)
+    result.refused = dict(read.refused)
+    result.figures = {
+        "examples_read": float(len(read.examples)),
+        "examples_refused": float(sum(read.refused.values())),
+        **result.figures,
+        "seconds": time.monotonic() - started,
+    }
+    return result
+
+
+def gate_line(result: RetrainResult) -> str:
+    """The gate's decision in words, with both figures and the holdout's size (printed and logged)."""
+    f = result.figures
+    if result.reason is not None:
+        return f"{result.outcome}: {result.reason}"
+    if "candidate_auc" not in f:
+        return f"{result.outcome}: {result.version}"
+    size = (
+        f"on a holdout of {f['holdout_rows']:.0f} rows ({f['holdout_abuse']:.0f} abuse, "
+        f"{f['holdout_legit']:.0f} legitimate) the candidate never saw"
+    )
+    candidate = f"candidate AUC {f['candidate_auc']:.6f} recall {f['candidate_recall']:.4f}"
+    if "champion_auc" not in f:
+        return f"{result.outcome} {result.version}: {candidate} {size}; no champion"
+    return (
+        f"{result.outcome} {result.version}: {candidate} vs champion AUC {f['champion_auc']:.6f} "
+        f"recall {f['champion_recall']:.4f} {size} (rule: {GATE_RULE})"
+    )
 
 
 def summary(result: RetrainResult) -> str:
@@ -255,5 +408,6 @@ def summary(result: RetrainResult) -> str:
             "exit_code": EXIT_CODES[result.outcome],
             **{k: round(v, 6) for k, v in result.figures.items()},
             "refused": result.refused,
+            **({"reason": result.reason} if result.reason is not None else {}),
         }
     )

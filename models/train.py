@@ -6,6 +6,11 @@ false-positive rates, and supplies the parity rows. The token table is learned
 on the older part only; the older part's own evidence is cross-fitted (each
 row's evidence comes from a table that never saw that row). Nothing after the
 training window is ever seen.
+
+On the corpus the training window is the forward split's first half
+(:func:`streams.corpus.split`); ``warden evaluate``'s static protocol trains
+through exactly :func:`corpus_candidate`, so the model it measures is the one
+``warden train`` registers.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import hashlib
 from datetime import UTC, datetime
 
 import lightgbm as lgb
+import numpy as np
 
 from features.definitions import SCHEMAS
-from features.pseudonym import KeyRing
+from features.pseudonym import KeyRing, Pseudonymiser
 from features.tokens import TokenTable, cross_fitted_evidence
 from infra.settings import ModelSettings, WardenSettings
 from models.dataset import Dataset, build
@@ -33,7 +39,6 @@ from models.registry import (
     new_version,
 )
 from streams import corpus
-from streams.corpus import Folder
 
 
 def _params(settings: ModelSettings) -> dict[str, object]:
@@ -58,7 +63,11 @@ VALIDATION_SHARE = 0.2
 
 
 def split(data: Dataset, validation_share: float = VALIDATION_SHARE) -> tuple[Dataset, Dataset]:
-    """The older rows to fit on and the newest ones to validate on (rows are in time order)."""
+    """The older rows to fit on and the newest ones to validate on (rows are in time order).
+
+    Called by :func:`train` on every training window; the validation rows are
+    the newest ``validation_share`` by time, never a random draw.
+    """
     cut = int(len(data) * (1 - validation_share))
     return data.take(slice(0, cut)), data.take(slice(cut, None))
 
@@ -71,14 +80,21 @@ def train(
     version: str | None = None,
     *,
     widen_thresholds: bool = False,
+    validation: np.ndarray | None = None,
 ) -> Candidate:
     """Train, export and parity-check a candidate on ``data`` (rows in time order).
 
-    Raises TrainingError when the data cannot support a model.
+    ``validation`` (a boolean mask over ``data``) names the rows that stop
+    boosting and set the thresholds, instead of the newest ``validation_share``
+    (``warden retrain`` draws them across its window, so that the newest labels
+    are fitted on). Raises TrainingError when the data cannot support a model.
     """
     if len(data) < 50:
         raise TrainingError(f"{len(data)} rows are too few to train on")
-    fit, valid = split(data, validation_share)
+    if validation is None:
+        fit, valid = split(data, validation_share)
+    else:
+        fit, valid = data.take(~validation), data.take(validation)
     for part, name in ((fit, "training"), (valid, "validation")):
         if len(set(part.labels.tolist())) < 2:
             raise TrainingError(f"the {name} window holds one class only")
@@ -157,14 +173,28 @@ def train(
     return Candidate(model_bytes, booster, tokens, rows, manifest)
 
 
+def corpus_pseudonymiser(settings: WardenSettings) -> Pseudonymiser:
+    """The pseudonymiser corpus training uses: the key ring's current generation."""
+    return KeyRing.from_settings(settings.privacy).current()
+
+
+def corpus_candidate(settings: WardenSettings, data: Dataset, part: corpus.Part) -> Candidate:
+    """Train on the rows of corpus ``part``; used by ``warden train`` and by ``warden evaluate``.
+
+    Raises TrainingError when the rows cannot support a model.
+    """
+    return train(data, settings.models, source=f"spam-assassin:{part}")
+
+
 def train_from_corpus(
-    settings: WardenSettings, folders: tuple[Folder, ...], *, promote: bool = True
+    settings: WardenSettings, part: corpus.Part = corpus.FIRST_HALF, *, promote: bool = True
 ) -> Manifest:
-    """Train on corpus folders, register the candidate and (by default) promote it."""
-    mails = corpus.load(settings.corpus, folders)
-    pseudonymiser = KeyRing.from_settings(settings.privacy).current()
-    data = build(mails, pseudonymiser)
-    candidate = train(data, settings.models, source="spam-assassin:" + ",".join(folders))
+    """Train on a part of the corpus's forward split, register the candidate and (by default) promote it.
+
+    Raises TrainingError (no model), CorpusError (no corpus) or a registry error (not registered).
+    """
+    data = build(corpus.load(settings.corpus, part), corpus_pseudonymiser(settings))
+    candidate = corpus_candidate(settings, data, part)
     registry = Registry.from_settings(settings, signing=True)
     version = registry.register(candidate)
     if promote:

@@ -51,7 +51,19 @@ EXIT_OUTPUT_NOT_CONFIRMED = 75
 
 
 class WorkerApp(WardenApp):
-    """A worker's Faust app: it ends the process at once when a batch's outputs are lost."""
+    """A worker's Faust app: it ends the process at once when a batch's outputs are lost.
+
+    It owns the worker's :class:`IsolatedIngest` (shared by the ingest agents
+    and ``POST /score``) and stops its child once the agents have stopped.
+    """
+
+    isolated_ingest: IsolatedIngest | None = None
+
+    async def on_shutdown(self) -> None:
+        """Called by mode after the app's children (the agents) have stopped."""
+        await super().on_shutdown()
+        if self.isolated_ingest is not None:
+            self.isolated_ingest.close()
 
     async def crash(self, reason: BaseException) -> None:
         """Crash the app; for :class:`OutputNotConfirmed`, end the process without a commit.
@@ -164,7 +176,7 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     in_ingest = None if settings.worker.split_stages else scoring
     # One isolated child for the large records of every kind (started on the first one), not one
     # spawned Python per input topic.
-    isolated = IsolatedIngest(settings)
+    isolated = app.isolated_ingest = IsolatedIngest(settings)
     ingest.register(
         app,
         mail_events,
@@ -177,7 +189,8 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         scoring=in_ingest,
         isolated=isolated,
     )
-    score.register(app, mail_features, scoring, settings, stats)
+    if settings.worker.split_stages:  # a one-hop worker reads no features topic: nothing to forge there
+        score.register(app, mail_features, scoring, settings, stats)
     # Calendar and contacts: their own input topics, one features topic, the same workers.
     activity_features = channel(topics.activity_features)
     activity_inputs: tuple[tuple[ActivityKind, Topic], ...] = (
@@ -197,7 +210,8 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
             scoring=in_ingest,
             isolated=isolated,
         )
-    score.register(app, activity_features, scoring, settings, stats, record_type=ActivityFeatures)
+    if settings.worker.split_stages:
+        score.register(app, activity_features, scoring, settings, stats, record_type=ActivityFeatures)
     feedback.register(
         app,
         channel(topics.feedback),
@@ -245,6 +259,6 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
     app.task(_connect_store)
     app.task(_follow_registry)
     app.on_partitions_assigned.connect(_assigned)
-    web.register(app, settings, services)
+    web.register(app, settings, services, isolated)
     monitor.register(app, settings, stats)
     return app

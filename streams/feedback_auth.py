@@ -26,6 +26,16 @@ then each field of :data:`FIELDS` in that order as ``<byte length>:<UTF-8 bytes>
 (``~`` for an absent reason), with ``at`` written as the integer
 ``floor(at * 1000)`` (milliseconds). The signature is the lowercase hex digest.
 
+Records workers pass each other are sealed with the same key: with
+``WorkerSettings.split_stages`` the ingesting worker puts
+``HMAC-SHA256(key, "warden-features-v1" + record bytes)`` in the
+:data:`~streams.topics.SEAL_HEADER` of each features record, and the scoring
+agent dead-letters a features record without a valid seal. Without it,
+anyone able to produce to ``mail.features`` would write aggregates at any time
+for any pseudonym, and a served row that a later real label turns into a
+signed example. (The prefix keeps a seal from ever being a valid signature of
+another kind of record.)
+
 Training examples are signed the same way (:class:`ExampleKeys`). A verified
 label becomes a :class:`~streams.records.TrainingExample` on
 ``training-examples``, and ``warden retrain`` learns from that topic: without a
@@ -61,7 +71,9 @@ from infra.settings import (
     development_training_example_key,
 )
 from streams.exceptions import MalformedRecord
+from streams.provenance import Headers
 from streams.records import Feedback, FeedbackSource, TrainingExample, decode
+from streams.topics import SEAL_HEADER
 
 #: Names the canonical form (a new form gets a new name).
 FORMAT = b"warden-feedback-v1"
@@ -70,6 +82,8 @@ FIELDS = ("feedback_id", "event_id", "kind", "label", "source", "reporter", "at"
 SOURCES: tuple[str, ...] = get_args(FeedbackSource)
 #: Names the canonical form of a training example.
 EXAMPLE_FORMAT = b"warden-training-example-v1"
+#: Names what a features record's seal covers (the record's bytes follow).
+SEAL_FORMAT = b"warden-features-v1"
 
 
 def frame(data: bytes | None) -> bytes:
@@ -128,6 +142,21 @@ def example_canonical(example: TrainingExample) -> bytes:
     """The bytes an example's signature covers: every field but the signature, nested rows included."""
     fields = (name for name in type(example).model_fields if name != "signature")
     return EXAMPLE_FORMAT + b"".join(frame(_value(getattr(example, name))) for name in fields)
+
+
+def _seal(record: bytes, key: bytes) -> bytes:
+    return hmac.new(key, SEAL_FORMAT + record, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def _header(headers: Headers | None, name: str) -> bytes | None:
+    """The value of header ``name`` (the first one), or None."""
+    if not headers:
+        return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for key, value in pairs:
+        if key == name:
+            return value if isinstance(value, bytes) else None
+    return None
 
 
 def signature(feedback: Feedback, key: bytes) -> str:
@@ -231,6 +260,14 @@ class ExampleKeys:
             None if previous is None else previous.get_secret_value().encode("utf-8"),
         )
 
+    def derived(self, purpose: bytes) -> bytes:
+        """A key for ``purpose`` other than signing, derived from the current key (HMAC-SHA256).
+
+        Called by ``warden retrain`` for the key that draws its gate's holdout,
+        so that whoever chooses event ids cannot choose which rows are held out.
+        """
+        return hmac.new(self._key, b"warden derived key\x00" + purpose, hashlib.sha256).digest()
+
     def sign(self, example: TrainingExample) -> TrainingExample:
         """``example`` signed with the current key (any signature it had is replaced)."""
         return example.model_copy(update={"signature": example_signature(example, self._key)})
@@ -243,6 +280,20 @@ class ExampleKeys:
             if key is not None and hmac.compare_digest(example_signature(example, key), example.signature):
                 return None
         return "unauthenticated training example: signature does not match the training-example key"
+
+    def seal(self, record: bytes) -> list[tuple[str, bytes]]:
+        """The headers that seal one features record a worker sends to another (current key)."""
+        return [(SEAL_HEADER, _seal(record, self._key))]
+
+    def sealed(self, record: bytes, headers: Headers | None) -> bool:
+        """True when ``headers`` carry a seal of ``record`` under this key or the previous one."""
+        tag = _header(headers, SEAL_HEADER)
+        if tag is None:
+            return False
+        return any(
+            key is not None and hmac.compare_digest(_seal(record, key), tag)
+            for key in (self._key, self._previous)
+        )
 
     def authentic(self, raw: bytes) -> TrainingExample:
         """Decode one record of ``training-examples`` and check its signature.

@@ -319,7 +319,9 @@ def _isolated_main(connection: Connection, settings: WardenSettings) -> None:
 class IsolatedIngest:
     """One child process that ingests large records one at a time, each under a deadline.
 
-    Built by the ingest agent (one per agent); the child is started on the
+    One per worker, built by :func:`streams.app.create_app` and shared by
+    every ingest agent and ``POST /score`` (records wait for it in turn); the
+    app closes it when it stops, after its agents. The child is started on the
     first large record and replaced whenever a record overruns the deadline
     (it is killed) or kills it. While no child can be started, large records
     are ingested in the event loop, as small ones are (every stage is linear;
@@ -418,7 +420,8 @@ class IsolatedIngest:
         child.connection.close()
 
     def close(self) -> None:
-        """Stop the child (a later record starts another); called when the agent stops."""
+        """Stop the child (a later record starts another); called once, when the worker's app has stopped
+        its agents (:class:`streams.app.WorkerApp`). An agent never calls it: the child is shared."""
         child, self._child = self._child, None
         if child is not None:
             child.process.kill()

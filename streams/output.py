@@ -41,6 +41,10 @@ RESENDS = 3
 RESEND_BACKOFF_S = 0.5
 
 
+#: Record headers, as the producer takes them.
+Headers = list[tuple[str, bytes]]
+
+
 class Output:
     """One topic an agent writes encoded records to."""
 
@@ -48,19 +52,21 @@ class Output:
         self._app = app
         self.name: str = channel.get_topic_name()
 
-    async def send(self, deliveries: Deliveries, *, key: bytes, value: bytes) -> None:
+    async def send(
+        self, deliveries: Deliveries, *, key: bytes, value: bytes, headers: Headers | None = None
+    ) -> None:
         """Queue one record on the app's producer and track its delivery in ``deliveries``.
 
         Returns once queued, like ``Topic.send``; a send the producer refuses at
         once (a record over its size limit, metadata that never came) is tracked
         as a failed delivery, re-sent and reported by :meth:`Deliveries.confirm`.
         """
-        deliveries.track(self, key, value, await self._deliver(key, value))
+        deliveries.track(self, key, value, headers, await self._deliver(key, value, headers))
 
-    async def _deliver(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    async def _deliver(self, key: bytes, value: bytes, headers: Headers | None) -> asyncio.Future[Any]:
         try:
             pending = await self._app.producer.send(
-                self.name, key, value, partition=None, timestamp=None, headers=None
+                self.name, key, value, partition=None, timestamp=None, headers=headers
             )
         except Exception as exc:  # Faust's ProducerSendError, or aiokafka's own for a bad record
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -70,8 +76,8 @@ class Output:
         return delivery
 
 
-#: One record handed to the producer: where, its key and value, and the future of its delivery.
-_Sent = tuple[Output, bytes, bytes, "asyncio.Future[Any]"]
+#: One record handed to the producer: where, its key, value and headers, and the future of its delivery.
+_Sent = tuple[Output, bytes, bytes, Headers | None, "asyncio.Future[Any]"]
 
 
 class Deliveries:
@@ -95,9 +101,11 @@ class Deliveries:
     def __len__(self) -> int:
         return len(self._sent)
 
-    def track(self, output: Output, key: bytes, value: bytes, delivery: asyncio.Future[Any]) -> None:
+    def track(
+        self, output: Output, key: bytes, value: bytes, headers: Headers | None, delivery: asyncio.Future[Any]
+    ) -> None:
         """Keep a record and its delivery until :meth:`confirm` (called by :meth:`Output.send`)."""
-        self._sent.append((output, key, value, delivery))
+        self._sent.append((output, key, value, headers, delivery))
 
     async def confirm(self) -> None:
         """Return once the broker has written every record sent for this batch.
@@ -131,7 +139,10 @@ class Deliveries:
             )
             await asyncio.sleep(delay)
             delay *= 2
-            pending = [(out, key, value, await out._deliver(key, value)) for out, key, value, _ in failed]
+            pending = [
+                (out, key, value, headers, await out._deliver(key, value, headers))
+                for out, key, value, headers, _ in failed
+            ]
         error = OutputNotConfirmed(
             f"the broker refused {len(failed)} records after {RESENDS} re-sends ({_describe(failed)}); "
             "stopping the worker so that their input is read again"
@@ -159,9 +170,9 @@ async def _settle(pending: list[_Sent]) -> list[_Sent]:
     produce request still in flight, not once per record.
     """
     for sent in pending:
-        if not sent[3].done():
-            await asyncio.wait((sent[3],))  # unlike ``await``, never cancels the producer's future
-    return [sent for sent in pending if _failure(sent[3]) is not None]
+        if not sent[4].done():
+            await asyncio.wait((sent[4],))  # unlike ``await``, never cancels the producer's future
+    return [sent for sent in pending if _failure(sent[4]) is not None]
 
 
 def _failure(delivery: asyncio.Future[Any]) -> BaseException | None:
@@ -173,5 +184,5 @@ def _failure(delivery: asyncio.Future[Any]) -> BaseException | None:
 
 def _describe(failed: Iterable[_Sent]) -> str:
     """Failures counted by topic and error, in one line (no record content)."""
-    counts = Counter((output.name, type(_failure(delivery)).__name__) for output, _, _, delivery in failed)
+    counts = Counter((output.name, type(_failure(delivery)).__name__) for output, _, _, _, delivery in failed)
     return ", ".join(f"{n} to {topic}: {error}" for (topic, error), n in counts.most_common())

@@ -2,10 +2,25 @@
 
 **Time.** Aggregates and the once-only memo advance on a clock the sender does
 not control: the broker's timestamp of the input record (``LogAppendTime`` on
-the input topics in production; with ``CreateTime`` it is the producing mail
-system's clock), never more than ``IngestSettings.max_event_time_ahead_s``
-ahead of the worker's receive clock. The ``timestamp`` a sender claims inside
-the event is validated as a field and otherwise ignored by the aggregates.
+the input topics Warden creates, :func:`streams.broker.topic_configs`; with
+``CreateTime`` it is the producer's clock), bounded on both sides by the
+worker's receive clock:
+
+* never more than ``IngestSettings.max_event_time_ahead_s`` ahead of it (a
+  broker or producer clock running fast);
+* never further behind it than the input topics' retention
+  (:func:`retention_s`: ``KafkaSettings.retention_hours``, or Kafka's default
+  of 7 days when unset). A record older than its topic's retention has been
+  deleted by the broker, so an older timestamp is a producer's forgery
+  (``CreateTime`` lets any producer write ``timestamp=1``, aging a sender by
+  decades), not an old record. Kafka deletes whole segments, so an honest
+  record can outlive the retention by up to a segment's age; raising its time
+  to the bound then ages it a little less than it is, nothing worse.
+
+:class:`~infra.metrics.WorkerStats` counts the records clamped each way
+(``warden_event_times_clamped_total{direction}``, :func:`clamp_direction`).
+The ``timestamp`` a sender claims inside the event is validated as a field
+and otherwise ignored by the aggregates.
 
 Replays of recorded traffic need their recorded times while latency is still
 measured from the broker timestamp: a trusted producer puts the event time in
@@ -13,10 +28,11 @@ the :data:`~streams.topics.EVENT_TIME_HEADER` record header, and a worker with
 ``IngestSettings.trust_producer_event_time`` on takes it, never later than the
 broker timestamp (a header can move an event back in time, never ahead).
 
-A record whose broker timestamp is clamped to the receive clock gets a time
-that depends on when it was read: if it is redelivered in another hour, its
-once-only memo (keyed by the hour) does not find it and it is applied again.
-That takes a broker clock running ahead of the worker's by more than the setting.
+A record whose broker timestamp is clamped gets a time that depends on when
+it was read: if it is redelivered in another hour, its once-only memo (keyed by
+the hour) does not find it and it is applied again. That takes a broker clock
+running ahead of the worker's by more than the setting, or a record forged
+older than the retention (applied twice, it counts at the bound twice).
 
 **Content.** :func:`content_digest` names the exact bytes of a record. The store's
 once-only memo is keyed by event id *and* digest, so a redelivery of the same
@@ -31,9 +47,13 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
-from infra.settings import IngestSettings
+from infra.settings import KafkaSettings, WardenSettings
 from streams.topics import EVENT_TIME_HEADER
+
+#: Kafka's default ``retention.ms`` (7 days), the bound when the settings name no retention.
+KAFKA_DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 
 #: Hex digits of the content digest carried by features records (BLAKE2b, 128 bits).
 DIGEST_CHARS = 32
@@ -65,21 +85,57 @@ def producer_time_ms(headers: Headers | None) -> int | None:
     return None
 
 
+def retention_s(kafka: KafkaSettings) -> float:
+    """Seconds an input record can stay on its topic: the retention Warden creates topics with."""
+    if kafka.retention_hours is not None:
+        return kafka.retention_hours * 3600.0
+    return KAFKA_DEFAULT_RETENTION_S
+
+
+def _bounds(receive_s: float, settings: WardenSettings) -> tuple[float, float]:
+    """The earliest and the latest broker time (epoch seconds) a record read at ``receive_s`` can have."""
+    return receive_s - retention_s(settings.kafka), receive_s + settings.ingest.max_event_time_ahead_s
+
+
+def clamp_direction(
+    broker_ms: int, receive_s: float, settings: WardenSettings
+) -> Literal["ahead", "behind"] | None:
+    """Which bound :func:`trusted_event_time` holds a record's broker time to, if any.
+
+    Called by the ingest agent for every record it reads, to count the clamped ones.
+    """
+    if broker_ms <= 0:
+        return None
+    floor, ceiling = _bounds(receive_s, settings)
+    at = broker_ms / 1000
+    if at > ceiling:
+        return "ahead"
+    if at < floor:
+        return "behind"
+    return None
+
+
 def trusted_event_time(
-    broker_ms: int, producer_ms: int | None, receive_s: float, settings: IngestSettings
+    broker_ms: int, producer_ms: int | None, receive_s: float, settings: WardenSettings
 ) -> float:
     """The time (epoch seconds) an input record's aggregates advance on; see the module docstring.
 
     ``broker_ms`` is the record's broker timestamp (``<= 0``: the record has
-    none, and the receive clock is used); ``producer_ms`` the trusted
-    producer's header, used only when the settings say the producer is
-    trusted and only to move the time back (not before ``min_event_time``).
+    none, and the receive clock is used), held between the input topics'
+    retention behind ``receive_s`` and ``max_event_time_ahead_s`` ahead of it;
+    ``producer_ms`` the trusted producer's header, used only when the settings
+    say the producer is trusted and only to move the time back (not before
+    ``min_event_time``: a recorded replay may be older than the retention).
     """
-    ceiling = receive_s + settings.max_event_time_ahead_s
-    at = min(broker_ms / 1000, ceiling) if broker_ms > 0 else receive_s
-    if settings.trust_producer_event_time and producer_ms is not None:
+    if broker_ms > 0:
+        floor, ceiling = _bounds(receive_s, settings)
+        at = min(max(broker_ms / 1000, floor), ceiling)
+    else:
+        at = receive_s
+    ingest = settings.ingest
+    if ingest.trust_producer_event_time and producer_ms is not None:
         recorded = producer_ms / 1000
-        if recorded >= settings.min_event_time:
+        if recorded >= ingest.min_event_time:
             at = min(at, recorded)
     return at
 

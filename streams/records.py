@@ -58,17 +58,13 @@ class MailEvent(_Record):
     @field_validator("sender")
     @classmethod
     def _sender_is_address(cls, value: str) -> str:
-        local, at, domain = value.rpartition("@")
-        if not at or not local or not domain or _SPACE.search(value) is not None:
-            raise ValueError("is not an e-mail address")
-        return value
+        return _check_address(value)
 
     @field_validator("recipients")
     @classmethod
     def _recipients_are_addresses(cls, value: list[str]) -> list[str]:
         for address in value:
-            if "@" not in address or len(address) > 320:
-                raise ValueError("holds something that is not an e-mail address")
+            _check_address(address)
         return value
 
 
@@ -333,8 +329,9 @@ class Feedback(_Record):
     label: FeedbackLabel
     source: FeedbackSource
     reporter: str = Field(min_length=1, max_length=320)
-    #: When the label was given (epoch seconds).
-    at: float = Field(allow_inf_nan=False)
+    #: When the label was given (epoch seconds; before the year 2286). Signed, and recorded
+    #: nowhere else: reputation and training order advance on the label record's broker time.
+    at: float = Field(ge=0, le=10_000_000_000, allow_inf_nan=False)
     reason: str | None = Field(default=None, max_length=500)
     #: Lowercase hex HMAC-SHA256 of :func:`streams.feedback_auth.canonical` under the source's key.
     signature: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
@@ -526,54 +523,21 @@ def _check_identifiers(
     check_identifiers(addresses, urls, limits.max_punycode_labels)
 
 
-def _check_limits(event: MailEvent, limits: IngestSettings, now: float) -> None:
-    if len(event.recipients) > limits.max_recipients:
-        raise MalformedRecord(
-            f"recipients: {len(event.recipients)} exceeds the limit of {limits.max_recipients}"
-        )
-    if len(event.urls) > limits.max_urls:
-        raise MalformedRecord(f"urls: {len(event.urls)} exceeds the limit of {limits.max_urls}")
-    if len(event.headers) > limits.max_headers:
-        raise MalformedRecord(f"headers: {len(event.headers)} exceeds the limit of {limits.max_headers}")
-    for name in ("subject", "text", "html"):
-        if len(getattr(event, name)) > limits.max_text_chars:
-            raise MalformedRecord(f"{name}: longer than {limits.max_text_chars} characters")
-    if not (limits.min_event_time <= event.timestamp <= now + limits.max_clock_skew_s):
-        raise MalformedRecord(f"timestamp: {event.timestamp!r} is outside the accepted range")
-    for name, value in event.headers:
-        if len(name) > limits.max_header_chars or len(value) > limits.max_header_chars:
-            raise MalformedRecord(f"headers: a header longer than {limits.max_header_chars} characters")
-    _check_identifiers([("sender", [event.sender]), ("recipients", event.recipients)], event.urls, limits)
-
-
-def _reason(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "record"
-    more = exc.error_count() - 1
-    suffix = f" (and {more} more)" if more else ""
-    return f"{where}: {first['msg']}{suffix}"[:300]
-
-
-def decode_activity_event(
-    raw: bytes | None, kind: ActivityKind, limits: IngestSettings, now: float
-) -> CalendarEvent | ContactsEvent:
-    """Validate one raw calendar or contacts record, like :func:`decode_mail_event`.
-
-    Called by the ingest agent of ``calendar.events`` and ``contacts.events``;
-    a :class:`MalformedRecord` means the record goes to dead letters. The same
-    steps as mail: size, UTF-8, nesting, JSON, limits, and the same address and
-    URL checks.
-    """
-    event: CalendarEvent | ContactsEvent = (
-        _parsed(raw, CalendarEvent, limits) if kind == "calendar" else _parsed(raw, ContactsEvent, limits)
-    )
-    _check_activity_limits(event, limits, now)
-    return event
-
-
-def _check_activity_limits(event: CalendarEvent | ContactsEvent, limits: IngestSettings, now: float) -> None:
+def _check_limits(
+    event: MailEvent | CalendarEvent | ContactsEvent, limits: IngestSettings, now: float
+) -> None:
+    """The limits every kind of event is held to, then the one path for its identifiers."""
     addresses: list[tuple[str, list[str]]]
-    if isinstance(event, CalendarEvent):
+    if isinstance(event, MailEvent):
+        people, name = len(event.recipients), "recipients"
+        texts = {"subject": event.subject, "text": event.text, "html": event.html}
+        addresses = [("sender", [event.sender]), ("recipients", event.recipients)]
+        if len(event.headers) > limits.max_headers:
+            raise MalformedRecord(f"headers: {len(event.headers)} exceeds the limit of {limits.max_headers}")
+        for header, value in event.headers:
+            if len(header) > limits.max_header_chars or len(value) > limits.max_header_chars:
+                raise MalformedRecord(f"headers: a header longer than {limits.max_header_chars} characters")
+    elif isinstance(event, CalendarEvent):
         people, name = len(event.invitees), "invitees"
         texts = {"title": event.title, "description": event.description, "location": event.location}
         addresses = [("organizer", [event.organizer]), ("invitees", event.invitees)]
@@ -599,3 +563,28 @@ def _check_activity_limits(event: CalendarEvent | ContactsEvent, limits: IngestS
     if not (limits.min_event_time <= event.timestamp <= now + limits.max_clock_skew_s):
         raise MalformedRecord(f"timestamp: {event.timestamp!r} is outside the accepted range")
     _check_identifiers(addresses, event.urls, limits)
+
+
+def _reason(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "record"
+    more = exc.error_count() - 1
+    suffix = f" (and {more} more)" if more else ""
+    return f"{where}: {first['msg']}{suffix}"[:300]
+
+
+def decode_activity_event(
+    raw: bytes | None, kind: ActivityKind, limits: IngestSettings, now: float
+) -> CalendarEvent | ContactsEvent:
+    """Validate one raw calendar or contacts record, like :func:`decode_mail_event`.
+
+    Called by the ingest agent of ``calendar.events`` and ``contacts.events``;
+    a :class:`MalformedRecord` means the record goes to dead letters. The same
+    steps as mail: size, UTF-8, nesting, JSON, limits, and the same address and
+    URL checks.
+    """
+    event: CalendarEvent | ContactsEvent = (
+        _parsed(raw, CalendarEvent, limits) if kind == "calendar" else _parsed(raw, ContactsEvent, limits)
+    )
+    _check_limits(event, limits, now)
+    return event

@@ -33,7 +33,10 @@ replay``, the demo, the simulator, tests) stamps each input record with
 :data:`EVENT_TIME_HEADER`, the event's recorded time in epoch milliseconds as
 ASCII digits. Workers read it only with ``IngestSettings.trust_producer_event_time``
 (off in production) and never let it move time past the broker's timestamp
-(:mod:`streams.provenance`).
+(:mod:`streams.provenance`). A worker that ingests for another
+(``WorkerSettings.split_stages``) seals each features record with
+:data:`SEAL_HEADER`, and the scoring agent reads no features record without a
+valid seal (:meth:`streams.feedback_auth.ExampleKeys.seal`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from infra.settings import KafkaSettings
 
 #: The input record header carrying a trusted producer's event time (epoch ms, ASCII digits).
 EVENT_TIME_HEADER = "warden-event-time-ms"
+#: The features record header carrying the ingesting worker's seal (hex HMAC-SHA256).
+SEAL_HEADER = "warden-seal"
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ MAX_DOMAIN_CHARS = 253
 #: East Asian scripts that legitimately share one label (Japanese mixes all of the first three).
 _CJK = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "IDEOGRAPHIC", "BOPOMOFO"})
 _PLAIN_DOMAIN = re.compile(r"\A[A-Za-z0-9._-]*\Z")
+#: Where ``text.lower()`` would hold "xn--" (no other character lower-cases to x, n or -).
+_PUNYCODE_PREFIX = re.compile(r"[xX][nN]--")
 _QUOTE = ord('"')
 #: +1 for an opening bracket, -1 for a closing one, per byte value.
 _DEPTH_STEP = np.zeros(256, dtype=np.int8)
@@ -254,8 +256,8 @@ def _check_domains(field: str, domains: Sequence[str], decoded: dict[str, str], 
     if int(np.diff(ends, prepend=-1, append=len(points)).max()) - 1 > MAX_LABEL_CHARS:
         raise MalformedRecord(f"{field}: a domain label longer than {MAX_LABEL_CHARS} characters")
     unicode_labels: list[str] = []
-    lowered = joined.lower()
-    if "xn--" in lowered:
+    if _PUNYCODE_PREFIX.search(joined) is not None:
+        lowered = joined.lower()
         # (Lower-casing makes an "xn--" only of "XN--" and the like: no other character lowers to
         # one of those, and none to "." or NUL.) The ASCII labels stay in place: they are normal
         # and of one script, so only their decoded forms need checking.

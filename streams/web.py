@@ -15,15 +15,24 @@ the stream does). Its time is the worker's clock, never the body's
 ``timestamp``. An event whose id the store saw first with other content is
 answered under a derived id, as the stream would score it. Answers:
 
+* ``400`` when no token is configured (the server listens on loopback only)
+  and the ``Host`` header names neither ``localhost``, a loopback address nor
+  the bind address: a page on another site that rebinds its own name to
+  127.0.0.1 (DNS rebinding) sends its own name there;
 * ``401`` without ``Authorization: Bearer <ServingSettings.score_token>``
   (required when the server listens beyond loopback: the worker refuses to
   start without a token then; compared in constant time);
 * ``415`` unless the body is ``application/json`` (so a browser page on
   another site cannot post to it without a CORS preflight, which is refused);
 * ``413`` for a body over ``IngestSettings.max_payload_bytes``;
-* ``400`` with the reason for a malformed event;
-* ``503`` when the store does not answer within ``ServingSettings.score_timeout_s``
-  or no mail model is promoted.
+* ``400`` with the reason for a malformed event, or for a body over
+  ``IngestSettings.isolate_above_bytes`` whose ingest overran
+  ``IngestSettings.isolation_deadline_s``: such bodies are ingested in the
+  worker's isolated child (:class:`~streams.ingest_pool.IsolatedIngest`, the
+  one the stream uses), never in the event loop;
+* ``503`` when the store does not answer within ``ServingSettings.score_timeout_s``,
+  or no mail model is promoted or can score the event (a champion that fails
+  on the event's row falls back as on the stream: :func:`streams.agents.score.verdicts_for`).
 
 Faust's own ``/router`` and ``/table`` views are turned off (:mod:`streams.app`).
 """
@@ -36,6 +45,8 @@ import hmac
 import ipaddress
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp.web
@@ -47,9 +58,10 @@ from features.exceptions import StoreUnavailable
 from infra import dashboard, health
 from infra.metrics import exposition
 from streams.agents.ingest import ingest_record
-from streams.agents.score import decide, under_served_ids
+from streams.agents.score import verdicts_for
 from streams.exceptions import WebServerUnprotected
-from streams.records import DeadLetter, SourcePosition
+from streams.ingest_pool import IsolatedIngest, RawRecord, decoded
+from streams.records import DeadLetter, SourcePosition, Verdict
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -84,6 +96,35 @@ def check_exposure(settings: WardenSettings) -> None:
         )
 
 
+def host_name(header: str) -> str:
+    """The host a ``Host`` header names, lower-cased, without its port ("" when malformed)."""
+    value = header.strip().lower()
+    if value.startswith("["):  # an IPv6 literal: [::1]:6066
+        end = value.find("]")
+        rest = value[end + 1 :] if end > 0 else ":x"
+        if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+            return ""
+        return value[1:end]
+    name, colon, port = value.rpartition(":")
+    if not colon:
+        return value
+    return name if port.isdigit() and ":" not in name else ""
+
+
+def local_host(header: str | None, bind: str) -> bool:
+    """True when a ``Host`` header names this machine: ``localhost``, a loopback address or ``bind``.
+
+    Checked on a server without a token (loopback only): a browser sends the
+    name it resolved, so a rebound attacker's name is refused.
+    """
+    if header is None:
+        return False
+    name = host_name(header)
+    if not name:
+        return False
+    return name in ("localhost", bind.lower()) or is_loopback(name)
+
+
 def authorised(header: str | None, token: SecretStr) -> bool:
     """True when an ``Authorization`` header carries the bearer ``token``, compared in constant time.
 
@@ -113,8 +154,59 @@ async def read_body(request: aiohttp.web.Request, limit: int) -> bytes | None:
         chunks.append(chunk)
 
 
-def register(app: faust.App, settings: WardenSettings, services: Services) -> None:
-    """Declare the pages on ``app``."""
+@dataclass(frozen=True)
+class Refusal:
+    """Why ``POST /score`` did not answer with a verdict: the HTTP status and a one-line reason."""
+
+    status: int
+    reason: str
+
+
+async def score_body(
+    raw: bytes,
+    settings: WardenSettings,
+    services: Services,
+    isolated: IsolatedIngest,
+    clock: Callable[[], float] = time.time,
+) -> Verdict | Refusal:
+    """The verdict for a posted mail event (the body, within the size limit), or why there is none.
+
+    Called by the ``POST /score`` view once the caller is let in. Ingests as
+    the stream does (a body over ``isolate_above_bytes`` in the worker's
+    isolated child, under its deadline), reads the store within
+    ``score_timeout_s`` (a preview unless ``score_applies``) and scores through
+    :func:`streams.agents.score.verdicts_for`. Never raises for the body's sake.
+    """
+    serving = settings.serving
+    now = clock()
+    # The broker timestamp of a stream record is here the worker's clock.
+    record = RawRecord(raw, HTTP_SOURCE.topic, HTTP_SOURCE.partition, HTTP_SOURCE.offset, int(now * 1000))
+    outcome = await isolated.ingest(record, now, "mail") if isolated.wants(record) else None
+    if outcome is not None:
+        ingested = decoded(outcome, "mail")
+    else:  # small, or no isolated child can run now (then in the loop, as on the stream)
+        ingested = ingest_record(raw, HTTP_SOURCE, int(now * 1000), settings, services.pseudonymiser, now)
+    if isinstance(ingested, DeadLetter):
+        return Refusal(400, ingested.reason)
+    if services.slot.scorer_for("mail") is None:
+        return Refusal(503, "no mail model is promoted in the registry")
+    try:
+        served = await asyncio.wait_for(
+            services.store.serve([ingested], preview=not serving.score_applies), serving.score_timeout_s
+        )
+    except (TimeoutError, StoreUnavailable):
+        services.stats.store_failures += 1
+        return Refusal(503, "the feature store did not answer in time")
+    verdicts = verdicts_for(
+        services.slot, "mail", [ingested], served, services.stats, int(clock() * 1000), serving.reasons
+    )
+    if isinstance(verdicts, str):
+        return Refusal(503, verdicts)
+    return verdicts[0]
+
+
+def register(app: faust.App, settings: WardenSettings, services: Services, isolated: IsolatedIngest) -> None:
+    """Declare the pages on ``app``; ``POST /score`` ingests large bodies in ``isolated``."""
     stats = services.stats
     page = dashboard.page()
 
@@ -147,6 +239,8 @@ def register(app: faust.App, settings: WardenSettings, services: Services) -> No
         async def post(self, request: Request) -> Response:
             http = cast(aiohttp.web.Request, request)  # what Faust's aiohttp driver hands its views
             token = serving.score_token
+            if token is None and not local_host(http.headers.get("Host"), settings.worker.web_host):
+                return self.refuse(400, "the Host header must name this machine (localhost)")
             if token is not None and not authorised(http.headers.get("Authorization"), token):
                 return self.refuse(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
             if http.content_type != "application/json":
@@ -154,30 +248,9 @@ def register(app: faust.App, settings: WardenSettings, services: Services) -> No
             raw = await read_body(http, settings.ingest.max_payload_bytes)
             if raw is None:
                 return self.refuse(413, f"the body is over {settings.ingest.max_payload_bytes} bytes")
-            now = time.time()
-            # The broker timestamp of a stream record is here the worker's clock.
-            outcome = ingest_record(raw, HTTP_SOURCE, int(now * 1000), settings, services.pseudonymiser, now)
-            if isinstance(outcome, DeadLetter):
-                return self.refuse(400, outcome.reason)
-            champion = services.slot.scorer_for("mail")
-            if champion is None:
-                return self.refuse(503, "no mail model is promoted in the registry")
-            try:
-                served = await asyncio.wait_for(
-                    services.store.serve([outcome], preview=not serving.score_applies),
-                    serving.score_timeout_s,
-                )
-            except (TimeoutError, StoreUnavailable):
-                stats.store_failures += 1
-                return self.refuse(503, "the feature store did not answer in time")
-            batch = under_served_ids([outcome], served, stats)
-            (verdict,), _ = decide(
-                batch,
-                [answer.values for answer in served],
-                champion,
-                int(time.time() * 1000),
-                reasons=serving.reasons,
-            )
-            return self.json(json.loads(verdict.model_dump_json()))
+            answer = await score_body(raw, settings, services, isolated)
+            if isinstance(answer, Refusal):
+                return self.refuse(answer.status, answer.reason)
+            return self.json(json.loads(answer.model_dump_json()))
 
     app.page("/score")(Score)

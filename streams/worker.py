@@ -32,8 +32,14 @@ def build_services(settings: WardenSettings) -> Services:
     stats = WorkerStats()
     slot = ModelSlot.from_registry(Registry.from_settings(settings), stats)  # verify key only
     client = async_client(settings.redis)
+    # An id's first digest is kept as long as its served row (FeedbackSettings.row_ttl_seconds) or
+    # memo, whichever lives longer: while either is there, a reused id is told apart.
     store = RedisStore(
-        client, Keys(settings.redis.key_prefix), settings.redis.ttl_seconds, settings.redis.memo_ttl_seconds
+        client,
+        Keys(settings.redis.key_prefix),
+        settings.redis.ttl_seconds,
+        settings.redis.memo_ttl_seconds,
+        id_ttl_seconds=max(settings.redis.memo_ttl_seconds, settings.feedback.row_ttl_seconds),
     )
     pseudonymiser = KeyRing.from_settings(settings.privacy).current()  # ingest follows the ring's rotations
     prefix = settings.redis.key_prefix

@@ -55,13 +55,13 @@ def registry_keys(key_files: dict[str, Path]) -> RegistryKeys:
 
 @pytest.fixture(scope="session")
 def registry_dir(tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, Path]) -> Path:
-    """A registry holding one model trained on the older corpus collection, signed with the session pair."""
+    """A registry holding one model trained on the corpus's first half, signed with the session pair."""
     from models.train import train_from_corpus
     from streams import corpus
 
     root = tmp_path_factory.mktemp("registry")
     settings = WardenSettings(corpus=CORPUS, models={"registry_dir": root, "num_trees": 120, **key_files})
-    train_from_corpus(settings, corpus.OLDER)
+    train_from_corpus(settings, corpus.FIRST_HALF)
     return root
 
 

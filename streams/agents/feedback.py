@@ -42,6 +42,7 @@ from infra.settings import FeedbackSettings, WardenSettings
 from streams.exceptions import MalformedRecord
 from streams.feedback_auth import SOURCES, ExampleKeys, SourceKeys
 from streams.output import Deliveries, Output
+from streams.provenance import trusted_event_time
 from streams.records import DeadLetter, Feedback, ServedRow, SourcePosition, TrainingExample, decode, encode
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,30 @@ def authentic(raw: bytes, keys: SourceKeys) -> Feedback:
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """One authentic label as it arrived: where it was read, its bytes, and its trusted time.
+
+    ``at`` is the label record's broker timestamp bounded like an event's
+    (:func:`~streams.provenance.trusted_event_time`), not the ``at`` the label
+    claims: reputation days and the order of labels in training advance on it,
+    so a label dated years ahead can neither wipe a reputation nor outrank
+    every later label.
+    """
+
+    feedback: Feedback
+    position: SourcePosition
+    raw: bytes
+    at: float
+
+
+@dataclass(frozen=True)
 class Labelled:
-    """One accepted label and the weight it carries."""
+    """One accepted label, the weight it carries and its trusted time (:attr:`Arrival.at`)."""
 
     feedback: Feedback
     row: ServedRow
     weight: float
+    at: float
 
 
 def weigh(feedback: Feedback, reporter_count: int, target_count: int, settings: FeedbackSettings) -> float:
@@ -105,7 +124,7 @@ def reputation_calls(labelled: Labelled, store_keys: Keys, ttl_s: int, memo_ttl_
             pseudonym,
             feedback.label,
             labelled.weight,
-            feedback.at,
+            labelled.at,
             f"{feedback.feedback_id}.{index}",
             store_keys,
             ttl_s,
@@ -131,14 +150,14 @@ def example(labelled: Labelled, settings: FeedbackSettings, keys: ExampleKeys) -
             label=1 if labelled.feedback.label == "abuse" else 0,
             weight=training_weight(labelled, settings),
             source=labelled.feedback.source,
-            labelled_at=labelled.feedback.at,
+            labelled_at=labelled.at,
             row=labelled.row,
         )
     )
 
 
 async def join(
-    items: Sequence[tuple[Feedback, SourcePosition, bytes]],
+    items: Sequence[Arrival],
     served: ServedRows,
     ledger: FeedbackLedger,
     pseudonymiser: Pseudonymiser,
@@ -146,36 +165,50 @@ async def join(
     stats: WorkerStats,
     now: float,
 ) -> tuple[list[Labelled], list[DeadLetter]]:
-    """Accept, weigh or refuse a batch of decoded labels (four pipelined round trips)."""
-    rows = await served.recall([feedback.event_id for feedback, _, _ in items])
+    """Accept, weigh or refuse a batch of authentic labels (four pipelined round trips).
+
+    A label is accepted once per ``feedback_id``: the ledger remembers the
+    position it was first read from, so the same label read again from that
+    position (its batch was not confirmed before a crash) is accepted again
+    and its example emitted again, while a copy from anywhere else is a
+    duplicate. (Reputation reports are memoised by ``feedback_id``; the daily
+    counts behind the caps count a re-read label twice.)
+    """
+    rows = await served.recall([item.feedback.event_id for item in items])
     letters = []
     known = []
-    for (feedback, position, raw), row in zip(items, rows, strict=True):
+    for item, row in zip(items, rows, strict=True):
         if row is None:
             stats.feedback_unknown += 1
-            letters.append(
-                DeadLetter.of(position, f"unknown or expired event {feedback.event_id}", raw, int(now * 1000))
-            )
+            reason = f"unknown or expired event {item.feedback.event_id}"
+            letters.append(DeadLetter.of(item.position, reason, item.raw, int(now * 1000)))
         else:
-            known.append((feedback, row))
-    fresh = await ledger.first_time([feedback.feedback_id for feedback, _ in known])
+            known.append((item, row))
+    fresh = await ledger.first_time(
+        [item.feedback.feedback_id for item, _ in known], [_claim(item.position) for item, _ in known]
+    )
     accepted = [pair for pair, first in zip(known, fresh, strict=True) if first]
     stats.feedback_duplicates += len(known) - len(accepted)
     if not accepted:
         return [], letters
     day = math.floor(now / 86400)
     counts = await ledger.count(
-        [pseudonymiser.address(feedback.reporter) for feedback, _ in accepted],
-        [row.sender if feedback.source == "user_report" else None for feedback, row in accepted],
+        [pseudonymiser.address(item.feedback.reporter) for item, _ in accepted],
+        [row.sender if item.feedback.source == "user_report" else None for item, row in accepted],
         day,
     )
     labelled = []
-    for (feedback, row), (reporter_count, target_count) in zip(accepted, counts, strict=True):
-        weight = weigh(feedback, reporter_count, target_count, settings)
+    for (item, row), (reporter_count, target_count) in zip(accepted, counts, strict=True):
+        weight = weigh(item.feedback, reporter_count, target_count, settings)
         if weight == 0.0:
             stats.feedback_capped += 1
-        labelled.append(Labelled(feedback, row, weight))
+        labelled.append(Labelled(item.feedback, row, weight, item.at))
     return labelled, letters
+
+
+def _claim(position: SourcePosition) -> str:
+    """What the ledger remembers of the first reading of a label: where it was read."""
+    return f"{position.topic}/{position.partition}/{position.offset}"
 
 
 def register(
@@ -221,11 +254,14 @@ def register(
                 )
                 raw = message.value or b""
                 try:
-                    items.append((authentic(raw, source_keys), position, raw))
+                    label = authentic(raw, source_keys)
                 except MalformedRecord as exc:
                     stats.dead_letter(exc.reason)
                     letter = DeadLetter.of(position, exc.reason, raw, int(now * 1000))
                     await dead_letters.send(sent, key=position.topic.encode(), value=encode(letter))
+                    continue
+                at = trusted_event_time(int(message.timestamp * 1000), None, now, settings)
+                items.append(Arrival(label, position, raw, at))
             if not items:
                 await sent.release(stream)
                 continue

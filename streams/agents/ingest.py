@@ -24,6 +24,7 @@ from infra.settings import WardenSettings
 from streams import validation
 from streams.agents.score import ByKind, ScoringStage
 from streams.exceptions import MalformedRecord
+from streams.feedback_auth import ExampleKeys
 from streams.ingest_pool import (
     IngestPool,
     IsolatedIngest,
@@ -35,7 +36,7 @@ from streams.ingest_pool import (
     ingest_records,
 )
 from streams.output import Deliveries, Output
-from streams.provenance import content_digest, producer_time_ms, trusted_event_time
+from streams.provenance import clamp_direction, content_digest, producer_time_ms, trusted_event_time
 from streams.records import (
     ActivityFeatures,
     ActivityKind,
@@ -69,7 +70,7 @@ def ingest_record(
     Never raises: a hostile record that trips an unexpected error in feature
     code is dead-lettered too, so one record cannot stop the worker.
     """
-    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings)
     return _at_the_boundary(
         raw,
         source,
@@ -97,7 +98,7 @@ def ingest_activity_record(
     producer_ms: int | None = None,
 ) -> ActivityFeatures | DeadLetter:
     """One raw calendar or contacts record as features, or as a dead letter (never raises)."""
-    at = trusted_event_time(produced_at_ms, producer_ms, now, settings.ingest)
+    at = trusted_event_time(produced_at_ms, producer_ms, now, settings)
     return _at_the_boundary(
         raw,
         source,
@@ -145,23 +146,27 @@ def register(
     kind: Literal["mail", "calendar", "contacts"] = "mail",
     pool: IngestPool | None = None,
     scoring: ScoringStage | None = None,
-    isolated: IsolatedIngest | None = None,
+    *,
+    isolated: IsolatedIngest,
 ) -> None:
     """Declare the ingest agent on ``app`` for the ``source`` topic, which carries ``kind`` events.
 
     With ``scoring`` (a one-hop worker, the default), each micro-batch is
     scored as soon as it is ingested; without, its features go to
     ``features_out`` for a scoring agent to read. Records above
-    ``IngestSettings.isolate_above_bytes`` are ingested by ``isolated`` (one
-    is made for this agent when none is given) in a child process under a
-    deadline; the others in the ``pool``'s child processes when there is one,
-    else in the event loop by turns (:mod:`streams.ingest_pool`).
+    ``IngestSettings.isolate_above_bytes`` are ingested by ``isolated`` (the
+    worker's one, shared by every agent and ``POST /score``; the app owns and
+    closes it, an agent never does) in a child process under a deadline; the
+    others in the ``pool``'s child processes when there is one, else in the
+    event loop by turns (:mod:`streams.ingest_pool`).
     """
     validation.warm()  # the character tables, built now rather than on the first record that needs them
-    isolation = isolated if isolated is not None else IsolatedIngest(settings)
+    isolation = isolated
 
     features_out = Output(app, features_out)
     dead_letters = Output(app, dead_letters)
+    # Split stages: the scoring agent reads only features records this key sealed.
+    sealer = ExampleKeys.from_settings(settings)
     trust_producers = settings.ingest.trust_producer_event_time
 
     async def ingested(
@@ -221,11 +226,19 @@ def register(
                 await dead_letters.send(sent, key=outcome.key, value=outcome.value)
             else:
                 stats.ingested += 1
-                await features_out.send(sent, key=outcome.key, value=outcome.value)
+                headers = sealer.seal(outcome.value)
+                await features_out.send(sent, key=outcome.key, value=outcome.value, headers=headers)
         stats.events_in[kind] += len(records)
         # Stage times are recorded once per batch.
         stats.stage_seconds["features"].observe(t1 - t0)
         stats.stage_seconds["produce"].observe(time.perf_counter() - t1)
+
+    def count_clamped(records: list[RawRecord], now: float) -> None:
+        """Count the records whose broker time ingest holds to a bound (the same ``now`` as their ingest)."""
+        for record in records:
+            direction = clamp_direction(record.produced_at_ms, now, settings)
+            if direction is not None:
+                stats.event_times_clamped[direction] += 1
 
     async def ingest(stream: Any) -> None:
         # One hop: batch N is ingested (CPU in this loop) while batch N-1 waits on its store
@@ -250,21 +263,22 @@ def register(
                     )
                     for event in events
                 ]
+                now = clock()
+                count_clamped(records, now)
                 # Held from here: should anything below raise, these offsets stay uncommitted
                 # and the events come again after a restart (never acked unconfirmed).
                 sent = Deliveries(app, events)
                 if scoring is None:
-                    await ingest_and_send(records, clock(), sent)
+                    await ingest_and_send(records, now, sent)
                     await sent.release(stream)
                     continue
-                grouped = await ingest_and_group(records, clock(), sent)
+                grouped = await ingest_and_group(records, now, sent)
                 if scoring_previous is not None:
                     await scoring_previous
                 scoring_previous = asyncio.ensure_future(score_then_ack(stream, grouped, scoring, sent))
         finally:
             if scoring_previous is not None:
                 await scoring_previous
-            isolation.close()
 
     name = "ingest" if kind == "mail" else f"ingest-{kind}"
     app.agent(source, name=f"{settings.worker.app_id}.{name}")(ingest)

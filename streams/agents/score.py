@@ -34,6 +34,7 @@ from serving.review import ReviewQueue
 from serving.scorer import Scorer
 from serving.slot import ModelSlot
 from streams.exceptions import MalformedRecord
+from streams.feedback_auth import ExampleKeys
 from streams.output import Deliveries, Output
 from streams.provenance import derived_event_id
 from streams.records import (
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 #: arrived (position and bytes) to dead-letter whole if no model can score it.
 ByKind = dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]]]
 
+#: The reason a features record not sealed by an ingesting worker is refused.
+UNSEALED = "unauthenticated features record: no valid seal of an ingesting worker"
 _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
@@ -239,6 +242,30 @@ def score_served(
                 return f"no model can score this event: {exc}"
 
 
+def verdicts_for(
+    slot: ModelSlot,
+    kind: str,
+    batch: Sequence[EventFeatures],
+    served: Sequence[Served],
+    stats: WorkerStats,
+    now_ms: int,
+    reasons: int,
+) -> list[Verdict] | str:
+    """The verdicts of a batch the store has answered, scored as the stream scores it, reasons included.
+
+    Called by ``POST /score`` (:mod:`streams.web`), which sends nothing: ids
+    first seen with other content are renamed (:func:`under_served_ids`) and
+    the slot's models score through :func:`score_served`, falling back as the
+    stream does when one fails on live rows. Returns the reason when no model
+    can score the batch.
+    """
+    batch = under_served_ids(batch, served, stats)
+    scored = score_served(slot, kind, batch, [answer.values for answer in served])
+    if isinstance(scored, str):
+        return scored
+    return verdicts_of(scored, explain(scored, reasons), now_ms)
+
+
 async def _remember(
     served: ServedRows,
     batch: Sequence[EventFeatures],
@@ -411,8 +438,11 @@ def register(
     """Declare a scoring agent on ``app`` for the ``source`` (features) topic.
 
     ``record_type`` is what the topic carries: mail features, or the calendar
-    and contacts features of ``activity.features`` (one agent per topic).
+    and contacts features of ``activity.features`` (one agent per topic). Only
+    records sealed by an ingesting worker are read (:meth:`ExampleKeys.sealed`);
+    any other is a dead letter. Declared only in split-stage workers.
     """
+    keys = ExampleKeys.from_settings(settings)
 
     async def score(stream: Any) -> None:
         async for events in stream.take_events(
@@ -427,14 +457,18 @@ def register(
                 position = SourcePosition(
                     topic=message.topic, partition=message.partition, offset=message.offset
                 )
+                raw = message.value or b""
+                if not keys.sealed(raw, message.headers):
+                    await stage.dead_letter(position, UNSEALED, raw, sent)
+                    continue
                 try:
-                    features = decode(record_type, message.value or b"")
+                    features = decode(record_type, raw)
                 except MalformedRecord as exc:
-                    await stage.dead_letter(position, exc.reason, message.value or b"", sent)
+                    await stage.dead_letter(position, exc.reason, raw, sent)
                     continue
                 group = by_kind.setdefault(features.kind, ([], []))
                 group[0].append(features)
-                group[1].append((position, message.value or b""))
+                group[1].append((position, raw))
             if by_kind:
                 stats.stage_seconds["decode"].observe(time.perf_counter() - t0)
                 await stage.score_by_kind(by_kind, sent)

@@ -23,6 +23,8 @@ class Outcomes:
         self._verdicts_topic = topics.verdicts.name
         self._reader = broker.TopicReader(settings.kafka, (topics.verdicts, topics.dead_letters))
         self.verdicts: dict[str, list[Verdict]] = defaultdict(list)
+        #: Broker timestamp (ms) of each event's first verdict: when it was scored.
+        self.first_verdict_ms: dict[str, int] = {}
         self.dead_letters: dict[str, list[DeadLetter]] = defaultdict(list)
 
     def _take(self, messages: list[broker.Message]) -> None:
@@ -31,6 +33,7 @@ class Outcomes:
             if message.topic == self._verdicts_topic:
                 verdict = decode(Verdict, message.value)
                 self.verdicts[verdict.event_id].append(verdict)
+                self.first_verdict_ms.setdefault(verdict.event_id, message.timestamp_ms)
             else:
                 letter = decode(DeadLetter, message.value)
                 self.dead_letters[event_id_of(letter)].append(letter)

@@ -103,7 +103,7 @@ def test_mixed_mail_calendar_and_contacts_get_one_verdict_each_of_the_right_kind
 
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:40]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:40]
     simulated = simulate(SimulationParams(seed=12, accounts=60, days=1.0))
     activity = sorted(
         [s for s in simulated if s.event.kind == "calendar"][:80]

@@ -1,4 +1,4 @@
-"""Forged labels change nothing, and a worker's secrets never sit in its environment.
+"""Forged labels and features records change nothing, and a worker's secrets never sit in its environment.
 
 One worker, started as the demo starts it (secrets through a pipe), with its own pseudonymisation
 key and a key per label source. An operator's label signed with the ops_review key is learned
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import secrets
 import time
 from pathlib import Path
@@ -27,7 +28,9 @@ from features.testing import features_for
 from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker, corpus, feedback_source
+from streams.agents.score import UNSEALED
 from streams.feedback_auth import ExampleKeys, SourceKeys
+from streams.ingest_pool import RawRecord, ingest_batch
 from streams.records import DeadLetter, Feedback, ServedRow, TrainingExample, decode, encode
 from streams.replay import replay
 from streams.topics import Topics
@@ -91,7 +94,7 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
     live = _settings(settings)
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)
+    mails = corpus.load(live.corpus, corpus.SECOND_HALF)
     target, genuine = next(
         (a, b) for a, b in itertools.pairwise(mails) if a.event.sender.lower() != b.event.sender.lower()
     )
@@ -112,8 +115,13 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
         assert set(outcomes.verdicts) == {target.event.event_id, genuine.event.event_id}
 
         # The operator's label goes out signed by `warden feedback`'s path (the ops_review key).
+        # So does one that claims to be given in 200 years: learned from, but at its arrival.
         authentic = _label(genuine.event.event_id, "fb-genuine")
-        assert feedback_source.send(live, [authentic]) == 1
+        future = _label(genuine.event.event_id, "fb-future").model_copy(
+            update={"at": time.time() + 200 * 365 * 86400}
+        )
+        sent_at = time.time()
+        assert feedback_source.send(live, [authentic, future]) == 2
         signed = SourceKeys({"ops_review": OPS_KEY.encode()}).sign(authentic)
         victim = target.event.event_id
         forged = [
@@ -124,6 +132,9 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
         ]
         raw = [encode(label) for label in forged]
         raw.append(encode(signed).replace(b'"ops_review"', b'"admin"').replace(b"fb-genuine", b"fb-admin"))
+        # A time no clock has (its milliseconds overflow an integer): refused as a field, no crash.
+        poison = json.loads(encode(signed))
+        raw.append(json.dumps({**poison, "feedback_id": "fb-poison", "at": 1e308}).encode())
         for value in raw:
             producer.send(topics.feedback.name, key=victim.encode(), value=value)
         producer.flush()
@@ -132,7 +143,7 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
         examples: list[TrainingExample] = []
         letters: list[DeadLetter] = []
         reader = broker.TopicReader(live.kafka, (topics.training_examples, topics.dead_letters))
-        for message in reader.until(lambda: bool(examples) and len(letters) >= len(raw), 90):
+        for message in reader.until(lambda: len(examples) >= 2 and len(letters) >= len(raw), 90):
             if message.topic == topics.training_examples.name:
                 examples.append(decode(TrainingExample, message.value or b""))
             else:
@@ -147,8 +158,10 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
         rows, reports = asyncio.run(_recall_and_probe(live, [victim, genuine.event.event_id]))
     outcomes.close()
 
-    assert [e.event_id for e in examples] == [genuine.event.event_id], "only the authentic label is learned"
-    assert examples[0].source == "ops_review"
+    assert [e.event_id for e in examples] == [genuine.event.event_id] * 2, "only authentic labels are learned"
+    assert all(e.source == "ops_review" for e in examples)
+    # Labels are ordered and reputations dated by their arrival, never by the time they claim.
+    assert all(sent_at - 5 <= e.labelled_at <= time.time() + 5 for e in examples)
     # Signed by the worker with the training-example key it was handed through the pipe.
     assert ExampleKeys(EXAMPLE_KEY.encode()).problem(examples[0]) is None
     assert ExampleKeys.from_settings(WardenSettings()).problem(examples[0]) is not None, (
@@ -165,6 +178,7 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
     )
     assert sum(r == "unauthenticated label: no signature (source ops_review)" for r in reasons) == 1
     assert sum(r.startswith("source: Input should be") for r in reasons) == 1, "an unknown source"
+    assert sum(r.startswith("at: Input should be less than or equal to") for r in reasons) == 1
     assert all("operator-7" not in r for r in reasons)
 
     victim_reports, genuine_reports = reports
@@ -173,3 +187,45 @@ def test_forged_labels_are_dead_letters_and_change_nothing(
     # The worker pseudonymised with the key it was handed through the pipe.
     pseudonymiser = Pseudonymiser(live.privacy.hmac_key, live.privacy.key_id)
     assert rows[0].sender == pseudonymiser.address(target.event.sender)
+
+
+def test_split_stages_score_only_features_records_sealed_by_a_worker(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    live = _settings(settings)
+    live = live.model_copy(update={"worker": live.worker.model_copy(update={"split_stages": True})})
+    topics = Topics.from_settings(live.kafka)
+    broker.ensure_topics(live.kafka, topics.all())
+    mails = corpus.load(live.corpus, corpus.SECOND_HALF)[:4]
+    pseudonymiser = Pseudonymiser(live.privacy.hmac_key, live.privacy.key_id)
+    now = time.time()
+    records = [
+        RawRecord(encode(m.event), topics.mail_events.name, 0, 10_000 + i, int(now * 1000))
+        for i, m in enumerate(mails)
+    ]
+    features = [outcome.value for outcome in ingest_batch(records, live, pseudonymiser, now)]
+    forged = {
+        "unsealed": (features[0], None),
+        "sealed by another key": (features[1], ExampleKeys(secrets.token_bytes(32)).seal(features[1])),
+        "seal of other bytes": (features[2], ExampleKeys(EXAMPLE_KEY.encode()).seal(features[3])),
+    }
+    outcomes = Outcomes(live)
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        producer = broker.producer(live.kafka)
+        for value, headers in forged.values():
+            producer.send(topics.mail_features.name, key=b"forged", value=value, headers=headers)
+        sealed = ExampleKeys(EXAMPLE_KEY.encode()).seal(features[3])  # what an ingesting worker sends
+        producer.send(topics.mail_features.name, key=b"sealed", value=features[3], headers=sealed)
+        producer.flush()
+        producer.close()
+        outcomes.read_until(lambda o: len(o.verdicts) + len(o.dead_letters) >= 4, timeout_s=90)
+        outcomes.drain()
+    outcomes.close()
+
+    assert set(outcomes.verdicts) == {mails[3].event.event_id}, "only the sealed record is scored"
+    letters = [letter for found in outcomes.dead_letters.values() for letter in found]
+    assert len(letters) == len(forged)
+    assert all(
+        letter.reason == UNSEALED and letter.source.topic == topics.mail_features.name for letter in letters
+    )

@@ -55,7 +55,7 @@ def test_every_bad_version_is_refused_and_the_champion_keeps_serving(
     point_at(registry, champion)
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)[: PER_ROUND * (len(ATTACKS) + 1)]
+    mails = corpus.load(live.corpus, corpus.SECOND_HALF)[: PER_ROUND * (len(ATTACKS) + 1)]
     producer = broker.producer(live.kafka)
     outcomes = Outcomes(live)
     with worker_process(live, base_env, tmp_path / "worker.log") as proc:

@@ -50,7 +50,7 @@ def records_of(settings: WardenSettings, topics: Topics) -> list[broker.Message]
 def test_letters_find_their_whole_records_by_position_and_replay_them(settings: WardenSettings) -> None:
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    small = corpus.load(settings.corpus, corpus.NEWER)[0].event
+    small = corpus.load(settings.corpus, corpus.SECOND_HALF)[0].event
     records = {
         b"small": encode(small),
         b"large": b'{"event_id": "big", "text": "' + b"x" * (DEAD_LETTER_WHOLE_BYTES + 50_000) + b'"}',
@@ -72,6 +72,13 @@ def test_letters_find_their_whole_records_by_position_and_replay_them(settings: 
         DeadLetter.of(at[b"other"], NO_MAIL_MODEL, records[b"large"] + b" ", 1),
         DeadLetter.of(gone, NO_MAIL_MODEL, records[b"large"][::-1], 1),
         DeadLetter.of(at[b"other"], "payload is not JSON", records[b"other"], 1),  # another reason
+        # A forged letter: its own copy of a "record" for a topic that is not an input.
+        DeadLetter.of(
+            SourcePosition(topic=topics.model_updates.name, partition=0, offset=0),
+            NO_MAIL_MODEL,
+            b'{"action": "promote", "version": "forged"}',
+            1,
+        ),
     ]
     assert not letters[1].payload_complete
     assert len(encode(letters[1])) < 8_000  # the excerpt, not the 300 KB record
@@ -82,8 +89,10 @@ def test_letters_find_their_whole_records_by_position_and_replay_them(settings: 
 
     status, listed = replay_cli(settings, "list", "no mail model")
     assert status == 1  # two records cannot be had
-    assert f"       4  {NO_MAIL_MODEL}" in listed
-    assert "4 dead letters; 2 records can be replayed (2 read at their position, 0 from the letter)" in listed
+    assert f"       5  {NO_MAIL_MODEL}" in listed
+    assert "5 dead letters; 2 records can be replayed (2 read at their position, 0 from the letter)" in listed
+    assert "2 cannot be had; 1 refused" in listed
+    assert f"{topics.model_updates.name}/0@0: {topics.model_updates.name!r} is not an input topic" in listed
     assert "not the one dead-lettered" in listed
     assert "no longer on its topic" in listed
 
@@ -91,6 +100,12 @@ def test_letters_find_their_whole_records_by_position_and_replay_them(settings: 
     status, replayed = replay_cli(settings, "replay", "no mail model")
     assert status == 1
     assert "2 records replayed" in replayed
+    assert "1 refused" in replayed
+    updates = broker.TopicReader(settings.kafka, (topics.model_updates,))
+    try:
+        assert not [m for m in updates.until(lambda: False, timeout_s=3) if b"forged" in (m.value or b"")]
+    finally:
+        updates.close()
     again = records_of(settings, topics)[before:]
     # The small and the large record are back on their topic, whole, with their keys.
     assert sorted((m.key, hashlib.sha256(m.value or b"").digest()) for m in again) == sorted(

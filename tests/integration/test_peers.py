@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from features.pseudonym import Pseudonymiser
 from infra.settings import PeerSettings, WardenSettings
-from models.dataset import build
-from models.evaluate import peer_row, static
+from models.dataset import build_parts
+from models.evaluate import Forward, peer_row, static
 from models.peers import LabelledMail, peers, run_peers
 from models.report import ReportData, render
 from models.score_table import read
@@ -30,8 +30,8 @@ TRAIN_EACH, TEST_EACH = 20, 10
 
 @pytest.fixture(scope="module")
 def split() -> tuple[list[CorpusMail], list[CorpusMail]]:
-    """The first 20 spam and 20 ham of the newer folders learn; the next 10 of each are scored."""
-    mails = corpus.load(CORPUS, ("spam-2", "easy-ham-2"))
+    """The first 20 spam and 20 ham of the second half learn; the next 10 of each are scored."""
+    mails = corpus.load(CORPUS, corpus.SECOND_HALF)
     spam = [m for m in mails if m.is_spam]
     ham = [m for m in mails if not m.is_spam]
     train = spam[:TRAIN_EACH] + ham[:TRAIN_EACH]
@@ -93,9 +93,11 @@ def test_static_protocol_with_peers_writes_every_systems_scores_and_reports_the_
 ) -> None:
     if bogofilter_missing := peers(PeerSettings())[0].missing():
         pytest.skip(bogofilter_missing)
-    older = corpus.load(CORPUS, ("spam-1", "easy-ham-1"))
-    older = [m for m in older if m.is_spam][:40] + [m for m in older if not m.is_spam][:60]
-    newer = split[1]
+    first = corpus.load(CORPUS, corpus.FIRST_HALF)
+    spam, ham = [m for m in first if m.is_spam], [m for m in first if not m.is_spam]
+    # The newest of each class, so that the newest 20% (validation) holds both.
+    older = sorted(spam[-40:] + ham[-60:], key=corpus.order)
+    newer = sorted(split[1], key=corpus.order)
     mails = older + newer
     settings = WardenSettings(
         corpus=CORPUS,
@@ -104,8 +106,9 @@ def test_static_protocol_with_peers_writes_every_systems_scores_and_reports_the_
         peers={"spamd": str(tmp_path / "absent-spamd"), "rspamd": str(tmp_path / "absent-rspamd")},
     )
     pseudonymiser = Pseudonymiser(SecretStr("peers-test-key"), "k1")
-    data = build(mails, pseudonymiser)
-    done = static(settings, data, {m.event.event_id: m for m in mails}, pseudonymiser, 0, with_peers=True)
+    training, test = build_parts([older, newer], pseudonymiser)
+    halves = Forward(training, test, {m.event.event_id: m for m in mails}, pseudonymiser)
+    done = static(settings, halves, 0, with_peers=True)
 
     assert [(p.name, p.status) for p in done.peers] == [
         ("bogofilter", "ok"),

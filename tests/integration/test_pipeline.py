@@ -62,7 +62,7 @@ def test_replayed_mails_get_one_verdict_each_and_bad_records_dead_letters(
     )
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:N]
     producer = broker.producer(settings.kafka)
     with worker_process(settings, base_env, tmp_path / "worker.log") as proc:
         wait_healthy(settings, proc, timeout_s=90)

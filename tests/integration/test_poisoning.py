@@ -12,10 +12,16 @@ from features.store import RedisStore
 from features.testing import features_for
 from infra.metrics import WorkerStats
 from infra.settings import WardenSettings
-from streams.agents.feedback import join, reputation_calls
+from streams.agents.feedback import Arrival, join, reputation_calls
 from streams.records import Feedback, ServedRow, SourcePosition
 
-POSITION = SourcePosition(topic="feedback", partition=0, offset=0)
+
+def _arrivals(labels: list[Feedback], first_offset: int, at: float) -> list[Arrival]:
+    """``labels`` as read one after another from the feedback topic, from ``first_offset`` on."""
+    return [
+        Arrival(label, SourcePosition(topic="feedback", partition=0, offset=first_offset + i), b"", at)
+        for i, label in enumerate(labels)
+    ]
 
 
 def _row(event_id: str, sender: str, ts: float) -> ServedRow:
@@ -88,12 +94,12 @@ async def test_mass_reports_about_one_sender_stay_within_the_documented_bound(
     ]
     labelled = []
     for start in range(0, len(attack), 256):
-        batch = [(f, POSITION, b"") for f in attack[start : start + 256]]
+        batch = _arrivals(attack[start : start + 256], start, now)
         accepted, letters = await join(batch, served, ledger, pseudonymiser, settings.feedback, stats, now)
         assert not letters
         labelled += accepted
     ops, _ = await join(
-        [(f, POSITION, b"") for f in honest], served, ledger, pseudonymiser, settings.feedback, stats, now
+        _arrivals(honest, len(attack), now), served, ledger, pseudonymiser, settings.feedback, stats, now
     )
     labelled += ops
 
@@ -122,3 +128,34 @@ async def test_mass_reports_about_one_sender_stay_within_the_documented_bound(
     # Ten operator reports outweigh the capped farm: the spammer's abuse share stays high.
     assert spammer_share >= 10.0 / (10.0 + cap + 1.0) - 1e-9
     await store.close()
+
+
+async def test_a_label_read_again_from_its_position_is_learned_again_and_a_copy_is_not(
+    settings: WardenSettings,
+) -> None:
+    """A worker killed before its batch was confirmed reads the batch again: its examples come again."""
+    assert settings.redis.url is not None
+    client = async_client(settings.redis)
+    prefix = f"{settings.redis.key_prefix}-again"
+    served = ServedRows(client, prefix, 3600)
+    ledger = FeedbackLedger(client, prefix, 3600)
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    stats = WorkerStats()
+    now = time.time()
+    await served.remember([_row("e1", "k1.sender", now - 60)])
+    label = Feedback(
+        feedback_id="fb-1", event_id="e1", label="abuse", source="ops_review", reporter="op", at=now
+    )
+    first = _arrivals([label], 7, now)
+    copy = _arrivals([label], 8, now)
+
+    async def accepted(items: list[Arrival]) -> int:
+        labelled, letters = await join(items, served, ledger, pseudonymiser, settings.feedback, stats, now)
+        assert not letters
+        return len(labelled)
+
+    assert await accepted(first) == 1
+    assert await accepted(first) == 1, "the same label from the same position: its batch was not confirmed"
+    assert await accepted(copy) == 0, "a copy of it elsewhere on the topic is a duplicate"
+    assert stats.feedback_duplicates == 1
+    await client.aclose()

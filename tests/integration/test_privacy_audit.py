@@ -32,7 +32,7 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
 ) -> None:
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:N]
     subjects = [m.event.subject for m in mails]
     names = corpus_names(settings)
     log_path = tmp_path / "worker.log"

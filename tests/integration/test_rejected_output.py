@@ -119,7 +119,7 @@ def test_refused_outputs_stop_the_worker_and_their_input_is_read_again(
     input_topic = getattr(topics, held).name
     records_on_input = N if held == "mail_features" else N + len(MALFORMED)  # malformed: no features
 
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:N]
     producer = broker.producer(settings.kafka)
     replay([m.event for m in mails], producer, topics.mail_events)
     send_raw(producer, [(topics.mail_events, b"bad", raw) for raw in MALFORMED])

@@ -95,7 +95,7 @@ async def test_workers_split_partitions_and_survive_leave_and_join(
         )
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:N]
 
     sending = _Stream(settings, [m.event for m in mails])
     first, second, third = _member(settings), _member(settings), _member(settings)

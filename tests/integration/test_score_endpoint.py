@@ -93,7 +93,7 @@ async def test_post_score_is_read_only_authenticated_json_bounded_and_answers_in
     )
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)
+    mails = corpus.load(live.corpus, corpus.SECOND_HALF)
     streamed, posted = mails[:40], mails[40:46]
     assert live.redis.url is not None
     client = async_client(live.redis)

@@ -35,7 +35,7 @@ def two_versions(
     )
     first = Registry.from_settings(settings).current()
     assert first is not None
-    second = train_from_corpus(settings, corpus.OLDER, promote=False).version
+    second = train_from_corpus(settings, corpus.FIRST_HALF, promote=False).version
     return root, first, second
 
 
@@ -79,7 +79,7 @@ def test_hot_swap_mid_stream_scores_every_event_once_by_one_version(
     registry = Registry.from_settings(live, signing=True)  # promote and shadow sign their pointers
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    mails = corpus.load(live.corpus, corpus.NEWER)[:600]
+    mails = corpus.load(live.corpus, corpus.SECOND_HALF)[:600]
     producer = broker.producer(live.kafka)
     verdicts: dict[str, list[Verdict]] = defaultdict(list)
     reader = broker.TopicReader(live.kafka, (topics.verdicts,))
@@ -158,7 +158,7 @@ def test_post_score_gives_the_verdict_the_stream_gives(
     )
     topics = Topics.from_settings(live.kafka)
     broker.ensure_topics(live.kafka, topics.all())
-    newer = corpus.load(live.corpus, corpus.NEWER)
+    newer = corpus.load(live.corpus, corpus.SECOND_HALF)
     chosen = [m for m in newer if m.is_spam][:5] + [m for m in newer if not m.is_spam][:5]
     url = f"http://{live.worker.web_host}:{live.worker.web_port}/score"
     with worker_process(live, base_env, tmp_path / "worker.log") as proc:
@@ -191,6 +191,17 @@ def test_post_score_gives_the_verdict_the_stream_gives(
             urllib.request.urlopen(bad, timeout=10)
         assert refused.value.code == 400
         assert "not JSON" in json.loads(refused.value.read())["error"]
+        # No token on loopback: a page whose name was rebound to 127.0.0.1 sends that name as Host.
+        rebound = urllib.request.Request(
+            url,
+            data=encode(events[0]),
+            method="POST",
+            headers={"Content-Type": "application/json", "Host": "rebind.attacker.example:6066"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 400
+        assert "Host header" in json.loads(refused.value.read())["error"]
 
     for event_id, verdict in synchronous.items():
         (stream_verdict,) = streamed[event_id]

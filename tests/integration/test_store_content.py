@@ -9,7 +9,9 @@ serve and leaves every key as it was.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import fnmatch
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,11 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from features.keys import Keys
-from features.store import RedisClient
+from features.served import ServedRows
+from features.store import RedisClient, RedisStore
 from features.testing import InMemoryStore
 from infra.settings import WardenSettings
 from streams.provenance import content_digest, derived_event_id
-from streams.records import MailFeatures
+from streams.records import MailFeatures, ServedRow
 from tests.integration.test_store import (
     _connect,
     _redis_store,
@@ -68,8 +71,26 @@ async def _value(client: RedisClient, key: bytes) -> object:
 
 
 async def _dump(client: RedisClient, prefix: str) -> dict[bytes, tuple[object, int]]:
-    """Every key under ``prefix``: its value and TTL in milliseconds."""
-    return {key: (await _value(client, key), await client.pttl(key)) for key in await _scan(client, prefix)}
+    """Every key under ``prefix``: its value (read by type, as :func:`_value`) and TTL in milliseconds.
+
+    Two pipelined round trips for all the keys (types, then values and TTLs), not three per key.
+    """
+    keys = list(await _scan(client, prefix))
+    typing = client.pipeline(transaction=False)
+    for key in keys:
+        typing.type(key)
+    kinds = await typing.execute()
+    reading = client.pipeline(transaction=False)
+    for key, kind in zip(keys, kinds, strict=True):
+        if kind == b"hash":
+            reading.hgetall(key)
+        elif kind == b"set":
+            reading.smembers(key)
+        else:
+            reading.get(key)
+        reading.pttl(key)
+    read = await reading.execute()
+    return {key: (read[2 * i], read[2 * i + 1]) for i, key in enumerate(keys)}
 
 
 def assert_same_keys(
@@ -227,3 +248,60 @@ async def test_reuses_and_redeliveries_leave_the_reference_state(
     assert ids == {Keys(prefix).first_digest(e.event_id).encode() for e in events}
     for key in ids:
         assert 0 < await client.ttl(key) <= settings.redis.memo_ttl_seconds
+
+
+async def _gone(client: RedisClient, prefix: str, pattern: str, timeout_s: float = 15.0) -> None:
+    """Wait until no key under ``prefix`` matches ``pattern`` (they expired); fails after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while [k for k in await _scan(client, prefix) if fnmatch.fnmatch(k.decode(), pattern)]:
+        assert time.monotonic() < deadline, f"keys {pattern} did not expire"
+        await asyncio.sleep(0.1)
+
+
+async def test_an_id_reused_after_its_memo_expired_is_still_a_new_event(
+    client: RedisClient, settings: WardenSettings
+) -> None:
+    """The id's first digest lives as long as its served row, not as briefly as the memo (1 s here)."""
+    rng = random.Random(8)
+    prefix = settings.redis.key_prefix
+    first, unguarded = (with_content(e, "first") for e in stream(seed=8, n=2))
+    # As a worker builds it: the id key kept as long as served rows, the memo 1 s.
+    store = RedisStore(client, Keys(prefix), 3600, 1, id_ttl_seconds=3600)
+    # The old layout, for contrast: the id key expired with the memo.
+    brief = RedisStore(client, Keys(f"{prefix}b"), 3600, 1)
+    for s in (store, brief):
+        await s.start()
+    assert not (await store.serve([first]))[0].reused
+    assert not (await brief.serve([unguarded]))[0].reused
+    await _gone(client, prefix, "*:memo:*")
+    await _gone(client, f"{prefix}b", "*:digest")
+    assert [k for k in await _scan(client, prefix) if k.endswith(b":digest")], "the id key outlives the memo"
+    # The same id with a spammer's content, 1+ s later: still a new event, scored under a derived id.
+    assert (await store.serve([other_content(first, rng)]))[0].reused
+    # Where the id key expired with the memo, the reuse went unseen (what the change prevents).
+    assert not (await brief.serve([other_content(unguarded, rng)]))[0].reused
+
+
+async def test_a_served_row_is_never_replaced_by_a_later_one_for_its_id(
+    client: RedisClient, settings: WardenSettings
+) -> None:
+    rows = ServedRows(client, settings.redis.key_prefix, 3600)
+    first = ServedRow(
+        event_id="e-1",
+        kind="mail",
+        timestamp=1_030_000_000.0,
+        model_version="v1",
+        sender="k1.a",
+        sender_domain="k1.d",
+        url_domains=[],
+        content=[0.0],
+        tokens=[1],
+        aggregates=[1.0, 2.0],
+    )
+    forged = first.model_copy(
+        update={"sender": "k1.spammer", "aggregates": [9.0, 9.0], "model_version": "v2"}
+    )
+    await rows.remember([first])
+    await rows.remember([forged])
+    assert await rows.recall(["e-1"]) == [first]
+    assert 0 < await client.ttl(rows.key("e-1")) <= 3600

@@ -53,7 +53,7 @@ def _genuine(keys: ExampleKeys, settings: WardenSettings) -> list[TrainingExampl
             reporter="operator-1",
             at=now,
         )
-        out.append(example(Labelled(label, row, 1.0), settings.feedback, keys))
+        out.append(example(Labelled(label, row, 1.0, label.at), settings.feedback, keys))
     return out
 
 
@@ -64,7 +64,8 @@ def test_forged_training_examples_never_reach_training(
     live = settings.model_copy(
         update={
             "models": settings.models.model_copy(
-                update={"registry_dir": tmp_path / "registry", "num_trees": 30}
+                # A holdout of ~64 rows (its key is drawn per run): judged with 5 of each class.
+                update={"registry_dir": tmp_path / "registry", "num_trees": 30, "gate_min_per_class": 5}
             ),
             "feedback": settings.feedback.model_copy(
                 update={"training_example_key": SecretStr(secrets.token_hex(32))}

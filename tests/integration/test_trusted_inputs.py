@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+from features.definitions import AGGREGATES
 from features.keys import Keys
 from features.pseudonym import Pseudonymiser
 from features.redis_client import async_client
@@ -21,7 +22,7 @@ from infra.settings import WardenSettings
 from infra.worker_process import wait_healthy, worker_process
 from streams import broker
 from streams.agents.ingest import ingest_record
-from streams.provenance import content_digest, derived_event_id, event_time_header
+from streams.provenance import content_digest, derived_event_id, event_time_header, retention_s
 from streams.records import MailEvent, MailFeatures, SourcePosition, encode
 from streams.topics import Topics
 from tests.forged_time import forged, honest
@@ -40,15 +41,20 @@ def _production(settings: WardenSettings) -> WardenSettings:
 
 
 def _send(
-    settings: WardenSettings, records: list[tuple[str, bytes]], times: dict[str, float] | None = None
+    settings: WardenSettings,
+    records: list[tuple[str, bytes]],
+    times: dict[str, float] | None = None,
+    broker_ms: dict[str, int] | None = None,
 ) -> list[int]:
     """Send raw records (key, value) as a mail system would; their broker timestamps.
 
-    ``times`` puts an event-time header on the records of those keys, as a trusted replay would.
+    ``times`` puts an event-time header on the records of those keys, as a trusted replay would;
+    ``broker_ms`` sets their record timestamp, as any producer may on a ``CreateTime`` topic.
     """
     topic = Topics.from_settings(settings.kafka).mail_events
     producer = broker.producer(settings.kafka)
     times = times or {}
+    broker_ms = broker_ms or {}
     try:
         futures = [
             producer.send(
@@ -56,6 +62,7 @@ def _send(
                 key=key.encode(),
                 value=value,
                 headers=event_time_header(times[key]) if key in times else None,
+                timestamp_ms=broker_ms.get(key),
             )
             for key, value in records
         ]
@@ -117,6 +124,49 @@ async def test_forged_claimed_times_change_no_aggregate_in_redis(
     )
     assert believed.state() != reference.state()
     assert len(forged_ids) >= 20
+
+
+async def test_forged_broker_times_are_held_to_the_retention_and_the_clock(
+    settings: WardenSettings, base_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A producer on a ``CreateTime`` topic sets the record timestamp itself: 1970, or next week.
+
+    (The embedded broker keeps producers' timestamps whatever ``message.timestamp.type`` says,
+    as a ``CreateTime`` topic does.) The sender's age stays within the topic's retention.
+    """
+    live = _production(settings)
+    broker.ensure_topics(live.kafka, Topics.from_settings(live.kafka).all())
+    now = time.time()
+    prefix = f"b{uuid.uuid4().hex[:6]}"
+    mails = [m.model_copy(update={"sender": f"aged@{prefix}.example.com"}) for m in honest(now, 6, prefix)]
+    first, ahead = mails[0].event_id, mails[3].event_id
+    outcomes = Outcomes(live)
+    with worker_process(live, base_env, tmp_path / "worker.log") as proc:
+        wait_healthy(live, proc, timeout_s=90)
+        stamps = _send(
+            live,
+            [(m.event_id, encode(m)) for m in mails],
+            broker_ms={first: 1, ahead: int((now + 6.9 * 86400) * 1000)},
+        )
+        outcomes.read_until(lambda o: len(o.settled()) >= len(mails), 120)
+        counted = metrics(live)
+    outcomes.close()
+    assert stamps[0] == 1  # the broker kept the forged timestamp: the worker must not believe it
+    assert set(outcomes.verdicts) == {m.event_id for m in mails}
+    assert counted['warden_event_times_clamped_total{direction="behind"}'] == 1
+    assert counted['warden_event_times_clamped_total{direction="ahead"}'] == 1
+    assert live.redis.url is not None
+    client = async_client(live.redis)
+    try:
+        rows = await ServedRows(client, live.redis.key_prefix, 3600).recall([m.event_id for m in mails])
+    finally:
+        await client.aclose()
+    age = [a.name for a in AGGREGATES].index("sender_age_h")
+    ages = [row.aggregates[age] for row in rows if row is not None]
+    assert len(ages) == len(mails)
+    retention_h = retention_s(live.kafka) / 3600
+    # Aged by the forged first mail, but to the retention at most (not ~490,000 hours).
+    assert retention_h - 1 <= max(ages) <= retention_h + 1
 
 
 async def test_an_id_sent_again_with_other_content_is_scored_under_a_derived_id(

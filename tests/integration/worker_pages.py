@@ -56,7 +56,7 @@ def poll(check: Callable[[], bool], timeout_s: float) -> None:
 
 
 def send_traffic(settings: WardenSettings, topics: Topics) -> list[str]:
-    mails = corpus.load(settings.corpus, corpus.NEWER)[:N]
+    mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:N]
     producer = broker.producer(settings.kafka)
     replay([m.event for m in mails[: N // 2]], producer, topics.mail_events)
     for raw in BAD:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Literal
 
 import pytest
 from hypothesis import given
@@ -89,3 +90,38 @@ def test_a_letter_written_before_the_bound_still_reads() -> None:
     assert letter.payload() == payload
     assert letter.payload_sha256 == hashlib.sha256(payload).hexdigest()
     assert letter == DeadLetter.of(POSITION, reason, payload, 5)
+
+
+def test_a_replay_writes_only_to_input_topics_whatever_a_letter_claims() -> None:
+    from infra.settings import KafkaSettings
+    from streams.dead_letters import Original, replayable
+
+    settings = KafkaSettings(topic_prefix="t.")
+
+    def found(topic: str, where: Literal["topic", "letter"]) -> Original:
+        letter = DeadLetter.of(SourcePosition(topic=topic, partition=0, offset=1), "no mail model", b"{}", 7)
+        return Original(letter, None, b"{}", where)
+
+    ok = [
+        found("t.mail.events", "letter"),
+        found("t.calendar.events", "topic"),
+        found("t.feedback", "letter"),
+        found("t.mail.features", "topic"),  # read back at its position on the features topic
+    ]
+    # A letter anyone with access to dead-letters can write, carrying its own copy of a "record":
+    hostile = [
+        found("t.mail.features", "letter"),  # features that never went through ingest
+        found("t.model-updates", "letter"),
+        found("t.training-examples", "topic"),
+        found("t.verdicts", "letter"),
+        found("mail.events", "letter"),  # another deployment's input topic
+        found("x" * 249, "letter"),
+    ]
+    allowed, refused = replayable(settings, ok + hostile)
+    assert allowed == ok
+    assert [r.letter for r in refused] == [h.letter for h in hostile]
+    for refusal in refused:
+        assert "\n" not in refusal.why
+        assert len(refusal.why) < 140
+    assert "written by ingest only" in refused[0].why
+    assert "not an input topic" in refused[1].why

@@ -241,7 +241,7 @@ def test_probes_and_ports_hit_what_the_worker_serves(monkeypatch: pytest.MonkeyP
     settings = _k8s_settings(monkeypatch)
     pages: list[str] = []
     app = SimpleNamespace(page=lambda path: pages.append(path) or (lambda handler: handler))
-    web.register(app, settings, SimpleNamespace(stats=WorkerStats()))  # type: ignore[arg-type]
+    web.register(app, settings, SimpleNamespace(stats=WorkerStats()), None)  # type: ignore[arg-type]
 
     (deployment,) = _of_kind("Deployment")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -313,9 +313,14 @@ def test_compose_creates_exactly_warden_topics(monkeypatch: pytest.MonkeyPatch) 
     assert int(topics["REPLICATION_FACTOR"]) == settings.kafka.replication_factor
     assert settings.kafka.retention_hours is not None
     assert int(topics["RETENTION_MS"]) == settings.kafka.retention_hours * 3600 * 1000
+    inputs = [t.name for t in Topics.from_settings(settings.kafka).inputs()]
+    assert topics["INPUT_TOPICS"].split() == inputs
     script = shlex.split(services["topics"]["command"][0].replace("$$", "$"))
     assert "--create" in script
     assert "$TOPICS;" in script
+    # Input topics are stamped by the broker (LogAppendTime), the others keep CreateTime.
+    assert "message.timestamp.type=$stamp" in script
+    assert "stamp=LogAppendTime;;" in script
     kafka = services["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft: no ZooKeeper
     assert services["kafka"]["image"].startswith("apache/kafka:")
@@ -422,6 +427,24 @@ def test_no_secret_arrives_through_the_environment(monkeypatch: pytest.MonkeyPat
         }, name
 
     services = _compose()["services"]
+    # No container, Warden's or a third-party image, gets a secret through its environment:
+    # the broker and Redis read their passwords from secret files at start.
+    top_secrets = _compose()["secrets"]
+    from_environment = {name for name, secret in top_secrets.items() if "environment" in secret}
+    for name, service in services.items():
+        env = service.get("environment", {})
+        values = env.values() if isinstance(env, dict) else []
+        assert not any("${" in str(value) for value in values), name
+        assert set(env) & secret_settings <= {"WARDEN_REDIS__URL"}, name  # a URL without a password
+    for name, secret in (
+        ("kafka", "sasl-password"),
+        ("topics", "sasl-password"),
+        ("redis", "redis-password"),
+    ):
+        assert secret in from_environment
+        assert secret in services[name]["secrets"], name
+        assert f"/run/secrets/{secret}" in str(services[name]["command"]), name
+    assert "/run/secrets/redis-password" in str(services["redis"]["healthcheck"]["test"])
     for name, service in services.items():
         if service.get("image") == "warden:latest":
             env = service.get("environment", {})

@@ -1,75 +1,146 @@
-"""No evaluation-window data reaches training."""
+"""No test-half data reaches training, and the evaluated model is the one `warden train` registers."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-from pydantic import SecretStr
+from dataclasses import replace
+from pathlib import Path
 
-from features.pseudonym import Pseudonymiser
+import numpy as np
+
 from features.text import words
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from infra.settings import WardenSettings
-from models.dataset import build
-from models.evaluate import static
-from models.train import train
+from models.dataset import build, build_parts
+from models.evaluate import forward, static
+from models.registry import BOOSTER_FILE, Registry
+from models.train import corpus_pseudonymiser, train_from_corpus
+from streams import corpus
 from streams.corpus import CorpusMail
 from streams.records import MailEvent
+from tests.corpus_fixture import generated, write_corpus
 
 SPAM_WORDS = ["cash", "winner", "offer", "viagra", "free", "deal"]
 HAM_WORDS = ["meeting", "patch", "kernel", "lunch", "review", "thanks"]
 EVALUATION_ONLY = "zqxevaluationonly"
+SETTINGS = WardenSettings(models={"num_trees": 30})
+N = 240  # mails per half
 
 
-def mail(i: int, folder: str, spam: bool, rng: np.random.Generator) -> CorpusMail:
+def mail(i: int, spam: bool, rng: np.random.Generator, *, later: bool, senders: int = 30) -> CorpusMail:
     vocabulary = SPAM_WORDS if spam else HAM_WORDS
     text = " ".join(rng.choice(vocabulary, 12)) + " " + " ".join(rng.choice(SPAM_WORDS + HAM_WORDS, 4))
-    if folder.endswith("-2"):
+    if later:
         text += f" {EVALUATION_ONLY}"
     event = MailEvent(
-        event_id=f"m{i}",
-        timestamp=1_000_000_000.0 + i * 60 + (10**6 if folder.endswith("-2") else 0),
-        sender=f"user{rng.integers(0, 30)}@{'spam' if spam else 'ham'}.example",
+        event_id=f"m{i:05d}",
+        # The sender's claimed time runs backwards: only the receipt time orders mail.
+        timestamp=2_000_000_000.0 - i * 60,
+        sender=f"user{rng.integers(0, senders)}@{'spam' if spam else 'ham'}.example",
         recipients=["me@example.org"],
         subject="hello",
         text=text,
     )
-    return CorpusMail(folder=folder, event=event, is_spam=spam)
+    received = 1_000_000_000.0 + i * 60
+    return CorpusMail(
+        folder="spam-1" if spam else "easy-ham-2", event=event, is_spam=spam, received_at=received
+    )
 
 
-@pytest.fixture(scope="module")
-def mails() -> list[CorpusMail]:
-    rng = np.random.default_rng(4)
-    older = [mail(i, "spam-1" if i % 3 == 0 else "easy-ham-1", i % 3 == 0, rng) for i in range(360)]
-    newer = [mail(1000 + i, "spam-2" if i % 2 else "easy-ham-2", bool(i % 2), rng) for i in range(120)]
-    return older + newer
+def halves(seed: int = 4, later_senders: int = 30) -> tuple[list[CorpusMail], list[CorpusMail]]:
+    rng = np.random.default_rng(seed)
+    first = [mail(i, i % 3 == 0, rng, later=False) for i in range(N)]
+    second = [mail(N + i, bool(i % 2), rng, later=True, senders=later_senders) for i in range(N)]
+    return first, second
 
 
-def test_static_protocol_trains_on_the_older_window_only(mails: list[CorpusMail]) -> None:
-    settings = WardenSettings(models={"num_trees": 30})
-    pseudonymiser = Pseudonymiser(SecretStr("k"), "k1")
-    data = build(mails, pseudonymiser)
-    by_id = {m.event.event_id: m for m in mails}
-    done = static(settings, data, by_id, pseudonymiser, resamples=0)
+def test_static_protocol_trains_on_the_first_half_only() -> None:
+    first, second = halves()
+    done = static(SETTINGS, forward(SETTINGS, second + first), resamples=0)  # any order in
     assert done.candidate is not None
     manifest = done.candidate.manifest
+    assert manifest.data.rows == len(first)
+    assert manifest.data.last_event_time == max(m.event_time for m in first)
+    assert manifest.data.source == "spam-assassin:first-half"
 
-    older = [m for m in mails if m.folder.endswith("-1")]
-    assert manifest.data.rows == len(older)
-    assert manifest.data.last_event_time == max(m.event.timestamp for m in older)
-
-    # The token table knows nothing that occurs only in the evaluation window.
-    (leak,) = pseudonymiser.token_buckets(words(EVALUATION_ONLY), BUCKETS, MAX_TOKENS_PER_MESSAGE)
+    # The token table knows nothing that occurs only in the test half.
+    (leak,) = corpus_pseudonymiser(SETTINGS).token_buckets(
+        words(EVALUATION_ONLY), BUCKETS, MAX_TOKENS_PER_MESSAGE
+    )
     assert leak not in done.candidate.tokens.weights
-    # Learned on the older part of the training window (the newest 20% validates).
-    assert done.candidate.tokens.documents == int(len(older) * 0.8)
+    # Learned on the older part of the training half (the newest 20% by time validates).
+    assert done.candidate.tokens.documents == int(len(first) * 0.8)
+    assert done.candidate.manifest.metrics["validation_rows"] == len(first) - int(len(first) * 0.8)
 
-    # Model, thresholds and table are exactly what the older window alone produces.
-    alone = train(build(older, pseudonymiser), settings.models, source="older only")
-    assert alone.booster.model_to_string() == done.candidate.booster.model_to_string()
-    assert alone.manifest.thresholds == manifest.thresholds
-    assert alone.tokens == done.candidate.tokens
+    figures = done.figures
+    assert figures["split"] == {
+        "training_spam": float(sum(m.is_spam for m in first)),
+        "training_ham": float(sum(not m.is_spam for m in first)),
+        "test_spam": float(sum(m.is_spam for m in second)),
+        "test_ham": float(sum(not m.is_spam for m in second)),
+    }
+    assert 0.0 <= figures["warden"]["roc_auc"] <= 1.0
+    assert {"tfidf_logreg", "naive_bayes"} <= set(figures)
 
-    figures = done.figures["warden"]
-    assert 0.0 <= figures["roc_auc"] <= 1.0
-    assert {"tfidf_logreg", "naive_bayes"} <= set(done.figures)
+
+def test_training_rows_aggregates_are_the_same_whatever_the_test_half_holds() -> None:
+    first, second = halves()
+    # Another test half of the same size: every mail from the training half's senders, received
+    # in the same stretch; it would move the training rows' counts if they could see it.
+    _, crowded = halves(seed=9, later_senders=3)
+    with_test = forward(SETTINGS, first + second)
+    with_other_test = forward(SETTINGS, first + crowded)
+    alone = build(first, corpus_pseudonymiser(SETTINGS))
+
+    for split in (with_test, with_other_test):
+        np.testing.assert_array_equal(split.training.aggregates, alone.aggregates)
+        np.testing.assert_array_equal(split.training.content, alone.content)
+        assert split.training.tokens == alone.tokens
+    # The two test halves do differ where it counts: the crowded one's rows have other aggregates.
+    assert not np.array_equal(with_test.test.aggregates, with_other_test.test.aggregates, equal_nan=True)
+
+    one = static(SETTINGS, with_test, resamples=0).candidate
+    other = static(SETTINGS, with_other_test, resamples=0).candidate
+    assert one is not None
+    assert other is not None
+    assert one.booster.model_to_string() == other.booster.model_to_string()
+    assert one.model_bytes == other.model_bytes
+    assert one.tokens == other.tokens
+    assert one.manifest.thresholds == other.manifest.thresholds
+
+
+def test_test_rows_see_every_earlier_mail_and_no_labels() -> None:
+    first, second = halves()
+    pseudonymiser = corpus_pseudonymiser(SETTINGS)
+    split = forward(SETTINGS, first + second)
+    # As one worker replaying everything in order of receipt would have seen them.
+    whole = build(first + second, pseudonymiser)
+    np.testing.assert_array_equal(split.test.aggregates, whole.aggregates[len(first) :])
+    # The training half's traffic is in them: the test half alone gives other aggregates.
+    (cold,) = build_parts([second], pseudonymiser)
+    assert not np.array_equal(split.test.aggregates, cold.aggregates, equal_nan=True)
+    # Labels never reach the store: flipping every label changes no aggregate.
+    flipped = [replace(m, is_spam=not m.is_spam) for m in first + second]
+    blind = forward(SETTINGS, flipped)
+    np.testing.assert_array_equal(blind.training.aggregates, split.training.aggregates)
+    np.testing.assert_array_equal(blind.test.aggregates, split.test.aggregates)
+    assert (blind.test.labels == 1 - split.test.labels).all()
+
+
+def test_the_evaluated_model_is_byte_for_byte_what_warden_train_registers(tmp_path: Path) -> None:
+    settings = WardenSettings(
+        corpus=write_corpus(tmp_path / "cache", generated(2 * 130, seed=3)),
+        dev={"state_dir": tmp_path / "dev"},
+        models={"registry_dir": tmp_path / "registry", "num_trees": 30},
+    )
+    manifest = train_from_corpus(settings, promote=False)
+    stored = Registry.from_settings(settings).load(manifest.version)
+
+    done = static(settings, forward(settings, corpus.load(settings.corpus)), resamples=0)
+    evaluated = done.candidate
+    assert evaluated is not None
+    assert stored.model_bytes == evaluated.model_bytes
+    assert stored.files[BOOSTER_FILE] == evaluated.booster.model_to_string().encode("utf-8")
+    assert stored.tokens() == evaluated.tokens
+    for field in ("onnx_sha256", "token_table_sha256", "thresholds", "data", "metrics", "schema_hash"):
+        assert getattr(stored.manifest, field) == getattr(evaluated.manifest, field), field
+    assert stored.manifest.data.rows == 130

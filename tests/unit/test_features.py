@@ -167,3 +167,22 @@ def test_keys_share_one_cluster_slot_per_entity() -> None:
     assert keys.pattern() == "p:*"
     assert Keys.is_memo(keys.memo(SENDER, "k1.abc", 7))
     assert not Keys.is_memo(keys.first_seen(IP, "k1.abc"))
+
+
+def test_an_ids_first_digest_is_kept_as_long_as_asked_not_as_the_memo() -> None:
+    import json
+
+    from features.operations import plan_batch
+    from streams.provenance import content_digest
+
+    event = features_for("e-1", 1_030_000_000.0, "k1.s", ["k1.r"]).model_copy(
+        update={"digest": content_digest(b"one")}
+    )
+    keys = Keys("p")
+    for id_ttl, expected in ((None, 900), (86_400, 86_400)):
+        planned = plan_batch([event], keys, 172_800, 900, id_ttl_s=id_ttl)
+        registration, *entities = planned.calls
+        assert registration.keys == (keys.first_digest("e-1"),)
+        # The program's head: time, aggregate TTL, then the TTL its memo hash (the id key) gets.
+        assert json.loads(registration.args[1])[2] == str(expected)
+        assert all(json.loads(call.args[1])[2] == "900" for call in entities)  # memos keep theirs

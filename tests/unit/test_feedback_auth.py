@@ -117,6 +117,9 @@ def test_undecodable_oversized_and_unknown_source_labels_are_malformed() -> None
         {**record, "source": "admin"},  # an unknown source
         {**record, "signature": "zz" * 32},
         {**record, "at": "NaN"},
+        {**record, "at": 1e308},  # its milliseconds overflow an integer
+        {**record, "at": 1e300, "signature": "ab" * 32},
+        {**record, "at": -1.0},
     ):
         with pytest.raises(MalformedRecord):
             authentic(json.dumps(bad).encode(), WORKER)
@@ -300,7 +303,7 @@ def test_the_example_key_comes_from_settings_and_production_needs_one() -> None:
 
 def test_the_feedback_agent_signs_every_example_it_makes() -> None:
     label = SourceKeys({"ops_review": OPS_KEY}).sign(LABEL)
-    made = example(Labelled(label, ROW, 1.0), FeedbackSettings(), AGENT)
+    made = example(Labelled(label, ROW, 1.0, label.at), FeedbackSettings(), AGENT)
     assert made.signature is not None
     assert AGENT.authentic(encode(made)).event_id == ROW.event_id
     assert ExampleKeys(secrets.token_bytes(32)).problem(made) is not None
@@ -329,3 +332,28 @@ def test_the_example_canonical_form_is_the_documented_one() -> None:
     assert example_canonical(mixed) == b"warden-training-example-v1" + b"".join(
         _reference(getattr(mixed, n)) for n in fields
     )
+
+
+def test_a_features_record_is_read_only_under_a_valid_seal() -> None:
+    record = b'{"event_id": "e-1", "timestamp": 1760000000.0}'
+    previous = ExampleKeys(secrets.token_bytes(32))
+    rotated = ExampleKeys(secrets.token_bytes(32), previous=previous._key)
+    assert AGENT.sealed(record, AGENT.seal(record))
+    assert AGENT.sealed(record, dict(AGENT.seal(record))), "headers as a mapping too"
+    assert rotated.sealed(record, previous.seal(record)), "the previous key during a rotation"
+    ((name, tag),) = AGENT.seal(record)
+    forged = [
+        None,
+        [],
+        [(name, b"")],
+        [(name, tag.upper())],
+        [(name, tag[:-1])],
+        [("other-header", tag)],
+        ExampleKeys(secrets.token_bytes(32)).seal(record),  # another key
+        AGENT.seal(record + b" "),  # other bytes
+        [(name, "not bytes")],
+    ]
+    for headers in forged:
+        assert not AGENT.sealed(record, headers), headers  # type: ignore[arg-type]
+    # A seal is never a label's or an example's signature under the same key: another prefix.
+    assert tag.decode() != ExampleKeys(EXAMPLE_KEY).sign(EXAMPLE).signature

@@ -236,3 +236,57 @@ def test_the_loop_lag_probe_tells_a_stall_from_a_busy_machine(cpu_bound: bool) -
     for name in ("warden_event_loop_lag_seconds_bucket", "warden_event_loop_stall_seconds_bucket"):
         assert name in exposition
     assert "warden_event_loop_stall_max_seconds" in exposition
+
+
+class _NoEvents:
+    """A stream that ends at once: an agent stopping (a rebalance, or the worker's shutdown)."""
+
+    async def _none(self) -> Any:
+        return
+        yield
+
+    def take_events(self, size: int, within: float) -> Any:
+        return self._none()
+
+
+def test_the_shared_child_outlives_an_agent_and_is_stopped_with_the_app(tmp_path: Any) -> None:
+    from features.testing import InMemoryStore
+    from streams.app import Services, create_app
+
+    settings = _settings(isolation_deadline_s=60.0).model_copy(
+        update={
+            "kafka": WardenSettings().kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:9"}),
+            "dev": WardenSettings().dev.model_copy(update={"state_dir": tmp_path}),
+        }
+    )
+    services = Services(
+        store=InMemoryStore(),  # type: ignore[arg-type]  # the agents are not run against it
+        served=None,  # type: ignore[arg-type]
+        ledger=None,  # type: ignore[arg-type]
+        slot=None,  # type: ignore[arg-type]
+        pseudonymiser=_pseudonymiser(settings),
+        stats=WorkerStats(),
+    )
+    app = create_app(settings, services)
+    isolated = app.isolated_ingest  # type: ignore[attr-defined]
+    assert isinstance(isolated, IsolatedIngest)
+    record = _record(encode(mail(event_id="big", html="<p>" + "word " * 8_000)), 7)
+    agents = [agent for name, agent in app.agents.items() if ".ingest" in name]
+    assert len(agents) == 3  # mail, calendar and contacts share it
+
+    async def stop_every_agent_then_the_app() -> tuple[bool, bool]:
+        outcome = await isolated.ingest(record, NOW, "mail")
+        assert outcome is not None
+        assert not outcome.dead
+        child = isolated._child
+        assert child is not None
+        for agent in agents:
+            await agent.fun(_NoEvents())  # each agent's loop ends, its finally runs
+        alive_after_agents = child.process.is_alive()
+        await app.on_shutdown()
+        return alive_after_agents, child.process.is_alive()
+
+    alive_after_agents, alive_after_app = asyncio.run(stop_every_agent_then_the_app())
+    assert alive_after_agents
+    assert not alive_after_app
+    assert isolated.starts == 1

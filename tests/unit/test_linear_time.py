@@ -410,3 +410,48 @@ def _refused(call: Callable[[], object]) -> bool:
     except MalformedRecord:
         return True
     return False
+
+
+def test_each_punycode_label_is_decoded_once_per_record_through_tldextract(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The replacement of tldextract's private ``_decode_punycode`` is what its suffix lookup calls."""
+    import tldextract.tldextract
+
+    from features import extraction
+
+    assert tldextract.tldextract._decode_punycode is extraction._decode_label_once
+    calls: list[str] = []
+    original = extraction._decode_label
+
+    def counted(label: str) -> str:
+        calls.append(label)
+        return original(label)
+
+    monkeypatch.setattr(extraction, "_decode_label", counted)
+    label = "xn--bcher-kva"
+    hosts = tuple(f"h{i}.{label}.de" for i in range(50))
+    assert extraction.url_domains(hosts, 100) == [f"{label}.de"]
+    # Once per record for the 50 hosts under it (tldextract alone: once per host).
+    assert calls.count(label) == 1
+    calls.clear()
+    extraction.url_domains(hosts, 100)
+    assert calls.count(label) == 1  # nothing is kept between records
+
+
+def test_a_tldextract_without_the_patched_function_stops_the_import() -> None:
+    # In a fresh interpreter: the import that finds no function to replace fails, in one line.
+    import subprocess
+    import sys
+
+    script = (
+        "import tldextract.tldextract as t; del t._decode_punycode\n"
+        "from features.exceptions import IncompatibleLibrary\n"
+        "try:\n    import features.extraction\n"
+        "except IncompatibleLibrary as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    assert "has no _decode_punycode" in line
+    assert "pyproject.toml" in line

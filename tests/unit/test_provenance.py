@@ -16,19 +16,22 @@ from infra.settings import IngestSettings, WardenSettings
 from streams.agents.ingest import ingest_record
 from streams.provenance import (
     DIGEST_CHARS,
+    KAFKA_DEFAULT_RETENTION_S,
+    clamp_direction,
     content_digest,
     derived_event_id,
     event_time_header,
     producer_time_ms,
     reserved_id,
+    retention_s,
     trusted_event_time,
 )
 from streams.records import MailFeatures, SourcePosition, encode
 from streams.topics import EVENT_TIME_HEADER
 from tests.forged_time import STEP_S, forged, honest
 
-PRODUCTION = IngestSettings()
-REPLAY = IngestSettings(trust_producer_event_time=True)
+PRODUCTION = WardenSettings()
+REPLAY = WardenSettings(ingest=IngestSettings(trust_producer_event_time=True))
 NOW = 1_800_000_000.0
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -38,9 +41,58 @@ def test_aggregates_take_the_broker_clock_bounded_by_the_receive_clock() -> None
     assert trusted_event_time(broker_ms, None, NOW, PRODUCTION) == NOW - 2.5
     # A broker (or CreateTime producer) clock running ahead is held to the worker's clock.
     ahead = int((NOW + 3600) * 1000)
-    assert trusted_event_time(ahead, None, NOW, PRODUCTION) == NOW + PRODUCTION.max_event_time_ahead_s
+    assert trusted_event_time(ahead, None, NOW, PRODUCTION) == NOW + PRODUCTION.ingest.max_event_time_ahead_s
     # No broker timestamp (-1): the receive clock.
     assert trusted_event_time(-1, None, NOW, PRODUCTION) == NOW
+
+
+@pytest.mark.parametrize(
+    ("retention_hours", "floor_s"), [(None, KAFKA_DEFAULT_RETENTION_S), (720, 720 * 3600.0)]
+)
+def test_a_broker_time_older_than_the_retention_is_raised_to_it(
+    retention_hours: int | None, floor_s: float
+) -> None:
+    settings = WardenSettings(kafka={"retention_hours": retention_hours})
+    assert retention_s(settings.kafka) == floor_s
+    # A CreateTime producer's forgery: timestamp=1 (1970), or just past what the topic keeps.
+    for forged_ms in (1, int((NOW - floor_s - 1) * 1000)):
+        assert trusted_event_time(forged_ms, None, NOW, settings) == NOW - floor_s
+        assert clamp_direction(forged_ms, NOW, settings) == "behind"
+    # Within the retention: the broker's time as it is.
+    kept = int((NOW - floor_s + 1) * 1000)
+    assert trusted_event_time(kept, None, NOW, settings) == kept / 1000
+    assert clamp_direction(kept, NOW, settings) is None
+    ahead = int((NOW + 3600) * 1000)
+    assert clamp_direction(ahead, NOW, settings) == "ahead"
+    assert clamp_direction(-1, NOW, settings) is None
+    # A trusted replay's recorded time may still be older than the retention (back in time only).
+    replay = settings.model_copy(update={"ingest": REPLAY.ingest})
+    assert trusted_event_time(1, 1_030_000_000_000, NOW, replay) == 1_030_000_000.0
+
+
+def test_a_sender_forged_into_1970_by_the_broker_time_is_not_aged() -> None:
+    """The past attack on the broker clock itself: every aggregate as if the record came at the bound."""
+    settings = WardenSettings(privacy={"hmac_key": SecretStr("t" * 32)})
+    mails = [encode(e) for e in honest(NOW, 3, "old")]
+    pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
+    position = SourcePosition(topic="mail.events", partition=0, offset=0)
+    floor = NOW - retention_s(settings.kafka)
+    forged_first = ingest_record(mails[0], position, 1, settings, pseudonymiser, NOW)
+    honest_first = ingest_record(mails[0], position, int(floor * 1000), settings, pseudonymiser, NOW)
+    assert isinstance(forged_first, MailFeatures)
+    assert isinstance(honest_first, MailFeatures)
+    assert forged_first.timestamp == honest_first.timestamp == floor
+    # The same features but for the broker timestamp it came with (latency is measured from it).
+    assert forged_first == honest_first.model_copy(update={"produced_at_ms": 1})
+    later = [
+        ingest_record(raw, position, int((NOW + i) * 1000), settings, pseudonymiser, NOW + i)
+        for i, raw in enumerate(mails[1:], 1)
+    ]
+    assert all(isinstance(f, MailFeatures) for f in later)
+    rows = InMemoryStore().apply_and_read_now([forged_first, *later])  # type: ignore[list-item]
+    age = [a.name for a in AGGREGATES].index("sender_age_h")
+    # At most the retention (168 h), never the ~490,000 h a 1970 timestamp would give.
+    assert all(row[age] <= retention_s(settings.kafka) / 3600 + 1 for row in rows)
 
 
 def test_a_producer_header_counts_only_when_trusted_and_only_back_in_time() -> None:

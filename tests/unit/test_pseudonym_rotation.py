@@ -212,7 +212,7 @@ def test_feedback_during_the_grace_period_reaches_both_generations() -> None:
         at=T + 120,
     )
     calls = reputation_calls(
-        Labelled(label, row, FeedbackSettings().weight("ops_review")), Keys("rot"), 60, 60
+        Labelled(label, row, FeedbackSettings().weight("ops_review"), label.at), Keys("rot"), 60, 60
     )
     targets = {(c.entity, c.pseudonym) for c in calls}
     for generation_pseudonyms in (row, features.linked):

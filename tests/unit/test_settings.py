@@ -176,6 +176,12 @@ def test_durability_settings_reach_producers_and_created_topics() -> None:
     ).kafka
     assert topic_configs(settings) == {"min.insync.replicas": "2", "retention.ms": str(720 * 3600 * 1000)}
     assert topic_configs(load_settings().kafka) == {}
+    # Input topics: the broker stamps each record, not its producer.
+    assert topic_configs(settings, input_topic=True) == {
+        "message.timestamp.type": "LogAppendTime",
+        "min.insync.replicas": "2",
+        "retention.ms": str(720 * 3600 * 1000),
+    }
 
 
 def _mounted(directory: Path, files: dict[str, str], mode: int = 0o440) -> Path:

@@ -2,17 +2,18 @@ from features.text import (
     caps_runs,
     extract_urls,
     hidden_text_marks,
-    html_to_text,
     is_ip_literal,
     longest_run,
     url_host,
     url_hosts,
+    visible_text_head,
     words,
 )
 
 
-def test_html_to_text_drops_tags_and_entities() -> None:
-    assert html_to_text("<p>Hello&nbsp;<b>world</b></p>") == "Hello world"
+def test_visible_text_drops_tags_and_entities() -> None:
+    assert visible_text_head("<p>Hello&nbsp;<b>world</b></p>", 100) == (11, "Hello world")
+    assert visible_text_head("<p>Hello&nbsp;<b>world</b></p>", 5) == (11, "Hello")
 
 
 def test_extract_urls_finds_text_links_and_hrefs_once() -> None:
@@ -57,4 +58,4 @@ def test_capitals_words_and_hidden_styles() -> None:
 
 def test_hostile_html_is_linear() -> None:
     hostile = "<" * 200_000 + "a" * 10
-    assert html_to_text(hostile).endswith("a" * 10)
+    assert visible_text_head(hostile, 10**6)[1].endswith("a" * 10)
