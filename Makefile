@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CODE   := streams features models serving infra
 
-.PHONY: install corpus demo test test-quick lint typecheck unit integration clean dev-up dev-down chromium
+.PHONY: install corpus demo test test-quick lint typecheck unit integration clean dev-up dev-down chromium peers evaluate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,11 @@ demo: install corpus
 	$(BIN)/warden demo
 
 # Every test, the slow chaos, outage and fuzz runs included (CI runs this).
-test: lint typecheck chromium
+test: lint typecheck chromium peers
 	$(BIN)/pytest
 
 # The same without the `slow` marker, for a quick loop while developing.
-test-quick: lint typecheck chromium
+test-quick: lint typecheck chromium peers
 	$(BIN)/pytest -m 'not slow'
 
 lint: install
@@ -42,7 +42,7 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-integration: install corpus chromium
+integration: install corpus chromium peers
 	$(BIN)/pytest tests/integration
 
 # The dashboard test drives Debian's chromium through Playwright (never a downloaded browser).
@@ -54,6 +54,22 @@ chromium:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; \
 	else echo "apt-get unavailable: the dashboard test will be skipped (no /usr/bin/chromium)"; fi
+
+# The peer filters of `warden evaluate --peers` (models/peers), from Debian: installed with apt-get when
+# missing, like chromium; without apt their tests skip and the evaluation reports them as missing.
+PEER_PROGRAMS := /usr/bin/bogofilter /usr/bin/sa-learn /usr/sbin/spamd /usr/bin/spamc /usr/bin/rspamd /usr/bin/redis-server
+peers:
+	@if [ -z "$$(for p in $(PEER_PROGRAMS); do [ -x $$p ] || echo $$p; done)" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			bogofilter spamassassin spamd spamc rspamd redis-server; \
+	else echo "apt-get unavailable: the peer tests will be skipped and evaluate --peers reports them missing"; fi
+
+# The corpus evaluation with the peer filters beside Warden (report in .warden/evaluation).
+evaluate: install corpus peers
+	$(BIN)/warden evaluate --peers
 
 dev-up: install
 	$(BIN)/warden dev up

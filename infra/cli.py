@@ -116,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
         "online: every mail in that order with delayed labels and periodic retraining",
     )
     evaluate.add_argument(
+        "--peers",
+        action="store_true",
+        help="static protocol: also train and score bogofilter, SpamAssassin and Rspamd on the same split",
+    )
+    evaluate.add_argument(
         "--out",
         type=Path,
         default=Path(".warden/evaluation"),
@@ -651,6 +656,8 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
     from models.evaluate import evaluate
 
     if args.kind != "mail":
+        if args.peers:
+            raise UsageError("--peers compares mail filters: it needs --kind mail")
         from models.simulated import evaluate_simulated
 
         try:
@@ -667,12 +674,26 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
         return 0
 
     protocols = ("static", "online") if args.protocol == "both" else (args.protocol,)
-    figures = evaluate(settings, args.out, protocols, args.retrain_every, args.label_delay, args.bootstrap)
+    if args.peers and "static" not in protocols:
+        raise UsageError("--peers runs on the static protocol: use --protocol static or both")
+    figures = evaluate(
+        settings,
+        args.out,
+        protocols,
+        args.retrain_every,
+        args.label_delay,
+        args.bootstrap,
+        with_peers=args.peers,
+    )
     for protocol, models in figures.items():
         print(f"== {protocol} ==")
         for model, values in models.items():
             shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
             print(f"{model:14s} {shown}")
+    if args.peers:
+        for peer in json.loads((args.out / "peers.json").read_text()):
+            state = peer["version"] if peer["status"] == "ok" else f"{peer['status']}: {peer['reason']}"
+            print(f"peer {peer['name']:12s} {state}; {'; '.join(peer['notes'])}")
     print(f"report: {args.out / 'report.html'}")
     return 0
 

@@ -405,6 +405,31 @@ class CorpusSettings(_Part):
     npm_version: str = "0.2.3"
 
 
+class PeerSettings(_Part):
+    """The other spam filters ``warden evaluate --peers`` runs beside Warden (models.peers).
+
+    Each program is looked up on the PATH by the name given here (or used as a
+    path); a program that is not found makes its peer "missing", with the reason.
+    """
+
+    bogofilter: str = "bogofilter"
+    sa_learn: str = "sa-learn"
+    spamd: str = "spamd"
+    spamc: str = "spamc"
+    rspamd: str = "rspamd"
+    rspamc: str = "rspamc"
+    #: The Bayes backend of Rspamd: a private server is started for each run.
+    redis_server: str = "redis-server"
+    #: Rspamd's main configuration (the distribution's); its local overrides come from a private folder.
+    rspamd_config: Path = Path("/etc/rspamd/rspamd.conf")
+    #: Scoring processes (spamd children, Rspamd workers, concurrent clients).
+    processes: int = Field(default=2, ge=1, le=64)
+    #: How long a daemon may take to answer after it starts (Rspamd compiles its regexps first).
+    start_timeout_s: float = Field(default=180.0, gt=0)
+    #: Longest one program run (training a half, scoring a batch) may take before it is stopped.
+    run_timeout_s: float = Field(default=3600.0, gt=0)
+
+
 class DevSettings(_Part):
     """The embedded development stack."""
 
@@ -474,6 +499,7 @@ class WardenSettings(BaseSettings):
     health: HealthSettings = HealthSettings()
     review: ReviewSettings = ReviewSettings()
     corpus: CorpusSettings = CorpusSettings()
+    peers: PeerSettings = PeerSettings()
     dev: DevSettings = DevSettings()
 
     @model_validator(mode="after")

@@ -21,22 +21,27 @@ model are computed from the training window only.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import rankdata
 
 from features.pseudonym import Pseudonymiser
 from infra.settings import WardenSettings
 from models import metrics
+from models import peers as peer_filters
 from models.baselines import NAMES as BASELINE_NAMES
 from models.baselines import Baselines
 from models.dataset import Dataset, build_parts
 from models.exceptions import TrainingError
+from models.peers import PeerResult
 from models.registry import Candidate
-from models.report import MetricRow, ModelScores, ProtocolResult, ReportData, WorstError, render
+from models.report import MetricRow, ModelScores, PeerRow, ProtocolResult, ReportData, WorstError, render
+from models.score_table import ScoreTable
 from models.train import corpus_candidate, corpus_pseudonymiser, train
 from serving.scorer import Scorer
 from streams import corpus
@@ -86,6 +91,10 @@ class Evaluated:
     result: ProtocolResult
     figures: dict[str, dict[str, float]]
     candidate: Candidate | None
+    #: Every system's score of every evaluated mail (the per-mail CSV).
+    table: ScoreTable | None = None
+    #: The peer filters' runs (``--peers``), ok or not.
+    peers: tuple[PeerResult, ...] = ()
 
 
 def warden_scores(candidate: Candidate, data: Dataset) -> np.ndarray:
@@ -95,7 +104,7 @@ def warden_scores(candidate: Candidate, data: Dataset) -> np.ndarray:
 
 
 def _metric_rows(
-    model: str, labels: np.ndarray, scores: np.ndarray, resamples: int
+    model: str, labels: np.ndarray, scores: np.ndarray, resamples: int, probabilities: bool = True
 ) -> tuple[list[MetricRow], dict[str, float]]:
     rows, figures = [], {}
     for name, metric in RANKING.items():
@@ -103,6 +112,8 @@ def _metric_rows(
         low, high = metrics.bootstrap_ci(labels, scores, metric, resamples) if resamples else (None, None)
         rows.append(MetricRow(model, name, value, low, high))
         figures[name] = value
+    if not probabilities:
+        return rows, figures
     for name, value in (
         ("brier", metrics.brier(labels, scores)),
         ("calibration_error", metrics.expected_calibration_error(labels, scores)),
@@ -155,28 +166,78 @@ def _protocol(
     thresholds: dict[str, float],
     worst: tuple[WorstError, ...],
     resamples: int,
+    ranked: dict[str, np.ndarray] | None = None,
 ) -> tuple[ProtocolResult, dict[str, dict[str, float]]]:
+    """One protocol's report section; ``ranked``: scores that are not probabilities (the peers')."""
     rows: list[MetricRow] = []
     figures: dict[str, dict[str, float]] = {}
     for model, scores in scored.items():
         model_rows, model_figures = _metric_rows(model, labels, scores, resamples)
         rows += model_rows
         figures[model] = model_figures
+    for model, scores in (ranked or {}).items():
+        model_rows, model_figures = _metric_rows(model, labels, scores, resamples, probabilities=False)
+        rows += model_rows
+        figures[model] = model_figures
     policy_rows, policy_figures = _policy_rows(labels, junk, block)
     rows += policy_rows
     figures["warden"].update(policy_figures)
     models = tuple(ModelScores(m, labels.astype(np.int8), np.clip(s, 0.0, 1.0)) for m, s in scored.items())
+    models += tuple(ModelScores(m, labels.astype(np.int8), rank_scale(s)) for m, s in (ranked or {}).items())
     result = ProtocolResult(name, description, models, tuple(rows), thresholds, worst)
     return result, figures
 
 
-def static(settings: WardenSettings, split: Forward, resamples: int = 500) -> Evaluated:
-    """Train on the first half as ``warden train`` does, evaluate on the second half."""
+def rank_scale(scores: np.ndarray) -> np.ndarray:
+    """Scores of any scale mapped onto [0, 1] by their rank (ties stay tied), for the figures.
+
+    The ROC and precision-recall curves depend only on the order of the scores,
+    which this keeps exactly; a squashing function would tie the extremes.
+    """
+    dense = rankdata(scores, method="dense") - 1.0
+    top = float(dense.max()) if len(dense) else 0.0
+    return np.asarray(dense / top if top > 0 else np.zeros_like(dense), dtype=np.float64)
+
+
+def run_peers(
+    settings: WardenSettings, train_ids: Sequence[str], test_ids: Sequence[str], mails: dict[str, CorpusMail]
+) -> tuple[PeerResult, ...]:
+    """The peer filters trained on ``train_ids`` and scoring ``test_ids``, in a private temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="warden-peers-") as work:
+        return tuple(
+            peer_filters.evaluate(
+                settings, [mails[i] for i in train_ids], [mails[i] for i in test_ids], Path(work)
+            )
+        )
+
+
+def score_table(
+    settings: WardenSettings,
+    data: Dataset,
+    mails: dict[str, CorpusMail],
+    scores: dict[str, np.ndarray],
+) -> ScoreTable:
+    """The per-mail CSV's content for the mails of ``data``."""
+    files = corpus.source_files(settings.corpus, download=False)  # mails built by code have none
+    names = [f"{files[i].parent.name}/{files[i].name}" if i in files else "" for i in data.event_ids]
+    times = np.asarray([mails[i].event_time for i in data.event_ids], dtype=np.float64)
+    return ScoreTable(names, list(data.event_ids), data.labels, times, scores)
+
+
+def static(
+    settings: WardenSettings, split: Forward, resamples: int = 500, with_peers: bool = False
+) -> Evaluated:
+    """Train on the first half as ``warden train`` does, evaluate on the second half.
+
+    With ``with_peers`` the peer filters learn the first half and score the second half too.
+    """
     training, test, mails = split.training, split.test, split.mails
     candidate = corpus_candidate(settings, training, corpus.FIRST_HALF)
     scored = {"warden": warden_scores(candidate, test)}
     baselines = Baselines.fit([mails[i] for i in training.event_ids])
     scored.update(baselines.scores([mails[i] for i in test.event_ids]))
+    ran = run_peers(settings, training.event_ids, test.event_ids, mails) if with_peers else ()
+    ranked = {p.name: p.scores for p in ran if p.scores is not None}
     thresholds = candidate.manifest.thresholds
     result, figures = _protocol(
         "static, forward split",
@@ -192,14 +253,20 @@ def static(settings: WardenSettings, split: Forward, resamples: int = 500) -> Ev
         thresholds.model_dump(),
         _worst(test, scored["warden"], mails, split.pseudonymiser),
         resamples,
+        ranked,
     )
+    for peer in ran:
+        if peer.status == "ok":
+            figures[peer.name].update(
+                train_mails_per_cpu_s=peer.train_per_cpu_s, score_mails_per_cpu_s=peer.score_per_cpu_s
+            )
     figures["split"] = {
         "training_spam": float(training.labels.sum()),
         "training_ham": float(len(training) - training.labels.sum()),
         "test_spam": float(test.labels.sum()),
         "test_ham": float(len(test) - test.labels.sum()),
     }
-    return Evaluated(result, figures, candidate)
+    return Evaluated(result, figures, candidate, score_table(settings, test, mails, scored | ranked), ran)
 
 
 def _counts(data: Dataset) -> str:
@@ -282,7 +349,8 @@ def online(
         "warm_up_mails": float(first),
         "verdicts": float(issued.sum()),
     }
-    return Evaluated(result, figures, None)
+    table = score_table(settings, view, mails, {m: s[issued] for m, s in scored.items()})
+    return Evaluated(result, figures, None, table)
 
 
 def evaluate(
@@ -292,17 +360,27 @@ def evaluate(
     retrain_every: int = 500,
     label_delay: int = 100,
     resamples: int = 500,
+    with_peers: bool = False,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Run the protocols, write ``report.html``, the figures and ``evaluation.json``."""
+    """Run the protocols, write ``report.html``, the figures, ``evaluation.json`` and the per-mail CSVs.
+
+    ``with_peers``: bogofilter, SpamAssassin and Rspamd are trained and scored on
+    the static protocol's split too (their runs also go to ``peers.json``).
+    """
     all_mails = corpus.load(settings.corpus)
     split = forward(settings, all_mails)
     results: list[ProtocolResult] = []
     figures: dict[str, dict[str, dict[str, float]]] = {}
     importance: tuple[tuple[str, float], ...] = ()
+    tables: dict[str, ScoreTable] = {}
+    ran: tuple[PeerResult, ...] = ()
     if "static" in protocols:
-        done = static(settings, split, resamples)
+        done = static(settings, split, resamples, with_peers)
         results.append(done.result)
         figures["static"] = done.figures
+        ran = done.peers
+        if done.table is not None:
+            tables["static"] = done.table
         if done.candidate is not None:
             booster = done.candidate.booster
             importance = tuple(
@@ -320,21 +398,59 @@ def evaluate(
         )
         results.append(done.result)
         figures["online"] = done.figures
+        if done.table is not None:
+            tables["online"] = done.table
     report = ReportData(
         title="Warden mail classifier: evaluation on the SpamAssassin public corpus",
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         protocols=tuple(results),
         feature_importance=importance,
+        peers=tuple(peer_row(p) for p in ran),
         notes=(
             f"{len(all_mails):,} distinct mails (npm {settings.corpus.npm_package}"
             f"@{settings.corpus.npm_version}), replayed in order of receipt.",
             f"Bootstrap: {resamples} resamples of the evaluated mails, 95% percentile intervals.",
             f"Policy targets: junk at {settings.models.junk_fpr:.1%} and block at "
             f"{settings.models.block_fpr:.1%} ham false-positive rate on the validation window.",
-            "Reproduce: make install && .venv/bin/warden evaluate",
+            "Reproduce: make install && .venv/bin/warden evaluate" + (" --peers" if with_peers else ""),
+            *(f"Per-mail scores of every system ({name}): scores-{name}.csv" for name in tables),
         ),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     render(report, out_dir)
     (out_dir / "evaluation.json").write_text(json.dumps(figures, indent=2, default=float))
+    for name, table in tables.items():
+        table.write(out_dir / f"scores-{name}.csv")
+    if with_peers:
+        (out_dir / "peers.json").write_text(json.dumps([_peer_json(p) for p in ran], indent=2))
     return figures
+
+
+def peer_row(peer: PeerResult) -> PeerRow:
+    """A peer's run as the report's peer table shows it."""
+    return PeerRow(
+        name=peer.name,
+        status=peer.status,
+        reason=peer.reason,
+        version=peer.version,
+        settings=peer.settings,
+        train_per_cpu_s=peer.train_per_cpu_s,
+        score_per_cpu_s=peer.score_per_cpu_s,
+        notes=peer.notes,
+    )
+
+
+def _peer_json(peer: PeerResult) -> dict[str, object]:
+    """A peer's run without its scores (they are in the per-mail CSV)."""
+    return {
+        "name": peer.name,
+        "status": peer.status,
+        "reason": peer.reason,
+        "version": peer.version,
+        "settings": peer.settings,
+        "train_mails": peer.train_mails,
+        "train_cpu_s": peer.train_cpu_s,
+        "score_mails": peer.score_mails,
+        "score_cpu_s": peer.score_cpu_s,
+        "notes": list(peer.notes),
+    }

