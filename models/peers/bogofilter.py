@@ -22,11 +22,11 @@ from models.exceptions import PeerError
 from models.peers.common import (
     CpuMeter,
     LabelledMail,
+    MailFolders,
     PeerResult,
     first_line,
     missing_programs,
     run,
-    write_mails,
 )
 
 NAME = "bogofilter"
@@ -52,9 +52,7 @@ class Bogofilter:
         timeout = self._settings.run_timeout_s
         wordlist = work / "wordlist"
         wordlist.mkdir()
-        spam = write_mails(work / "spam", [m.raw for m in train if m.is_spam])
-        ham = write_mails(work / "ham", [m.raw for m in train if not m.is_spam])
-        tests = write_mails(work / "test", test)
+        spam, ham, tests = MailFolders.write(train, test, work)
         base = [binary, "-C", "-d", str(wordlist)]
         meter = CpuMeter()
         for flag, paths in (("-s", spam), ("-n", ham)):

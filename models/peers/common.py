@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -107,6 +107,23 @@ def write_mails(folder: Path, mails: Sequence[bytes]) -> list[Path]:
         path.write_bytes(raw)
         paths.append(path)
     return paths
+
+
+class MailFolders(NamedTuple):
+    """The files a peer learns and scores: training spam, training ham, and the test mails in order."""
+
+    spam: list[Path]
+    ham: list[Path]
+    test: list[Path]
+
+    @classmethod
+    def write(cls, train: Sequence[LabelledMail], test: Sequence[bytes], work: Path) -> MailFolders:
+        """Each mail as its own file under ``work`` (``spam/``, ``ham/``, ``test/``)."""
+        return cls(
+            write_mails(work / "spam", [m.raw for m in train if m.is_spam]),
+            write_mails(work / "ham", [m.raw for m in train if not m.is_spam]),
+            write_mails(work / "test", test),
+        )
 
 
 def run(

@@ -39,13 +39,13 @@ from models.peers.common import (
     CpuMeter,
     Daemon,
     LabelledMail,
+    MailFolders,
     PeerResult,
     daemons,
     first_line,
     free_port,
     missing_programs,
     run,
-    write_mails,
 )
 
 NAME = "rspamd"
@@ -108,9 +108,7 @@ class Rspamd:
     def run(self, train: Sequence[LabelledMail], test: Sequence[bytes], work: Path) -> PeerResult:
         """Start Redis and Rspamd, learn, score twice, stop both (PeerError on failure)."""
         s = self._settings
-        spam = write_mails(work / "spam", [m.raw for m in train if m.is_spam])
-        ham = write_mails(work / "ham", [m.raw for m in train if not m.is_spam])
-        tests = write_mails(work / "test", test)
+        spam, ham, tests = MailFolders.write(train, test, work)
         redis_port, scan_port, control_port = free_port(), free_port(), free_port()
         local = _local_config(work, redis_port, scan_port, control_port, s.processes)
         with daemons() as started:

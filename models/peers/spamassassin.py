@@ -35,12 +35,12 @@ from models.peers.common import (
     CpuMeter,
     Daemon,
     LabelledMail,
+    MailFolders,
     PeerResult,
     daemons,
     first_line,
     missing_programs,
     run,
-    write_mails,
 )
 
 NAME = "spamassassin"
@@ -75,9 +75,7 @@ class SpamAssassin:
     def run(self, train: Sequence[LabelledMail], test: Sequence[bytes], work: Path) -> PeerResult:
         """Learn the training mails with sa-learn, score the test mails with spamd (PeerError on failure)."""
         s = self._settings
-        spam = write_mails(work / "spam", [m.raw for m in train if m.is_spam])
-        ham = write_mails(work / "ham", [m.raw for m in train if not m.is_spam])
-        tests = write_mails(work / "test", test)
+        spam, ham, tests = MailFolders.write(train, test, work)
         # spamd refuses to scan as root: it then runs its children as nobody, who must read the database.
         as_nobody = os.geteuid() == 0
         with tempfile.TemporaryDirectory(prefix="warden-sa-") as private:
