@@ -110,10 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--protocol",
-        choices=("static", "online", "both"),
+        choices=("static", "online", "both", "folds"),
         default="both",
         help="static: train on the first half of the mails by time of receipt, test on the second; "
-        "online: every mail in that order with delayed labels and periodic retraining",
+        "online: every mail in that order with delayed labels and periodic retraining; "
+        "folds: forward folds inside the first half only (where choices about the model are made)",
     )
     evaluate.add_argument(
         "--peers",
@@ -652,6 +653,20 @@ def _review(args: argparse.Namespace, settings: WardenSettings) -> int:
     return 0
 
 
+def _development_folds(args: argparse.Namespace, settings: WardenSettings) -> int:
+    from models import development
+
+    if args.peers:
+        raise UsageError("--peers runs on the static protocol: use --protocol static or both")
+    figures = development.folds(settings, development.training_half(settings))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "folds.json").write_text(json.dumps(figures, indent=2))
+    for fold, values in figures.items():
+        print(f"{fold:8s} " + "  ".join(f"{k}={v:.4f}" if v % 1 else f"{k}={v:.0f}" for k, v in values.items()))
+    print(f"figures: {args.out / 'folds.json'}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
     from models.evaluate import evaluate
 
@@ -673,6 +688,8 @@ def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
         print("\n".join(evaluation.lines()))
         return 0
 
+    if args.protocol == "folds":
+        return _development_folds(args, settings)
     protocols = ("static", "online") if args.protocol == "both" else (args.protocol,)
     if args.peers and "static" not in protocols:
         raise UsageError("--peers runs on the static protocol: use --protocol static or both")

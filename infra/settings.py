@@ -382,7 +382,11 @@ class ModelSettings(_Part):
     verify_key_file: Path | None = None
     #: Largest |ONNX - booster| allowed before a model may be registered.
     parity_tolerance: float = Field(default=1e-5, gt=0)
+    #: Most trees the early-stopped model grows (the refit grows as many per row as it kept).
     num_trees: int = Field(default=600, ge=1)
+    #: Refit the shipped model on the whole training window, validation rows included, after early
+    #: stopping and the thresholds are set on them (models.train); False ships the early-stopped model.
+    refit: bool = True
     num_leaves: int = Field(default=15, ge=2)
     learning_rate: float = Field(default=0.03, gt=0)
     seed: int = 7

@@ -1,11 +1,17 @@
-"""Training a mail classifier: token table and LightGBM on a time-ordered split.
+"""Training a mail classifier: token table and LightGBM on a time-ordered split, then a refit.
 
 The newest ``validation_share`` of the training window (by event time) is
-held out: it stops boosting early, sets the policy thresholds at the target
-false-positive rates, and supplies the parity rows. The token table is learned
-on the older part only; the older part's own evidence is cross-fitted (each
-row's evidence comes from a table that never saw that row). Nothing after the
-training window is ever seen.
+held out first: a model fitted on the older part (token table learned on that
+part, its rows' evidence cross-fitted so that no row's evidence saw its own
+label) stops boosting early on it and sets the policy thresholds at the
+target false-positive rates from its scores there, rows it never saw. The
+shipped model is then refitted on the whole window, validation rows included:
+the token table on every row, and as many trees per row as early stopping
+chose (``ceil(trees * rows / fitted rows)``). Under drift the newest rows are
+the most like the mail to come (``warden evaluate --protocol folds`` measures
+the refit against the early-stopped model on forward folds inside the
+training window, ``WARDEN_MODELS__REFIT``). Nothing after the training window
+is ever seen.
 
 On the corpus the training window is the forward split's first half
 (:func:`streams.corpus.split`); ``warden evaluate``'s static protocol trains
@@ -16,6 +22,9 @@ through exactly :func:`corpus_candidate`, so the model it measures is the one
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import lightgbm as lgb
@@ -98,32 +107,12 @@ def train(
     for part, name in ((fit, "training"), (valid, "validation")):
         if len(set(part.labels.tolist())) < 2:
             raise TrainingError(f"the {name} window holds one class only")
-    tokens = TokenTable.learn(fit.tokens, fit.labels, fit.weights)
-    fit_rows = fit.rows(
-        cross_fitted_evidence(fit.tokens, fit.labels, seed=settings.seed, sample_weight=fit.weights)
-    )
-    valid_rows = valid.rows(valid.evidence(tokens))
     schema = SCHEMAS[data.kind]
     params = _params(settings)
-    train_set = lgb.Dataset(
-        fit_rows,
-        label=fit.labels,
-        weight=fit.weights,
-        feature_name=list(schema.feature_names),
-        free_raw_data=False,
-    )
-    valid_set = lgb.Dataset(valid_rows, label=valid.labels, weight=valid.weights, reference=train_set)
-    booster = lgb.train(
-        params,
-        train_set,
-        num_boost_round=settings.num_trees,
-        valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(50, verbose=False)],
-    )
-    booster.free_dataset()
-    model_bytes = to_onnx(booster)
+    early = _boost(fit, params, schema.feature_names, settings, stop_on=valid)
+    valid_rows = valid.rows(valid.evidence(early.tokens))
     # Thresholds from the scores the served graph gives, not the booster's float64 ones.
-    scores = onnx_scores(session(model_bytes), valid_rows)
+    scores = onnx_scores(session(to_onnx(early.booster)), valid_rows)
     junk = threshold_at_fpr(valid.labels, scores, settings.junk_fpr)
     block = max(junk, threshold_at_fpr(valid.labels, scores, settings.block_fpr))
     if widen_thresholds:
@@ -132,17 +121,25 @@ def train(
         junk = widened_threshold(valid.labels, scores, junk)
         block = max(junk, widened_threshold(valid.labels, scores, block))
     flagged = confusion(valid.labels, scores >= junk)
+    early_trees = early.booster.best_iteration or early.booster.num_trees()
+    final = early
+    if settings.refit:
+        trees = math.ceil(early_trees * len(data) / len(fit))
+        final = _boost(data, params, schema.feature_names, settings, trees=trees)
+    booster, tokens = final.booster, final.tokens
+    model_bytes = to_onnx(booster)
     metrics = {
         "validation_auc": roc_auc(valid.labels, scores),
         "validation_precision_at_junk": flagged["precision"],
         "validation_recall_at_junk": flagged["recall"],
         "validation_fpr_at_junk": flagged["fpr"],
+        "early_stopped_trees": float(early_trees),
         "trees": float(booster.num_trees()),
         "training_rows": float(len(fit)),
         "validation_rows": float(len(valid)),
         "token_table_size": float(len(tokens.weights)),
     }
-    rows = parity_rows(booster, valid_rows, seed=settings.seed)
+    rows = parity_rows(booster, valid.rows(valid.evidence(tokens)), seed=settings.seed)
     check = parity(model_bytes, booster, rows, (0.5, junk, block))
     manifest = Manifest(
         version=version or new_version(model_bytes),
@@ -171,6 +168,51 @@ def train(
         trainer={"lightgbm": lgb.__version__, "params": repr(sorted(params.items()))},
     )
     return Candidate(model_bytes, booster, tokens, rows, manifest)
+
+
+@dataclass(frozen=True)
+class _Boosted:
+    booster: lgb.Booster
+    tokens: TokenTable
+
+
+def _boost(
+    data: Dataset,
+    params: dict[str, object],
+    feature_names: Sequence[str],
+    settings: ModelSettings,
+    *,
+    stop_on: Dataset | None = None,
+    trees: int | None = None,
+) -> _Boosted:
+    """A token table learned on ``data`` and a booster fitted on its rows (evidence cross-fitted).
+
+    With ``stop_on`` boosting stops early on those rows (at most
+    ``settings.num_trees``); otherwise exactly ``trees`` trees are grown.
+    """
+    tokens = TokenTable.learn(data.tokens, data.labels, data.weights)
+    evidence = cross_fitted_evidence(data.tokens, data.labels, seed=settings.seed, sample_weight=data.weights)
+    train_set = lgb.Dataset(
+        data.rows(evidence),
+        label=data.labels,
+        weight=data.weights,
+        feature_name=list(feature_names),
+        free_raw_data=False,
+    )
+    if stop_on is None:
+        booster = lgb.train(params, train_set, num_boost_round=trees or settings.num_trees)
+    else:
+        stop_rows = stop_on.rows(stop_on.evidence(tokens))
+        stop_set = lgb.Dataset(stop_rows, label=stop_on.labels, weight=stop_on.weights, reference=train_set)
+        booster = lgb.train(
+            params,
+            train_set,
+            num_boost_round=settings.num_trees,
+            valid_sets=[stop_set],
+            callbacks=[lgb.early_stopping(50, verbose=False)],
+        )
+    booster.free_dataset()
+    return _Boosted(booster, tokens)
 
 
 def corpus_pseudonymiser(settings: WardenSettings) -> Pseudonymiser:

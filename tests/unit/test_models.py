@@ -202,6 +202,23 @@ def test_training_refuses_data_it_cannot_learn_from() -> None:
         train(data.take(slice(0, 10)), ModelSettings(num_trees=5), source="x")
 
 
+def test_the_shipped_model_is_refitted_on_the_whole_window_with_thresholds_from_unseen_rows() -> None:
+    data = synthetic(1000, seed=3)
+    refitted = train(data, ModelSettings(num_trees=60), source="x")
+    early = train(data, ModelSettings(num_trees=60, refit=False), source="x")
+    # The same early-stopped model sets both candidates' thresholds, on validation rows it never fitted.
+    assert refitted.manifest.thresholds == early.manifest.thresholds
+    assert refitted.manifest.metrics["validation_auc"] == early.manifest.metrics["validation_auc"]
+    kept = refitted.manifest.metrics["early_stopped_trees"]
+    assert early.manifest.metrics["trees"] == kept
+    # The refit grows as many trees per row as early stopping kept, on every row with every token.
+    assert refitted.manifest.metrics["trees"] == np.ceil(kept * 1000 / 800)
+    assert refitted.tokens.documents == 1000
+    assert early.tokens.documents == 800
+    assert refitted.model_bytes != early.model_bytes
+    assert refitted.manifest.parity.label_flips == 0
+
+
 def test_booster_file_round_trips(candidate: Candidate, tmp_path: Path) -> None:
     path = tmp_path / "b.txt"
     candidate.booster.save_model(str(path))

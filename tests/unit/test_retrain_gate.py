@@ -88,14 +88,13 @@ def test_holdout_rows_never_reach_the_candidates_fit_validation_or_token_table(
     assert result.version is not None
     manifest = registry.manifest(result.version)
     assert manifest.metrics["training_rows"] + manifest.metrics["validation_rows"] == len(seen)
-    # The token table: no held-out row's own token; most fitted rows' own tokens (the probe works).
+    # The token table: no held-out row's own token; most of the rows' own tokens it was given,
+    # validation rows included (the shipped model is refitted on them), so the probe works.
     table = registry.load(result.version).tokens().weights
     index = {event_id: i for i, event_id in enumerate(data.event_ids)}
     assert not {UNIQUE + index[e] for e in held} & set(table)
-    fitted = seen - validation
-    learned = sum(UNIQUE + index[e] in table for e in fitted)
-    assert learned > 0.9 * len(fitted)
-    assert not {UNIQUE + index[e] for e in validation} & set(table)
+    learned = sum(UNIQUE + index[e] in table for e in seen)
+    assert learned > 0.9 * len(seen)
 
 
 def test_the_holdout_is_drawn_by_a_keyed_hash_not_by_the_event_ids_alone() -> None:
