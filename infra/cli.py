@@ -662,7 +662,8 @@ def _development_folds(args: argparse.Namespace, settings: WardenSettings) -> in
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "folds.json").write_text(json.dumps(figures, indent=2))
     for fold, values in figures.items():
-        print(f"{fold:8s} " + "  ".join(f"{k}={v:.4f}" if v % 1 else f"{k}={v:.0f}" for k, v in values.items()))
+        shown = (f"{k}={v:.4f}" if v % 1 else f"{k}={v:.0f}" for k, v in values.items())
+        print(f"{fold:8s} " + "  ".join(shown))
     print(f"figures: {args.out / 'folds.json'}")
     return 0
 
