@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from features.text import words
 from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from infra.settings import WardenSettings
-from models.dataset import build, build_parts
+from models.dataset import Dataset, build, build_parts
 from models.evaluate import forward, static
 from models.registry import BOOSTER_FILE, Registry
 from models.train import corpus_pseudonymiser, train_from_corpus
@@ -145,3 +147,31 @@ def test_the_evaluated_model_is_byte_for_byte_what_warden_train_registers(tmp_pa
     for field in ("onnx_sha256", "token_table_sha256", "thresholds", "data", "metrics", "schema_hash"):
         assert getattr(stored.manifest, field) == getattr(evaluated.manifest, field), field
     assert stored.manifest.data.rows == 130
+
+
+def test_development_folds_train_before_each_window_and_never_see_the_test_half(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models import development
+
+    first, _ = halves()
+    data = build(first, corpus_pseudonymiser(SETTINGS))
+    fitted: list[float] = []
+    real_train = development.train
+
+    def spy(rows: Dataset, *args: Any, **kwargs: Any) -> Any:
+        fitted.append(float(rows.timestamps.max()))
+        return real_train(rows, *args, **kwargs)
+
+    monkeypatch.setattr(development, "train", spy)
+    figures = development.folds(SETTINGS, data)
+
+    windows = [name for name in figures if name != "mean"]
+    assert windows == ["0.5-0.7", "0.6-0.8", "0.7-0.9", "0.8-1.0"]
+    for name, newest_fitted, cut in zip(windows, fitted, development.CUTS, strict=True):
+        start, stop = int(N * cut), int(N * (cut + development.WIDTH))
+        # Every fitted row is older than the fold's window; the window's class counts are its own.
+        assert newest_fitted < data.timestamps[start]
+        assert figures[name]["spam"] == data.labels[start:stop].sum()
+        assert figures[name]["spam"] + figures[name]["ham"] == stop - start
+    assert figures["mean"]["roc_auc"] == np.mean([figures[w]["roc_auc"] for w in windows])
