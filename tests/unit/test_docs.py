@@ -65,7 +65,8 @@ def test_every_relative_link_resolves(page: Path, generated: set[str]) -> None:
         path = target.split("#", 1)[0]
         resolved = (page.parent / path).resolve()
         inside = resolved.relative_to(PAGES.resolve()).as_posix() if resolved.is_relative_to(PAGES) else None
-        if not resolved.exists() and inside not in generated:
+        # Site pages may link to the pages generated at build time; the README is read on its own.
+        if not resolved.exists() and (page.name == "README.md" or inside not in generated):
             broken.append(target)
     assert not broken, f"{page.relative_to(REPO)} links to missing files: {broken}"
 
