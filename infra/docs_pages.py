@@ -77,6 +77,28 @@ BENCH_SECTIONS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+#: The figures each section's page shows first, with what they mean (all figures follow).
+BENCH_HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
+    "scorer": (
+        ("warden_over_lightgbm_b64", "scorer over LightGBM `predict`, rows/s at batch 64 (target 1.8x)"),
+        ("warden_over_onnxmltools_b64", "Warden's scorer over onnxmltools' graph, rows/s at batch 64"),
+        ("warden_b64_p50_us", "Warden's scorer, p50 µs per batch of 64"),
+    ),
+    "store": (
+        ("batch_ms_p50", "one micro-batch of 64 events (apply and read every aggregate), p50 ms"),
+        ("per_batch_cpu_ms_mean", "client CPU per batch, one script run per batch (standalone), ms"),
+        ("per_call_cpu_ms_mean", "client CPU per batch, one `EVALSHA` per call (cluster path), ms"),
+        ("per_batch_server_us_per_event", "Redis CPU per event, one script per batch, µs"),
+        ("memo_bytes_per_event", "once-only memo, bytes per event for its TTL"),
+    ),
+    "pipeline": (
+        ("warden_over_bare", "worker over a bare Faust agent loop, events/s on the backlog (target 1.0x)"),
+        ("warden_events_per_s", "worker (one hop), events/s on the backlog"),
+        ("warden_latency_ms_p99", "worker, p99 end-to-end ms at half its rate"),
+        ("warden_cpu_us", "worker, CPU µs per event while paced"),
+    ),
+}
+
 
 def pages(root: Path) -> dict[str, str]:
     """Every generated page by its path in the docs source folder; ``root`` is the repository."""
@@ -329,6 +351,12 @@ def _section_page(name: str, record: dict[str, Any] | None) -> str:
     if name == "hostile":
         return bench_hostile.page(record, command)
     parameters = ", ".join(f"{k} {v}" for k, v in sorted(record.get("parameters", {}).items()))
+    figures = record["figures"]
+    headlines = [(key, label) for key, label in BENCH_HEADLINES.get(name, ()) if key in figures]
+    if headlines:
+        lines += ["| headline | value |", "|---|---|"]
+        lines += [f"| {label} | **{_figure(figures[key])}** |" for key, label in headlines]
+        lines.append("")
     lines += [
         f"Measured by `{command}` ({parameters or 'defaults'}) {_machine(record)}.",
         f"Rendered from `{record['file']}`; compare figures of one run, not across runs (the machine is",
@@ -337,7 +365,7 @@ def _section_page(name: str, record: dict[str, Any] | None) -> str:
         *([record["note"], ""] if record.get("note") else []),
         "| figure | value |",
         "|---|---|",
-        *(f"| `{key}` | {_figure(value)} |" for key, value in sorted(record["figures"].items())),
+        *(f"| `{key}` | {_figure(value)} |" for key, value in sorted(figures.items())),
     ]
     return "\n".join(lines) + "\n"
 

@@ -187,6 +187,9 @@ def test_the_committed_results_render() -> None:
     assert files, "no committed bench results"
     newest = bench_results.latest(files)
     assert {"store", "hostile"} <= set(newest)
+    for name, record in newest.items():  # a renamed figure would drop out of its page's headlines
+        missing = {key for key, _label in docs_pages.BENCH_HEADLINES.get(name, ())} - set(record["figures"])
+        assert not missing, f"{name}: headline figures not in its newest result: {missing}"
     hostile = docs_pages.benchmark_pages(files)["benchmarks/hostile-input.md"]
     assert "| ingest |" in hostile
     assert "Slowest stage" in hostile
