@@ -80,8 +80,8 @@ BENCH_SECTIONS: dict[str, tuple[str, str, str]] = {
 #: The figures each section's page shows first, with what they mean (all figures follow).
 BENCH_HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
     "scorer": (
-        ("warden_over_lightgbm_b64", "scorer over LightGBM `predict`, rows/s at batch 64 (target 1.8x)"),
-        ("warden_over_onnxmltools_b64", "Warden's scorer over onnxmltools' graph, rows/s at batch 64"),
+        ("warden_over_lightgbm_b64", "Warden / LightGBM `predict`, rows/s at batch 64 (target 1.8x)"),
+        ("warden_over_onnxmltools_b64", "Warden / onnxmltools' graph, rows/s at batch 64"),
         ("warden_b64_p50_us", "Warden's scorer, p50 µs per batch of 64"),
     ),
     "store": (
