@@ -15,7 +15,9 @@ Sections:
   (:mod:`infra.bench_hostile`).
 
 The machines this runs on are shared and noisy: compare figures measured in
-the same run, not across runs.
+the same run, not across runs. With ``--json FILE`` each section's figures are
+also written with its date and machine (:mod:`infra.bench_results`); the docs'
+benchmark pages are rendered from such files.
 """
 
 from __future__ import annotations
