@@ -15,7 +15,9 @@ Sections:
   (:mod:`infra.bench_hostile`).
 
 The machines this runs on are shared and noisy: compare figures measured in
-the same run, not across runs.
+the same run, not across runs. With ``--json FILE`` each section's figures are
+also written with its date and machine (:mod:`infra.bench_results`); the docs'
+benchmark pages are rendered from such files.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -39,6 +40,7 @@ from features.redis_client import AsyncClient
 from features.store import RedisStore
 from features.testing import features_for
 from infra import devstack
+from infra.bench_results import Recorder
 from infra.settings import RedisSettings, WardenSettings
 from streams.provenance import content_digest
 from streams.records import MailFeatures
@@ -191,15 +193,19 @@ def run(
     out: TextIO,
     sections: Sequence[str],
     batches: int = 300,
-    hostile_page: Path | None = None,
+    recorder: Recorder | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run the chosen sections and print their figures (and the hostile section's docs page)."""
+    """Run the chosen sections and print their figures; ``recorder`` also writes each to its JSON file."""
     from infra import bench_hostile, bench_pipeline, bench_scorer
 
     results: dict[str, dict[str, float]] = {}
+    started = time.time()
     if "scorer" in sections:
         results["scorer"] = bench_scorer.run(settings, out)
+        if recorder is not None:
+            recorder.add("scorer", results["scorer"], started)
     if "store" in sections:
+        started = time.time()
         with redis_server(settings) as redis_at:
             results["store"] = asyncio.run(_store(redis_at, batches, 64))
             batching = asyncio.run(_batching(redis_at, batches, 64))
@@ -227,17 +233,23 @@ def run(
             f"memo (once-only bookkeeping)    {store['memo_bytes_per_event']:8.0f} bytes per event "
             "until its memo TTL\n"
         )
+        if recorder is not None:
+            recorder.add("store", store, started, {"batches": batches, "batch_size": 64})
     if "pipeline" in sections:
+        started = time.time()
         results["pipeline"] = bench_pipeline.run(settings, out)
+        if recorder is not None:
+            recorder.add("pipeline", results["pipeline"], started)
     if "hostile" in sections:
+        started = time.time()
         hostile = bench_hostile.run(out)
-        if hostile_page is not None:
-            hostile_page.write_text(bench_hostile.page(hostile), encoding="utf-8")
-            out.write(f"wrote {hostile_page}\n")
         results["hostile"] = {
             f"{stage}_{key}": float(value)
             for stage, figures in hostile.items()
             for key, value in figures.items()
             if isinstance(value, int | float)
         }
+        if recorder is not None:
+            parameters = {"target_mb_per_s": bench_hostile.TARGET_MB_S, "budget_s": bench_hostile.BUDGET_S}
+            recorder.add("hostile", results["hostile"], started, parameters, details=hostile)
     return results

@@ -18,12 +18,9 @@ from __future__ import annotations
 import functools
 import gc
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from infra.hostile_inputs import STAGES, Family, Stage, size_of
@@ -139,12 +136,15 @@ def run(out: TextIO, stages: Sequence[Stage] = STAGES, every: bool = False) -> d
     return results
 
 
-#: The command that writes the docs page (and measures what it shows).
-PAGE_COMMAND = "warden bench --only hostile --page docs/hostile-input.md"
+def page(record: dict[str, Any], command: str) -> str:
+    """The docs page of one recorded run of this section (Markdown), rendered by the docs site.
 
-
-def page(results: dict[str, dict[str, Any]]) -> str:
-    """The docs page of one run's figures (Markdown), written by ``warden bench --page``."""
+    ``record`` is a section record of :mod:`infra.bench_results` (its ``details`` are
+    what :func:`run` returned); ``command`` is the command that measures it again.
+    """
+    results: dict[str, dict[str, Any]] = record["details"]
+    target = float(record["parameters"].get("target_mb_per_s", TARGET_MB_S))
+    budget = float(record["parameters"].get("budget_s", BUDGET_S))
     rows = "\n".join(
         f"| {stage} | {'~' if r['extrapolated'] else ''}{r['worst_ms_per_mb']:.1f} | "
         f"{r['worst_mb_per_s']:.1f} | {'yes' if r['meets_target'] else '**no**'} | `{r['worst_family']}` | "
@@ -153,12 +153,13 @@ def page(results: dict[str, dict[str, Any]]) -> str:
     )
     slowest = min(results, key=lambda name: results[name]["worst_mb_per_s"])
     met = all(r["meets_target"] for r in results.values())
+    machine = record["machine"]
     return f"""# Hostile input: CPU per record, stage by stage
 
-Written by `{PAGE_COMMAND}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
-({platform.python_implementation()} {platform.python_version()}, {platform.machine()}, {_cpu()},
-{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end: CPU time grows on a
-loaded machine, so compare rows of one run). Do not edit by hand: run the command again.
+Measured by `{command}` on {record["date"]} ({machine["python"]}, {machine["cpu_model"]},
+{machine["cores"]} cores, load average {machine["load_average"][0]:.1f} at the end: CPU time grows on a
+loaded machine, so compare rows of one run). Rendered from `{record["file"]}`: run the command
+again to replace it.{_note(record)}
 
 For every ingest stage (`infra/hostile_inputs.py`: framing, JSON, nesting,
 validation, header and body parsing, each regex over message text, and the
@@ -166,11 +167,11 @@ whole of ingest) and every adversarial family of that stage, a record is
 built at 4 KB and doubled up to 1 MB and timed in process CPU time (best of a
 few runs, one thread). A row shows the stage's worst family: its CPU per 1 MB
 record, the throughput that worst case allows (target: at least
-{TARGET_MB_S:.0f} MB/s), and the steepest CPU growth of a last doubling over
+{target:.0f} MB/s), and the steepest CPU growth of a last doubling over
 all its families (about x2 for linear work, x4 for quadratic). `~` marks a
-figure extrapolated from a family stopped above {BUDGET_S:.0f} s of CPU.
+figure extrapolated from a family stopped above {budget:.0f} s of CPU.
 
-| stage | worst ms/MB | worst MB/s | >= {TARGET_MB_S:.0f} MB/s | worst family | families | steepest doubling |
+| stage | worst ms/MB | worst MB/s | >= {target:.0f} MB/s | worst family | families | steepest doubling |
 |---|---|---|---|---|---|---|
 {rows}
 
@@ -181,17 +182,11 @@ The same families are doubling tests in `tests/unit/test_linear_time.py`
 (each stage's CPU may at most ~2.5x when its input doubles), and every regex
 over sender text is checked there by `regexploit`. In a worker, records above
 `WARDEN_INGEST__ISOLATE_ABOVE_BYTES` are ingested in a child process under a
-deadline (see [security.md](security.md), section 1).
+deadline (see [Security](../security.md), section 1).
 """
 
 
-def _cpu() -> str:
-    """The CPU's model name (Linux), for the page's header."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+def _note(record: dict[str, Any]) -> str:
+    """The record's own note (how it was obtained, when not by ``--json``), as a paragraph."""
+    note = record.get("note")
+    return f"\n\n{note}" if note else ""

@@ -14,7 +14,7 @@ process on fresh topics and a fresh Redis prefix; then:
   record, and the same records compressed with zlib in batches of 100 (what a
   producer with ``compression.type=gzip`` would roughly write).
 
-These are the inputs of ``infra/CAPACITY.md``.
+These are the inputs of the capacity plan (``docs/pages/deployment-and-capacity.md``).
 """
 
 from __future__ import annotations

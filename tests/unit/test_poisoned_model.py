@@ -45,7 +45,7 @@ def _farm_weights(reports: int, settings: FeedbackSettings) -> list[float]:
 
 def test_the_next_model_keeps_the_victims_mail_where_it_was() -> None:
     # A fixed scenario, not an evaluation window: the mails of the `*-1` folders (3,250, the
-    # victim's 54 among them), the set the README's figures for this test were measured on.
+    # victim's 54 among them), the set the docs' figures for this test (Feedback and retraining) are of.
     mails = [m for m in corpus.load(CORPUS) if m.folder.endswith("-1")]
     data = build(mails, Pseudonymiser(SecretStr("test-key"), "k1"))
     senders = {m.event.event_id: m.event.sender.lower() for m in mails}
