@@ -175,3 +175,35 @@ def test_development_folds_train_before_each_window_and_never_see_the_test_half(
         assert figures[name]["spam"] == data.labels[start:stop].sum()
         assert figures[name]["spam"] + figures[name]["ham"] == stop - start
     assert figures["mean"]["roc_auc"] == np.mean([figures[w]["roc_auc"] for w in windows])
+
+
+def test_the_ceiling_scores_every_test_row_by_a_model_that_never_saw_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from models import development
+
+    first, second = halves()
+    _, test = build_parts([first, second], corpus_pseudonymiser(SETTINGS))
+    fitted: list[set[str]] = []
+    scored: list[set[str]] = []
+    real_train, real_scores = development.train, development.warden_scores
+
+    def spy_train(rows: Dataset, *args: Any, **kwargs: Any) -> Any:
+        fitted.append(set(rows.event_ids))
+        return real_train(rows, *args, **kwargs)
+
+    def spy_scores(candidate: Any, rows: Dataset) -> Any:
+        scored.append(set(rows.event_ids))
+        return real_scores(candidate, rows)
+
+    monkeypatch.setattr(development, "train", spy_train)
+    monkeypatch.setattr(development, "warden_scores", spy_scores)
+    (figures,) = development.ceiling(SETTINGS, test).values()
+
+    assert len(fitted) == len(scored) == 5
+    for seen, judged in zip(fitted, scored, strict=True):
+        assert not seen & judged
+        assert seen | judged == set(test.event_ids)  # only test-half rows, nothing of the first half
+    assert set().union(*scored) == set(test.event_ids)
+    assert figures["spam"] == test.labels.sum()
+    assert 0.5 < figures["roc_auc"] <= 1.0
