@@ -303,7 +303,8 @@ def feedback_lines(summary: Mapping[str, Any]) -> list[str]:
         f"retrain {summary['retrain_outcome']}, worker on the new model "
         f"{summary['retrain_to_swap_s']} s after the retrain started",
         f"                     labelled wave-1 mails in retrain's rows: {placed['fit']} fitted, "
-        f"{placed['validation']} validation, {placed['gate_holdout']} gate holdout",
+        f"{placed['validation']} validation (early stopping and thresholds; the refit fits them too), "
+        f"{placed['gate_holdout']} gate holdout",
         f"wave 2 recall        champion {wave2['champion']}  control (retrained without the campaign "
         f"labels, {control['examples']:,} examples) {wave2['control']}  retrained with them "
         f"({control['examples_with_labels']:,} examples) {wave2['with_labels']}  -> labels' effect "
