@@ -122,7 +122,7 @@ def train(
         block = max(junk, widened_threshold(valid.labels, scores, block))
     flagged = confusion(valid.labels, scores >= junk)
     early_trees = early.booster.best_iteration or early.booster.num_trees()
-    final = early
+    final, trees = early, early_trees
     if settings.refit:
         trees = math.ceil(early_trees * len(data) / len(fit))
         final = _boost(data, params, schema.feature_names, settings, trees=trees)
@@ -134,7 +134,7 @@ def train(
         "validation_recall_at_junk": flagged["recall"],
         "validation_fpr_at_junk": flagged["fpr"],
         "early_stopped_trees": float(early_trees),
-        "trees": float(booster.num_trees()),
+        "trees": float(trees),
         "training_rows": float(len(fit)),
         "validation_rows": float(len(valid)),
         "token_table_size": float(len(tokens.weights)),
