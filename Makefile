@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CODE   := streams features models serving infra
 
-.PHONY: install corpus demo test test-quick lint typecheck unit integration docs clean dev-up dev-down chromium peers evaluate
+.PHONY: install corpus demo test test-quick lint typecheck unit integration docs clean dev-up dev-down chromium peers prometheus evaluate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,11 @@ demo: install corpus
 	$(BIN)/warden demo
 
 # Every test, the slow chaos, outage and fuzz runs included (CI runs this).
-test: lint typecheck docs chromium peers
+test: lint typecheck docs prometheus chromium peers
 	$(BIN)/pytest
 
 # The same without the `slow` marker, for a quick loop while developing.
-test-quick: lint typecheck docs chromium peers
+test-quick: lint typecheck docs prometheus chromium peers
 	$(BIN)/pytest -m 'not slow'
 
 lint: install
@@ -73,6 +73,21 @@ peers:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 			bogofilter spamassassin spamd spamc rspamd redis-server; \
 	else echo "apt-get unavailable: the peer tests will be skipped and evaluate --peers reports them missing"; fi
+
+# The alerting rules (infra/deploy/prometheus): `promtool check rules`, then their unit tests. promtool
+# comes from Debian's prometheus package, installed with apt-get when missing, like chromium; without
+# apt both checks are skipped (the pytest check that every metric they name is exported still runs).
+ALERTS := infra/deploy/prometheus/alerts.yaml
+prometheus:
+	@if command -v promtool >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
+	@if command -v promtool >/dev/null 2>&1; then \
+		promtool check rules $(ALERTS) && promtool test rules $(ALERTS:.yaml=_test.yaml); \
+	else echo "apt-get unavailable: promtool missing, the alerting rules are not checked"; fi
 
 # The corpus evaluation with the peer filters beside Warden (report in .warden/evaluation).
 evaluate: install corpus peers

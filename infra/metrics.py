@@ -231,6 +231,9 @@ class WorkerStats:
     #: ``POST /score`` requests answered with an error status, by status code.
     score_refused: Counter[int] = field(default_factory=Counter)
     shadow_disagreements: int = 0
+    #: The last ``warden retrain`` run the registry records ("" and 0: none), read at each registry refresh.
+    retrain_outcome: str = ""
+    retrain_finished_at: float = 0.0
     assigned_partitions: int = 0
     started: bool = False
     actions: dict[str, int] = field(default_factory=lambda: {"allow": 0, "junk": 0, "block": 0})
@@ -476,6 +479,14 @@ class StatsCollector(Collector):
             "Shadow disagreements per shadow-scored event",
             s.shadow_disagreement_rate,
         )
+        retrain = GaugeMetricFamily(
+            "warden_retrain_last_run_timestamp_seconds",
+            "When the last warden retrain run recorded in the registry ended, labelled with its outcome",
+            labels=["outcome"],
+        )
+        if s.retrain_outcome:
+            retrain.add_metric([s.retrain_outcome], s.retrain_finished_at)
+        yield retrain
 
     @staticmethod
     def _feedback(s: WorkerStats) -> Iterator[Metric]:

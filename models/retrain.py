@@ -40,6 +40,7 @@ import numpy as np
 
 from features.definitions import AGGREGATES, CONTENT, SCHEMA_HASH
 from infra.settings import WardenSettings
+from models import runs
 from models.dataset import Dataset
 from models.exceptions import ModelsError, TrainingError
 from models.metrics import recall_at_fpr, roc_auc
@@ -361,13 +362,23 @@ def retrain(
     until: float | None = None,
     min_examples: int = 200,
 ) -> RetrainResult:
-    """One run: read, cut, train, check, judge, register, and maybe promote (the caller announces)."""
+    """One run: read, cut, train, check, judge, register, and maybe promote (the caller announces).
+
+    The outcome (``failed`` when an error stops the run) is recorded in the registry for the
+    workers' metrics (:mod:`models.runs`); a run refused by the lock records nothing.
+    """
     registry = Registry.from_settings(settings, signing=True)
     key = holdout_key(settings)
     started = time.monotonic()
     with registry_lock(registry):
-        read = read_examples(settings, since, until)
-        result = decide(dataset(read.examples), settings, registry, key, min_examples)
+        try:
+            read = read_examples(settings, since, until)
+            result = decide(dataset(read.examples), settings, registry, key, min_examples)
+        except Exception:
+            # Recorded for the workers to export (the alert on a failing retrain), then raised as before.
+            runs.write_last_run(registry.root, "failed", time.time())
+            raise
+        runs.write_last_run(registry.root, result.outcome, time.time())
     result.refused = dict(read.refused)
     result.figures = {
         "examples_read": float(len(read.examples)),

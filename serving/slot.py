@@ -32,6 +32,7 @@ from infra.metrics import WorkerStats
 from models.exceptions import RegistryError
 from models.pointers import PointerName
 from models.registry import Registry
+from models.runs import read_last_run
 from serving.exceptions import ModelRejected, NoModel
 from serving.scorer import Scorer, stored_version
 from streams.records import ActivityKind
@@ -94,6 +95,8 @@ class ModelSlot:
         #: Problems of each pointer already counted and logged (a bad pointer is read again every
         #: refresh); forgotten once that pointer verifies again, so the next attack counts anew.
         self._bad_pointers: dict[tuple[str, str], set[str]] = {}
+        #: Why the registry's retrain record was last refused ("" once it reads again), to log it once.
+        self._bad_retrain_record = ""
         stats.model_version = champion.version
 
     @classmethod
@@ -180,9 +183,27 @@ class ModelSlot:
                     swaps.append(Swap("shadow", current_shadow, shadow, load_ms))
         # Health reports a shadow the registry asks for but this worker refused.
         self._stats.shadow_failing = shadow is not None and shadow in self._refused
+        self._read_last_retrain()
         for swap in swaps:
             log.warning("%s model %s -> %s (loaded in %.0f ms)", swap.role, swap.old, swap.new, swap.load_ms)
         return swaps
+
+    def _read_last_retrain(self) -> None:
+        """Put the last ``warden retrain`` run the registry records in the stats (for ``/metrics``).
+
+        A record refused (:func:`models.runs.read_last_run`) shows as no run, logged once per reason.
+        """
+        try:
+            last = read_last_run(self.registry.root)
+        except RegistryError as exc:
+            if str(exc) != self._bad_retrain_record:
+                log.warning("%s", exc)
+            self._bad_retrain_record = str(exc)
+            last = None
+        else:
+            self._bad_retrain_record = ""
+        self._stats.retrain_outcome = last.outcome if last is not None else ""
+        self._stats.retrain_finished_at = last.finished_at if last is not None else 0.0
 
     def _pointer(self, registry: Registry, name: PointerName, serving: str | None) -> str | None:
         """The version ``name`` of ``registry`` points at, or ``serving`` when the pointer is refused.

@@ -18,6 +18,7 @@ from streams import broker, corpus, feedback_source
 from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
 from streams.replay import replay, send_raw
 from streams.topics import Topics
+from tests.integration.outcomes import metrics, wait_until
 
 
 def _verdicts(settings: WardenSettings, topics: Topics, wanted: set[str]) -> dict[str, list[Verdict]]:
@@ -40,6 +41,13 @@ def _wait_for_model(settings: WardenSettings, version: str | None, timeout_s: fl
                 return
         time.sleep(0.05)
     raise AssertionError(f"the worker did not switch to {version}")
+
+
+def _retrain_exported(settings: WardenSettings, outcome: str) -> bool:
+    """Whether the worker's /metrics shows ``outcome`` as the last retrain run's, and no other."""
+    family = "warden_retrain_last_run_timestamp_seconds"
+    shown = {name for name in metrics(settings) if name.startswith(family)}
+    return shown == {f'{family}{{outcome="{outcome}"}}'}
 
 
 def _cli(
@@ -128,6 +136,8 @@ def test_labels_retrain_promote_swap_and_rollback(
         scarce = _cli(live, base_env, "retrain", "--min-examples", "5000")
         assert scarce.returncode == EXIT_TOO_LITTLE_DATA, scarce.stderr
         assert registry.versions() == versions_before
+        # The worker, which never saw the job, exports its outcome (read from the registry).
+        wait_until(lambda: _retrain_exported(live, "too_little_data"), 10, "too_little_data on /metrics")
 
         # A retrain strictly better than the champion on the gate's holdout (labelled rows the
         # candidate never trained on): promoted, announced, swapped; both figures and its size printed.
@@ -159,6 +169,7 @@ def test_labels_retrain_promote_swap_and_rollback(
         weak_version = json.loads(refused.stdout.strip().splitlines()[-1])["version"]
         assert weak_version in registry.versions()
         assert registry.current() == new
+        wait_until(lambda: _retrain_exported(live, "not_promoted"), 10, "not_promoted on /metrics")
 
         # Rollback: running workers return to the previous version.
         rolled = _cli(live, base_env, "models", "rollback")
