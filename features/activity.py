@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from features.content import _RISKY_TLDS, _SHORTENERS, spam_phrases
-from features.pseudonym import address_domain
-from features.text import extract_urls, fold_case, is_ip_literal, longest_run, url_hosts, words
-from streams.records import CalendarEvent, ContactsEvent
+from warden.features.content import _RISKY_TLDS, _SHORTENERS, spam_phrases
+from warden.features.pseudonym import address_domain
+from warden.features.text import extract_urls, fold_case, is_ip_literal, longest_run, url_hosts, words
+from warden.streams.records import CalendarEvent, ContactsEvent
 
 #: Words of lures common to invite and card scams (prizes, payments, account threats).
 _LURES = re.compile(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from features.headers import (
+from warden.features.headers import (
     ReceivedHop,
     address_domain_in,
     display_name,
@@ -23,8 +23,8 @@ from features.headers import (
     received_hops,
     timezone_minutes,
 )
-from features.pseudonym import address_domain
-from features.text import (
+from warden.features.pseudonym import address_domain
+from warden.features.text import (
     anchor_names_other_host,
     anchors,
     caps_runs,
@@ -36,7 +36,7 @@ from features.text import (
     url_hosts,
     visible_text_head,
 )
-from streams.records import MailEvent
+from warden.streams.records import MailEvent
 
 _SPAM_PHRASES = re.compile(
     r"\b(free|click here|act now|limited time|100%|guarantee[d]?|winner|cash|credit|"

@@ -14,15 +14,15 @@ from typing import cast
 import tldextract
 import tldextract.tldextract
 
-from features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, activity_words
-from features.aggregations import URL_DOMAIN
-from features.content import CONTENT, MailView
-from features.definitions import message_words
-from features.exceptions import IncompatibleLibrary
-from features.pseudonym import KeyRing, Pseudonymiser, address_domain
-from features.text import is_ip_literal
-from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
-from streams.records import (
+from warden.features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, activity_words
+from warden.features.aggregations import URL_DOMAIN
+from warden.features.content import CONTENT, MailView
+from warden.features.definitions import message_words
+from warden.features.exceptions import IncompatibleLibrary
+from warden.features.pseudonym import KeyRing, Pseudonymiser, address_domain
+from warden.features.text import is_ip_literal
+from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
+from warden.streams.records import (
     ActivityFeatures,
     CalendarEvent,
     ContactsEvent,
@@ -50,7 +50,7 @@ def _library_decoder() -> Callable[[str], str]:
     if not callable(found):
         raise IncompatibleLibrary(
             f"tldextract {getattr(tldextract, '__version__', '?')} has no _decode_punycode: "
-            "features.extraction bounds IDNA decoding through it; "
+            "warden.features.extraction bounds IDNA decoding through it; "
             "install the tldextract version range of pyproject.toml"
         )
     return cast(Callable[[str], str], found)

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.aggregations import Entity
+from warden.features.aggregations import Entity
 
 
 @dataclass(frozen=True)

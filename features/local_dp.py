@@ -39,11 +39,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.aggregations import SENDER_DOMAIN
-from features.exceptions import FeaturesError
-from features.keys import Keys
-from features.operations import Call, report
-from features.pseudonym import Pseudonymiser
+from warden.features.aggregations import SENDER_DOMAIN
+from warden.features.exceptions import FeaturesError
+from warden.features.keys import Keys
+from warden.features.operations import Call, report
+from warden.features.pseudonym import Pseudonymiser
 
 
 class SketchError(FeaturesError):

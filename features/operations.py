@@ -84,7 +84,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from features.aggregations import (
+from warden.features.aggregations import (
     AGGREGATES_BY_KIND,
     CARD_OWNER,
     CARD_RECIPIENT,
@@ -111,8 +111,8 @@ from features.aggregations import (
     UnknownContactShare,
     WindowCount,
 )
-from features.keys import Keys
-from streams.records import ActivityFeatures, EventFeatures, EventKind, MailFeatures
+from warden.features.keys import Keys
+from warden.streams.records import ActivityFeatures, EventFeatures, EventKind, MailFeatures
 
 Label = Literal["abuse", "legit"]
 

@@ -36,8 +36,8 @@ from typing import Literal, get_args
 
 from pydantic import SecretStr
 
-from features.exceptions import PseudonymKeyError
-from infra.settings import KEY_HINT, PrivacySettings, key_problem
+from warden.features.exceptions import PseudonymKeyError
+from warden.infra.settings import KEY_HINT, PrivacySettings, key_problem
 
 Domain = Literal["address", "domain", "ip", "url_host", "account", "token"]
 _DOMAINS: tuple[Domain, ...] = get_args(Domain)

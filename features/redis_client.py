@@ -27,9 +27,9 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode
 from redis.exceptions import RedisClusterException, RedisError
 
-from features.exceptions import StoreNotConfigured
-from infra.security import redis_options
-from infra.settings import RedisSettings
+from warden.features.exceptions import StoreNotConfigured
+from warden.infra.security import redis_options
+from warden.infra.settings import RedisSettings
 
 #: A client for the event loop: standalone or cluster (what :class:`features.store.RedisStore` takes).
 AsyncClient: TypeAlias = aioredis.Redis | AsyncRedisCluster

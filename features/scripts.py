@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from features.operations import Call, parse
+from warden.features.operations import Call, parse
 
 
 def _fmt(value: float) -> str:

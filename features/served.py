@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from features.store import RedisClient
-from streams.records import ServedRow
+from warden.features.store import RedisClient
+from warden.streams.records import ServedRow
 
 
 class ServedRows:

@@ -30,11 +30,11 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from features.exceptions import StoreUnavailable
-from features.keys import Keys
-from features.operations import Call, Served, parse, plan_batch
-from features.scripts import BATCH_LUA, LUA, PREVIEW_LUA
-from streams.records import EventFeatures
+from warden.features.exceptions import StoreUnavailable
+from warden.features.keys import Keys
+from warden.features.operations import Call, Served, parse, plan_batch
+from warden.features.scripts import BATCH_LUA, LUA, PREVIEW_LUA
+from warden.streams.records import EventFeatures
 
 
 class FeatureStore(Protocol):

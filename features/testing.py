@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from features.definitions import CONTENT
-from features.keys import Keys
-from features.operations import Call, Served, plan_batch
-from features.scripts import Interpreter
-from streams.records import EventFeatures, MailFeatures, SourcePosition
+from warden.features.definitions import CONTENT
+from warden.features.keys import Keys
+from warden.features.operations import Call, Served, plan_batch
+from warden.features.scripts import Interpreter
+from warden.streams.records import EventFeatures, MailFeatures, SourcePosition
 
 
 class InMemoryStore:

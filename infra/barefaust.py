@@ -26,7 +26,7 @@ def main(argv: Sequence[str]) -> None:
         raise SystemExit(f"barefaust: unknown option(s) {', '.join(sorted(unknown))}")
     tuned: dict[str, Any] = {}
     if "producer-batch" in options:
-        from streams.app import PRODUCER_BATCH_BYTES
+        from warden.streams.app import PRODUCER_BATCH_BYTES
 
         tuned["producer_max_batch_size"] = PRODUCER_BATCH_BYTES
     app = faust.App(
@@ -53,7 +53,7 @@ def main(argv: Sequence[str]) -> None:
     app.agent(source, name=f"{app_id}.passthrough")(passthrough)
     worker = faust.Worker(app, loglevel="warn", quiet=True)
     if "no-spinner" in options:
-        from streams.worker import without_spinner
+        from warden.streams.worker import without_spinner
 
         without_spinner(worker)
     worker.execute_from_commandline()

@@ -32,16 +32,16 @@ from typing import TextIO
 
 import numpy as np
 
-from features import redis_client
-from features.keys import Keys
-from features.operations import plan_batch
-from features.redis_client import AsyncClient
-from features.store import RedisStore
-from features.testing import features_for
-from infra import devstack
-from infra.settings import RedisSettings, WardenSettings
-from streams.provenance import content_digest
-from streams.records import MailFeatures
+from warden.features import redis_client
+from warden.features.keys import Keys
+from warden.features.operations import plan_batch
+from warden.features.redis_client import AsyncClient
+from warden.features.store import RedisStore
+from warden.features.testing import features_for
+from warden.infra import devstack
+from warden.infra.settings import RedisSettings, WardenSettings
+from warden.streams.provenance import content_digest
+from warden.streams.records import MailFeatures
 
 SECTIONS = ("scorer", "store", "pipeline", "hostile")
 
@@ -194,7 +194,7 @@ def run(
     hostile_page: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Run the chosen sections and print their figures (and the hostile section's docs page)."""
-    from infra import bench_hostile, bench_pipeline, bench_scorer
+    from warden.infra import bench_hostile, bench_pipeline, bench_scorer
 
     results: dict[str, dict[str, float]] = {}
     if "scorer" in sections:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from infra.hostile_inputs import STAGES, Family, Stage, size_of
+from warden.infra.hostile_inputs import STAGES, Family, Stage, size_of
 
 #: Every stage must ingest its worst family at least this fast (issue 17).
 TARGET_MB_S = 20.0

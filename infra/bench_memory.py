@@ -28,13 +28,13 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import TextIO
 
-from features.redis_client import AsyncClient, async_client
-from infra import bench_scaling
-from infra.demo import Console, services
-from infra.exceptions import DevStackError
-from infra.settings import RedisSettings, WardenSettings
-from streams import broker, corpus
-from streams.topics import Topic, Topics
+from warden.features.redis_client import AsyncClient, async_client
+from warden.infra import bench_scaling
+from warden.infra.demo import Console, services
+from warden.infra.exceptions import DevStackError
+from warden.infra.settings import RedisSettings, WardenSettings
+from warden.streams import broker, corpus
+from warden.streams.topics import Topic, Topics
 
 ENTITY_TAGS = {"a": "account", "d": "sender domain", "i": "sending IP", "u": "URL domain"}
 COMPRESSION_BATCH = 100

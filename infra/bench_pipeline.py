@@ -24,14 +24,14 @@ from typing import TextIO
 
 import numpy as np
 
-from infra import bench_scaling, devstack
-from infra.demo import Console, services
-from infra.settings import WardenSettings
-from infra.worker_process import child_process, wait_healthy, worker_process
-from models.train import train_from_corpus
-from streams import broker, corpus
-from streams.replay import send_recorded
-from streams.topics import Topic, Topics
+from warden.infra import bench_scaling, devstack
+from warden.infra.demo import Console, services
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import child_process, wait_healthy, worker_process
+from warden.models.train import train_from_corpus
+from warden.streams import broker, corpus
+from warden.streams.replay import send_recorded
+from warden.streams.topics import Topic, Topics
 
 BACKLOG = 3000
 LATENCY_SECONDS = 8.0
@@ -106,7 +106,7 @@ def _bare_faust(
     argv = [
         sys.executable,
         "-m",
-        "infra.barefaust",
+        "warden.infra.barefaust",
         settings.kafka.bootstrap_servers or "",
         source.name,
         sink.name,

@@ -27,16 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from infra import devstack
-from infra.demo import Console, services
-from infra.exceptions import DevStackError
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from models.registry import Registry
-from streams import broker, corpus
-from streams.records import Verdict, decode
-from streams.replay import Recorded, send_recorded, stamped
-from streams.topics import Topics
+from warden.infra import devstack
+from warden.infra.demo import Console, services
+from warden.infra.exceptions import DevStackError
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.streams import broker, corpus
+from warden.streams.records import Verdict, decode
+from warden.streams.replay import Recorded, send_recorded, stamped
+from warden.streams.topics import Topics
 
 #: Partitions of every bench topic: enough for each worker of the largest group to hold several.
 PARTITIONS = 8
@@ -101,7 +101,7 @@ def rss_bytes(pid: int) -> int:
 
 def redis_cpu_seconds(settings: WardenSettings) -> float:
     """User + system CPU seconds of the Redis server so far (``INFO cpu``)."""
-    from features.redis_client import server_client
+    from warden.features.redis_client import server_client
 
     if settings.redis.url is None or settings.redis.cluster_nodes:
         raise DevStackError("the Redis CPU figure needs one standalone Redis (no URL, or a cluster, is set)")
@@ -130,7 +130,7 @@ def ensure_model(live: WardenSettings, console: Console) -> WardenSettings:
     """``live`` with a registry that has a current model: the configured one, or one trained now."""
     if Registry.from_settings(live).current() is not None:
         return live
-    from models.train import train_from_corpus
+    from warden.models.train import train_from_corpus
 
     registry = live.dev.state_dir / f"bench-registry-{uuid.uuid4().hex[:8]}"
     live = live.model_copy(update={"models": live.models.model_copy(update={"registry_dir": registry})})

@@ -10,14 +10,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from features.pseudonym import Pseudonymiser
-from infra import bench_stages
-from infra.settings import WardenSettings
-from models.dataset import build
-from models.export import INPUT_NAME, TARGET_OPSET, onnx_scores, session
-from models.train import train
-from serving.scorer import Scorer
-from streams import corpus
+from warden.features.pseudonym import Pseudonymiser
+from warden.infra import bench_stages
+from warden.infra.settings import WardenSettings
+from warden.models.dataset import build
+from warden.models.export import INPUT_NAME, TARGET_OPSET, onnx_scores, session
+from warden.models.train import train
+from warden.serving.scorer import Scorer
+from warden.streams import corpus
 
 BATCHES = (1, 64, 512)
 #: Mails the per-stage costs are measured on.

@@ -16,14 +16,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from features.definitions import AGGREGATES, FEATURE_NAMES
-from features.pseudonym import Pseudonymiser
-from infra.settings import WardenSettings
-from serving.scorer import Scorer
-from streams.agents.score import entries_of, explain, score_batch, verdicts_of
-from streams.corpus import CorpusMail
-from streams.ingest_pool import RawRecord, ingest_batch
-from streams.records import MailFeatures, decode, encode
+from warden.features.definitions import AGGREGATES, FEATURE_NAMES
+from warden.features.pseudonym import Pseudonymiser
+from warden.infra.settings import WardenSettings
+from warden.serving.scorer import Scorer
+from warden.streams.agents.score import entries_of, explain, score_batch, verdicts_of
+from warden.streams.corpus import CorpusMail
+from warden.streams.ingest_pool import RawRecord, ingest_batch
+from warden.streams.records import MailFeatures, decode, encode
 
 #: Micro-batch size the per-event figures of the scoring stages are measured at.
 BATCH = 64

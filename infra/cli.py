@@ -15,17 +15,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from features.exceptions import FeaturesError
-from infra import keys_cli, secret_handoff
-from infra.exceptions import InfraError, SettingsError, UsageError
-from infra.settings import WardenSettings, load_settings
-from models.exceptions import ModelsError
-from models.registry import Registry
-from serving.exceptions import ServingError
-from streams.exceptions import StreamsError
+from warden.features.exceptions import FeaturesError
+from warden.infra import keys_cli, secret_handoff
+from warden.infra.exceptions import InfraError, SettingsError, UsageError
+from warden.infra.settings import WardenSettings, load_settings
+from warden.models.exceptions import ModelsError
+from warden.models.registry import Registry
+from warden.serving.exceptions import ServingError
+from warden.streams.exceptions import StreamsError
 
 if TYPE_CHECKING:
-    from streams.simulator import SimulationParams
+    from warden.streams.simulator import SimulationParams
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -259,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="start or stop the embedded broker and Redis")
     dev.add_argument("action", choices=("up", "down", "status"))
-    from infra import dead_letters_cli, privacy_cli
+    from warden.infra import dead_letters_cli, privacy_cli
 
     privacy_cli.add_parsers(commands, _Parser, _positive, _positive_int)
     dead_letters_cli.add_parsers(commands, _Parser)
@@ -298,7 +298,7 @@ def _simulation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _simulation_params(args: argparse.Namespace) -> SimulationParams:
-    from streams.simulator import CAMPAIGN_TYPES, DEFAULT_START, SimulationParams
+    from warden.streams.simulator import CAMPAIGN_TYPES, DEFAULT_START, SimulationParams
 
     mix: dict[str, float] = dict.fromkeys(CAMPAIGN_TYPES, 1.0)
     for part in filter(None, (p.strip() for p in args.mix.split(","))):
@@ -402,7 +402,7 @@ def _counts(text: str) -> list[int]:
 
 
 def _bench_scale_out(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from infra import bench_memory, bench_scaling
+    from warden.infra import bench_memory, bench_scaling
 
     if args.workers:
         bench_scaling.run(settings, sys.stdout, args.workers)
@@ -413,7 +413,7 @@ def _bench_scale_out(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 def _with_services(settings: WardenSettings) -> WardenSettings:
     """Fill in the broker and Redis from a running ``warden dev up`` when none are set."""
-    from infra import devstack
+    from warden.infra import devstack
 
     redis_set = settings.redis.url is not None or bool(settings.redis.cluster_nodes)
     if settings.kafka.bootstrap_servers is not None and redis_set:
@@ -431,13 +431,13 @@ def _with_services(settings: WardenSettings) -> WardenSettings:
 def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     command = args.command
     if command == "demo":
-        from infra import demo
+        from warden.infra import demo
 
         _warn_development(settings)
         summary = demo.run(settings, dict(os.environ), sys.stdout, rate=args.rate, report=args.report)
         return 0 if summary["missing"] == 0 and summary.get("privacy_audit_passed", True) else EXIT_FAILURE
     if command == "worker":
-        from streams import worker
+        from warden.streams import worker
 
         settings = _with_services(settings)
         _warn_development(settings)
@@ -450,8 +450,8 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "simulate":
         return _simulate(args, settings)
     if command == "train":
-        from models.train import train_from_corpus
-        from streams import corpus
+        from warden.models.train import train_from_corpus
+        from warden.streams import corpus
 
         part = corpus.FIRST_HALF if args.collection == "first-half" else corpus.ALL
         _warn_development(settings)
@@ -476,12 +476,12 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "bench" and (args.workers or args.memory):
         return _bench_scale_out(args, settings)
     if command == "bench" and args.latency:
-        from infra import bench_pipeline
+        from warden.infra import bench_pipeline
 
         bench_pipeline.latency_curve(settings, sys.stdout, args.latency)
         return 0
     if command == "bench":
-        from infra import bench
+        from warden.infra import bench
 
         sections = args.only or bench.SECTIONS
         if args.page is not None and "hostile" not in sections:
@@ -495,7 +495,7 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "models":
         return _models(args, settings)
     if command == "corpus":
-        from streams import corpus
+        from warden.streams import corpus
 
         print(corpus.fetch(settings.corpus))
         return 0
@@ -504,20 +504,20 @@ def _run(args: argparse.Namespace, settings: WardenSettings) -> int:
     if command == "keygen":
         return keys_cli.keygen(sys.stdout)
     if command in ("privacy", "report"):
-        from infra import privacy_cli
+        from warden.infra import privacy_cli
 
         return privacy_cli.run(args, settings, _with_services)
     if command == "dead-letters":
-        from infra import dead_letters_cli
+        from warden.infra import dead_letters_cli
 
         return dead_letters_cli.run(args, settings, _with_services, sys.stdout)
     raise UsageError(f"unknown command {command}")
 
 
 def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from streams import broker, corpus
-    from streams.replay import replay
-    from streams.topics import Topics
+    from warden.streams import broker, corpus
+    from warden.streams.replay import replay
+    from warden.streams.topics import Topics
 
     part: corpus.Part = args.collection  # argparse allowed only the split's part names
     mails = corpus.load(settings.corpus, part)[: args.limit]
@@ -539,7 +539,7 @@ def _replay(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _feedback(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from streams import feedback_source
+    from warden.streams import feedback_source
 
     records = feedback_source.read(args)
     sent = feedback_source.send(settings, records)
@@ -555,7 +555,7 @@ def _warn_development(settings: WardenSettings) -> None:
 
 
 def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from models import retrain
+    from warden.models import retrain
 
     _warn_development(settings)
     try:
@@ -574,7 +574,7 @@ def _retrain(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _train_simulated(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from models.simulated import train_simulated
+    from warden.models.simulated import train_simulated
 
     manifest = train_simulated(settings, args.kind, _simulation_params(args), promote=not args.no_promote)
     print(
@@ -597,7 +597,7 @@ def _train_simulated(args: argparse.Namespace, settings: WardenSettings) -> int:
 def _simulate(args: argparse.Namespace, settings: WardenSettings) -> int:
     from collections import Counter
 
-    from streams.simulator import simulate
+    from warden.streams.simulator import simulate
 
     if args.out is None and not args.produce:
         raise UsageError("say where the events go: --out FILE and/or --produce")
@@ -611,9 +611,9 @@ def _simulate(args: argparse.Namespace, settings: WardenSettings) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write {args.out}: {exc.strerror}") from None
     if args.produce:
-        from streams import broker
-        from streams.simulator import produce
-        from streams.topics import Topics
+        from warden.streams import broker
+        from warden.streams.simulator import produce
+        from warden.streams.topics import Topics
 
         settings = _with_services(settings)
         topics = Topics.from_settings(settings.kafka)
@@ -633,7 +633,7 @@ def _simulate(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _review(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from infra import review_cli
+    from warden.infra import review_cli
 
     if args.review_action == "label":
         review_cli.label(_with_services(settings), args.target, args.label, args.reporter, sys.stdout)
@@ -642,7 +642,7 @@ def _review(args: argparse.Namespace, settings: WardenSettings) -> int:
         review_cli.fit_ranker(_with_services(settings), args.fit_ranker, sys.stdout)
         return 0
     if args.measure:
-        from infra import review_measure
+        from warden.infra import review_measure
 
         review_measure.run(
             settings, sys.stdout, args.source, tuple(args.budget or (25, 100)), args.days, args.seed
@@ -653,12 +653,12 @@ def _review(args: argparse.Namespace, settings: WardenSettings) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from models.evaluate import evaluate
+    from warden.models.evaluate import evaluate
 
     if args.kind != "mail":
         if args.peers:
             raise UsageError("--peers compares mail filters: it needs --kind mail")
-        from models.simulated import evaluate_simulated
+        from warden.models.simulated import evaluate_simulated
 
         try:
             evaluation = evaluate_simulated(
@@ -758,17 +758,17 @@ def _listed_pointer(read: Callable[[], str | None]) -> str | None:
 
 
 def _announce(settings: WardenSettings, action: str, version: str | None) -> None:
-    from streams.broker import announce
+    from warden.streams.broker import announce
 
     announce(settings, action, version)
 
 
 def _compare(settings: WardenSettings, registry: Registry) -> int:
-    from serving.compare import compare
-    from streams import broker
-    from streams.exceptions import MalformedRecord
-    from streams.records import FeatureLogEntry, decode
-    from streams.topics import Topics
+    from warden.serving.compare import compare
+    from warden.streams import broker
+    from warden.streams.exceptions import MalformedRecord
+    from warden.streams.records import FeatureLogEntry, decode
+    from warden.streams.topics import Topics
 
     settings = _with_services(settings)
     topics = Topics.from_settings(settings.kafka)
@@ -793,7 +793,7 @@ def _compare(settings: WardenSettings, registry: Registry) -> int:
 
 
 def _dev(args: argparse.Namespace, settings: WardenSettings) -> int:
-    from infra import devstack
+    from warden.infra import devstack
 
     if args.action == "up":
         running = devstack.load_state(settings.dev)

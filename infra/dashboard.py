@@ -23,14 +23,14 @@ from __future__ import annotations
 import math
 from importlib import resources
 
-from infra.metrics import THROUGHPUT_WINDOW_S, WorkerStats
+from warden.infra.metrics import THROUGHPUT_WINDOW_S, WorkerStats
 
 __all__ = ["THROUGHPUT_WINDOW_S", "page", "snapshot"]
 
 
 def page() -> str:
     """The dashboard's HTML (read from the package)."""
-    return resources.files("infra").joinpath("dashboard.html").read_text(encoding="utf-8")
+    return resources.files("warden.infra").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
 def _ms(seconds: float) -> float | None:

@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from infra.settings import WardenSettings
+from warden.infra.settings import WardenSettings
 
 #: Fills in the broker and Redis of a running dev stack (the CLI's helper).
 WithServices = Callable[[WardenSettings], WardenSettings]
@@ -42,8 +42,8 @@ def run(args: argparse.Namespace, settings: WardenSettings, with_services: WithS
     """Run ``warden dead-letters ACTION``; returns the exit code (1 if some records cannot be had)."""
     from collections import Counter
 
-    from streams import dead_letters
-    from streams.topics import Topics
+    from warden.streams import dead_letters
+    from warden.streams.topics import Topics
 
     settings = with_services(settings)
     topics = Topics.from_settings(settings.kafka)

@@ -27,20 +27,20 @@ from typing import TextIO
 
 import numpy as np
 
-from infra import devstack
-from infra.demo_activity import DEMO_SIMULATION, activity_lines, collect_activity, send_activity
-from infra.demo_feedback import close_the_loop, feedback_lines
-from infra.exceptions import DevStackError
-from infra.privacy_audit import audit, corpus_names
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from models.simulated import train_simulated
-from models.train import train_from_corpus
-from streams import broker, corpus
-from streams.records import DeadLetter, Verdict, decode
-from streams.replay import replay, send_raw
-from streams.simulator import simulate
-from streams.topics import Topics
+from warden.infra import devstack
+from warden.infra.demo_activity import DEMO_SIMULATION, activity_lines, collect_activity, send_activity
+from warden.infra.demo_feedback import close_the_loop, feedback_lines
+from warden.infra.exceptions import DevStackError
+from warden.infra.privacy_audit import audit, corpus_names
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.models.simulated import train_simulated
+from warden.models.train import train_from_corpus
+from warden.streams import broker, corpus
+from warden.streams.records import DeadLetter, Verdict, decode
+from warden.streams.replay import replay, send_raw
+from warden.streams.simulator import simulate
+from warden.streams.topics import Topics
 
 #: Hostile or broken records sent between the mails: (what, value).
 MALFORMED: tuple[tuple[str, bytes], ...] = (

@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from infra.settings import WardenSettings
-from streams import broker
-from streams.records import DeadLetter, Verdict, decode
-from streams.replay import send_raw
-from streams.simulator import CAMPAIGN_TYPES, Simulated, SimulationParams, produce
-from streams.topics import Topic, Topics
+from warden.infra.settings import WardenSettings
+from warden.streams import broker
+from warden.streams.records import DeadLetter, Verdict, decode
+from warden.streams.replay import send_raw
+from warden.streams.simulator import CAMPAIGN_TYPES, Simulated, SimulationParams, produce
+from warden.streams.topics import Topic, Topics
 
 #: The demo's calendar and contacts traffic: models trained on this, replayed with seed 2.
 DEMO_SIMULATION = SimulationParams(seed=1, accounts=200, days=3.0)

@@ -25,18 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from features.redis_client import async_client
-from features.served import ServedRows
-from infra.settings import WardenSettings, development_feedback_key
-from models import retrain
-from models.dataset import Dataset
-from models.registry import Registry
-from serving.scorer import Scorer
-from streams import broker, corpus, feedback_source
-from streams.campaign import campaign
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import ExampleKeys, SourceKeys
-from streams.records import (
+from warden.features.redis_client import async_client
+from warden.features.served import ServedRows
+from warden.infra.settings import WardenSettings, development_feedback_key
+from warden.models import retrain
+from warden.models.dataset import Dataset
+from warden.models.registry import Registry
+from warden.serving.scorer import Scorer
+from warden.streams import broker, corpus, feedback_source
+from warden.streams.campaign import campaign
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.feedback_auth import ExampleKeys, SourceKeys
+from warden.streams.records import (
     DeadLetter,
     Feedback,
     MailEvent,
@@ -46,8 +46,8 @@ from streams.records import (
     decode,
     encode,
 )
-from streams.replay import replay, send_raw
-from streams.topics import Topics
+from warden.streams.replay import replay, send_raw
+from warden.streams.topics import Topics
 
 #: Mails per campaign wave; half of wave 1 is labelled.
 WAVE = 200

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from infra.exceptions import DevStackError
-from infra.settings import DevSettings
+from warden.infra.exceptions import DevStackError
+from warden.infra.settings import DevSettings
 
 T = TypeVar("T")
 
@@ -314,7 +314,7 @@ def _kafka_ready(bootstrap_servers: str) -> bool:
 
 def redis_ready(url: str) -> bool:
     """True when the Redis server at ``url`` (one Warden started: no AUTH, no TLS) answers PING."""
-    from features.redis_client import CLIENT_ERRORS, at, server_client
+    from warden.features.redis_client import CLIENT_ERRORS, at, server_client
 
     client = server_client(at(url, socket_timeout_s=1.0))
     try:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from infra.metrics import WorkerStats
-from infra.settings import HealthSettings
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import HealthSettings
 
 State = Literal["starting", "ready", "degraded", "failing"]
 

@@ -25,15 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from features.aggregations import URL_DOMAIN
-from features.definitions import content_features, message_words
-from features.extraction import to_activity_features, url_domains
-from features.pseudonym import Pseudonymiser
-from features.text import url_hosts
-from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
-from infra.settings import WardenSettings
-from streams.agents.ingest import ingest_activity_record, ingest_record
-from streams.records import (
+from warden.features.aggregations import URL_DOMAIN
+from warden.features.definitions import content_features, message_words
+from warden.features.extraction import to_activity_features, url_domains
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.text import url_hosts
+from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
+from warden.infra.settings import WardenSettings
+from warden.streams.agents.ingest import ingest_activity_record, ingest_record
+from warden.streams.records import (
     CalendarEvent,
     ContactCard,
     ContactsEvent,
@@ -42,7 +42,7 @@ from streams.records import (
     _check_limits,
     encode,
 )
-from streams.validation import check_nesting
+from warden.streams.validation import check_nesting
 
 #: The clock the families' records are ingested at (their timestamps are an hour before it).
 NOW = 1_800_000_000.0

@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any, TextIO
 
-from infra.settings import MIN_KEY_BYTES, WardenSettings
+from warden.infra.settings import MIN_KEY_BYTES, WardenSettings
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
@@ -44,7 +44,7 @@ def keygen(out: TextIO) -> int:
 
 def models_keygen(directory: Path, out: TextIO) -> int:
     """Write a new registry key pair under ``directory``; raises SigningKeyError if a key is there."""
-    from models.signing import load_verify_key, write_pair
+    from warden.models.signing import load_verify_key, write_pair
 
     signing_path, verify_path = write_pair(directory)
     key_id = load_verify_key(verify_path).key_id

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
-from features.local_dp import JunkReportRandomiser, Sketch, SketchAggregator
+from warden.features.local_dp import JunkReportRandomiser, Sketch, SketchAggregator
 
 
 @dataclass(frozen=True)

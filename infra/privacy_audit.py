@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from infra.exceptions import UsageError
-from infra.settings import WardenSettings
-from streams.topics import Topic, Topics
+from warden.infra.exceptions import UsageError
+from warden.infra.settings import WardenSettings
+from warden.streams.topics import Topic, Topics
 
 _EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _IPV4 = re.compile(
@@ -219,7 +219,7 @@ def audit_topics(
     so. A partition that stops advancing before its end for ``idle_s`` is
     recorded as not read. Raises BrokerError if the broker cannot be reached.
     """
-    from streams import broker
+    from warden.streams import broker
 
     topics = derived_topics(Topics.from_settings(settings.kafka))
     counts = dict.fromkeys((t.name for t in topics), 0)
@@ -316,7 +316,7 @@ def audit_metrics(url: str, scanner: Scanner, report: AuditReport) -> None:
 
 def corpus_subjects(settings: WardenSettings) -> list[str]:
     """The subjects of every mail of the replay corpus (what must never appear past ingest)."""
-    from streams import corpus
+    from warden.streams import corpus
 
     return [mail.event.subject for mail in corpus.load(settings.corpus, corpus.ALL)]
 
@@ -334,8 +334,8 @@ def display_names(headers: Iterable[tuple[str, str]]) -> list[str]:
 
 def own_vocabulary(settings: WardenSettings) -> bytes:
     """Text Warden writes itself (feature names and descriptions, corpus and topic labels)."""
-    from features.definitions import FEATURE_DOCS
-    from streams import corpus
+    from warden.features.definitions import FEATURE_DOCS
+    from warden.streams import corpus
 
     topics = Topics.from_settings(settings.kafka).all()
     parts = [*FEATURE_DOCS, *FEATURE_DOCS.values(), *corpus.FOLDERS, *corpus.PARTS, "spam-assassin"]
@@ -348,7 +348,7 @@ def corpus_names(settings: WardenSettings) -> list[str]:
     Names that Warden's own vocabulary contains (a list called "Spam Assassin",
     say) are left out: Warden writing them is no evidence of a leak.
     """
-    from streams import corpus
+    from warden.streams import corpus
 
     mails = corpus.load(settings.corpus, corpus.ALL)
     names = {name for mail in mails for name in display_names(mail.event.headers)}
@@ -373,7 +373,7 @@ def audit(
     first records; ``topics=False`` skips the topics (and the report says
     so). A configured store that cannot be read is in ``report.unread``.
     """
-    from infra.privacy_audit_redis import audit_redis
+    from warden.infra.privacy_audit_redis import audit_redis
 
     scanner = Scanner(subjects, names)
     report = AuditReport()
@@ -384,7 +384,7 @@ def audit(
     if settings.kafka.bootstrap_servers is None:
         report.scope.append("derived topics: no broker configured")
     elif topics:
-        from streams.exceptions import BrokerError
+        from warden.streams.exceptions import BrokerError
 
         try:
             audit_topics(settings, scanner, report, sample)

@@ -18,9 +18,9 @@ from typing import Any
 import redis
 from redis.cluster import ClusterNode
 
-from features.redis_client import CLIENT_ERRORS, SyncClient, sync_client, where
-from infra.privacy_audit import AuditReport, Family, Finding, Scanner, family_of, mask
-from infra.settings import RedisSettings
+from warden.features.redis_client import CLIENT_ERRORS, SyncClient, sync_client, where
+from warden.infra.privacy_audit import AuditReport, Family, Finding, Scanner, family_of, mask
+from warden.infra.settings import RedisSettings
 
 #: Keys read per pipelined round trip.
 BATCH = 500

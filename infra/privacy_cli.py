@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from infra.settings import WardenSettings
+from warden.infra.settings import WardenSettings
 
 #: Fills in the broker and Redis of a running dev stack (the CLI's helper).
 WithServices = Callable[[WardenSettings], WardenSettings]
@@ -81,14 +81,14 @@ def run(args: argparse.Namespace, settings: WardenSettings, with_services: WithS
 
 def _privacy(args: argparse.Namespace, settings: WardenSettings, with_services: WithServices) -> int:
     if args.action == "simulate":
-        from infra import ldp_simulation
+        from warden.infra import ldp_simulation
 
         ldp_simulation.run(
             sys.stdout, args.reporters, args.epsilon, args.domains, args.zipf, args.top, args.trials
         )
         return 0
-    from infra.exceptions import PrivacyAuditFailed
-    from infra.privacy_audit import audit, corpus_names, corpus_subjects
+    from warden.infra.exceptions import PrivacyAuditFailed
+    from warden.infra.privacy_audit import audit, corpus_names, corpus_subjects
 
     settings = with_services(settings)
     logs = args.log if args.log is not None else sorted(settings.dev.state_dir.glob("*.log"))
@@ -109,13 +109,13 @@ def _privacy(args: argparse.Namespace, settings: WardenSettings, with_services: 
 def _report(args: argparse.Namespace, settings: WardenSettings, with_services: WithServices) -> int:
     import time
 
-    from infra.privacy_ledger import BudgetLedger
-    from infra.privacy_report import release
-    from models.retrain import read_examples
-    from streams import broker
-    from streams.exceptions import MalformedRecord
-    from streams.records import Verdict, decode
-    from streams.topics import Topics
+    from warden.infra.privacy_ledger import BudgetLedger
+    from warden.infra.privacy_report import release
+    from warden.models.retrain import read_examples
+    from warden.streams import broker
+    from warden.streams.exceptions import MalformedRecord
+    from warden.streams.records import Verdict, decode
+    from warden.streams.topics import Topics
 
     ledger = BudgetLedger(settings.privacy.report_ledger, settings.privacy.report_budget_epsilon)
     ledger.check(args.epsilon)  # refuse before reading anything

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from infra.exceptions import InfraError, PrivacyBudgetExhausted
+from warden.infra.exceptions import InfraError, PrivacyBudgetExhausted
 
 
 @dataclass(frozen=True)

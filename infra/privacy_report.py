@@ -29,8 +29,8 @@ from typing import Any, get_args
 
 import opendp.prelude as dp
 
-from infra.privacy_ledger import BudgetLedger
-from streams.records import Action, EventKind, TrainingExample, Verdict
+from warden.infra.privacy_ledger import BudgetLedger
+from warden.streams.records import Action, EventKind, TrainingExample, Verdict
 
 dp.enable_features("contrib")
 

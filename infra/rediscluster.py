@@ -22,11 +22,11 @@ from pathlib import Path
 
 import redis
 
-from features.redis_client import CLIENT_ERRORS, at, server_client
-from infra import devstack
-from infra.devstack import _terminate, _wait, die_with_parent, redis_ready
-from infra.exceptions import DevStackError
-from infra.settings import DevSettings, RedisSettings
+from warden.features.redis_client import CLIENT_ERRORS, at, server_client
+from warden.infra import devstack
+from warden.infra.devstack import _terminate, _wait, die_with_parent, redis_ready
+from warden.infra.exceptions import DevStackError
+from warden.infra.settings import DevSettings, RedisSettings
 
 #: Hash slots in every Redis Cluster.
 SLOTS = 16384

@@ -17,14 +17,14 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from features.exceptions import StoreNotConfigured
-from features.redis_client import CLIENT_ERRORS, AsyncClient, async_client, where
-from infra.exceptions import UsageError
-from infra.settings import WardenSettings
-from serving.exceptions import ReviewError
-from serving.review import QueuedGroup, ReviewQueue, load_ranker
-from streams import feedback_source
-from streams.records import Feedback, FeedbackLabel
+from warden.features.exceptions import StoreNotConfigured
+from warden.features.redis_client import CLIENT_ERRORS, AsyncClient, async_client, where
+from warden.infra.exceptions import UsageError
+from warden.infra.settings import WardenSettings
+from warden.serving.exceptions import ReviewError
+from warden.serving.review import QueuedGroup, ReviewQueue, load_ranker
+from warden.streams import feedback_source
+from warden.streams.records import Feedback, FeedbackLabel
 
 T = TypeVar("T")
 
@@ -162,9 +162,9 @@ def fit_ranker(settings: WardenSettings, path: Path, out: TextIO) -> int:
 
     Workers use it when ``WARDEN_REVIEW__RANKER_FILE`` names the file.
     """
-    from models.registry import Registry
-    from models.retrain import read_examples
-    from serving.review_feedback import fit_on_examples
+    from warden.models.registry import Registry
+    from warden.models.retrain import read_examples
+    from warden.serving.review_feedback import fit_on_examples
 
     read = read_examples(settings)  # signed examples only: a forged one would steer the ranking
     examples = read.examples

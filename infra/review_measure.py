@@ -53,24 +53,24 @@ from typing import TextIO
 
 import numpy as np
 
-from features.extraction import to_activity_features, to_features
-from features.pseudonym import Pseudonymiser
-from infra.exceptions import UsageError
-from infra.settings import WardenSettings
-from models import simulated
-from models.dataset import Dataset, build
-from models.evaluate import warden_scores
-from models.exceptions import TrainingError
-from models.metrics import roc_auc
-from models.ranking import RankingModel, review_features, wrong_verdicts
-from models.registry import Candidate
-from models.train import split, train
-from serving.campaigns import assign, group_keys, resolve
-from serving.policy import Policy
-from streams import corpus, simulator
-from streams.campaign import campaign
-from streams.corpus import CorpusMail
-from streams.records import ActivityKind, EventFeatures, SourcePosition
+from warden.features.extraction import to_activity_features, to_features
+from warden.features.pseudonym import Pseudonymiser
+from warden.infra.exceptions import UsageError
+from warden.infra.settings import WardenSettings
+from warden.models import simulated
+from warden.models.dataset import Dataset, build
+from warden.models.evaluate import warden_scores
+from warden.models.exceptions import TrainingError
+from warden.models.metrics import roc_auc
+from warden.models.ranking import RankingModel, review_features, wrong_verdicts
+from warden.models.registry import Candidate
+from warden.models.train import split, train
+from warden.serving.campaigns import assign, group_keys, resolve
+from warden.serving.policy import Policy
+from warden.streams import corpus, simulator
+from warden.streams.campaign import campaign
+from warden.streams.corpus import CorpusMail
+from warden.streams.records import ActivityKind, EventFeatures, SourcePosition
 
 STRATEGIES = ("random", "lowest-confidence", "ranked")
 ROUNDS_PER_DAY = 4

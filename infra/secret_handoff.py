@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from infra.exceptions import SettingsError, UsageError
-from infra.settings import WardenSettings
+from warden.infra.exceptions import SettingsError, UsageError
+from warden.infra.settings import WardenSettings
 
 #: The CLI option that names the inherited descriptor.
 OPTION = "--secrets-fd"

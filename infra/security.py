@@ -12,8 +12,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from infra.exceptions import SettingsError
-from infra.settings import KafkaSettings, RedisSettings
+from warden.infra.exceptions import SettingsError
+from warden.infra.settings import KafkaSettings, RedisSettings
 
 
 def kafka_ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:

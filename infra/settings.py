@@ -33,7 +33,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from infra.exceptions import SettingsError
+from warden.infra.exceptions import SettingsError
 
 #: Where deployments mount Warden's Secrets as files (see the module's docstring); absent is fine.
 SECRETS_DIR = Path("/run/secrets/warden")

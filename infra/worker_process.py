@@ -18,11 +18,11 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from infra import secret_handoff
-from infra.devstack import die_with_parent
-from infra.exceptions import DevStackError
-from infra.settings import WardenSettings
-from models import signing
+from warden.infra import secret_handoff
+from warden.infra.devstack import die_with_parent
+from warden.infra.exceptions import DevStackError
+from warden.infra.settings import WardenSettings
+from warden.models import signing
 
 
 @contextlib.contextmanager
@@ -77,7 +77,10 @@ def worker_process(
     with (
         secret_handoff.secrets_pipe(settings) as fd,
         child_process(
-            [sys.executable, "-m", "infra.cli", *secret_handoff.argv(fd), "worker"], env, log_path, (fd,)
+            [sys.executable, "-m", "warden.infra.cli", *secret_handoff.argv(fd), "worker"],
+            env,
+            log_path,
+            (fd,),
         ) as proc,
     ):
         yield proc
@@ -98,7 +101,7 @@ def run_cli(
     env = {**base_env, **settings.service_environment(), **(extra_env or {})}
     with secret_handoff.secrets_pipe(settings) as fd:
         return subprocess.run(
-            [sys.executable, "-m", "infra.cli", *secret_handoff.argv(fd), *argv],
+            [sys.executable, "-m", "warden.infra.cli", *secret_handoff.argv(fd), *argv],
             env=env,
             pass_fds=(fd,),
             capture_output=True,

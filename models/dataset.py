@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, SCHEMAS
-from features.extraction import to_features
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from features.tokens import TokenTable
-from streams.corpus import CorpusMail, order
-from streams.records import SourcePosition
+from warden.features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, SCHEMAS
+from warden.features.extraction import to_features
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.testing import InMemoryStore
+from warden.features.tokens import TokenTable
+from warden.streams.corpus import CorpusMail, order
+from warden.streams.records import SourcePosition
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.definitions import SCHEMAS
+from warden.features.definitions import SCHEMAS
 
 REVIEW_FEATURES: tuple[str, ...] = (
     "closeness",

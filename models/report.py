@@ -24,8 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.exceptions import ReportError
-from models.metrics import confusion, roc_auc
+from warden.models.exceptions import ReportError
+from warden.models.metrics import confusion, roc_auc
 
 MIN_FPR = 1e-4
 CALIBRATION_BINS = 10

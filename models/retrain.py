@@ -38,20 +38,20 @@ from typing import Literal
 
 import numpy as np
 
-from features.definitions import AGGREGATES, CONTENT, SCHEMA_HASH
-from infra.settings import WardenSettings
-from models.dataset import Dataset
-from models.exceptions import ModelsError, TrainingError
-from models.metrics import recall_at_fpr, roc_auc
-from models.registry import Candidate, Registry
-from models.train import VALIDATION_SHARE, train
-from serving.exceptions import NoModel
-from serving.scorer import Scorer
-from streams import broker
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import ExampleKeys
-from streams.records import TrainingExample
-from streams.topics import Topics
+from warden.features.definitions import AGGREGATES, CONTENT, SCHEMA_HASH
+from warden.infra.settings import WardenSettings
+from warden.models.dataset import Dataset
+from warden.models.exceptions import ModelsError, TrainingError
+from warden.models.metrics import recall_at_fpr, roc_auc
+from warden.models.registry import Candidate, Registry
+from warden.models.train import VALIDATION_SHARE, train
+from warden.serving.exceptions import NoModel
+from warden.serving.scorer import Scorer
+from warden.streams import broker
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.feedback_auth import ExampleKeys
+from warden.streams.records import TrainingExample
+from warden.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from features.definitions import SCHEMAS
-from features.extraction import to_activity_features
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from infra.settings import WardenSettings
-from models.dataset import Dataset
-from models.export import onnx_scores, session
-from models.registry import Candidate, Manifest, Registry
-from models.train import train
-from streams.records import ActivityKind, SourcePosition
-from streams.simulator import CAMPAIGN_TYPES, LEGIT, Simulated, SimulationParams, simulate
+from warden.features.definitions import SCHEMAS
+from warden.features.extraction import to_activity_features
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.testing import InMemoryStore
+from warden.infra.settings import WardenSettings
+from warden.models.dataset import Dataset
+from warden.models.export import onnx_scores, session
+from warden.models.registry import Candidate, Manifest, Registry
+from warden.models.train import train
+from warden.streams.records import ActivityKind, SourcePosition
+from warden.streams.simulator import CAMPAIGN_TYPES, LEGIT, Simulated, SimulationParams, simulate
 
 
 def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudonymiser) -> Dataset:

@@ -28,9 +28,9 @@ from typing import Literal
 
 import numpy as np
 
-from features.definitions import FEATURE_NAMES, SCHEMAS
-from features.fingerprint import band_keys
-from streams.records import ActivityFeatures, EventFeatures
+from warden.features.definitions import FEATURE_NAMES, SCHEMAS
+from warden.features.fingerprint import band_keys
+from warden.streams.records import ActivityFeatures, EventFeatures
 
 GroupedBy = Literal["content", "url_domain", "sending_ip", "account", "alone"]
 _KIND: dict[str, GroupedBy] = {"c": "content", "u": "url_domain", "i": "sending_ip", "a": "account"}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.exceptions import ModelRejected
-from streams.records import Action
+from warden.serving.exceptions import ModelRejected
+from warden.streams.records import Action
 
 
 @dataclass(frozen=True)

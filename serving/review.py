@@ -41,13 +41,13 @@ from typing import Any, cast
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from features.definitions import FEATURE_NAMES
-from features.store import RedisClient
-from infra.settings import ReviewSettings
-from models.ranking import RankingModel, review_features
-from serving.campaigns import GroupedBy, assign, group_keys, resolve
-from serving.exceptions import ReviewError
-from streams.records import FeatureLogEntry, MailFeatures, Reason, Verdict
+from warden.features.definitions import FEATURE_NAMES
+from warden.features.store import RedisClient
+from warden.infra.settings import ReviewSettings
+from warden.models.ranking import RankingModel, review_features
+from warden.serving.campaigns import GroupedBy, assign, group_keys, resolve
+from warden.serving.exceptions import ReviewError
+from warden.streams.records import FeatureLogEntry, MailFeatures, Reason, Verdict
 
 #: Actor aggregates a reviewer sees beside each candidate (names from the feature schema).
 ACTOR_AGGREGATES: tuple[str, ...] = (

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from features.definitions import row
-from models.exceptions import ModelsError
-from models.ranking import RankingModel, review_features, wrong_verdicts
-from models.registry import Registry
-from serving.exceptions import ReviewError, ServingError
-from serving.scorer import Scorer
-from streams.records import TrainingExample
+from warden.features.definitions import row
+from warden.models.exceptions import ModelsError
+from warden.models.ranking import RankingModel, review_features, wrong_verdicts
+from warden.models.registry import Registry
+from warden.serving.exceptions import ReviewError, ServingError
+from warden.serving.scorer import Scorer
+from warden.streams.records import TrainingExample
 
 
 def fit_on_examples(examples: Sequence[TrainingExample], registry: Registry) -> tuple[RankingModel, int]:

@@ -16,15 +16,15 @@ import lightgbm as lgb
 import numpy as np
 import onnxruntime as ort
 
-from features.definitions import SCHEMAS, Schema
-from features.tokens import TokenTable
-from models.exceptions import ExportError, ModelRefused, RegistryError
-from models.export import INPUT_NAME, apply_zero_rule, score_output, session
-from models.registry import Manifest, Registry, StoredVersion
-from serving.exceptions import ModelRejected, NoModel
-from serving.policy import Policy
-from serving.reasons import PathContributions
-from streams.records import EventFeatures, Reason
+from warden.features.definitions import SCHEMAS, Schema
+from warden.features.tokens import TokenTable
+from warden.models.exceptions import ExportError, ModelRefused, RegistryError
+from warden.models.export import INPUT_NAME, apply_zero_rule, score_output, session
+from warden.models.registry import Manifest, Registry, StoredVersion
+from warden.serving.exceptions import ModelRejected, NoModel
+from warden.serving.policy import Policy
+from warden.serving.reasons import PathContributions
+from warden.streams.records import EventFeatures, Reason
 
 
 class BoundSession:

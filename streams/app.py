@@ -17,21 +17,21 @@ from typing import Any
 
 import faust
 
-from features.exceptions import StoreUnavailable
-from features.pseudonym import Pseudonymiser
-from features.served import FeedbackLedger, ServedRows
-from features.store import RedisStore
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from serving.review import ReviewQueue
-from serving.slot import ModelSlot
-from streams import monitor, web
-from streams.agents import feedback, ingest, score
-from streams.exceptions import OutputNotConfirmed
-from streams.ingest_pool import IngestPool, IsolatedIngest
-from streams.records import ActivityFeatures, ActivityKind
-from streams.topics import Topic, Topics
-from streams.transport import SCHEME, WardenApp, broker_credentials
+from warden.features.exceptions import StoreUnavailable
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.served import FeedbackLedger, ServedRows
+from warden.features.store import RedisStore
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import WardenSettings
+from warden.serving.review import ReviewQueue
+from warden.serving.slot import ModelSlot
+from warden.streams import monitor, web
+from warden.streams.agents import feedback, ingest, score
+from warden.streams.exceptions import OutputNotConfirmed
+from warden.streams.ingest_pool import IngestPool, IsolatedIngest
+from warden.streams.records import ActivityFeatures, ActivityKind
+from warden.streams.topics import Topic, Topics
+from warden.streams.transport import SCHEME, WardenApp, broker_credentials
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from streams.records import MailEvent
+from warden.streams.records import MailEvent
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,10 @@ from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Literal
 
-from features.text import extract_urls
-from infra.settings import CorpusSettings
-from streams.exceptions import CorpusError
-from streams.records import MailEvent
+from warden.features.text import extract_urls
+from warden.infra.settings import CorpusSettings
+from warden.streams.exceptions import CorpusError
+from warden.streams.records import MailEvent
 
 #: The package's folders (each mail's label comes from its folder's name).
 FOLDERS = ("easy-ham-1", "hard-ham-1", "spam-1", "easy-ham-2", "spam-2")

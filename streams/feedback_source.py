@@ -20,13 +20,13 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
 
-from infra.exceptions import UsageError
-from infra.settings import WardenSettings
-from streams import broker
-from streams.exceptions import BrokerError
-from streams.feedback_auth import SourceKeys
-from streams.records import Feedback, encode
-from streams.topics import Topics
+from warden.infra.exceptions import UsageError
+from warden.infra.settings import WardenSettings
+from warden.streams import broker
+from warden.streams.exceptions import BrokerError
+from warden.streams.feedback_auth import SourceKeys
+from warden.streams.records import Feedback, encode
+from warden.streams.topics import Topics
 
 
 def _complete(fields: Mapping[str, object], now: float) -> dict[str, object]:

@@ -43,10 +43,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TypeVar
 
-from features.pseudonym import KeyRing, Pseudonymiser
-from infra.settings import WardenSettings
-from streams import validation
-from streams.records import (
+from warden.features.pseudonym import KeyRing, Pseudonymiser
+from warden.infra.settings import WardenSettings
+from warden.streams import validation
+from warden.streams.records import (
     ActivityFeatures,
     DeadLetter,
     EventKind,
@@ -93,7 +93,7 @@ def ingest_records(
     kind: EventKind = "mail",
 ) -> list[MailFeatures | ActivityFeatures | DeadLetter]:
     """Each ``kind`` record as features, or as the dead letter saying why not (never raises)."""
-    from streams.agents.ingest import ingest_activity_record, ingest_record
+    from warden.streams.agents.ingest import ingest_activity_record, ingest_record
 
     out: list[MailFeatures | ActivityFeatures | DeadLetter] = []
     for record in records:
@@ -148,7 +148,7 @@ _CHILD: tuple[WardenSettings, Pseudonymiser] | None = None
 
 
 def _start_child(settings: WardenSettings) -> None:
-    from infra.devstack import die_with_parent
+    from warden.infra.devstack import die_with_parent
 
     global _CHILD
     die_with_parent()

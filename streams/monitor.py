@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from infra import health
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
+from warden.infra import health
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import WardenSettings
 
 log = logging.getLogger(__name__)
 

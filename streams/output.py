@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from streams.exceptions import OutputNotConfirmed
+from warden.streams.exceptions import OutputNotConfirmed
 
 log = logging.getLogger(__name__)
 

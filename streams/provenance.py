@@ -49,8 +49,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from infra.settings import KafkaSettings, WardenSettings
-from streams.topics import EVENT_TIME_HEADER
+from warden.infra.settings import KafkaSettings, WardenSettings
+from warden.streams.topics import EVENT_TIME_HEADER
 
 #: Kafka's default ``retention.ms`` (7 days), the bound when the settings name no retention.
 KAFKA_DEFAULT_RETENTION_S = 7 * 24 * 3600.0

@@ -15,10 +15,10 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from infra.settings import IngestSettings
-from streams.exceptions import IncompleteDeadLetter, MalformedRecord
-from streams.provenance import reserved_id
-from streams.validation import check_identifiers, check_nesting
+from warden.infra.settings import IngestSettings
+from warden.streams.exceptions import IncompleteDeadLetter, MalformedRecord
+from warden.streams.provenance import reserved_id
+from warden.streams.validation import check_identifiers, check_nesting
 
 EventKind = Literal["mail", "calendar", "contacts"]
 #: The event kinds of the simulated streams (calendar invites and shared contact cards).

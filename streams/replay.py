@@ -18,11 +18,11 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
-from streams.corpus import CorpusMail
-from streams.exceptions import BrokerError
-from streams.provenance import event_time_header
-from streams.records import MailEvent, encode
-from streams.topics import Topic
+from warden.streams.corpus import CorpusMail
+from warden.streams.exceptions import BrokerError
+from warden.streams.provenance import event_time_header
+from warden.streams.records import MailEvent, encode
+from warden.streams.topics import Topic
 
 Progress = Callable[[int, int], None]
 #: What can be replayed: a corpus mail (stamped with its trusted time) or an event built by code.

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from streams.records import ContactCard
+from warden.streams.records import ContactCard
 
 if TYPE_CHECKING:
-    from streams.simulator import World
+    from warden.streams.simulator import World
 
 #: Shared with the population (names, domains, words) but owned here, where both can read them.
 FIRST_NAMES: tuple[str, ...] = (

@@ -54,11 +54,11 @@ from typing import Literal, get_args
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from streams.exceptions import BrokerError
-from streams.provenance import event_time_header
-from streams.records import CalendarEvent, ContactCard, ContactsEvent, encode
-from streams.simulated_campaigns import FIRST_NAMES, SPAM_TLDS, WEBMAIL, WORDS, run_campaign
-from streams.topics import Topics
+from warden.streams.exceptions import BrokerError
+from warden.streams.provenance import event_time_header
+from warden.streams.records import CalendarEvent, ContactCard, ContactsEvent, encode
+from warden.streams.simulated_campaigns import FIRST_NAMES, SPAM_TLDS, WEBMAIL, WORDS, run_campaign
+from warden.streams.topics import Topics
 
 CampaignType = Literal["fresh_invite_spam", "compromised_burst", "low_and_slow", "card_spam"]
 CAMPAIGN_TYPES: tuple[CampaignType, ...] = get_args(CampaignType)

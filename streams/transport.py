@@ -19,8 +19,8 @@ from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from infra.security import kafka_ssl_context
-from infra.settings import KafkaSettings
+from warden.infra.security import kafka_ssl_context
+from warden.infra.settings import KafkaSettings
 
 SCHEME = "wardenkafka"
 

@@ -46,8 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from features.text import url_host
-from streams.exceptions import MalformedRecord
+from warden.features.text import url_host
+from warden.streams.exceptions import MalformedRecord
 
 #: The DNS limits (RFC 1035): characters per label, and per name.
 MAX_LABEL_CHARS = 63

@@ -54,20 +54,20 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from features.exceptions import StoreUnavailable
-from infra import dashboard, health
-from infra.metrics import exposition
-from streams.agents.ingest import ingest_record
-from streams.agents.score import verdicts_for
-from streams.exceptions import WebServerUnprotected
-from streams.ingest_pool import IsolatedIngest, RawRecord, decoded
-from streams.records import DeadLetter, SourcePosition, Verdict
+from warden.features.exceptions import StoreUnavailable
+from warden.infra import dashboard, health
+from warden.infra.metrics import exposition
+from warden.streams.agents.ingest import ingest_record
+from warden.streams.agents.score import verdicts_for
+from warden.streams.exceptions import WebServerUnprotected
+from warden.streams.ingest_pool import IsolatedIngest, RawRecord, decoded
+from warden.streams.records import DeadLetter, SourcePosition, Verdict
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-    from infra.settings import WardenSettings
-    from streams.app import Services
+    from warden.infra.settings import WardenSettings
+    from warden.streams.app import Services
 
 #: Where a synchronously scored event says it came from.
 HTTP_SOURCE = SourcePosition(topic="http:/score", partition=0, offset=0)

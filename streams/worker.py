@@ -8,20 +8,20 @@ import gc
 
 import faust
 
-from features.keys import Keys
-from features.pseudonym import KeyRing
-from features.redis_client import async_client
-from features.served import FeedbackLedger, ServedRows
-from features.store import RedisStore
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from models.registry import Registry
-from serving.review import ReviewQueue, load_ranker
-from serving.slot import ModelSlot
-from streams.app import Services, create_app
-from streams.broker import ensure_topics
-from streams.ingest_pool import IngestPool
-from streams.topics import Topics
+from warden.features.keys import Keys
+from warden.features.pseudonym import KeyRing
+from warden.features.redis_client import async_client
+from warden.features.served import FeedbackLedger, ServedRows
+from warden.features.store import RedisStore
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import WardenSettings
+from warden.models.registry import Registry
+from warden.serving.review import ReviewQueue, load_ranker
+from warden.serving.slot import ModelSlot
+from warden.streams.app import Services, create_app
+from warden.streams.broker import ensure_topics
+from warden.streams.ingest_pool import IngestPool
+from warden.streams.topics import Topics
 
 
 def build_services(settings: WardenSettings) -> Services:

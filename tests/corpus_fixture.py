@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.settings import CorpusSettings
+from warden.infra.settings import CorpusSettings
 
 SPAM_WORDS = ("cash", "winner", "offer", "viagra", "free", "deal", "prize", "casino")
 HAM_WORDS = ("meeting", "patch", "kernel", "lunch", "review", "thanks", "build", "release")

@@ -20,15 +20,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.settings import PeerSettings, WardenSettings
-from models.exceptions import PeerError
-from models.peers.bogofilter import Bogofilter
-from models.peers.common import LabelledMail, Peer, PeerResult
-from models.peers.rspamd import Rspamd
-from models.peers.spamassassin import SpamAssassin
-from streams import corpus
-from streams.corpus import CorpusMail
-from streams.exceptions import CorpusError
+from warden.infra.settings import PeerSettings, WardenSettings
+from warden.models.exceptions import PeerError
+from warden.models.peers.bogofilter import Bogofilter
+from warden.models.peers.common import LabelledMail, Peer, PeerResult
+from warden.models.peers.rspamd import Rspamd
+from warden.models.peers.spamassassin import SpamAssassin
+from warden.streams import corpus
+from warden.streams.corpus import CorpusMail
+from warden.streams.exceptions import CorpusError
 
 __all__ = ["NAMES", "LabelledMail", "Peer", "PeerResult", "evaluate", "peers", "run_peers"]
 

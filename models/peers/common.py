@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
-from models.exceptions import PeerError
+from warden.models.exceptions import PeerError
 
 Status = Literal["ok", "missing", "failed"]
 _PR_SET_PDEATHSIG = 1

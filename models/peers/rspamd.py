@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from infra.settings import PeerSettings
-from models.exceptions import PeerError
-from models.peers.common import (
+from warden.infra.settings import PeerSettings
+from warden.models.exceptions import PeerError
+from warden.models.peers.common import (
     CpuMeter,
     Daemon,
     LabelledMail,

@@ -31,19 +31,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from features.aggregations import SENDER, SENDER_DOMAIN, URL_DOMAIN
-from features.keys import Keys
-from features.operations import Call, report
-from features.pseudonym import Pseudonymiser
-from features.served import FeedbackLedger, ServedRows
-from features.store import FeatureStore
-from infra.metrics import WorkerStats
-from infra.settings import FeedbackSettings, WardenSettings
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import SOURCES, ExampleKeys, SourceKeys
-from streams.output import Deliveries, Output
-from streams.provenance import trusted_event_time
-from streams.records import DeadLetter, Feedback, ServedRow, SourcePosition, TrainingExample, decode, encode
+from warden.features.aggregations import SENDER, SENDER_DOMAIN, URL_DOMAIN
+from warden.features.keys import Keys
+from warden.features.operations import Call, report
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.served import FeedbackLedger, ServedRows
+from warden.features.store import FeatureStore
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import FeedbackSettings, WardenSettings
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.feedback_auth import SOURCES, ExampleKeys, SourceKeys
+from warden.streams.output import Deliveries, Output
+from warden.streams.provenance import trusted_event_time
+from warden.streams.records import (
+    DeadLetter,
+    Feedback,
+    ServedRow,
+    SourcePosition,
+    TrainingExample,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,15 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
-from features.extraction import to_activity_features, to_features
-from features.pseudonym import Pseudonymiser
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from streams import validation
-from streams.agents.score import ByKind, ScoringStage
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import ExampleKeys
-from streams.ingest_pool import (
+from warden.features.extraction import to_activity_features, to_features
+from warden.features.pseudonym import Pseudonymiser
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import WardenSettings
+from warden.streams import validation
+from warden.streams.agents.score import ByKind, ScoringStage
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.feedback_auth import ExampleKeys
+from warden.streams.ingest_pool import (
     IngestPool,
     IsolatedIngest,
     Outcome,
@@ -35,9 +35,9 @@ from streams.ingest_pool import (
     ingest_in_turns,
     ingest_records,
 )
-from streams.output import Deliveries, Output
-from streams.provenance import clamp_direction, content_digest, producer_time_ms, trusted_event_time
-from streams.records import (
+from warden.streams.output import Deliveries, Output
+from warden.streams.provenance import clamp_direction, content_digest, producer_time_ms, trusted_event_time
+from warden.streams.records import (
     ActivityFeatures,
     ActivityKind,
     DeadLetter,

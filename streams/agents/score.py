@@ -23,21 +23,21 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
-from features.exceptions import StoreUnavailable
-from features.operations import Served
-from features.served import ServedRows
-from features.store import FeatureStore
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from serving.exceptions import ModelRejected
-from serving.review import ReviewQueue
-from serving.scorer import Scorer
-from serving.slot import ModelSlot
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import ExampleKeys
-from streams.output import Deliveries, Output
-from streams.provenance import derived_event_id
-from streams.records import (
+from warden.features.exceptions import StoreUnavailable
+from warden.features.operations import Served
+from warden.features.served import ServedRows
+from warden.features.store import FeatureStore
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import WardenSettings
+from warden.serving.exceptions import ModelRejected
+from warden.serving.review import ReviewQueue
+from warden.serving.scorer import Scorer
+from warden.serving.slot import ModelSlot
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.feedback_auth import ExampleKeys
+from warden.streams.output import Deliveries, Output
+from warden.streams.provenance import derived_event_id
+from warden.streams.records import (
     Action,
     ActivityFeatures,
     DeadLetter,

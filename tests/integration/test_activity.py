@@ -9,24 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from features.aggregations import CALENDAR_AGGREGATES
-from features.extraction import to_activity_features
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.store import RedisStore
-from features.testing import InMemoryStore
-from infra.rediscluster import ClusterState
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from models.registry import Registry
-from models.simulated import train_simulated
-from streams import broker, corpus
-from streams.records import DeadLetter, SourcePosition, Verdict, decode
-from streams.replay import replay, send_raw
-from streams.simulator import SimulationParams, produce, simulate
-from streams.topics import Topics
 from tests.integration.test_store import assert_matches_reference
+from warden.features.aggregations import CALENDAR_AGGREGATES
+from warden.features.extraction import to_activity_features
+from warden.features.keys import Keys
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.redis_client import async_client
+from warden.features.store import RedisStore
+from warden.features.testing import InMemoryStore
+from warden.infra.rediscluster import ClusterState
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.models.simulated import train_simulated
+from warden.streams import broker, corpus
+from warden.streams.records import DeadLetter, SourcePosition, Verdict, decode
+from warden.streams.replay import replay, send_raw
+from warden.streams.simulator import SimulationParams, produce, simulate
+from warden.streams.topics import Topics
 
 #: Small and quick: enough campaigns of every type for a model, in a couple of seconds.
 TRAIN = SimulationParams(seed=11, accounts=120, days=3.0, campaigns_per_day=6.0)

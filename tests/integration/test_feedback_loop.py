@@ -10,14 +10,14 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from infra.settings import WardenSettings
-from infra.worker_process import run_cli, wait_healthy, worker_process
-from models.registry import Registry
-from models.retrain import EXIT_NOT_PROMOTED, EXIT_PROMOTED, EXIT_TOO_LITTLE_DATA
-from streams import broker, corpus, feedback_source
-from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
-from streams.replay import replay, send_raw
-from streams.topics import Topics
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import run_cli, wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.models.retrain import EXIT_NOT_PROMOTED, EXIT_PROMOTED, EXIT_TOO_LITTLE_DATA
+from warden.streams import broker, corpus, feedback_source
+from warden.streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
+from warden.streams.replay import replay, send_raw
+from warden.streams.topics import Topics
 
 
 def _verdicts(settings: WardenSettings, topics: Topics, wanted: set[str]) -> dict[str, list[Verdict]]:

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra import hostile_inputs
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, encode
-from streams.replay import replay, send_raw
-from streams.topics import Topic, Topics
 from tests.integration.outcomes import Outcomes, metrics
+from warden.infra import hostile_inputs
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.streams import broker, corpus
+from warden.streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, encode
+from warden.streams.replay import replay, send_raw
+from warden.streams.topics import Topic, Topics
 
 ROUNDS = 4
 GOOD_PER_ROUND = 20

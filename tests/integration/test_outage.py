@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from infra import devstack
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
 from tests.integration.test_crash import Driver, _assert_nothing_lost_and_effects_once
+from warden.infra import devstack
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.streams import broker, corpus
+from warden.streams.topics import Topics
 
 N = 400
 OUTAGE_S = 10.0

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, Verdict, decode, encode
-from streams.replay import replay, send_raw
-from streams.topics import Topics
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.streams import broker, corpus
+from warden.streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, Verdict, decode, encode
+from warden.streams.replay import replay, send_raw
+from warden.streams.topics import Topics
 
 MALFORMED = [
     b"{not json",

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from features.redis_client import sync_client
-from infra.cli import EXIT_FAILURE, main
-from infra.privacy_audit import audit, corpus_names, derived_topics, display_names
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus, feedback_source
-from streams.records import Feedback, TrainingExample, decode
-from streams.replay import replay
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes
+from warden.features.redis_client import sync_client
+from warden.infra.cli import EXIT_FAILURE, main
+from warden.infra.privacy_audit import audit, corpus_names, derived_topics, display_names
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.streams import broker, corpus, feedback_source
+from warden.streams.records import Feedback, TrainingExample, decode
+from warden.streams.replay import replay
+from warden.streams.topics import Topics
 
 N = 250
 

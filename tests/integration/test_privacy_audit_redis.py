@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from features.redis_client import SyncClient, sync_client
-from infra import devstack
-from infra.cli import EXIT_FAILURE, main
-from infra.privacy_audit import AuditReport, Scanner, audit, derived_topics
-from infra.privacy_audit_redis import audit_redis
-from infra.rediscluster import ClusterState
-from infra.settings import RedisSettings, WardenSettings
-from streams import broker
-from streams.topics import Topics
+from warden.features.redis_client import SyncClient, sync_client
+from warden.infra import devstack
+from warden.infra.cli import EXIT_FAILURE, main
+from warden.infra.privacy_audit import AuditReport, Scanner, audit, derived_topics
+from warden.infra.privacy_audit_redis import audit_redis
+from warden.infra.rediscluster import ClusterState
+from warden.infra.settings import RedisSettings, WardenSettings
+from warden.streams import broker
+from warden.streams.topics import Topics
 
 RAW = b"alice@example.com"
 #: 437 bytes that LZF compresses to ~40: in a DUMP payload the address is no longer contiguous.

@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from infra import devstack
-from infra.devstack import StackState
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.app import EXIT_OUTPUT_NOT_CONFIRMED
-from streams.replay import replay, send_raw
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, wait_until
+from warden.infra import devstack
+from warden.infra.devstack import StackState
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.streams import broker, corpus
+from warden.streams.app import EXIT_OUTPUT_NOT_CONFIRMED
+from warden.streams.replay import replay, send_raw
+from warden.streams.topics import Topics
 
 N = 40
 MALFORMED = [b"{not json", b'"a string"']

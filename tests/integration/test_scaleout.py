@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from infra import devstack
-from infra.rediscluster import ClusterState
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.records import MailEvent, Verdict, decode
-from streams.replay import send_recorded
-from streams.topics import Topics
 from tests.integration.test_store import assert_redis_applied_each_once
+from warden.infra import devstack
+from warden.infra.rediscluster import ClusterState
+from warden.infra.settings import WardenSettings
+from warden.infra.worker_process import wait_healthy, worker_process
+from warden.streams import broker, corpus
+from warden.streams.records import MailEvent, Verdict, decode
+from warden.streams.replay import send_recorded
+from warden.streams.topics import Topics
 
 N = 900
 RATE = 15.0  # events/s until the last membership change, then the rest at once

@@ -10,18 +10,18 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from features.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
-from features.extraction import to_features
-from features.keys import Keys
-from features.operations import report
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.store import FeatureStore, RedisClient, RedisStore
-from features.testing import InMemoryStore, features_for
-from infra.rediscluster import ClusterState
-from infra.settings import WardenSettings
-from streams.records import MailFeatures, SourcePosition
-from streams.replay import Recorded, stamped
+from warden.features.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
+from warden.features.extraction import to_features
+from warden.features.keys import Keys
+from warden.features.operations import report
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.redis_client import async_client
+from warden.features.store import FeatureStore, RedisClient, RedisStore
+from warden.features.testing import InMemoryStore, features_for
+from warden.infra.rediscluster import ClusterState
+from warden.infra.settings import WardenSettings
+from warden.streams.records import MailFeatures, SourcePosition
+from warden.streams.replay import Recorded, stamped
 
 
 def event(

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from infra.settings import WardenSettings
-from models import retrain
-from streams import broker
-from streams.agents.feedback import Labelled, example
-from streams.feedback_auth import ExampleKeys
-from streams.records import Feedback, ServedRow, TrainingExample, encode
-from streams.topics import Topics
 from tests.unit.test_models import synthetic
+from warden.infra.settings import WardenSettings
+from warden.models import retrain
+from warden.streams import broker
+from warden.streams.agents.feedback import Labelled, example
+from warden.streams.feedback_auth import ExampleKeys
+from warden.streams.records import Feedback, ServedRow, TrainingExample, encode
+from warden.streams.topics import Topics
 
 GENUINE = 320
 

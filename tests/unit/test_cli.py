@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.cli import EXIT_USAGE, main
+from warden.infra.cli import EXIT_USAGE, main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from features.text import words
-from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
-from infra.settings import WardenSettings
-from models.dataset import build, build_parts
-from models.evaluate import forward, static
-from models.registry import BOOSTER_FILE, Registry
-from models.train import corpus_pseudonymiser, train_from_corpus
-from streams import corpus
-from streams.corpus import CorpusMail
-from streams.records import MailEvent
 from tests.corpus_fixture import generated, write_corpus
+from warden.features.text import words
+from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
+from warden.infra.settings import WardenSettings
+from warden.models.dataset import build, build_parts
+from warden.models.evaluate import forward, static
+from warden.models.registry import BOOSTER_FILE, Registry
+from warden.models.train import corpus_pseudonymiser, train_from_corpus
+from warden.streams import corpus
+from warden.streams.corpus import CorpusMail
+from warden.streams.records import MailEvent
 
 SPAM_WORDS = ["cash", "winner", "offer", "viagra", "free", "deal"]
 HAM_WORDS = ["meeting", "patch", "kernel", "lunch", "review", "thanks"]

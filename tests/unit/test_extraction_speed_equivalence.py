@@ -24,13 +24,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from features.activity import _LURES
-from features.content import CONTENT
-from features.definitions import content_features, message_words
-from features.extraction import registrable_domain, to_features, url_domains
-from features.headers import _FROM_CLAUSE, display_name, is_private_ip, timezone_minutes
-from features.pseudonym import Pseudonymiser
-from features.text import (
+from warden.features.activity import _LURES
+from warden.features.content import CONTENT
+from warden.features.definitions import content_features, message_words
+from warden.features.extraction import registrable_domain, to_features, url_domains
+from warden.features.headers import _FROM_CLAUSE, display_name, is_private_ip, timezone_minutes
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.text import (
     caps_runs,
     fold_case,
     hidden_text_marks,
@@ -42,7 +42,7 @@ from features.text import (
     visible_text_head,
     words,
 )
-from streams.records import MailEvent, SourcePosition
+from warden.streams.records import MailEvent, SourcePosition
 
 POSITION = SourcePosition(topic="mail.events", partition=0, offset=0)
 SECRET = "pinned-test-key"

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from infra.cli import EXIT_USAGE, main
-from infra.exceptions import SettingsError
-from infra.metrics import WorkerStats, exposition, reason_class
-from infra.settings import FeedbackSettings, WardenSettings, load_settings
-from streams.agents.feedback import MAX_LABEL_BYTES, Labelled, authentic, example
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import FIELDS, ExampleKeys, SourceKeys, canonical, example_canonical
-from streams.records import Feedback, LinkedPseudonyms, ServedRow, TrainingExample, encode
+from warden.infra.cli import EXIT_USAGE, main
+from warden.infra.exceptions import SettingsError
+from warden.infra.metrics import WorkerStats, exposition, reason_class
+from warden.infra.settings import FeedbackSettings, WardenSettings, load_settings
+from warden.streams.agents.feedback import MAX_LABEL_BYTES, Labelled, authentic, example
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.feedback_auth import FIELDS, ExampleKeys, SourceKeys, canonical, example_canonical
+from warden.streams.records import Feedback, LinkedPseudonyms, ServedRow, TrainingExample, encode
 
 USER_KEY, OPS_KEY = secrets.token_bytes(32), secrets.token_bytes(32)
 WORKER = SourceKeys({"user_report": USER_KEY, "ops_review": OPS_KEY})

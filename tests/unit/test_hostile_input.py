@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from features.pseudonym import Pseudonymiser
-from infra.settings import IngestSettings, WardenSettings
-from streams import validation
-from streams.agents.ingest import ingest_activity_record, ingest_record
-from streams.exceptions import MalformedRecord
-from streams.records import (
+from warden.features.pseudonym import Pseudonymiser
+from warden.infra.settings import IngestSettings, WardenSettings
+from warden.streams import validation
+from warden.streams.agents.ingest import ingest_activity_record, ingest_record
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.records import (
     DEAD_LETTER_WHOLE_BYTES,
     DeadLetter,
     MailEvent,

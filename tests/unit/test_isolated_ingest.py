@@ -18,14 +18,21 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from infra.hostile_inputs import BODY_FAMILIES, POISON_PILL, VALIDATION_FAMILIES
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from streams.ingest_pool import IngestPool, IsolatedIngest, Outcome, RawRecord, ingest_batch, ingest_in_turns
-from streams.monitor import probe_loop_lag
-from streams.records import DeadLetter, decode, encode
 from tests.unit.test_features import mail
+from warden.features.pseudonym import Pseudonymiser
+from warden.infra.hostile_inputs import BODY_FAMILIES, POISON_PILL, VALIDATION_FAMILIES
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import WardenSettings
+from warden.streams.ingest_pool import (
+    IngestPool,
+    IsolatedIngest,
+    Outcome,
+    RawRecord,
+    ingest_batch,
+    ingest_in_turns,
+)
+from warden.streams.monitor import probe_loop_lag
+from warden.streams.records import DeadLetter, decode, encode
 
 NOW = 1_030_000_100.0
 THRESHOLD = 20_000
@@ -250,8 +257,8 @@ class _NoEvents:
 
 
 def test_the_shared_child_outlives_an_agent_and_is_stopped_with_the_app(tmp_path: Any) -> None:
-    from features.testing import InMemoryStore
-    from streams.app import Services, create_app
+    from warden.features.testing import InMemoryStore
+    from warden.streams.app import Services, create_app
 
     settings = _settings(isolation_deadline_s=60.0).model_copy(
         update={

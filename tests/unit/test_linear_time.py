@@ -37,13 +37,12 @@ import pytest
 from regexploit.ast.sre import SreOpParser
 from regexploit.redos import find as find_redos
 
-import features
-import streams
-from infra.hostile_inputs import LIMITS as _LIMITS
-from infra.hostile_inputs import POISON_PILL, STAGES, Family, Stage, size_of
-from streams import validation
-from streams.exceptions import MalformedRecord
-from streams.records import decode_activity_event, decode_mail_event
+from warden import features, streams
+from warden.infra.hostile_inputs import LIMITS as _LIMITS
+from warden.infra.hostile_inputs import POISON_PILL, STAGES, Family, Stage, size_of
+from warden.streams import validation
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.records import decode_activity_event, decode_mail_event
 
 REPO = Path(__file__).resolve().parents[2]
 #: The floors whose code reads untrusted bytes.
@@ -89,7 +88,7 @@ def _source_patterns() -> tuple[dict[str, re.Pattern[Any]], list[str]]:
     literals: dict[str, re.Pattern[Any]] = {}
     unexplained = []
     for package in PACKAGES:
-        for path in sorted(Path(package.__path__[0]).rglob("*.py")):
+        for path in sorted(Path(package.__path__[0]).resolve().rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             relative = str(path.relative_to(REPO))
             constants = {
@@ -152,19 +151,19 @@ ALL_PATTERNS = {**MODULE_PATTERNS, **SOURCE_PATTERNS}
 def test_the_patterns_are_found() -> None:
     # The discovery itself must work: the patterns issue 17 named are among what it finds.
     for name in (
-        "features.text._TAG",
-        "features.text._ANCHOR",
-        "features.text._HIDDEN",
-        "features.text._WORD",
+        "warden.features.text._TAG",
+        "warden.features.text._ANCHOR",
+        "warden.features.text._HIDDEN",
+        "warden.features.text._WORD",
     ):
         assert name in MODULE_PATTERNS
     for name in (
-        "features.text._CAPS_RUN",
-        "features.headers._FROM_CLAUSE",
-        "features.content._SPAM_PHRASES",
+        "warden.features.text._CAPS_RUN",
+        "warden.features.headers._FROM_CLAUSE",
+        "warden.features.content._SPAM_PHRASES",
     ):
         assert name in MODULE_PATTERNS
-    assert "features.text._HOST_IN_TEXT" in MODULE_PATTERNS
+    assert "warden.features.text._HOST_IN_TEXT" in MODULE_PATTERNS
     assert len(ALL_PATTERNS) >= 30
 
 
@@ -428,7 +427,7 @@ def test_each_punycode_label_is_decoded_once_per_record_through_tldextract(
     """The replacement of tldextract's private ``_decode_punycode`` is what its suffix lookup calls."""
     import tldextract.tldextract
 
-    from features import extraction
+    from warden.features import extraction
 
     assert tldextract.tldextract._decode_punycode is extraction._decode_label_once
     calls: list[str] = []

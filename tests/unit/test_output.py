@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from streams import output
-from streams.exceptions import OutputNotConfirmed
-from streams.output import Deliveries, Output
+from warden.streams import output
+from warden.streams.exceptions import OutputNotConfirmed
+from warden.streams.output import Deliveries, Output
 
 
 class Refused(Exception):

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from features.testing import features_for
-from infra.cli import EXIT_FAILURE, main
-from infra.exceptions import PrivacyBudgetExhausted
-from infra.privacy_ledger import BudgetLedger
-from infra.privacy_report import release, reported_domains, verdict_counts
-from streams.records import ServedRow, SourcePosition, TrainingExample, Verdict
+from warden.features.testing import features_for
+from warden.infra.cli import EXIT_FAILURE, main
+from warden.infra.exceptions import PrivacyBudgetExhausted
+from warden.infra.privacy_ledger import BudgetLedger
+from warden.infra.privacy_report import release, reported_domains, verdict_counts
+from warden.streams.records import ServedRow, SourcePosition, TrainingExample, Verdict
 
 NOW = 1_764_400_000.0
 POSITION = SourcePosition(topic="t", partition=0, offset=0)

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.settings import IngestSettings
-from streams.exceptions import MalformedRecord
-from streams.records import (
+from warden.infra.settings import IngestSettings
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.records import (
     DeadLetter,
     MailFeatures,
     SourcePosition,

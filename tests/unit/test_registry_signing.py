@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infra.metrics import WorkerStats
-from infra.settings import ModelSettings, WardenSettings
-from models.exceptions import ModelRefused, RegistryError, SigningKeyError
-from models.registry import Candidate, Registry
-from models.signing import (
+from tests.bad_models import SIGNATURE_BREAKS, TAMPERED_FILES, point_at, resign, tamper, write_pointer
+from tests.unit.test_models import synthetic
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import ModelSettings, WardenSettings
+from warden.models.exceptions import ModelRefused, RegistryError, SigningKeyError
+from warden.models.registry import Candidate, Registry
+from warden.models.signing import (
     SIGNATURE_FILE,
     RegistryKeys,
     load_signing_key,
@@ -24,11 +26,9 @@ from models.signing import (
     verify_key_path,
     write_pair,
 )
-from models.train import train
-from serving.exceptions import ModelRejected
-from serving.slot import ModelSlot, load_warm
-from tests.bad_models import SIGNATURE_BREAKS, TAMPERED_FILES, point_at, resign, tamper, write_pointer
-from tests.unit.test_models import synthetic
+from warden.models.train import train
+from warden.serving.exceptions import ModelRejected
+from warden.serving.slot import ModelSlot, load_warm
 
 KEYS = RegistryKeys.generate()
 OTHER_KEYS = RegistryKeys.generate()
@@ -168,7 +168,7 @@ def test_a_rollback_follows_the_signed_history_only(registry: Registry, candidat
     point_at(registry, "v-next")
     pointer = worker_view(registry).pointer("CURRENT")
     assert pointer is not None
-    from models.pointers import Pointer, sign_pointer
+    from warden.models.pointers import Pointer, sign_pointer
 
     assert KEYS.signing is not None
     forged_history = Pointer("CURRENT", "v-next", pointer.sequence + 1, ("/abs/path", "v-next"))
@@ -248,7 +248,7 @@ def test_a_key_file_that_is_exposed_or_not_a_key_is_refused(tmp_path: Path) -> N
 def test_the_models_commands_name_refused_versions_and_make_keys(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import EXIT_FAILURE, main
+    from warden.infra.cli import EXIT_FAILURE, main
 
     assert main(["models", "keygen", "--out", str(tmp_path / "keys")]) == 0
     made = capsys.readouterr().out
@@ -286,7 +286,7 @@ def test_the_models_commands_name_refused_versions_and_make_keys(
 def test_a_production_worker_without_a_verify_key_does_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import EXIT_FAILURE, main
+    from warden.infra.cli import EXIT_FAILURE, main
 
     for name, value in {
         "WARDEN_ENVIRONMENT": "production",

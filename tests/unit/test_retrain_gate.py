@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infra.settings import WardenSettings
-from models import retrain
-from models.dataset import Dataset
-from models.registry import Candidate, Registry
-from streams.records import ServedRow, TrainingExample
 from tests.unit.test_models import KEYS, synthetic
+from warden.infra.settings import WardenSettings
+from warden.models import retrain
+from warden.models.dataset import Dataset
+from warden.models.registry import Candidate, Registry
+from warden.streams.records import ServedRow, TrainingExample
 
 #: Tokens no other row holds: row i carries UNIQUE + i, so a token table shows which rows it learned from.
 UNIQUE = 100_000
@@ -207,7 +207,7 @@ def examples_of(data: Dataset) -> list[TrainingExample]:
 def test_the_cli_says_why_in_one_line_and_exits_4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import main
+    from warden.infra.cli import main
 
     examples = examples_of(scarce())
     monkeypatch.setattr(retrain, "read_examples", lambda *a: retrain.Examples(examples, Counter()))

@@ -13,19 +13,19 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from infra.hostile_inputs import BODY_FAMILIES
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from models.registry import Candidate, Registry
-from serving.slot import ModelSlot
-from streams.app import Services
-from streams.ingest_pool import IsolatedIngest
-from streams.records import Verdict, encode
-from streams.web import Refusal, host_name, local_host, score_body
 from tests.unit.test_features import mail
 from tests.unit.test_models import _nan_scorer, candidate, registry  # noqa: F401 (fixtures)
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.testing import InMemoryStore
+from warden.infra.hostile_inputs import BODY_FAMILIES
+from warden.infra.metrics import WorkerStats
+from warden.infra.settings import WardenSettings
+from warden.models.registry import Candidate, Registry
+from warden.serving.slot import ModelSlot
+from warden.streams.app import Services
+from warden.streams.ingest_pool import IsolatedIngest
+from warden.streams.records import Verdict, encode
+from warden.streams.web import Refusal, host_name, local_host, score_body
 
 THRESHOLD = 20_000
 

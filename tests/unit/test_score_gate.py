@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from infra.exceptions import SettingsError
-from infra.settings import WardenSettings, load_settings
-from streams.app import Services, create_app
-from streams.exceptions import WebServerUnprotected
-from streams.web import authorised, check_exposure, is_loopback
+from warden.infra.exceptions import SettingsError
+from warden.infra.settings import WardenSettings, load_settings
+from warden.streams.app import Services, create_app
+from warden.streams.exceptions import WebServerUnprotected
+from warden.streams.web import authorised, check_exposure, is_loopback
 
 TOKEN = SecretStr("a" * 20 + "-token-" + "b" * 20)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
-from infra.exceptions import SettingsError
-from infra.security import kafka_python_options, kafka_ssl_context, redis_options
-from infra.settings import KafkaSettings, RedisSettings, WardenSettings, load_settings
-from streams.transport import broker_credentials
+from warden.infra.exceptions import SettingsError
+from warden.infra.security import kafka_python_options, kafka_ssl_context, redis_options
+from warden.infra.settings import KafkaSettings, RedisSettings, WardenSettings, load_settings
+from warden.streams.transport import broker_credentials
 
 PASSWORD = "s3cr3t-Pa55word-7f1c"  # a test secret to look for
 
