@@ -455,8 +455,8 @@ def test_a_tldextract_without_the_patched_function_stops_the_import() -> None:
 
     script = (
         "import tldextract.tldextract as t; del t._decode_punycode\n"
-        "from features.exceptions import IncompatibleLibrary\n"
-        "try:\n    import features.extraction\n"
+        "from warden.features.exceptions import IncompatibleLibrary\n"
+        "try:\n    import warden.features.extraction\n"
         "except IncompatibleLibrary as exc:\n    print(exc)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
