@@ -37,7 +37,7 @@ from typing import Literal, get_args
 from pydantic import SecretStr
 
 from warden.features.exceptions import PseudonymKeyError
-from warden.infra.settings import KEY_HINT, PrivacySettings, key_problem
+from warden.streams.settings import KEY_HINT, PrivacySettings, key_problem
 
 Domain = Literal["address", "domain", "ip", "url_host", "account", "token"]
 _DOMAINS: tuple[Domain, ...] = get_args(Domain)
@@ -269,7 +269,7 @@ def load_key_file(path: Path, grace_seconds: float) -> KeyRing:
     """Read a key file: ``{"generations": [{"since": 0, "keys": {"address": {"id": "a1",
     "secret": "..."}, ...}}, ...]}``, one key for each of the six domains per generation.
 
-    Every secret must pass :func:`infra.settings.key_problem` (32 random bytes or more).
+    Every secret must pass :func:`streams.settings.key_problem` (32 random bytes or more).
     Raises :class:`PseudonymKeyError` with a one-line reason that never includes a secret.
     """
     try:

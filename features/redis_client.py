@@ -1,4 +1,4 @@
-"""Every Redis client Warden makes, built one way from :class:`~infra.settings.RedisSettings`.
+"""Every Redis client Warden makes, built one way from :class:`~streams.settings.RedisSettings`.
 
 The worker's store, the review CLI, the privacy audit, the demo, the benches
 and the dev stack's health checks all take their client from here, so each
@@ -28,8 +28,8 @@ from redis.cluster import ClusterNode
 from redis.exceptions import RedisClusterException, RedisError
 
 from warden.features.exceptions import StoreNotConfigured
-from warden.infra.security import redis_options
-from warden.infra.settings import RedisSettings
+from warden.streams.security import redis_options
+from warden.streams.settings import RedisSettings
 
 #: A client for the event loop: standalone or cluster (what :class:`features.store.RedisStore` takes).
 AsyncClient: TypeAlias = aioredis.Redis | AsyncRedisCluster

@@ -108,7 +108,8 @@ class RedisStore:
         script_per_call: bool = False,
     ) -> None:
         """``id_ttl_seconds`` is how long each event id's first content digest is kept (default: the
-        memo TTL; a worker keeps it as long as its served rows live: :func:`streams.worker.build_services`).
+        memo TTL; a worker keeps it as long as its served rows live:
+        :func:`serving.worker.services.build_services`).
         ``script_per_call`` sends a standalone server one EVALSHA per call, as a cluster always
         gets, instead of one per batch (for comparison: ``warden bench --only store``)."""
         self._client = client

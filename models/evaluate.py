@@ -1,7 +1,7 @@
 """``warden evaluate``: two honest evaluation protocols on the SpamAssassin corpus.
 
 1. *Static, forward split*: every mail in order of receipt (topmost
-   ``Received:`` header, :func:`streams.corpus.split`); train on the first
+   ``Received:`` header, :func:`streams.sources.corpus.split`); train on the first
    half, evaluate on the second. The candidate is trained exactly as ``warden
    train`` trains it (:func:`models.train.corpus_candidate`) on rows built from
    the first half alone; the test rows' aggregates continue from the store the
@@ -31,7 +31,6 @@ import numpy as np
 from scipy.stats import rankdata
 
 from warden.features.pseudonym import Pseudonymiser
-from warden.infra.settings import WardenSettings
 from warden.models import metrics
 from warden.models import peers as peer_filters
 from warden.models.baselines import NAMES as BASELINE_NAMES
@@ -50,10 +49,11 @@ from warden.models.report import (
     render,
 )
 from warden.models.score_table import ScoreTable
+from warden.models.scorer import Scorer
 from warden.models.train import corpus_candidate, corpus_pseudonymiser, train
-from warden.serving.scorer import Scorer
-from warden.streams import corpus
-from warden.streams.corpus import CorpusMail
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 

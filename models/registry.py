@@ -55,7 +55,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from warden.features.definitions import SCHEMAS
 from warden.features.tokens import TokenTable
-from warden.infra.settings import WardenSettings
 from warden.models.exceptions import ModelRefused, RegistryError
 from warden.models.export import parity
 from warden.models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
@@ -68,6 +67,7 @@ from warden.models.signing import (
     verify_version,
 )
 from warden.streams.records import EventKind
+from warden.streams.settings import WardenSettings
 
 MODEL_FILE = "model.onnx"
 BOOSTER_FILE = "booster.txt"

@@ -7,7 +7,7 @@ PNG files beside ``report.html`` and embedded in it as base64 data URIs, so
 the HTML needs no network, no JavaScript and no other file.
 
 A score ``s`` is flagged at threshold ``t`` when ``s >= t``, as in
-``serving.policy``.
+``models.policy``.
 """
 
 from __future__ import annotations

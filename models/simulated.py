@@ -25,13 +25,14 @@ from warden.features.definitions import SCHEMAS
 from warden.features.extraction import to_activity_features
 from warden.features.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore
-from warden.infra.settings import WardenSettings
 from warden.models.dataset import Dataset
 from warden.models.export import onnx_scores, session
 from warden.models.registry import Candidate, Manifest, Registry
 from warden.models.train import train
 from warden.streams.records import ActivityKind, SourcePosition
-from warden.streams.simulator import CAMPAIGN_TYPES, LEGIT, Simulated, SimulationParams, simulate
+from warden.streams.settings import WardenSettings
+from warden.streams.sources.simulated_world import CAMPAIGN_TYPES, LEGIT, Simulated, SimulationParams
+from warden.streams.sources.simulator import simulate
 
 
 def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudonymiser) -> Dataset:
@@ -47,7 +48,7 @@ def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudo
     chosen: list[Simulated] = []
     for offset, item in enumerate(sorted(events, key=lambda s: (s.event.timestamp, s.event.event_id))):
         source = SourcePosition(topic="simulator", partition=0, offset=offset)
-        # The simulator records its traffic: its time is the trusted one (streams.simulator.produce).
+        # The simulator records its traffic: its time is the trusted one (streams.sources.simulator.produce).
         features = to_activity_features(
             item.event, pseudonymiser, source, produced_at_ms=0, event_time=item.event.timestamp
         )

@@ -8,7 +8,7 @@ row's evidence comes from a table that never saw that row). Nothing after the
 training window is ever seen.
 
 On the corpus the training window is the forward split's first half
-(:func:`streams.corpus.split`); ``warden evaluate``'s static protocol trains
+(:func:`streams.sources.corpus.split`); ``warden evaluate``'s static protocol trains
 through exactly :func:`corpus_candidate`, so the model it measures is the one
 ``warden train`` registers.
 """
@@ -24,7 +24,6 @@ import numpy as np
 from warden.features.definitions import SCHEMAS
 from warden.features.pseudonym import KeyRing, Pseudonymiser
 from warden.features.tokens import TokenTable, cross_fitted_evidence
-from warden.infra.settings import ModelSettings, WardenSettings
 from warden.models.dataset import Dataset, build
 from warden.models.exceptions import TrainingError
 from warden.models.export import onnx_scores, parity, parity_rows, session, to_onnx
@@ -38,7 +37,8 @@ from warden.models.registry import (
     Thresholds,
     new_version,
 )
-from warden.streams import corpus
+from warden.streams.settings import ModelSettings, WardenSettings
+from warden.streams.sources import corpus
 
 
 def _params(settings: ModelSettings) -> dict[str, object]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from warden.models.policy import Policy
 from warden.models.registry import Registry
-from warden.serving.policy import Policy
 from warden.streams.records import FeatureLogEntry
 
 

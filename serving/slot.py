@@ -28,12 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from warden.infra.metrics import WorkerStats
-from warden.models.exceptions import RegistryError
+from warden.models.exceptions import ModelRejected, NoModel, RegistryError
 from warden.models.pointers import PointerName
 from warden.models.registry import Registry
-from warden.serving.exceptions import ModelRejected, NoModel
-from warden.serving.scorer import Scorer, stored_version
+from warden.models.scorer import Scorer, stored_version
+from warden.serving.worker.metrics import WorkerStats
 from warden.streams.records import ActivityKind
 
 #: The event kinds served beside mail, each by its own champion (no shadow for these).

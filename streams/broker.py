@@ -16,9 +16,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from warden.infra.security import kafka_python_options
-from warden.infra.settings import KafkaSettings, WardenSettings
 from warden.streams.exceptions import BrokerError
+from warden.streams.security import kafka_python_options
+from warden.streams.settings import KafkaSettings, WardenSettings
 from warden.streams.topics import Topic, Topics
 
 

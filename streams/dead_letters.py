@@ -31,11 +31,11 @@ from typing import Literal
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from warden.infra.security import kafka_python_options
-from warden.infra.settings import KafkaSettings
 from warden.streams import broker
 from warden.streams.exceptions import BrokerError, MalformedRecord
 from warden.streams.records import DeadLetter, SourcePosition, decode
+from warden.streams.security import kafka_python_options
+from warden.streams.settings import KafkaSettings
 from warden.streams.topics import Topic, Topics
 
 #: Past the next wanted offset by more than this, the reader seeks instead of reading on.

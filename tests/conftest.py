@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from warden.infra import devstack, rediscluster
-from warden.infra.devstack import StackState
-from warden.infra.rediscluster import ClusterState
-from warden.infra.settings import CorpusSettings, DevSettings, WardenSettings
+from warden.infra.dev import devstack, rediscluster
+from warden.infra.dev.devstack import StackState
+from warden.infra.dev.rediscluster import ClusterState
 from warden.models.signing import RegistryKeys
+from warden.streams.settings import CorpusSettings, DevSettings, WardenSettings
 
 REPO = Path(__file__).resolve().parents[1]
 #: The corpus cache is shared with `make demo`, so a checkout fetches it once.
@@ -57,7 +57,7 @@ def registry_keys(key_files: dict[str, Path]) -> RegistryKeys:
 def registry_dir(tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, Path]) -> Path:
     """A registry holding one model trained on the corpus's first half, signed with the session pair."""
     from warden.models.train import train_from_corpus
-    from warden.streams import corpus
+    from warden.streams.sources import corpus
 
     root = tmp_path_factory.mktemp("registry")
     settings = WardenSettings(corpus=CORPUS, models={"registry_dir": root, "num_trees": 120, **key_files})

@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from warden.infra.settings import PeerSettings
 from warden.models.exceptions import PeerError
 from warden.models.peers.common import (
     CpuMeter,
@@ -47,6 +46,7 @@ from warden.models.peers.common import (
     missing_programs,
     run,
 )
+from warden.streams.settings import PeerSettings
 
 NAME = "rspamd"
 #: Modules that ask DNS or another server (Rspamd 3.x names); each gets ``enabled = false``.

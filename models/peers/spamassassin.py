@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from warden.infra.settings import PeerSettings
 from warden.models.exceptions import PeerError
 from warden.models.peers.common import (
     CpuMeter,
@@ -42,6 +41,7 @@ from warden.models.peers.common import (
     missing_programs,
     run,
 )
+from warden.streams.settings import PeerSettings
 
 NAME = "spamassassin"
 #: Where Debian installs the package's rules, and where sa-update would put newer ones.

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from tests.integration.worker_pages import poll
-from warden.infra import devstack
-from warden.infra.worker_process import child_process
+from warden.infra.dev import devstack
+from warden.infra.dev.worker_process import child_process
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,9 +9,9 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 
-from warden.infra.settings import WardenSettings
 from warden.streams import broker
 from warden.streams.records import DeadLetter, Verdict, decode
+from warden.streams.settings import WardenSettings
 from warden.streams.topics import Topics
 
 

@@ -17,15 +17,17 @@ from warden.features.pseudonym import Pseudonymiser
 from warden.features.redis_client import async_client
 from warden.features.store import RedisStore
 from warden.features.testing import InMemoryStore
-from warden.infra.rediscluster import ClusterState
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
+from warden.infra.dev.rediscluster import ClusterState
+from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.models.registry import Registry
 from warden.models.simulated import train_simulated
-from warden.streams import broker, corpus
+from warden.streams import broker
 from warden.streams.records import DeadLetter, SourcePosition, Verdict, decode
-from warden.streams.replay import replay, send_raw
-from warden.streams.simulator import SimulationParams, produce, simulate
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay, send_raw
+from warden.streams.sources.simulated_world import SimulationParams
+from warden.streams.sources.simulator import produce, simulate
 from warden.streams.topics import Topics
 
 #: Small and quick: enough campaigns of every type for a model, in a couple of seconds.

@@ -26,14 +26,16 @@ from warden.features.redis_client import async_client
 from warden.features.served import ServedRows
 from warden.features.store import RedisStore
 from warden.features.testing import features_for
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
-from warden.streams import broker, corpus, feedback_source
-from warden.streams.agents.score import UNSEALED
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.serving.worker.agents.score import UNSEALED
+from warden.serving.worker.ingest_pool import RawRecord, ingest_batch
+from warden.streams import broker
 from warden.streams.feedback_auth import ExampleKeys, SourceKeys
-from warden.streams.ingest_pool import RawRecord, ingest_batch
 from warden.streams.records import DeadLetter, Feedback, ServedRow, TrainingExample, decode, encode
-from warden.streams.replay import replay
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources import feedback as feedback_source
+from warden.streams.sources.replay import replay
 from warden.streams.topics import Topics
 
 HMAC_KEY = secrets.token_hex(32)

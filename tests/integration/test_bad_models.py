@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.bad_models import BAD_KINDS, alias, plant, point_at, tamper, write_pointer
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
+from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.models.exceptions import ModelsError
 from warden.models.registry import Registry
 from warden.models.signing import SigningKey
-from warden.streams import broker, corpus
-from warden.streams.replay import replay
+from warden.streams import broker
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay
 from warden.streams.topics import Topics
 
 PER_ROUND = 40

@@ -17,12 +17,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from warden.infra import dead_letters_cli
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
+from warden.infra.cli import dead_letters as dead_letters_cli
+from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.models.registry import Registry
 from warden.models.simulated import train_simulated
-from warden.streams import broker, corpus
+from warden.streams import broker
 from warden.streams.records import (
     DEAD_LETTER_WHOLE_BYTES,
     DeadLetter,
@@ -31,7 +30,10 @@ from warden.streams.records import (
     decode,
     encode,
 )
-from warden.streams.simulator import SimulationParams, simulate
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.simulated_world import SimulationParams
+from warden.streams.sources.simulator import simulate
 from warden.streams.topics import Topics
 
 NO_MAIL_MODEL = "no mail model is promoted in the registry"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import redis
 
-from warden.infra import devstack
-from warden.infra.settings import DevSettings, KafkaSettings
+from warden.infra.dev import devstack
 from warden.streams import broker
+from warden.streams.settings import DevSettings, KafkaSettings
 from warden.streams.topics import Topics
 
 

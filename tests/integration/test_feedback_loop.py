@@ -10,13 +10,15 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import run_cli, wait_healthy, worker_process
+from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
 from warden.models.registry import Registry
-from warden.models.retrain import EXIT_NOT_PROMOTED, EXIT_PROMOTED, EXIT_TOO_LITTLE_DATA
-from warden.streams import broker, corpus, feedback_source
+from warden.streams import broker
+from warden.streams.exceptions import ExitCode
 from warden.streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
-from warden.streams.replay import replay, send_raw
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources import feedback as feedback_source
+from warden.streams.sources.replay import replay, send_raw
 from warden.streams.topics import Topics
 
 
@@ -126,14 +128,14 @@ def test_labels_retrain_promote_swap_and_rollback(
         # Too little data for a demanding threshold: said by the exit code, nothing registered.
         versions_before = registry.versions()
         scarce = _cli(live, base_env, "retrain", "--min-examples", "5000")
-        assert scarce.returncode == EXIT_TOO_LITTLE_DATA, scarce.stderr
+        assert scarce.returncode == ExitCode.TOO_LITTLE_DATA, scarce.stderr
         assert registry.versions() == versions_before
 
         # A retrain strictly better than the champion on the gate's holdout (labelled rows the
         # candidate never trained on): promoted, announced, swapped; both figures and its size printed.
         started = time.monotonic()
         promoted = _cli(live, base_env, "retrain", "--min-examples", "200")
-        assert promoted.returncode == EXIT_PROMOTED, promoted.stdout + promoted.stderr
+        assert promoted.returncode == ExitCode.OK, promoted.stdout + promoted.stderr
         result = json.loads(promoted.stdout.strip().splitlines()[-1])
         new = result["version"]
         assert result["outcome"] == "promoted"
@@ -153,7 +155,7 @@ def test_labels_retrain_promote_swap_and_rollback(
         # A weaker candidate on the same examples: registered, not promoted, and the code says so.
         tiny = {"WARDEN_MODELS__NUM_TREES": "1", "WARDEN_MODELS__NUM_LEAVES": "2"}
         refused = _cli(live, base_env, "retrain", "--min-examples", "200", extra=tiny)
-        assert refused.returncode == EXIT_NOT_PROMOTED, refused.stdout + refused.stderr
+        assert refused.returncode == ExitCode.NOT_PROMOTED, refused.stdout + refused.stderr
         weak = json.loads(refused.stdout.strip().splitlines()[-1])
         assert weak["candidate_auc"] < weak["champion_auc"]
         weak_version = json.loads(refused.stdout.strip().splitlines()[-1])["version"]

@@ -10,7 +10,7 @@ from warden.features.keys import Keys
 from warden.features.pseudonym import KeyRing
 from warden.features.redis_client import async_client
 from warden.features.store import RedisStore
-from warden.infra.settings import WardenSettings
+from warden.streams.settings import WardenSettings
 
 
 async def _rows(settings: WardenSettings, prefix: str, ring: KeyRing) -> list[list[float]]:

@@ -26,10 +26,10 @@ from tests.integration.worker_pages import (
     send_traffic,
     total,
 )
-from warden.infra.metrics import bucket_quantile
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.serving.worker.metrics import bucket_quantile
 from warden.streams import broker
+from warden.streams.settings import WardenSettings
 from warden.streams.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]

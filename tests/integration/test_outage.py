@@ -19,10 +19,12 @@ import pytest
 
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
 from tests.integration.test_crash import Driver, _assert_nothing_lost_and_effects_once
-from warden.infra import devstack
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
-from warden.streams import broker, corpus
+from warden.infra.dev import devstack
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.children import die_with_parent
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
 from warden.streams.topics import Topics
 
 N = 400
@@ -53,7 +55,7 @@ class OwnRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=devstack.die_with_parent,
+                preexec_fn=die_with_parent,
             )
         wait_until(lambda: devstack.redis_ready(self.url), timeout_s=30, what="redis answering")
 

@@ -16,14 +16,14 @@ from pydantic import SecretStr
 
 from tests.conftest import CORPUS
 from warden.features.pseudonym import Pseudonymiser
-from warden.infra.settings import PeerSettings, WardenSettings
 from warden.models.dataset import build_parts
 from warden.models.evaluate import Forward, peer_row, static
 from warden.models.peers import LabelledMail, peers, run_peers
 from warden.models.report import ReportData, render
 from warden.models.score_table import read
-from warden.streams import corpus
-from warden.streams.corpus import CorpusMail
+from warden.streams.settings import PeerSettings, WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
 
 TRAIN_EACH, TEST_EACH = 20, 10
 

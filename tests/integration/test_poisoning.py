@@ -10,10 +10,10 @@ from warden.features.redis_client import async_client
 from warden.features.served import FeedbackLedger, ServedRows
 from warden.features.store import RedisStore
 from warden.features.testing import features_for
-from warden.infra.metrics import WorkerStats
-from warden.infra.settings import WardenSettings
-from warden.streams.agents.feedback import Arrival, join, reputation_calls
+from warden.serving.worker.agents.feedback import Arrival, join, reputation_calls
+from warden.serving.worker.metrics import WorkerStats
 from warden.streams.records import Feedback, ServedRow, SourcePosition
+from warden.streams.settings import WardenSettings
 
 
 def _arrivals(labels: list[Feedback], first_offset: int, at: float) -> list[Arrival]:

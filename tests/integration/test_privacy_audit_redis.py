@@ -20,14 +20,16 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from warden.features.privacy.audit import audit, derived_topics
+from warden.features.privacy.audit_redis import audit_redis
+from warden.features.privacy.findings import AuditReport, Scanner
 from warden.features.redis_client import SyncClient, sync_client
-from warden.infra import devstack
-from warden.infra.cli import EXIT_FAILURE, main
-from warden.infra.privacy_audit import AuditReport, Scanner, audit, derived_topics
-from warden.infra.privacy_audit_redis import audit_redis
-from warden.infra.rediscluster import ClusterState
-from warden.infra.settings import RedisSettings, WardenSettings
+from warden.infra.cli.main import main
+from warden.infra.dev import devstack
+from warden.infra.dev.rediscluster import ClusterState
 from warden.streams import broker
+from warden.streams.exceptions import ExitCode
+from warden.streams.settings import RedisSettings, WardenSettings
 from warden.streams.topics import Topics
 
 RAW = b"alice@example.com"
@@ -164,7 +166,7 @@ def test_the_cli_audits_a_cluster_given_only_by_its_nodes(
         monkeypatch.setenv(name, value)
     try:
         capsys.readouterr()
-        assert main(["privacy", "audit", "--log", str(log)]) == EXIT_FAILURE
+        assert main(["privacy", "audit", "--log", str(log)]) == ExitCode.FAILURE
         captured = capsys.readouterr()
     finally:
         client.delete(*keys)

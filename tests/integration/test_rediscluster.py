@@ -25,11 +25,11 @@ from warden.features.keys import Keys
 from warden.features.redis_client import async_client
 from warden.features.scripts import LUA
 from warden.features.store import RedisStore
-from warden.infra import devstack
-from warden.infra.rediscluster import SLOTS, ClusterState, LocalCluster
-from warden.infra.settings import DevSettings, RedisSettings, WardenSettings
-from warden.serving.review import ReviewQueue
-from warden.streams.campaign import campaign
+from warden.infra.dev import devstack
+from warden.infra.dev.rediscluster import SLOTS, ClusterState, LocalCluster
+from warden.serving.review.queue import ReviewQueue
+from warden.streams.settings import DevSettings, RedisSettings, WardenSettings
+from warden.streams.sources.campaign import campaign
 
 SCRIPT_SHA = hashlib.sha1(LUA.encode()).hexdigest()
 

@@ -24,18 +24,18 @@ from warden.features.keys import Keys
 from warden.features.pseudonym import Pseudonymiser
 from warden.features.redis_client import async_client
 from warden.features.store import RedisClient, RedisStore
-from warden.infra import review_cli
-from warden.infra.settings import ReviewSettings, WardenSettings
-from warden.infra.worker_process import run_cli, wait_healthy, worker_process
-from warden.models.ranking import RankingModel
+from warden.infra.cli import review as review_cli
+from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
 from warden.models.registry import Registry
-from warden.serving.review import Candidate, ReviewQueue
-from warden.serving.scorer import Scorer
+from warden.models.scorer import Scorer
+from warden.serving.review.queue import Candidate, ReviewQueue
+from warden.serving.review.ranking import RankingModel
+from warden.serving.worker.agents.score import decide
 from warden.streams import broker
-from warden.streams.agents.score import decide
-from warden.streams.campaign import campaign
 from warden.streams.records import Feedback, MailEvent, SourcePosition, TrainingExample, decode
-from warden.streams.replay import replay
+from warden.streams.settings import ReviewSettings, WardenSettings
+from warden.streams.sources.campaign import campaign
+from warden.streams.sources.replay import replay
 from warden.streams.topics import Topics
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_store import assert_redis_applied_each_once
-from warden.infra import devstack
-from warden.infra.rediscluster import ClusterState
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
-from warden.streams import broker, corpus
+from warden.infra.dev import devstack
+from warden.infra.dev.rediscluster import ClusterState
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
 from warden.streams.records import MailEvent, Verdict, decode
-from warden.streams.replay import send_recorded
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import send_recorded
 from warden.streams.topics import Topics
 
 N = 900

@@ -16,12 +16,13 @@ from pydantic import SecretStr
 from tests.integration.outcomes import Outcomes, metrics
 from tests.integration.test_store_content import _dump, assert_same_keys
 from warden.features.redis_client import async_client
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import run_cli, wait_healthy, worker_process
-from warden.streams import broker, corpus
+from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
+from warden.streams import broker
 from warden.streams.provenance import content_digest, derived_event_id
 from warden.streams.records import Verdict, encode
-from warden.streams.replay import replay
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay
 from warden.streams.topics import Topics
 
 TOKEN = "s3cret-" + "t" * 40

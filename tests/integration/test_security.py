@@ -19,14 +19,14 @@ from pydantic import SecretStr
 
 from tests.integration.worker_pages import get, labelled, poll, read_outcomes, scrape, send_traffic
 from warden.features.keys import Keys
+from warden.features.privacy.audit_redis import audit_redis
+from warden.features.privacy.findings import AuditReport, Scanner
 from warden.features.redis_client import async_client, sync_client
 from warden.features.store import RedisStore
-from warden.infra import devstack
-from warden.infra.privacy_audit import AuditReport, Scanner
-from warden.infra.privacy_audit_redis import audit_redis
-from warden.infra.settings import RedisSettings, WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
+from warden.infra.dev import devstack
+from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.streams import broker
+from warden.streams.settings import RedisSettings, WardenSettings
 from warden.streams.topics import Topics
 
 

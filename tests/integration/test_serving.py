@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
+from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.models.registry import Registry
 from warden.models.train import train_from_corpus
 from warden.serving.compare import compare
-from warden.streams import broker, corpus
+from warden.streams import broker
 from warden.streams.records import FeatureLogEntry, Verdict, decode, encode
-from warden.streams.replay import replay
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay
 from warden.streams.topics import Topics
 
 

@@ -18,10 +18,10 @@ from warden.features.pseudonym import Pseudonymiser
 from warden.features.redis_client import async_client
 from warden.features.store import FeatureStore, RedisClient, RedisStore
 from warden.features.testing import InMemoryStore, features_for
-from warden.infra.rediscluster import ClusterState
-from warden.infra.settings import WardenSettings
+from warden.infra.dev.rediscluster import ClusterState
 from warden.streams.records import MailFeatures, SourcePosition
-from warden.streams.replay import Recorded, stamped
+from warden.streams.settings import WardenSettings
+from warden.streams.sources.replay import Recorded, stamped
 
 
 def event(
@@ -81,7 +81,7 @@ async def redis_state(client: RedisClient, prefix: str) -> dict[str, object]:
 
 async def assert_redis_applied_each_once(settings: WardenSettings, events: Sequence[Recorded]) -> None:
     """The workers' Redis (standalone or cluster) equals applying every event exactly once, offline,
-    each at the time its replay stamped it with (streams.replay)."""
+    each at the time its replay stamped it with (streams.sources.replay)."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     position = SourcePosition(topic="reference", partition=0, offset=0)

@@ -30,9 +30,9 @@ from warden.features.keys import Keys
 from warden.features.served import ServedRows
 from warden.features.store import RedisClient, RedisStore
 from warden.features.testing import InMemoryStore
-from warden.infra.settings import WardenSettings
 from warden.streams.provenance import content_digest, derived_event_id
 from warden.streams.records import MailFeatures, ServedRow
+from warden.streams.settings import WardenSettings
 
 #: Asserts that a store holds what it held when the function was made (aggregates and bookkeeping).
 Unchanged = Callable[[], Awaitable[None]]

@@ -16,17 +16,17 @@ from tests.forged_time import forged, honest
 from tests.integration.outcomes import Outcomes, metrics
 from tests.integration.test_store import assert_matches_reference, assert_rows_match
 from warden.features.definitions import AGGREGATES
+from warden.features.ingest import ingest_record
 from warden.features.keys import Keys
 from warden.features.pseudonym import Pseudonymiser
 from warden.features.redis_client import async_client
 from warden.features.served import ServedRows
 from warden.features.testing import InMemoryStore
-from warden.infra.settings import WardenSettings
-from warden.infra.worker_process import wait_healthy, worker_process
+from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.streams import broker
-from warden.streams.agents.ingest import ingest_record
 from warden.streams.provenance import content_digest, derived_event_id, event_time_header, retention_s
 from warden.streams.records import MailEvent, MailFeatures, SourcePosition, encode
+from warden.streams.settings import WardenSettings
 from warden.streams.topics import Topics
 
 

@@ -10,29 +10,24 @@ import numpy as np
 import pytest
 
 from warden.features.aggregations import CALENDAR_AGGREGATES, CONTACTS_AGGREGATES
+from warden.features.decode import decode_activity_event
 from warden.features.definitions import SCHEMA_HASH, SCHEMAS
 from warden.features.extraction import to_activity_features
+from warden.features.ingest import ingest_activity_record
 from warden.features.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore
-from warden.infra.cli import EXIT_USAGE, main
-from warden.infra.settings import IngestSettings, WardenSettings
+from warden.infra.cli.main import main
 from warden.models.exceptions import ModelRefused
 from warden.models.metrics import threshold_at_fpr, widened_threshold
 from warden.models.registry import Registry
+from warden.models.scorer import Scorer
 from warden.models.signing import RegistryKeys
 from warden.models.simulated import candidate, score_stream
-from warden.serving.scorer import Scorer
-from warden.streams.agents.ingest import ingest_activity_record
-from warden.streams.exceptions import MalformedRecord
-from warden.streams.records import (
-    ActivityFeatures,
-    ActivityKind,
-    DeadLetter,
-    SourcePosition,
-    decode_activity_event,
-    encode,
-)
-from warden.streams.simulator import CAMPAIGN_TYPES, LEGIT, SimulationParams, simulate
+from warden.streams.exceptions import ExitCode, MalformedRecord
+from warden.streams.records import ActivityFeatures, ActivityKind, DeadLetter, SourcePosition, encode
+from warden.streams.settings import IngestSettings, WardenSettings
+from warden.streams.sources.simulated_world import CAMPAIGN_TYPES, LEGIT, SimulationParams
+from warden.streams.sources.simulator import simulate
 
 KEYS = RegistryKeys.generate()
 
@@ -226,7 +221,7 @@ def test_cli_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: tup
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     err = capsys.readouterr().err
-    assert code == EXIT_USAGE
+    assert code == ExitCode.USAGE
     assert err.count("\n") == 1
     assert "Traceback" not in err
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.corpus_fixture import RawMail, hop, message, write_corpus
-from warden.infra.settings import CorpusSettings
-from warden.streams import corpus
+from warden.streams.settings import CorpusSettings
+from warden.streams.sources import corpus
 
 
 def at(*args: int) -> float:

@@ -93,8 +93,8 @@ def test_a_letter_written_before_the_bound_still_reads() -> None:
 
 
 def test_a_replay_writes_only_to_input_topics_whatever_a_letter_claims() -> None:
-    from warden.infra.settings import KafkaSettings
     from warden.streams.dead_letters import Original, replayable
+    from warden.streams.settings import KafkaSettings
 
     settings = KafkaSettings(topic_prefix="t.")
 

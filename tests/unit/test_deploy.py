@@ -20,11 +20,11 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from warden.infra.cli import _parser
-from warden.infra.exceptions import SettingsError
-from warden.infra.metrics import WorkerStats
-from warden.infra.settings import SECRETS_DIR, WardenSettings, load_settings
-from warden.streams import web
+from warden.infra.cli.main import _parser
+from warden.serving.worker import web
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.exceptions import SettingsError
+from warden.streams.settings import SECRETS_DIR, WardenSettings, load_settings
 from warden.streams.topics import Topics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "infra" / "deploy"

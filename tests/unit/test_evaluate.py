@@ -10,14 +10,14 @@ import numpy as np
 from tests.corpus_fixture import generated, write_corpus
 from warden.features.text import words
 from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
-from warden.infra.settings import WardenSettings
 from warden.models.dataset import build, build_parts
 from warden.models.evaluate import forward, static
 from warden.models.registry import BOOSTER_FILE, Registry
 from warden.models.train import corpus_pseudonymiser, train_from_corpus
-from warden.streams import corpus
-from warden.streams.corpus import CorpusMail
 from warden.streams.records import MailEvent
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
 
 SPAM_WORDS = ["cash", "winner", "offer", "viagra", "free", "deal"]
 HAM_WORDS = ["meeting", "patch", "kernel", "lunch", "review", "thanks"]

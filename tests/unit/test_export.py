@@ -12,12 +12,12 @@ import pytest
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from tests.unit.test_models import WIDTH, rows_of, synthetic
-from warden.infra.settings import ModelSettings
 from warden.models.exceptions import ExportError
 from warden.models.export import onnx_scores, parity, parity_rows, session, to_onnx
 from warden.models.registry import Candidate
+from warden.models.scorer import BoundSession, Scorer
 from warden.models.train import train
-from warden.serving.scorer import BoundSession, Scorer
+from warden.streams.settings import ModelSettings
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from tests.unit.test_features import mail
 from warden.features.pseudonym import Pseudonymiser
-from warden.infra.settings import WardenSettings
-from warden.streams.ingest_pool import IngestPool, RawRecord, ingest_batch
+from warden.serving.worker.ingest_pool import IngestPool, RawRecord, ingest_batch
 from warden.streams.records import encode
+from warden.streams.settings import WardenSettings
 
 NOW = 1_030_000_100.0
 

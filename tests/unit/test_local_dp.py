@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from warden.features.aggregations import AGGREGATES, SENDER_DOMAIN, AbuseReports
 from warden.features.keys import Keys
-from warden.features.local_dp import (
+from warden.features.privacy.ldp_simulation import run
+from warden.features.privacy.local_dp import (
     JunkReportRandomiser,
     Sketch,
     SketchAggregator,
@@ -21,7 +22,6 @@ from warden.features.local_dp import (
 )
 from warden.features.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore, features_for
-from warden.infra.ldp_simulation import run
 
 
 @pytest.mark.parametrize("epsilon", [0.5, 2.0, 4.0, 8.0])

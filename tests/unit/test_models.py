@@ -14,19 +14,18 @@ from onnxmltools.convert.common.data_types import FloatTensorType
 
 from tests.bad_models import BAD_KINDS, BadKind, graph, plant, point_at
 from warden.features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, FEATURE_NAMES, SCHEMA_HASH
-from warden.infra.metrics import WorkerStats
-from warden.infra.settings import ModelSettings
 from warden.models.dataset import Dataset
-from warden.models.exceptions import ExportError, ModelRefused, RegistryError
+from warden.models.exceptions import ExportError, ModelRefused, ModelRejected, NoModel, RegistryError
 from warden.models.export import onnx_scores, parity, parity_rows, session, to_onnx
 from warden.models.registry import Candidate, Registry
+from warden.models.scorer import Scorer
 from warden.models.signing import RegistryKeys
 from warden.models.train import train
-from warden.serving.exceptions import ModelRejected, NoModel
-from warden.serving.scorer import Scorer
 from warden.serving.slot import ModelSlot, load_warm
-from warden.streams.agents.score import score_served, verdicts_of
+from warden.serving.worker.agents.score import score_served, verdicts_of
+from warden.serving.worker.metrics import WorkerStats
 from warden.streams.records import MailFeatures, SourcePosition
+from warden.streams.settings import ModelSettings
 
 WIDTH = len(FEATURE_NAMES)
 #: The registry's key pair in these tests (workers would hold only ``KEYS.verify``).

@@ -9,13 +9,13 @@ from pydantic import SecretStr
 
 from tests.conftest import CORPUS
 from warden.features.pseudonym import Pseudonymiser
-from warden.infra.settings import FeedbackSettings, ModelSettings
 from warden.models.dataset import build
 from warden.models.registry import Candidate
 from warden.models.train import train
-from warden.streams import corpus
-from warden.streams.agents.feedback import Labelled, training_weight, weigh
+from warden.serving.worker.agents.feedback import Labelled, training_weight, weigh
 from warden.streams.records import Feedback, ServedRow
+from warden.streams.settings import FeedbackSettings, ModelSettings
+from warden.streams.sources import corpus
 
 VICTIM = "pudge@perl.org"  # a legitimate mailing-list sender of the scenario's mails
 _ROW = ServedRow(

@@ -11,10 +11,9 @@ from pydantic import SecretStr
 from tests.forged_time import STEP_S, forged, honest
 from warden.features.definitions import AGGREGATES
 from warden.features.extraction import to_features
+from warden.features.ingest import ingest_record
 from warden.features.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore
-from warden.infra.settings import IngestSettings, WardenSettings
-from warden.streams.agents.ingest import ingest_record
 from warden.streams.provenance import (
     DIGEST_CHARS,
     KAFKA_DEFAULT_RETENTION_S,
@@ -28,6 +27,7 @@ from warden.streams.provenance import (
     trusted_event_time,
 )
 from warden.streams.records import MailFeatures, SourcePosition, encode
+from warden.streams.settings import IngestSettings, WardenSettings
 from warden.streams.topics import EVENT_TIME_HEADER
 
 PRODUCTION = WardenSettings()

@@ -184,9 +184,9 @@ def test_the_token_key_may_stay_across_generations_and_legacy_constructor_still_
 
 def test_feedback_during_the_grace_period_reaches_both_generations() -> None:
     from warden.features.aggregations import SENDER, SENDER_DOMAIN
-    from warden.infra.settings import FeedbackSettings
-    from warden.streams.agents.feedback import Labelled, reputation_calls
+    from warden.serving.worker.agents.feedback import Labelled, reputation_calls
     from warden.streams.records import Feedback, ServedRow
+    from warden.streams.settings import FeedbackSettings
 
     ring = KeyRing([generation(0, "1"), generation(T, "2")], 2 * DAY)
     features = to_features(traffic()[0], ring, POSITION, 0, now=T + 60, event_time=T + 60)

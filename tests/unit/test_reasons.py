@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from tests.unit.test_models import rows_of, synthetic
-from warden.infra.settings import ModelSettings
+from warden.models.reasons import PathContributions
 from warden.models.registry import Candidate
+from warden.models.scorer import Scorer
 from warden.models.train import train
-from warden.serving.reasons import PathContributions
-from warden.serving.scorer import Scorer
+from warden.streams.settings import ModelSettings
 
 
 @pytest.fixture(scope="module")

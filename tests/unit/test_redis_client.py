@@ -10,7 +10,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from warden.features.exceptions import StoreNotConfigured
 from warden.features.redis_client import async_client, node_urls, server_client, sync_client, where
-from warden.infra.settings import RedisSettings
+from warden.streams.settings import RedisSettings
 
 SECRET = "Pa55-word-9c1e"
 

@@ -1,7 +1,7 @@
 """``POST /score`` behind the door: the stream's ingest isolation, its scoring fallback, and the Host check.
 
 The view's own checks (token, content type, body limit) are in
-``tests/integration/test_score_endpoint.py``; here :func:`streams.web.score_body`
+``tests/integration/test_score_endpoint.py``; here :func:`serving.worker.web.score_body`
 runs with a real model slot, the reference store and a real isolated child.
 """
 
@@ -17,15 +17,15 @@ from tests.unit.test_features import mail
 from tests.unit.test_models import _nan_scorer, candidate, registry  # noqa: F401 (fixtures)
 from warden.features.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore
-from warden.infra.hostile_inputs import BODY_FAMILIES
-from warden.infra.metrics import WorkerStats
-from warden.infra.settings import WardenSettings
+from warden.infra.bench.hostile_inputs import BODY_FAMILIES
 from warden.models.registry import Candidate, Registry
 from warden.serving.slot import ModelSlot
-from warden.streams.app import Services
-from warden.streams.ingest_pool import IsolatedIngest
+from warden.serving.worker.ingest_pool import IsolatedIngest
+from warden.serving.worker.metrics import WorkerStats
+from warden.serving.worker.services import Services
+from warden.serving.worker.web import Refusal, host_name, local_host, score_body
 from warden.streams.records import Verdict, encode
-from warden.streams.web import Refusal, host_name, local_host, score_body
+from warden.streams.settings import WardenSettings
 
 THRESHOLD = 20_000
 

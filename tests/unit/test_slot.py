@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.unit.test_models import KEYS, synthetic
-from warden.infra.metrics import WorkerStats
-from warden.infra.settings import ModelSettings
 from warden.models.registry import Registry
 from warden.models.train import train
 from warden.serving.slot import ModelSlot
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.settings import ModelSettings
 
 
 def test_promoting_the_shadow_drops_it_in_the_same_swap(tmp_path: Path) -> None:
