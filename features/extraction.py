@@ -15,11 +15,11 @@ import tldextract
 import tldextract.tldextract
 
 from warden.features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, activity_words
-from warden.features.aggregations import URL_DOMAIN
 from warden.features.content import CONTENT, MailView
 from warden.features.definitions import message_words
 from warden.features.exceptions import IncompatibleLibrary
 from warden.features.pseudonym import KeyRing, Pseudonymiser, address_domain
+from warden.features.store.aggregations import URL_DOMAIN
 from warden.features.text import is_ip_literal
 from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from warden.streams.records import (

@@ -13,7 +13,7 @@ per domain, each with its own id, and starts at a time (``since``). Rotation
 adds a generation. For ``grace_seconds`` after a generation starts, ingest
 serves the previous generation's pseudonyms (the aggregates read stay
 continuous) and *links* every event to the new generation's pseudonyms, which
-the feature store writes too (:func:`features.operations.plan`), so the new
+the feature store writes too (:func:`features.store.operations.plan`), so the new
 generation's aggregates fill up before they are read. After the grace period
 ingest serves the new generation alone and the old keys expire with their TTL.
 A new generation must change every domain's key id except ``token`` (token

@@ -38,7 +38,7 @@ older than the retention (applied twice, it counts at the bound twice).
 once-only memo is keyed by event id *and* digest, so a redelivery of the same
 bytes is served what it was served, and an id that comes again with other
 content is applied and scored as a new event under :func:`derived_event_id`
-(:mod:`features.operations`, :mod:`serving.worker.agents.score`): reusing an id can
+(:mod:`features.store.operations`, :mod:`serving.worker.agents.score`): reusing an id can
 neither skip scoring nor borrow another event's verdict.
 """
 

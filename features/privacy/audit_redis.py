@@ -19,7 +19,7 @@ import redis
 from redis.cluster import ClusterNode
 
 from warden.features.privacy.findings import AuditReport, Family, Finding, Scanner, family_of, mask
-from warden.features.redis_client import CLIENT_ERRORS, SyncClient, sync_client, where
+from warden.features.store.redis_client import CLIENT_ERRORS, SyncClient, sync_client, where
 from warden.streams.settings import RedisSettings
 
 #: Keys read per pipelined round trip.

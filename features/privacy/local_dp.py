@@ -39,11 +39,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from warden.features.aggregations import SENDER_DOMAIN
 from warden.features.exceptions import FeaturesError
-from warden.features.keys import Keys
-from warden.features.operations import Call, report
 from warden.features.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import SENDER_DOMAIN
+from warden.features.store.keys import Keys
+from warden.features.store.operations import Call, report
 
 
 class SketchError(FeaturesError):

@@ -28,7 +28,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import TextIO
 
-from warden.features.redis_client import AsyncClient, async_client
+from warden.features.store.redis_client import AsyncClient, async_client
 from warden.infra.bench import scaling as bench_scaling
 from warden.infra.demo.run import Console, services
 from warden.infra.exceptions import DevStackError

@@ -32,11 +32,11 @@ from typing import TextIO
 
 import numpy as np
 
-from warden.features import redis_client
-from warden.features.keys import Keys
-from warden.features.operations import plan_batch
-from warden.features.redis_client import AsyncClient
-from warden.features.store import RedisStore
+from warden.features.store import redis_client
+from warden.features.store.keys import Keys
+from warden.features.store.operations import plan_batch
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import AsyncClient
 from warden.features.testing import features_for
 from warden.infra.dev import devstack
 from warden.streams.provenance import content_digest

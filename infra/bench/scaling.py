@@ -102,7 +102,7 @@ def rss_bytes(pid: int) -> int:
 
 def redis_cpu_seconds(settings: WardenSettings) -> float:
     """User + system CPU seconds of the Redis server so far (``INFO cpu``)."""
-    from warden.features.redis_client import server_client
+    from warden.features.store.redis_client import server_client
 
     if settings.redis.url is None or settings.redis.cluster_nodes:
         raise DevStackError("the Redis CPU figure needs one standalone Redis (no URL, or a cluster, is set)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from warden.features.exceptions import StoreNotConfigured
-from warden.features.redis_client import CLIENT_ERRORS, AsyncClient, async_client, where
+from warden.features.store.redis_client import CLIENT_ERRORS, AsyncClient, async_client, where
 from warden.infra.cli.common import Commands, Parser, positive_int, with_services
 from warden.serving.exceptions import ReviewError
 from warden.serving.review.queue import QueuedGroup, ReviewQueue, load_ranker

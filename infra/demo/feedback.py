@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from warden.features.redis_client import async_client
-from warden.features.served import ServedRows
+from warden.features.store.redis_client import async_client
+from warden.features.store.served import ServedRows
 from warden.models import retrain
 from warden.models.dataset import Dataset
 from warden.models.registry import Registry

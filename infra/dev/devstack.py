@@ -307,7 +307,7 @@ def _kafka_ready(bootstrap_servers: str) -> bool:
 
 def redis_ready(url: str) -> bool:
     """True when the Redis server at ``url`` (one Warden started: no AUTH, no TLS) answers PING."""
-    from warden.features.redis_client import CLIENT_ERRORS, at, server_client
+    from warden.features.store.redis_client import CLIENT_ERRORS, at, server_client
 
     client = server_client(at(url, socket_timeout_s=1.0))
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import redis
 
-from warden.features.redis_client import CLIENT_ERRORS, at, server_client
+from warden.features.store.redis_client import CLIENT_ERRORS, at, server_client
 from warden.infra.dev import devstack
 from warden.infra.dev.devstack import _terminate, _wait, redis_ready
 from warden.infra.exceptions import DevStackError

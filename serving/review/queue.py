@@ -42,7 +42,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from warden.features.definitions import FEATURE_NAMES
-from warden.features.store import RedisClient
+from warden.features.store.redis import RedisClient
 from warden.serving.exceptions import ReviewError
 from warden.serving.review.campaigns import GroupedBy, assign, group_keys, resolve
 from warden.serving.review.ranking import RankingModel, review_features

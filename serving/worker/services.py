@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from warden.features.keys import Keys
 from warden.features.pseudonym import KeyRing, Pseudonymiser
-from warden.features.redis_client import async_client
-from warden.features.served import FeedbackLedger, ServedRows
-from warden.features.store import RedisStore
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.store.served import FeedbackLedger, ServedRows
 from warden.models.registry import Registry
 from warden.serving.review.queue import ReviewQueue, load_ranker
 from warden.serving.slot import ModelSlot

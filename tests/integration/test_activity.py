@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_store import assert_matches_reference
-from warden.features.aggregations import CALENDAR_AGGREGATES
 from warden.features.extraction import to_activity_features
-from warden.features.keys import Keys
 from warden.features.pseudonym import Pseudonymiser
-from warden.features.redis_client import async_client
-from warden.features.store import RedisStore
+from warden.features.store.aggregations import CALENDAR_AGGREGATES
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
 from warden.features.testing import InMemoryStore
 from warden.infra.dev.rediscluster import ClusterState
 from warden.infra.dev.worker_process import wait_healthy, worker_process

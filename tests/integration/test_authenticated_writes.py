@@ -19,12 +19,12 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from tests.integration.outcomes import Outcomes
-from warden.features.aggregations import AGGREGATES
-from warden.features.keys import Keys
 from warden.features.pseudonym import Pseudonymiser
-from warden.features.redis_client import async_client
-from warden.features.served import ServedRows
-from warden.features.store import RedisStore
+from warden.features.store.aggregations import AGGREGATES
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.store.served import ServedRows
 from warden.features.testing import features_for
 from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.serving.worker.agents.score import UNSEALED

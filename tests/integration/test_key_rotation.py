@@ -6,10 +6,10 @@ import pytest
 
 from tests.unit.test_pseudonym_rotation import DAY, POSITION, WINDOWED, T, generation, traffic
 from warden.features.extraction import to_features
-from warden.features.keys import Keys
 from warden.features.pseudonym import KeyRing
-from warden.features.redis_client import async_client
-from warden.features.store import RedisStore
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
 from warden.streams.settings import WardenSettings
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.outcomes import Outcomes
 from warden.features.privacy.audit import audit, corpus_names, derived_topics, display_names
-from warden.features.redis_client import sync_client
+from warden.features.store.redis_client import sync_client
 from warden.infra.cli.main import main
 from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.streams import broker

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from warden.features.privacy.audit import audit, derived_topics
 from warden.features.privacy.audit_redis import audit_redis
 from warden.features.privacy.findings import AuditReport, Scanner
-from warden.features.redis_client import SyncClient, sync_client
+from warden.features.store.redis_client import SyncClient, sync_client
 from warden.infra.cli.main import main
 from warden.infra.dev import devstack
 from warden.infra.dev.rediscluster import ClusterState

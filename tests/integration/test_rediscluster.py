@@ -19,12 +19,12 @@ from redis.exceptions import RedisClusterException
 
 from tests.integration.test_review_queue import _fill, _unrelated
 from tests.integration.test_store import stream
-from warden.features.aggregations import SENDER, Entity
 from warden.features.exceptions import StoreUnavailable
-from warden.features.keys import Keys
-from warden.features.redis_client import async_client
-from warden.features.scripts import LUA
-from warden.features.store import RedisStore
+from warden.features.store.aggregations import SENDER, Entity
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.store.scripts import LUA
 from warden.infra.dev import devstack
 from warden.infra.dev.rediscluster import SLOTS, ClusterState, LocalCluster
 from warden.serving.review.queue import ReviewQueue

@@ -20,10 +20,10 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from warden.features.extraction import to_features
-from warden.features.keys import Keys
 from warden.features.pseudonym import Pseudonymiser
-from warden.features.redis_client import async_client
-from warden.features.store import RedisClient, RedisStore
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisClient, RedisStore
+from warden.features.store.redis_client import async_client
 from warden.infra.cli import review as review_cli
 from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
 from warden.models.registry import Registry

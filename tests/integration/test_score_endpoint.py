@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from tests.integration.outcomes import Outcomes, metrics
 from tests.integration.test_store_content import _dump, assert_same_keys
-from warden.features.redis_client import async_client
+from warden.features.store.redis_client import async_client
 from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
 from warden.streams import broker
 from warden.streams.provenance import content_digest, derived_event_id

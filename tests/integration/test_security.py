@@ -18,11 +18,11 @@ import redis
 from pydantic import SecretStr
 
 from tests.integration.worker_pages import get, labelled, poll, read_outcomes, scrape, send_traffic
-from warden.features.keys import Keys
 from warden.features.privacy.audit_redis import audit_redis
 from warden.features.privacy.findings import AuditReport, Scanner
-from warden.features.redis_client import async_client, sync_client
-from warden.features.store import RedisStore
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client, sync_client
 from warden.infra.dev import devstack
 from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.streams import broker

@@ -10,13 +10,13 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from warden.features.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
 from warden.features.extraction import to_features
-from warden.features.keys import Keys
-from warden.features.operations import report
 from warden.features.pseudonym import Pseudonymiser
-from warden.features.redis_client import async_client
-from warden.features.store import FeatureStore, RedisClient, RedisStore
+from warden.features.store.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
+from warden.features.store.keys import Keys
+from warden.features.store.operations import report
+from warden.features.store.redis import FeatureStore, RedisClient, RedisStore
+from warden.features.store.redis_client import async_client
 from warden.features.testing import InMemoryStore, features_for
 from warden.infra.dev.rediscluster import ClusterState
 from warden.streams.records import MailFeatures, SourcePosition

@@ -26,9 +26,9 @@ from tests.integration.test_store import (
     assert_rows_match,
     stream,
 )
-from warden.features.keys import Keys
-from warden.features.served import ServedRows
-from warden.features.store import RedisClient, RedisStore
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisClient, RedisStore
+from warden.features.store.served import ServedRows
 from warden.features.testing import InMemoryStore
 from warden.streams.provenance import content_digest, derived_event_id
 from warden.streams.records import MailFeatures, ServedRow

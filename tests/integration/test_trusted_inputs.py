@@ -17,10 +17,10 @@ from tests.integration.outcomes import Outcomes, metrics
 from tests.integration.test_store import assert_matches_reference, assert_rows_match
 from warden.features.definitions import AGGREGATES
 from warden.features.ingest import ingest_record
-from warden.features.keys import Keys
 from warden.features.pseudonym import Pseudonymiser
-from warden.features.redis_client import async_client
-from warden.features.served import ServedRows
+from warden.features.store.keys import Keys
+from warden.features.store.redis_client import async_client
+from warden.features.store.served import ServedRows
 from warden.features.testing import InMemoryStore
 from warden.infra.dev.worker_process import wait_healthy, worker_process
 from warden.streams import broker

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from warden.features.aggregations import CALENDAR_AGGREGATES, CONTACTS_AGGREGATES
 from warden.features.decode import decode_activity_event
 from warden.features.definitions import SCHEMA_HASH, SCHEMAS
 from warden.features.extraction import to_activity_features
 from warden.features.ingest import ingest_activity_record
 from warden.features.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import CALENDAR_AGGREGATES, CONTACTS_AGGREGATES
 from warden.features.testing import InMemoryStore
 from warden.infra.cli.main import main
 from warden.models.exceptions import ModelRefused

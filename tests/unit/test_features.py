@@ -1,7 +1,18 @@
 import pytest
 from pydantic import SecretStr
 
-from warden.features.aggregations import (
+from warden.features.definitions import (
+    AGGREGATES,
+    CONTENT,
+    EVIDENCE_NAMES,
+    FEATURE_NAMES,
+    SCHEMA_HASH,
+    content_features,
+    row,
+)
+from warden.features.extraction import to_features
+from warden.features.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import (
     IP,
     RECIPIENT,
     SENDER,
@@ -13,19 +24,8 @@ from warden.features.aggregations import (
     FirstSeen,
     WindowCount,
 )
-from warden.features.definitions import (
-    AGGREGATES,
-    CONTENT,
-    EVIDENCE_NAMES,
-    FEATURE_NAMES,
-    SCHEMA_HASH,
-    content_features,
-    row,
-)
-from warden.features.extraction import to_features
-from warden.features.keys import Keys
-from warden.features.operations import report
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.store.keys import Keys
+from warden.features.store.operations import report
 from warden.features.testing import InMemoryStore, features_for
 from warden.streams.records import MailEvent, SourcePosition, encode
 
@@ -172,7 +172,7 @@ def test_keys_share_one_cluster_slot_per_entity() -> None:
 def test_an_ids_first_digest_is_kept_as_long_as_asked_not_as_the_memo() -> None:
     import json
 
-    from warden.features.operations import plan_batch
+    from warden.features.store.operations import plan_batch
     from warden.streams.provenance import content_digest
 
     event = features_for("e-1", 1_030_000_000.0, "k1.s", ["k1.r"]).model_copy(

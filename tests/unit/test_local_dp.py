@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from warden.features.aggregations import AGGREGATES, SENDER_DOMAIN, AbuseReports
-from warden.features.keys import Keys
 from warden.features.privacy.ldp_simulation import run
 from warden.features.privacy.local_dp import (
     JunkReportRandomiser,
@@ -21,6 +19,8 @@ from warden.features.privacy.local_dp import (
     reputation_calls,
 )
 from warden.features.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import AGGREGATES, SENDER_DOMAIN, AbuseReports
+from warden.features.store.keys import Keys
 from warden.features.testing import InMemoryStore, features_for
 
 

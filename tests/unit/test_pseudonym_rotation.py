@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from warden.features.aggregations import AGGREGATES, DecayedRate, DistinctCount, WindowCount
 from warden.features.exceptions import PseudonymKeyError
 from warden.features.extraction import to_features
-from warden.features.keys import Keys
-from warden.features.operations import plan, plan_linked
 from warden.features.pseudonym import DomainKey, Generation, KeyRing, Pseudonymiser, load_key_file
+from warden.features.store.aggregations import AGGREGATES, DecayedRate, DistinctCount, WindowCount
+from warden.features.store.keys import Keys
+from warden.features.store.operations import plan, plan_linked
 from warden.features.testing import InMemoryStore
 from warden.streams.records import MailEvent, SourcePosition
 
@@ -183,7 +183,7 @@ def test_the_token_key_may_stay_across_generations_and_legacy_constructor_still_
 
 
 def test_feedback_during_the_grace_period_reaches_both_generations() -> None:
-    from warden.features.aggregations import SENDER, SENDER_DOMAIN
+    from warden.features.store.aggregations import SENDER, SENDER_DOMAIN
     from warden.serving.worker.agents.feedback import Labelled, reputation_calls
     from warden.streams.records import Feedback, ServedRow
     from warden.streams.settings import FeedbackSettings

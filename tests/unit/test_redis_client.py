@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from warden.features.exceptions import StoreNotConfigured
-from warden.features.redis_client import async_client, node_urls, server_client, sync_client, where
+from warden.features.store.redis_client import async_client, node_urls, server_client, sync_client, where
 from warden.streams.settings import RedisSettings
 
 SECRET = "Pa55-word-9c1e"

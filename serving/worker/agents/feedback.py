@@ -1,7 +1,7 @@
 """The feedback agent: labels joined with the rows that were served, weighed and bounded.
 
 For each label on ``feedback`` it recalls what the labelled event's verdict
-was computed from (:class:`~features.served.ServedRows`), and emits a
+was computed from (:class:`~features.store.served.ServedRows`), and emits a
 :class:`~streams.records.TrainingExample` with a weight, and updates the
 decayed reputation of the event's sender, sender domain and URL domains.
 
@@ -31,12 +31,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from warden.features.aggregations import SENDER, SENDER_DOMAIN, URL_DOMAIN
-from warden.features.keys import Keys
-from warden.features.operations import Call, report
 from warden.features.pseudonym import Pseudonymiser
-from warden.features.served import FeedbackLedger, ServedRows
-from warden.features.store import FeatureStore
+from warden.features.store.aggregations import SENDER, SENDER_DOMAIN, URL_DOMAIN
+from warden.features.store.keys import Keys
+from warden.features.store.operations import Call, report
+from warden.features.store.redis import FeatureStore
+from warden.features.store.served import FeedbackLedger, ServedRows
 from warden.serving.worker.metrics import WorkerStats
 from warden.serving.worker.output import Deliveries, Output
 from warden.streams.exceptions import MalformedRecord

@@ -24,9 +24,9 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from warden.features.exceptions import StoreUnavailable
-from warden.features.operations import Served
-from warden.features.served import ServedRows
-from warden.features.store import FeatureStore
+from warden.features.store.operations import Served
+from warden.features.store.redis import FeatureStore
+from warden.features.store.served import ServedRows
 from warden.models.exceptions import ModelRejected
 from warden.models.scorer import Scorer
 from warden.serving.review.queue import ReviewQueue

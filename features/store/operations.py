@@ -3,14 +3,14 @@
 :func:`plan` turns one pseudonymised event into *calls*, one per entity it
 names (its sender, their domain, the sending IP, each URL domain, each
 recipient), each a short program of operations derived from the declarations
-in :mod:`features.aggregations`. The Redis store runs every call as one atomic
-server-side script (:data:`features.scripts.LUA`); the in-memory reference
-runs the very same calls through :class:`features.scripts.Interpreter`. Both
-implementations of each operation sit side by side in :mod:`features.scripts`,
+in :mod:`features.store.aggregations`. The Redis store runs every call as one atomic
+server-side script (:data:`features.store.scripts.LUA`); the in-memory reference
+runs the very same calls through :class:`features.store.scripts.Interpreter`. Both
+implementations of each operation sit side by side in :mod:`features.store.scripts`,
 and the contract suite runs them against each other.
 
 A call's ``KEYS`` are the entity's memo hash for the event's hour, then every
-key its operations touch (all in one hash tag, :mod:`features.keys`). Its
+key its operations touch (all in one hash tag, :mod:`features.store.keys`). Its
 ``ARGV`` are few, because every argument costs the client an encoding and the
 server a string:
 
@@ -84,7 +84,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
-from warden.features.aggregations import (
+from warden.features.store.aggregations import (
     AGGREGATES_BY_KIND,
     CARD_OWNER,
     CARD_RECIPIENT,
@@ -111,7 +111,7 @@ from warden.features.aggregations import (
     UnknownContactShare,
     WindowCount,
 )
-from warden.features.keys import Keys
+from warden.features.store.keys import Keys
 from warden.streams.records import ActivityFeatures, EventFeatures, EventKind, MailFeatures
 
 Label = Literal["abuse", "legit"]

@@ -1,6 +1,6 @@
 """The Redis feature store: behavioural aggregates, updated and read per micro-batch.
 
-Every event becomes one call per entity it names (:func:`features.operations.plan`),
+Every event becomes one call per entity it names (:func:`features.store.operations.plan`),
 and one that registers the digest its id was first seen with;
 each call is one atomic server-side script that applies the event's updates
 and returns the entity's values *including* that event, at the event's time
@@ -8,7 +8,7 @@ and returns the entity's values *including* that event, at the event's time
 micro-batch is one round trip that both writes and reads: one run of the batch
 script on a standalone server, one pipelined EVALSHA per call (per primary) on
 a cluster. The key layout and the once-only mechanism are documented
-in :mod:`features.keys`.
+in :mod:`features.store.keys`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from warden.features.exceptions import StoreUnavailable
-from warden.features.keys import Keys
-from warden.features.operations import Call, Served, parse, plan_batch
-from warden.features.scripts import BATCH_LUA, LUA, PREVIEW_LUA
+from warden.features.store.keys import Keys
+from warden.features.store.operations import Call, Served, parse, plan_batch
+from warden.features.store.scripts import BATCH_LUA, LUA, PREVIEW_LUA
 from warden.streams.records import EventFeatures
 
 
@@ -42,7 +42,7 @@ class FeatureStore(Protocol):
 
     async def serve(self, batch: Sequence[EventFeatures], *, preview: bool = False) -> list[Served]:
         """Apply each event's updates and return its aggregate values, in schema order, and
-        whether its id was first seen with other content (:class:`~features.operations.Served`).
+        whether its id was first seen with other content (:class:`~features.store.operations.Served`).
 
         Called once per micro-batch, before scoring. Once per content: an event
         applied before (same id, same digest) is served what it was served and
@@ -92,9 +92,9 @@ class RedisStore:
 
     Built by the entry point with a client it owns; :meth:`start` must be
     awaited once before the first batch. On a cluster every key of one event
-    shares a hash tag (:mod:`features.keys`), so each script runs on one
+    shares a hash tag (:mod:`features.store.keys`), so each script runs on one
     primary, and a batch is one pipelined round trip per primary it touches
-    (one run of :data:`~features.operations.BATCH_LUA` on a standalone server).
+    (one run of :data:`~features.store.operations.BATCH_LUA` on a standalone server).
     """
 
     def __init__(

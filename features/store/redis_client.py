@@ -31,7 +31,7 @@ from warden.features.exceptions import StoreNotConfigured
 from warden.streams.security import redis_options
 from warden.streams.settings import RedisSettings
 
-#: A client for the event loop: standalone or cluster (what :class:`features.store.RedisStore` takes).
+#: A client for the event loop: standalone or cluster (what :class:`features.store.redis.RedisStore` takes).
 AsyncClient: TypeAlias = aioredis.Redis | AsyncRedisCluster
 #: A blocking client: standalone or cluster.
 SyncClient: TypeAlias = redis.Redis | redis.RedisCluster

@@ -35,7 +35,7 @@ aggregates ``RedisSettings.ttl_seconds`` (retention), memo hashes
 sight, as long as its served row lives or its memo, whichever is longer
 (``max(memo_ttl_seconds, FeedbackSettings.row_ttl_seconds)`` in a worker).
 
-Once-only effects: each call (:mod:`features.operations`) first looks up its
+Once-only effects: each call (:mod:`features.store.operations`) first looks up its
 memo field, the event id and the first 16 hex digits of the digest of the
 input record's bytes (:mod:`streams.provenance`), in the memo hash of the
 event's hour. If that content was applied before, it returns the values
@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from warden.features.aggregations import Entity
+from warden.features.store.aggregations import Entity
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from warden.features.store import RedisClient
+from warden.features.store.redis import RedisClient
 from warden.streams.records import ServedRow
 
 

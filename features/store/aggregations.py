@@ -10,7 +10,7 @@ so: ``url_domain_events_24h_max``.
 
 The same declarations drive the Redis store, the in-memory reference used for
 offline recomputation and training, and the feature schema
-(:mod:`features.operations` turns them into store operations).
+(:mod:`features.store.operations` turns them into store operations).
 """
 
 from __future__ import annotations

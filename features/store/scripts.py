@@ -1,10 +1,11 @@
 """The two implementations of every feature-store operation, side by side.
 
 :data:`LUA` (and its batch form :data:`BATCH_LUA`) is what Redis runs, one
-atomic script per call; :class:`Interpreter` is the reference over plain
+atomic script per call, built from the Lua files beside this module (``apply.lua``,
+``preview.lua``, ``batch.lua``); :class:`Interpreter` is the reference over plain
 dictionaries that the in-memory store, training and the contract suite run.
 What the operations mean, and how events become calls, is in
-:mod:`features.operations`; the key layout in :mod:`features.keys`.
+:mod:`features.store.operations`; the key layout in :mod:`features.store.keys`.
 
 Each implementation has two ways to run a call: *apply* (the stream: once per
 memo field, then remembered) and *preview* (:data:`PREVIEW_LUA`,
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
-from warden.features.operations import Call, parse
+from warden.features.store.operations import Call, parse
 
 
 def _fmt(value: float) -> str:
@@ -173,195 +175,21 @@ class Interpreter:
         raise ValueError(f"unknown operation {code!r}")
 
 
+def _lua(name: str) -> str:
+    """A Lua source shipped beside this module (package data: the wheel carries the .lua files)."""
+    return resources.files("warden.features.store").joinpath(name).read_text(encoding="utf-8")
+
+
 # The server side of the same operations. Values are returned as one string,
 # printed with %.17g so that both sides parse exactly the same doubles. Set
 # members are unpacked straight from ARGV, never from the program.
-_APPLY = """
--- A call's operations: its reply, the keys written with their TTL, and the memo TTL (or an error reply).
-local function run(KEYS, ARGV)
-  local a = cjson.decode(ARGV[2])
-  local size = #a
-  local ts_text, ttl, memo_ttl = a[1], a[2], a[3]
-  local ts = tonumber(ts_text)
-  local out = {}
-  local written = {}
-  local function fmt(v) return string.format('%.17g', v) end
-  local function by_label_then_day(x, y)
-    if string.sub(x, 1, 1) ~= string.sub(y, 1, 1) then return x < y end
-    return tonumber(string.sub(x, 3)) < tonumber(string.sub(y, 3))
-  end
-  local i = 4
-  while i <= size do
-    local code, index, count = a[i], tonumber(a[i + 1]), tonumber(a[i + 2])
-    local q = i + 2
-    i = i + 3 + count
-    local key = KEYS[index]
-    if code == 'W' then
-      local bucket, n = tonumber(a[q + 1]), tonumber(a[q + 2])
-      -- One read of the hash: the newest bucket first, then stale buckets and the total. A
-      -- stale bucket is older than any the window counts, and the event's own bucket is new.
-      local all = redis.call('HGETALL', key)
-      local buckets = {}
-      local newest = bucket
-      for j = 1, #all, 2 do
-        local f = tonumber(all[j])
-        buckets[j] = f
-        if f > newest then newest = f end
-      end
-      local oldest = newest - n + 1
-      local total = 0
-      if bucket >= oldest then
-        redis.call('HINCRBY', key, a[q + 1], 1)
-        total = 1
-      end
-      local stale = {}
-      for j = 1, #all, 2 do
-        local f = buckets[j]
-        if f < oldest then
-          stale[#stale + 1] = all[j]
-        elseif f > bucket - n and f <= bucket then
-          total = total + tonumber(all[j + 1])
-        end
-      end
-      if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-      out[#out + 1] = fmt(total)
-      written[key] = ttl
-    elseif code == 'D' then
-      local bucket, width, half_life = tonumber(a[q + 1]), tonumber(a[q + 2]), tonumber(a[q + 3])
-      local all = redis.call('HGETALL', key)
-      local buckets = {}
-      local counts = {}
-      for j = 1, #all, 2 do
-        local f = tonumber(all[j])
-        buckets[#buckets + 1] = f
-        counts[f] = tonumber(all[j + 1])
-      end
-      table.sort(buckets)
-      local total = 0.0
-      for _, f in ipairs(buckets) do
-        if f <= bucket then total = total + counts[f] * 2 ^ (-(ts - f * width) / half_life) end
-      end
-      out[#out + 1] = fmt(total)
-    elseif code == 'H' then
-      local n, first, m = tonumber(a[q + 1]), tonumber(a[q + 2]), tonumber(a[q + 3])
-      redis.call('PFADD', key, unpack(ARGV, first, first + m - 1))
-      out[#out + 1] = fmt(redis.call('PFCOUNT', unpack(KEYS, index, index + n - 1)))
-      written[key] = ttl
-    elseif code == 'F' then
-      local first = redis.call('GET', key)
-      if (not first) or ts < tonumber(first) then
-        redis.call('SET', key, ts_text)
-        first = ts_text
-      end
-      out[#out + 1] = fmt((ts - tonumber(first)) / 3600.0)
-      written[key] = ttl
-    elseif code == 'N' or code == 'Y' then
-      local first, m = tonumber(a[q + 1]), tonumber(a[q + 2])
-      local share = 0.0
-      if m > 0 then
-        local hits = 0
-        local members = redis.call('SMISMEMBER', key, unpack(ARGV, first, first + m - 1))
-        for _, member in ipairs(members) do hits = hits + member end
-        if code == 'N' then share = (m - hits) / m else share = hits / m end
-        if code == 'N' then
-          redis.call('SADD', key, unpack(ARGV, first, first + m - 1))
-          written[key] = ttl
-        end
-      end
-      out[#out + 1] = fmt(share)
-    elseif code == 'A' then
-      local first, m = tonumber(a[q + 1]), tonumber(a[q + 2])
-      if m > 0 then
-        redis.call('SADD', key, unpack(ARGV, first, first + m - 1))
-        written[key] = ttl
-      end
-    elseif code == 'R' or code == 'S' then
-      local day, days, half_life = tonumber(a[q + 1]), tonumber(a[q + 2]), tonumber(a[q + 3])
-      local all = redis.call('HGETALL', key)
-      local fields = {}
-      local weights = {}
-      for j = 1, #all, 2 do
-        fields[#fields + 1] = all[j]
-        weights[all[j]] = tonumber(all[j + 1])
-      end
-      table.sort(fields, by_label_then_day)
-      local w = {a = 0.0, l = 0.0}
-      for _, f in ipairs(fields) do
-        local d = tonumber(string.sub(f, 3))
-        if d > day - days and d <= day then
-          local label = string.sub(f, 1, 1)
-          w[label] = w[label] + weights[f] * 2 ^ (-(day - d) / half_life)
-        end
-      end
-      if code == 'R' then out[#out + 1] = fmt(w.a) else out[#out + 1] = fmt(w.a / (w.a + w.l + 1.0)) end
-    elseif code == 'K' then
-      local day, label, weight, days = tonumber(a[q + 1]), a[q + 2], a[q + 3], tonumber(a[q + 4])
-      local fields = redis.call('HKEYS', key)
-      local newest = day
-      for _, f in ipairs(fields) do
-        local d = tonumber(string.sub(f, 3))
-        if d > newest then newest = d end
-      end
-      if day > newest - days then
-        -- Added here in double precision (HINCRBYFLOAT adds in long double), so Redis and the
-        -- reference interpreter hold the very same sum.
-        local field = label .. ':' .. a[q + 1]
-        local sum = (tonumber(redis.call('HGET', key, field)) or 0) + tonumber(weight)
-        redis.call('HSET', key, field, string.format('%.17g', sum))
-      end
-      for _, f in ipairs(fields) do
-        if tonumber(string.sub(f, 3)) <= newest - days then redis.call('HDEL', key, f) end
-      end
-      written[key] = ttl
-    elseif code == 'E' then
-      for j = 1, count do out[#out + 1] = fmt(tonumber(a[q + j])) end
-    else
-      return redis.error_reply('unknown operation ' .. tostring(code))
-    end
-  end
-  return table.concat(out, ','), written, memo_ttl
-end
-
--- Once per memo field: the first run's reply is remembered and served to every later one.
-local function apply(KEYS, ARGV)
-  local prior = redis.call('HGET', KEYS[1], ARGV[1])
-  if prior then return prior end
-  local reply, written, memo_ttl = run(KEYS, ARGV)
-  if type(reply) == 'table' then return reply end
-  redis.call('HSET', KEYS[1], ARGV[1], reply)
-  redis.call('EXPIRE', KEYS[1], memo_ttl)
-  for key, seconds in pairs(written) do redis.call('EXPIRE', key, seconds) end
-  return reply
-end
-"""
+_APPLY = "\n" + _lua("apply.lua")
 
 # A preview runs the operations and puts back every key they could have touched: each key's
 # serialised value and its TTL in milliseconds are kept first (script time stands still, so the
 # TTL comes back exact), and a key that did not exist is deleted again. Only keys whose value
 # changed are written back, so a preview that only reads writes nothing.
-_PREVIEW = """
-local function preview(KEYS, ARGV)
-  local prior = redis.call('HGET', KEYS[1], ARGV[1])
-  if prior then return prior end
-  local saved = {}
-  for k = 2, #KEYS do
-    local ttl = redis.call('PTTL', KEYS[k])
-    if ttl ~= -2 then saved[k] = {redis.call('DUMP', KEYS[k]), ttl} end
-  end
-  local reply = run(KEYS, ARGV)
-  for k = 2, #KEYS do
-    local kept = saved[k]
-    if not kept then
-      redis.call('DEL', KEYS[k])
-    elseif redis.call('DUMP', KEYS[k]) ~= kept[1] then
-      local ttl = kept[2]
-      if ttl == -1 then ttl = 0 elseif ttl < 1 then ttl = 1 end
-      redis.call('RESTORE', KEYS[k], ttl, kept[1], 'REPLACE')
-    end
-  end
-  return reply
-end
-"""
+_PREVIEW = "\n" + _lua("preview.lua")
 
 #: One event's call for one entity: ``EVALSHA sha len(keys) *keys *args`` (a Redis Cluster runs it
 #: on the primary owning the keys' shared hash tag).
@@ -371,21 +199,10 @@ LUA = _APPLY + "return apply(KEYS, ARGV)\n"
 #: array with, per call, its keys and its arguments. Replies come back as one array, one reply
 #: per call. One command with one argument, against one command per call with an argument per
 #: key and set member (~60 per event), saves the client most of the packing (see
-#: :meth:`features.store.RedisStore.apply_calls`); the calls still run one after another, each
+#: :meth:`features.store.redis.RedisStore.apply_calls`); the calls still run one after another, each
 #: with its own once-only memo. The keys are not declared as ``KEYS``: a standalone server does
 #: not need them to be, and a cluster, which does, gets :data:`LUA` per call.
-BATCH_LUA = (
-    _APPLY
-    + """
-local replies = {}
-for c, call in ipairs(cjson.decode(ARGV[1])) do
-  local reply = apply(call[1], call[2])
-  if type(reply) == 'table' and reply.err then return reply end
-  replies[c] = reply
-end
-return replies
-"""
-)
+BATCH_LUA = _APPLY + "\n" + _lua("batch.lua")
 
 #: What one call would serve, with nothing changed: the same ``KEYS`` and ``ARGV`` as :data:`LUA`.
 PREVIEW_LUA = _APPLY + _PREVIEW + "return preview(KEYS, ARGV)\n"
