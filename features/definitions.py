@@ -23,10 +23,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from warden.features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityFeature
-from warden.features.content import CONTENT, ContentFeature, MailView
+from warden.features.ingest.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityFeature
+from warden.features.ingest.content import CONTENT, ContentFeature, MailView
+from warden.features.ingest.text import url_host, words
 from warden.features.store.aggregations import AGGREGATES, CALENDAR_AGGREGATES, CONTACTS_AGGREGATES, Aggregate
-from warden.features.text import url_host, words
 from warden.features.tokens import BUCKETS, EVIDENCE_NAMES, MAX_TOKENS_PER_MESSAGE
 from warden.streams.records import EventKind, MailEvent
 

@@ -1,6 +1,6 @@
 """Training data built through exactly the code that serves.
 
-Mails go through the ingest transform (:func:`features.extraction.to_features`)
+Mails go through the ingest transform (:func:`features.ingest.extraction.to_features`)
 and then, in time order, through a feature store that applies the same
 aggregate definitions the stream processors apply in Redis (offline
 recomputation). A window's rows only ever see the mails before them: the
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from warden.features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, SCHEMAS
-from warden.features.extraction import to_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore
 from warden.features.tokens import TokenTable
 from warden.streams.records import SourcePosition

@@ -2,7 +2,7 @@
 
 Rows are built exactly as the stream builds them: every simulated event, of
 both kinds and in time order, goes through the ingest transform
-(:func:`features.extraction.to_activity_features`) and the in-memory feature
+(:func:`features.ingest.extraction.to_activity_features`) and the in-memory feature
 store that runs the Redis store's own calls (a created card feeds the
 known-contact set an invite is later judged against). Training then goes
 through :func:`models.train.train` (token table, LightGBM, ONNX export,
@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from warden.features.definitions import SCHEMAS
-from warden.features.extraction import to_activity_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_activity_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore
 from warden.models.dataset import Dataset
 from warden.models.export import onnx_scores, session

@@ -8,7 +8,7 @@ row's evidence comes from a table that never saw that row). Nothing after the
 training window is ever seen.
 
 On the corpus the training window is the forward split's first half
-(:func:`streams.sources.corpus.split`); ``warden evaluate``'s static protocol trains
+(:func:`streams.corpus.split`); ``warden evaluate``'s static protocol trains
 through exactly :func:`corpus_candidate`, so the model it measures is the one
 ``warden train`` registers.
 """
@@ -22,7 +22,7 @@ import lightgbm as lgb
 import numpy as np
 
 from warden.features.definitions import SCHEMAS
-from warden.features.pseudonym import KeyRing, Pseudonymiser
+from warden.features.ingest.pseudonym import KeyRing, Pseudonymiser
 from warden.features.tokens import TokenTable, cross_fitted_evidence
 from warden.models.dataset import Dataset, build
 from warden.models.exceptions import TrainingError

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from warden.features.exceptions import FeaturesError
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.aggregations import SENDER_DOMAIN
 from warden.features.store.keys import Keys
 from warden.features.store.operations import Call, report

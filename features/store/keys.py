@@ -27,7 +27,7 @@ in a slot of its own on a cluster.
 
 Tags: ``a`` account (sender, recipient), ``d`` sender domain, ``i`` sending
 IP, ``u`` URL registrable domain; pseudonyms come from
-:mod:`features.pseudonym`, so no raw identifier appears in a key or value.
+:mod:`features.ingest.pseudonym`, so no raw identifier appears in a key or value.
 Tag ``e`` holds an event id, which is not a person's identifier (it is the
 key of the ``verdicts`` topic). Every key gets a TTL on every write:
 aggregates ``RedisSettings.ttl_seconds`` (retention), memo hashes

@@ -25,15 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from warden.features.decode import _check_limits
 from warden.features.definitions import content_features, message_words
-from warden.features.extraction import to_activity_features, url_domains
-from warden.features.ingest import ingest_activity_record, ingest_record
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.decode import _check_limits
+from warden.features.ingest.extraction import to_activity_features, url_domains
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_activity_record, ingest_record
+from warden.features.ingest.text import url_hosts
+from warden.features.ingest.validation import check_nesting
 from warden.features.store.aggregations import URL_DOMAIN
-from warden.features.text import url_hosts
 from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
-from warden.features.validation import check_nesting
 from warden.streams.records import (
     CalendarEvent,
     ContactCard,

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.infra.bench import stages as bench_stages
 from warden.models.dataset import build
 from warden.models.export import INPUT_NAME, TARGET_OPSET, onnx_scores, session

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from warden.features.definitions import AGGREGATES, FEATURE_NAMES
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.models.scorer import Scorer
 from warden.serving.worker.agents.score import entries_of, explain, score_batch, verdicts_of
 from warden.serving.worker.ingest_pool import RawRecord, ingest_batch

@@ -53,8 +53,8 @@ from typing import TextIO
 
 import numpy as np
 
-from warden.features.extraction import to_activity_features, to_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_activity_features, to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.models import simulated
 from warden.models.dataset import Dataset, build
 from warden.models.evaluate import warden_scores

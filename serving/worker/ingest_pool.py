@@ -43,8 +43,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TypeVar
 
-from warden.features import validation
-from warden.features.pseudonym import KeyRing, Pseudonymiser
+from warden.features.ingest import validation
+from warden.features.ingest.pseudonym import KeyRing, Pseudonymiser
 from warden.streams.records import (
     ActivityFeatures,
     DeadLetter,
@@ -93,7 +93,7 @@ def ingest_records(
     kind: EventKind = "mail",
 ) -> list[MailFeatures | ActivityFeatures | DeadLetter]:
     """Each ``kind`` record as features, or as the dead letter saying why not (never raises)."""
-    from warden.features.ingest import ingest_activity_record, ingest_record
+    from warden.features.ingest.record import ingest_activity_record, ingest_record
 
     out: list[MailFeatures | ActivityFeatures | DeadLetter] = []
     for record in records:

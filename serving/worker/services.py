@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from warden.features.pseudonym import KeyRing, Pseudonymiser
+from warden.features.ingest.pseudonym import KeyRing, Pseudonymiser
 from warden.features.store.keys import Keys
 from warden.features.store.redis import RedisStore
 from warden.features.store.redis_client import async_client

@@ -55,7 +55,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from warden.features.exceptions import StoreUnavailable
-from warden.features.ingest import ingest_record
+from warden.features.ingest.record import ingest_record
 from warden.serving.worker import dashboard, health
 from warden.serving.worker.agents.score import verdicts_for
 from warden.serving.worker.ingest_pool import IsolatedIngest, RawRecord, decoded

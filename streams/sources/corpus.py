@@ -39,7 +39,7 @@ from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Literal
 
-from warden.features.text import extract_urls
+from warden.features.ingest.text import extract_urls
 from warden.streams.exceptions import CorpusError
 from warden.streams.records import MailEvent
 from warden.streams.settings import CorpusSettings

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_store import assert_matches_reference
-from warden.features.extraction import to_activity_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_activity_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.aggregations import CALENDAR_AGGREGATES
 from warden.features.store.keys import Keys
 from warden.features.store.redis import RedisStore

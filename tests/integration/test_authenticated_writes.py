@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from tests.integration.outcomes import Outcomes
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.aggregations import AGGREGATES
 from warden.features.store.keys import Keys
 from warden.features.store.redis import RedisStore

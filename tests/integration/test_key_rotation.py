@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.test_pseudonym_rotation import DAY, POSITION, WINDOWED, T, generation, traffic
-from warden.features.extraction import to_features
-from warden.features.pseudonym import KeyRing
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import KeyRing
 from warden.features.store.keys import Keys
 from warden.features.store.redis import RedisStore
 from warden.features.store.redis_client import async_client

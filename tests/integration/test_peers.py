@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import CORPUS
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.models.dataset import build_parts
 from warden.models.evaluate import Forward, peer_row, static
 from warden.models.peers import LabelledMail, peers, run_peers

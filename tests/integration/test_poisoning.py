@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.keys import Keys
 from warden.features.store.redis import RedisStore
 from warden.features.store.redis_client import async_client

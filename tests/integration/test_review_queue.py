@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from warden.features.extraction import to_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.keys import Keys
 from warden.features.store.redis import RedisClient, RedisStore
 from warden.features.store.redis_client import async_client

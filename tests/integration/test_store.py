@@ -10,8 +10,8 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from warden.features.extraction import to_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
 from warden.features.store.keys import Keys
 from warden.features.store.operations import report

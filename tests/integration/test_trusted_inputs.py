@@ -16,8 +16,8 @@ from tests.forged_time import forged, honest
 from tests.integration.outcomes import Outcomes, metrics
 from tests.integration.test_store import assert_matches_reference, assert_rows_match
 from warden.features.definitions import AGGREGATES
-from warden.features.ingest import ingest_record
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_record
 from warden.features.store.keys import Keys
 from warden.features.store.redis_client import async_client
 from warden.features.store.served import ServedRows

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from warden.features.decode import decode_activity_event
 from warden.features.definitions import SCHEMA_HASH, SCHEMAS
-from warden.features.extraction import to_activity_features
-from warden.features.ingest import ingest_activity_record
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.decode import decode_activity_event
+from warden.features.ingest.extraction import to_activity_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_activity_record
 from warden.features.store.aggregations import CALENDAR_AGGREGATES, CONTACTS_AGGREGATES
 from warden.features.testing import InMemoryStore
 from warden.infra.cli.main import main
@@ -237,7 +237,7 @@ def test_widened_thresholds_keep_validation_recall_and_sit_between_the_classes()
 
 
 def test_lead_time_counts_from_the_trusted_time_not_the_claimed_one() -> None:
-    from warden.features.activity import CALENDAR_CONTENT
+    from warden.features.ingest.activity import CALENDAR_CONTENT
 
     lead = [f.name for f in CALENDAR_CONTENT].index("lead_time_h")
     received = 1_767_225_600.0

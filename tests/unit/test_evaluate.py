@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.corpus_fixture import generated, write_corpus
-from warden.features.text import words
+from warden.features.ingest.text import words
 from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from warden.models.dataset import build, build_parts
 from warden.models.evaluate import forward, static

@@ -10,8 +10,8 @@ from warden.features.definitions import (
     content_features,
     row,
 )
-from warden.features.extraction import to_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.aggregations import (
     IP,
     RECIPIENT,

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from warden.features import validation
-from warden.features.decode import decode_mail_event
-from warden.features.ingest import ingest_activity_record, ingest_record
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest import validation
+from warden.features.ingest.decode import decode_mail_event
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_activity_record, ingest_record
 from warden.streams.exceptions import MalformedRecord
 from warden.streams.records import (
     DEAD_LETTER_WHOLE_BYTES,

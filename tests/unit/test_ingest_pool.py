@@ -10,7 +10,7 @@ import time
 from pydantic import SecretStr
 
 from tests.unit.test_features import mail
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.serving.worker.ingest_pool import IngestPool, RawRecord, ingest_batch
 from warden.streams.records import encode
 from warden.streams.settings import WardenSettings

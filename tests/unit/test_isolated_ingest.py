@@ -19,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.unit.test_features import mail
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.infra.bench.hostile_inputs import BODY_FAMILIES, POISON_PILL, VALIDATION_FAMILIES
 from warden.serving.worker.ingest_pool import (
     IngestPool,

@@ -16,10 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 FLOORS = ("streams", "features", "models", "serving", "infra")
 #: Imports allowed to point up, each with why: ``(importer, imported) -> reason``.
 UPWARD_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("warden.streams.sources.corpus", "warden.features.text"): (
+    ("warden.streams.sources.corpus", "warden.features.ingest.text"): (
         "the corpus source fills each replayed mail's `urls` as a sending client would, with the URL "
         "parser ingest's content features use: a second parser on the ground floor could drift from it. "
-        "features.text imports nothing of Warden, so the edge closes no circle."
+        "features.ingest.text imports nothing of Warden, so the edge closes no circle."
     ),
 }
 

@@ -38,8 +38,8 @@ from regexploit.ast.sre import SreOpParser
 from regexploit.redos import find as find_redos
 
 from warden import features, streams
-from warden.features import validation
-from warden.features.decode import decode_activity_event, decode_mail_event
+from warden.features.ingest import validation
+from warden.features.ingest.decode import decode_activity_event, decode_mail_event
 from warden.infra.bench.hostile_inputs import LIMITS as _LIMITS
 from warden.infra.bench.hostile_inputs import POISON_PILL, STAGES, Family, Stage, size_of
 from warden.streams.exceptions import MalformedRecord
@@ -58,7 +58,7 @@ MAX_RATIO = 2.5
 _RE_CALLS = {"compile", "search", "match", "fullmatch", "findall", "finditer", "sub", "subn", "split"}
 #: Patterns built at run time (not literals, not module-level objects), each with why it is safe.
 NON_LITERAL = {
-    ("features/text.py", "longest_run"): (
+    ("features/ingest/text.py", "longest_run"): (
         "a character class of the caller's characters (code, not input) repeated: one pass"
     ),
 }
@@ -69,7 +69,8 @@ validation.warm()
 
 
 def _untrusted(name: str) -> bool:
-    """Whether a module (``warden.features.text``) or file (``features/text.py``) reads sender bytes."""
+    """Whether a module (``warden.features.ingest.text``) or file (``features/ingest/text.py``) reads
+    sender bytes."""
     parts = name.replace("/", ".").split(".")
     return not any(part in NOT_UNTRUSTED for part in parts)
 
@@ -165,19 +166,19 @@ ALL_PATTERNS = {**MODULE_PATTERNS, **SOURCE_PATTERNS}
 def test_the_patterns_are_found() -> None:
     # The discovery itself must work: the patterns issue 17 named are among what it finds.
     for name in (
-        "warden.features.text._TAG",
-        "warden.features.text._ANCHOR",
-        "warden.features.text._HIDDEN",
-        "warden.features.text._WORD",
+        "warden.features.ingest.text._TAG",
+        "warden.features.ingest.text._ANCHOR",
+        "warden.features.ingest.text._HIDDEN",
+        "warden.features.ingest.text._WORD",
     ):
         assert name in MODULE_PATTERNS
     for name in (
-        "warden.features.text._CAPS_RUN",
-        "warden.features.headers._FROM_CLAUSE",
-        "warden.features.content._SPAM_PHRASES",
+        "warden.features.ingest.text._CAPS_RUN",
+        "warden.features.ingest.headers._FROM_CLAUSE",
+        "warden.features.ingest.content._SPAM_PHRASES",
     ):
         assert name in MODULE_PATTERNS
-    assert "warden.features.text._HOST_IN_TEXT" in MODULE_PATTERNS
+    assert "warden.features.ingest.text._HOST_IN_TEXT" in MODULE_PATTERNS
     assert len(ALL_PATTERNS) >= 30
 
 
@@ -441,7 +442,7 @@ def test_each_punycode_label_is_decoded_once_per_record_through_tldextract(
     """The replacement of tldextract's private ``_decode_punycode`` is what its suffix lookup calls."""
     import tldextract.tldextract
 
-    from warden.features import extraction
+    from warden.features.ingest import extraction
 
     assert tldextract.tldextract._decode_punycode is extraction._decode_label_once
     calls: list[str] = []
@@ -470,7 +471,7 @@ def test_a_tldextract_without_the_patched_function_stops_the_import() -> None:
     script = (
         "import tldextract.tldextract as t; del t._decode_punycode\n"
         "from warden.features.exceptions import IncompatibleLibrary\n"
-        "try:\n    import warden.features.extraction\n"
+        "try:\n    import warden.features.ingest.extraction\n"
         "except IncompatibleLibrary as exc:\n    print(exc)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.privacy.ldp_simulation import run
 from warden.features.privacy.local_dp import (
     JunkReportRandomiser,
@@ -18,7 +19,6 @@ from warden.features.privacy.local_dp import (
     flip_probability,
     reputation_calls,
 )
-from warden.features.pseudonym import Pseudonymiser
 from warden.features.store.aggregations import AGGREGATES, SENDER_DOMAIN, AbuseReports
 from warden.features.store.keys import Keys
 from warden.features.testing import InMemoryStore, features_for

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from tests.conftest import CORPUS
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.models.dataset import build
 from warden.models.registry import Candidate
 from warden.models.train import train

@@ -10,9 +10,9 @@ from pydantic import SecretStr
 
 from tests.forged_time import STEP_S, forged, honest
 from warden.features.definitions import AGGREGATES
-from warden.features.extraction import to_features
-from warden.features.ingest import ingest_record
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_record
 from warden.features.testing import InMemoryStore
 from warden.streams.provenance import (
     DIGEST_CHARS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 
 

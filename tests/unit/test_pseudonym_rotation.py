@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr
 
 from warden.features.exceptions import PseudonymKeyError
-from warden.features.extraction import to_features
-from warden.features.pseudonym import DomainKey, Generation, KeyRing, Pseudonymiser, load_key_file
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import DomainKey, Generation, KeyRing, Pseudonymiser, load_key_file
 from warden.features.store.aggregations import AGGREGATES, DecayedRate, DistinctCount, WindowCount
 from warden.features.store.keys import Keys
 from warden.features.store.operations import plan, plan_linked

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from warden.features.decode import decode_mail_event
+from warden.features.ingest.decode import decode_mail_event
 from warden.streams.exceptions import MalformedRecord
 from warden.streams.records import DeadLetter, MailFeatures, SourcePosition, Verdict, decode, encode
 from warden.streams.settings import IngestSettings

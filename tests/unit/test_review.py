@@ -10,9 +10,9 @@ import pytest
 from pydantic import SecretStr
 
 from warden.features.definitions import FEATURE_NAMES, SCHEMAS
-from warden.features.extraction import to_activity_features, to_features
 from warden.features.fingerprint import BANDS, band_keys, jaccard
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.extraction import to_activity_features, to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.infra.cli.main import main
 from warden.infra.cli.review import feedback_records
 from warden.serving.review.campaigns import YOUNG_HOURS, assign, group_keys, new_group_id, resolve

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from tests.unit.test_features import mail
 from tests.unit.test_models import _nan_scorer, candidate, registry  # noqa: F401 (fixtures)
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.testing import InMemoryStore
 from warden.infra.bench.hostile_inputs import BODY_FAMILIES
 from warden.models.registry import Candidate, Registry

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.features.store.aggregations import SENDER, SENDER_DOMAIN, URL_DOMAIN
 from warden.features.store.keys import Keys
 from warden.features.store.operations import Call, report

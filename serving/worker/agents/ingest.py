@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from warden.features import validation
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest import validation
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.serving.worker.agents.score import ByKind, ScoringStage
 from warden.serving.worker.ingest_pool import (
     IngestPool,

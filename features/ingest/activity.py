@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from warden.features.content import _RISKY_TLDS, _SHORTENERS, spam_phrases
-from warden.features.pseudonym import address_domain
-from warden.features.text import extract_urls, fold_case, is_ip_literal, longest_run, url_hosts, words
+from warden.features.ingest.content import _RISKY_TLDS, _SHORTENERS, spam_phrases
+from warden.features.ingest.pseudonym import address_domain
+from warden.features.ingest.text import extract_urls, fold_case, is_ip_literal, longest_run, url_hosts, words
 from warden.streams.records import CalendarEvent, ContactsEvent
 
 #: Words of lures common to invite and card scams (prizes, payments, account threats).
@@ -24,7 +24,7 @@ _LURES = re.compile(
     r"confirm|unpaid|overdue|wallet|airdrop|exclusive offer)\b",
     re.IGNORECASE,
 )
-#: :data:`_LURES` for :func:`~features.text.fold_case` text (the same matches, at C speed).
+#: :data:`_LURES` for :func:`~features.ingest.text.fold_case` text (the same matches, at C speed).
 _LURES_FOLDED = re.compile(_LURES.pattern)
 _KNOWN_CLIENTS = frozenset({"web", "ios", "android", "outlook", "desktop", "thunderbird"})
 _RECURRENCE = {"none": 0.0, "daily": 1.0, "weekly": 2.0, "monthly": 3.0, "yearly": 4.0}

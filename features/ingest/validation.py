@@ -1,7 +1,7 @@
 """Checks of raw input records beyond their schema: nesting and identifier tricks.
 
-Called by :func:`features.decode.decode_mail_event` and
-:func:`~features.decode.decode_activity_event` at ingest, for every kind. Each
+Called by :func:`features.ingest.decode.decode_mail_event` and
+:func:`~features.ingest.decode.decode_activity_event` at ingest, for every kind. Each
 check raises :class:`~streams.exceptions.MalformedRecord` with a one-line
 reason that names the field and the offending code point or label shape,
 never the raw value (reasons travel on the dead-letter topic and into logs).
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from warden.features.text import url_host
+from warden.features.ingest.text import url_host
 from warden.streams.exceptions import MalformedRecord
 
 #: The DNS limits (RFC 1035): characters per label, and per name.

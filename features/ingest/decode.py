@@ -1,5 +1,5 @@
 """Decoding the raw input events at ingest: JSON parsed under the limits, checked against the
-schemas of :mod:`streams.records`, addresses and URLs validated (:mod:`features.validation`).
+schemas of :mod:`streams.records`, addresses and URLs validated (:mod:`features.ingest.validation`).
 
 Every refusal is a :class:`~streams.exceptions.MalformedRecord` whose reason
 becomes the record's dead letter. Each check is linear in the record's size.
@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from warden.features.validation import check_identifiers, check_nesting
+from warden.features.ingest.validation import check_identifiers, check_nesting
 from warden.streams.exceptions import MalformedRecord
 from warden.streams.provenance import reserved_id
 from warden.streams.records import (
@@ -41,7 +41,7 @@ _Event = TypeVar("_Event", MailEvent, CalendarEvent, ContactsEvent)
 def _parsed(raw: bytes | None, record_type: type[_Event], limits: IngestSettings) -> _Event:
     """The steps every kind takes first: size, UTF-8, nesting, then JSON into ``record_type``.
 
-    Each is one pass at C speed over the bytes (see :mod:`features.validation`
+    Each is one pass at C speed over the bytes (see :mod:`features.ingest.validation`
     for the nesting check); the JSON decoder (pydantic's, in Rust) is linear.
     """
     if raw is None:
@@ -70,7 +70,7 @@ def _parsed(raw: bytes | None, record_type: type[_Event], limits: IngestSettings
 def _check_identifiers(
     addresses: list[tuple[str, list[str]]], urls: list[str], limits: IngestSettings
 ) -> None:
-    """URL lengths, then the address and URL checks of :mod:`features.validation`: the one path for
+    """URL lengths, then the address and URL checks of :mod:`features.ingest.validation`: the one path for
     identifiers, taken by every kind of event."""
     for url in urls:
         if len(url) > limits.max_url_chars:

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from warden.features.decode import decode_activity_event, decode_mail_event
-from warden.features.extraction import to_activity_features, to_features
-from warden.features.pseudonym import Pseudonymiser
+from warden.features.ingest.decode import decode_activity_event, decode_mail_event
+from warden.features.ingest.extraction import to_activity_features, to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
 from warden.streams.exceptions import MalformedRecord
 from warden.streams.provenance import content_digest, trusted_event_time
 from warden.streams.records import ActivityFeatures, ActivityKind, DeadLetter, MailFeatures, SourcePosition

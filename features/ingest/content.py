@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from warden.features.headers import (
+from warden.features.ingest.headers import (
     ReceivedHop,
     address_domain_in,
     display_name,
@@ -23,8 +23,8 @@ from warden.features.headers import (
     received_hops,
     timezone_minutes,
 )
-from warden.features.pseudonym import address_domain
-from warden.features.text import (
+from warden.features.ingest.pseudonym import address_domain
+from warden.features.ingest.text import (
     anchor_names_other_host,
     anchors,
     caps_runs,

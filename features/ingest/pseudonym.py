@@ -261,7 +261,7 @@ class KeyRing:
 
     def current(self) -> Pseudonymiser:
         """The pseudonymiser served now by wall clock (what training uses); its ``ring`` is this ring,
-        so :func:`features.extraction.to_features` given a ``now`` can still link a rotation."""
+        so :func:`features.ingest.extraction.to_features` given a ``now`` can still link a rotation."""
         return self.at(time.time()).served
 
 

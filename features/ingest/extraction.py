@@ -14,13 +14,13 @@ from typing import cast
 import tldextract
 import tldextract.tldextract
 
-from warden.features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, activity_words
-from warden.features.content import CONTENT, MailView
 from warden.features.definitions import message_words
 from warden.features.exceptions import IncompatibleLibrary
-from warden.features.pseudonym import KeyRing, Pseudonymiser, address_domain
+from warden.features.ingest.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityView, activity_words
+from warden.features.ingest.content import CONTENT, MailView
+from warden.features.ingest.pseudonym import KeyRing, Pseudonymiser, address_domain
+from warden.features.ingest.text import is_ip_literal
 from warden.features.store.aggregations import URL_DOMAIN
-from warden.features.text import is_ip_literal
 from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 from warden.streams.records import (
     ActivityFeatures,
@@ -50,7 +50,7 @@ def _library_decoder() -> Callable[[str], str]:
     if not callable(found):
         raise IncompatibleLibrary(
             f"tldextract {getattr(tldextract, '__version__', '?')} has no _decode_punycode: "
-            "warden.features.extraction bounds IDNA decoding through it; "
+            "warden.features.ingest.extraction bounds IDNA decoding through it; "
             "install the tldextract version range of pyproject.toml"
         )
     return cast(Callable[[str], str], found)
