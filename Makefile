@@ -10,10 +10,22 @@ CODE   := streams features models serving infra
 
 .PHONY: install corpus demo test test-quick lint typecheck unit integration docs clean dev-up dev-down chromium peers prometheus evaluate
 
+# The editable install: pip installs the dependencies, the `warden` command and the metadata; then the
+# folders are put on the path as the `warden` namespace through a link tree, .venv/warden-src/warden/<folder>
+# -> <folder>, named by a .pth file. setuptools' own editable finder for mapped packages is an import hook
+# that mypy cannot follow; the link tree is plain directories that Python and mypy (mypy_path) both read,
+# and it never adds a folder to the repository (new files show up at once; new folders need no reinstall).
+LINKS  := $(VENV)/warden-src
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -rf $(LINKS) && mkdir -p $(LINKS)/warden
+	for folder in $(CODE); do ln -s "$(CURDIR)/$$folder" "$(LINKS)/warden/$$folder"; done
+	SITE=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') && \
+		rm -f "$$SITE"/__editable__.warden-*.pth "$$SITE"/__editable___warden_*_finder.py && \
+		echo "$(CURDIR)/$(LINKS)" > "$$SITE/warden-src.pth"
 	touch $(STAMP)
 
 install: $(STAMP)

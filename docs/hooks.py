@@ -11,7 +11,7 @@ from pathlib import Path
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 
-from infra import docs_pages
+from warden.infra import docs_pages
 
 #: The repository: this file sits in its docs/ folder.
 REPOSITORY = Path(__file__).resolve().parent.parent

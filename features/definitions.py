@@ -23,12 +23,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from features.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityFeature
-from features.aggregations import AGGREGATES, CALENDAR_AGGREGATES, CONTACTS_AGGREGATES, Aggregate
-from features.content import CONTENT, ContentFeature, MailView
-from features.text import url_host, words
-from features.tokens import BUCKETS, EVIDENCE_NAMES, MAX_TOKENS_PER_MESSAGE
-from streams.records import EventKind, MailEvent
+from warden.features.ingest.activity import CALENDAR_CONTENT, CONTACTS_CONTENT, ActivityFeature
+from warden.features.ingest.content import CONTENT, ContentFeature, MailView
+from warden.features.ingest.text import url_host, words
+from warden.features.store.aggregations import AGGREGATES, CALENDAR_AGGREGATES, CONTACTS_AGGREGATES, Aggregate
+from warden.features.tokens import BUCKETS, EVIDENCE_NAMES, MAX_TOKENS_PER_MESSAGE
+from warden.streams.records import EventKind, MailEvent
 
 __all__ = [
     "AGGREGATES",

@@ -1,16 +1,14 @@
 """Errors raised by Warden's feature layer."""
 
+from warden.streams.exceptions import WardenError
 
-class FeaturesError(Exception):
+
+class FeaturesError(WardenError):
     """Root of every error raised by ``features``."""
 
 
 class StoreUnavailable(FeaturesError):
     """The feature store cannot be reached; the caller backs off and retries the batch."""
-
-
-class SchemaMismatch(FeaturesError):
-    """Two parts disagree on the feature schema (names, order or hash)."""
 
 
 class PseudonymKeyError(FeaturesError):
@@ -23,3 +21,11 @@ class StoreNotConfigured(FeaturesError):
 
 class IncompatibleLibrary(FeaturesError, ImportError):
     """An installed library lacks what Warden relies on (raised at import, says which and why)."""
+
+
+class PrivacyBudgetExhausted(FeaturesError):
+    """A differentially private release would spend more than the remaining privacy budget."""
+
+
+class PrivacyAuditFailed(FeaturesError):
+    """The privacy audit found raw identifiers, content or keys without a TTL."""

@@ -7,7 +7,7 @@ Jaccard similarity. MinHash estimates that similarity; locality-sensitive
 banding turns it into exact keys: two mails share at least one band key
 with probability ``1 - (1 - J**ROWS)**BANDS``. With 16 bands of 4 rows, a
 pair at J=0.42 (the median between two invoice-fraud mails of
-:mod:`streams.campaign`) shares a key with probability ~0.40, so a mail
+:mod:`streams.sources.campaign`) shares a key with probability ~0.40, so a mail
 shares one with *some* earlier member of a 20-mail campaign almost surely;
 a pair at J=0.08 with probability ~7e-4. (Measured on 1,500 corpus mails
 plus a 100-mail campaign: 12x5 split the campaign into 4 groups, 16x4 into

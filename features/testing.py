@@ -1,6 +1,6 @@
-"""An in-memory feature store with the same semantics as :class:`~features.store.RedisStore`.
+"""An in-memory feature store with the same semantics as :class:`~features.store.redis.RedisStore`.
 
-It runs the very calls the Redis store sends (:func:`features.operations.plan`)
+It runs the very calls the Redis store sends (:func:`features.store.operations.plan`)
 through the reference interpreter. Used by unit tests, as the offline
 recomputation that builds training rows, and as the reference that replay and
 crash tests compare Redis with. Distinct counts are exact here and
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from features.definitions import CONTENT
-from features.keys import Keys
-from features.operations import Call, Served, plan_batch
-from features.scripts import Interpreter
-from streams.records import EventFeatures, MailFeatures, SourcePosition
+from warden.features.definitions import CONTENT
+from warden.features.store.keys import Keys
+from warden.features.store.operations import Call, Served, plan_batch
+from warden.features.store.scripts import Interpreter
+from warden.streams.records import EventFeatures, MailFeatures, SourcePosition
 
 
 class InMemoryStore:

@@ -1,7 +1,7 @@
 """Text evidence: per-token log-odds learned on a training window, shipped with the model.
 
 Message text never leaves ingest. There, each word becomes a *bucket*: a
-keyed hash (see :meth:`features.pseudonym.Pseudonymiser.token_buckets`) in a
+keyed hash (see :meth:`features.ingest.pseudonym.Pseudonymiser.token_buckets`) in a
 space of :data:`BUCKETS`; ``mail.features`` carries the set of buckets, a
 list of numbers. A :class:`TokenTable` maps buckets to smoothed spam/ham
 log-odds. It is learned on the training window only, stored beside the model

@@ -22,8 +22,9 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
-from infra import bench_hostile, bench_results
-from infra.settings import WardenSettings
+from warden.infra.bench import hostile as bench_hostile
+from warden.infra.bench import results as bench_results
+from warden.streams.settings import WardenSettings
 
 #: Where each generated page goes, relative to the docs source folder.
 CLI_PAGE = "reference/cli.md"
@@ -102,7 +103,7 @@ BENCH_HEADLINES: dict[str, tuple[tuple[str, str], ...]] = {
 
 def pages(root: Path) -> dict[str, str]:
     """Every generated page by its path in the docs source folder; ``root`` is the repository."""
-    from infra.cli import _parser
+    from warden.infra.cli.main import _parser
 
     generated = {CLI_PAGE: cli_page(_parser()), SETTINGS_PAGE: settings_page()}
     generated.update(benchmark_pages(sorted((root / bench_results.RESULTS_DIR).glob("*.json"))))
@@ -167,7 +168,7 @@ def cli_page(parser: argparse.ArgumentParser) -> str:
     lines = [
         "# Command line",
         "",
-        "Generated from the parser `infra/cli.py` builds, at every build of this site: what is here is",
+        "Generated from the parser `infra/cli/main.py` builds, at every build of this site: what is here is",
         f"what `{parser.prog} COMMAND --help` says. Every mistake ends in one line on stderr and a non-zero",
         "exit status: 2 for usage and settings, 1 for run-time failures (`warden retrain` adds its own,",
         "see [Feedback and retraining](../feedback-and-retraining.md)).",

@@ -1,25 +1,11 @@
-"""Errors raised by Warden's infrastructure: settings, the dev stack, the CLI."""
+"""Errors raised by Warden's infrastructure: the dev stack and the tools around it."""
+
+from warden.streams.exceptions import WardenError
 
 
-class InfraError(Exception):
+class InfraError(WardenError):
     """Root of every error raised by ``infra``."""
-
-
-class SettingsError(InfraError):
-    """A setting is missing, malformed, or the settings file cannot be read."""
 
 
 class DevStackError(InfraError):
     """The embedded broker or Redis could not be found, started or reached."""
-
-
-class UsageError(InfraError):
-    """The command line asks for something that cannot be done as asked."""
-
-
-class PrivacyBudgetExhausted(InfraError):
-    """A differentially private release would spend more than the remaining privacy budget."""
-
-
-class PrivacyAuditFailed(InfraError):
-    """The privacy audit found raw identifiers, content or keys without a TTL."""

@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import MultinomialNB
 
-from streams.corpus import CorpusMail
+from warden.streams.sources.corpus import CorpusMail
 
 NAMES: tuple[str, ...] = ("tfidf_logreg", "naive_bayes")
 

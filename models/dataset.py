@@ -1,6 +1,6 @@
 """Training data built through exactly the code that serves.
 
-Mails go through the ingest transform (:func:`features.extraction.to_features`)
+Mails go through the ingest transform (:func:`features.ingest.extraction.to_features`)
 and then, in time order, through a feature store that applies the same
 aggregate definitions the stream processors apply in Redis (offline
 recomputation). A window's rows only ever see the mails before them: the
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, SCHEMAS
-from features.extraction import to_features
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from features.tokens import TokenTable
-from streams.corpus import CorpusMail, order
-from streams.records import SourcePosition
+from warden.features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, SCHEMAS
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.testing import InMemoryStore
+from warden.features.tokens import TokenTable
+from warden.streams.records import SourcePosition
+from warden.streams.sources.corpus import CorpusMail, order
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def build(mails: Sequence[CorpusMail], pseudonymiser: Pseudonymiser) -> Dataset:
     """Feature parts for ``mails``, computed in order of their trusted time as a replay would.
 
     Aggregates advance on each mail's trusted time (its receiving server's
-    clock, :attr:`~streams.corpus.CorpusMail.event_time`), as they do in a
+    clock, :attr:`~streams.sources.corpus.CorpusMail.event_time`), as they do in a
     worker; the sender's Date header is never the clock.
     """
     (data,) = build_parts([mails], pseudonymiser)
@@ -113,7 +113,7 @@ def build(mails: Sequence[CorpusMail], pseudonymiser: Pseudonymiser) -> Dataset:
 def build_parts(parts: Sequence[Sequence[CorpusMail]], pseudonymiser: Pseudonymiser) -> list[Dataset]:
     """One dataset per part, the parts replayed one after another through one feature store.
 
-    Each part is taken in :func:`streams.corpus.order`. A part's aggregates see
+    Each part is taken in :func:`streams.sources.corpus.order`. A part's aggregates see
     its own earlier mails and every earlier part, never a later part: the
     first part's rows are exactly :func:`build` of that part alone, and a test
     part continues from the store its training part left. Labels never reach

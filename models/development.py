@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from infra.settings import WardenSettings
-from models.dataset import Dataset, build
-from models.evaluate import RANKING, forward, warden_scores
-from models.train import corpus_pseudonymiser, train
-from streams import corpus
+from warden.models.dataset import Dataset, build
+from warden.models.evaluate import RANKING, forward, warden_scores
+from warden.models.train import corpus_pseudonymiser, train
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
 
 #: Where each fold's test window starts, as a share of the training half (in time order).
 CUTS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8)

@@ -30,22 +30,30 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from features.pseudonym import Pseudonymiser
-from infra.settings import WardenSettings
-from models import metrics
-from models import peers as peer_filters
-from models.baselines import NAMES as BASELINE_NAMES
-from models.baselines import Baselines
-from models.dataset import Dataset, build_parts
-from models.exceptions import TrainingError
-from models.peers import PeerResult
-from models.registry import Candidate
-from models.report import MetricRow, ModelScores, PeerRow, ProtocolResult, ReportData, WorstError, render
-from models.score_table import ScoreTable
-from models.train import corpus_candidate, corpus_pseudonymiser, train
-from serving.scorer import Scorer
-from streams import corpus
-from streams.corpus import CorpusMail
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.models import metrics
+from warden.models import peers as peer_filters
+from warden.models.baselines import NAMES as BASELINE_NAMES
+from warden.models.baselines import Baselines
+from warden.models.dataset import Dataset, build_parts
+from warden.models.exceptions import TrainingError
+from warden.models.peers import PeerResult
+from warden.models.registry import Candidate
+from warden.models.report import (
+    MetricRow,
+    ModelScores,
+    PeerRow,
+    ProtocolResult,
+    ReportData,
+    WorstError,
+    render,
+)
+from warden.models.score_table import ScoreTable
+from warden.models.scorer import Scorer
+from warden.models.train import corpus_candidate, corpus_pseudonymiser, train
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 

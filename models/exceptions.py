@@ -1,8 +1,18 @@
 """Errors raised by Warden's model layer."""
 
+from warden.streams.exceptions import WardenError
 
-class ModelsError(Exception):
+
+class ModelsError(WardenError):
     """Root of every error raised by ``models``."""
+
+
+class ModelRejected(ModelsError):
+    """A model cannot be served: wrong schema, unreadable file, bad outputs."""
+
+
+class NoModel(ModelsError):
+    """The registry has no promoted model to serve."""
 
 
 class ExportError(ModelsError):

@@ -37,7 +37,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from models.exceptions import ExportError
+from warden.models.exceptions import ExportError
 
 #: Pinned so that a model exported today loads the same way tomorrow.
 TARGET_OPSET = 15

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from models.exceptions import RegistryError
-from models.signing import SigningKey, VerifyKey, canonical_json
+from warden.models.exceptions import RegistryError
+from warden.models.signing import SigningKey, VerifyKey, canonical_json
 
 PointerName = Literal["CURRENT", "SHADOW"]
 POINTERS: tuple[PointerName, ...] = get_args(PointerName)

@@ -53,13 +53,12 @@ import lightgbm as lgb
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from features.definitions import SCHEMAS
-from features.tokens import TokenTable
-from infra.settings import WardenSettings
-from models.exceptions import ModelRefused, RegistryError
-from models.export import parity
-from models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
-from models.signing import (
+from warden.features.definitions import SCHEMAS
+from warden.features.tokens import TokenTable
+from warden.models.exceptions import ModelRefused, RegistryError
+from warden.models.export import parity
+from warden.models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
+from warden.models.signing import (
     SIGNATURE_FILE,
     RegistryKeys,
     SigningKey,
@@ -67,7 +66,8 @@ from models.signing import (
     sign_files,
     verify_version,
 )
-from streams.records import EventKind
+from warden.streams.records import EventKind
+from warden.streams.settings import WardenSettings
 
 MODEL_FILE = "model.onnx"
 BOOSTER_FILE = "booster.txt"

@@ -7,7 +7,7 @@ PNG files beside ``report.html`` and embedded in it as base64 data URIs, so
 the HTML needs no network, no JavaScript and no other file.
 
 A score ``s`` is flagged at threshold ``t`` when ``s >= t``, as in
-``serving.policy``.
+``models.policy``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from models.exceptions import ReportError
-from models.metrics import confusion, roc_auc
+from warden.models.exceptions import ReportError
+from warden.models.metrics import confusion, roc_auc
 
 MIN_FPR = 1e-4
 CALIBRATION_BINS = 10

@@ -38,39 +38,33 @@ from typing import Literal
 
 import numpy as np
 
-from features.definitions import AGGREGATES, CONTENT, SCHEMA_HASH
-from infra.settings import WardenSettings
-from models import runs
-from models.dataset import Dataset
-from models.exceptions import ModelsError, TrainingError
-from models.metrics import recall_at_fpr, roc_auc
-from models.registry import Candidate, Registry
-from models.train import VALIDATION_SHARE, train
-from serving.exceptions import NoModel
-from serving.scorer import Scorer
-from streams import broker
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import ExampleKeys
-from streams.records import TrainingExample
-from streams.topics import Topics
+from warden.features.definitions import AGGREGATES, CONTENT, SCHEMA_HASH
+from warden.models import runs
+from warden.models.dataset import Dataset
+from warden.models.exceptions import ModelsError, NoModel, TrainingError
+from warden.models.metrics import recall_at_fpr, roc_auc
+from warden.models.registry import Candidate, Registry
+from warden.models.scorer import Scorer
+from warden.models.train import VALIDATION_SHARE, train
+from warden.streams import broker
+from warden.streams.exceptions import ExitCode, MalformedRecord
+from warden.streams.feedback_auth import ExampleKeys
+from warden.streams.records import TrainingExample
+from warden.streams.settings import WardenSettings
+from warden.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["promoted", "not_promoted", "too_little_data", "holdout_too_small", "unchanged"]
 
-EXIT_PROMOTED = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_PROMOTED = 3
-EXIT_TOO_LITTLE_DATA = 4
-EXIT_LOCKED = 5
-EXIT_CODES: dict[str, int] = {
-    "promoted": EXIT_PROMOTED,
-    "unchanged": EXIT_PROMOTED,
-    "not_promoted": EXIT_NOT_PROMOTED,
-    "too_little_data": EXIT_TOO_LITTLE_DATA,
+#: The exit status of each outcome (from the one table, :class:`~warden.streams.exceptions.ExitCode`).
+EXIT_CODES: dict[str, ExitCode] = {
+    "promoted": ExitCode.OK,
+    "unchanged": ExitCode.OK,
+    "not_promoted": ExitCode.NOT_PROMOTED,
+    "too_little_data": ExitCode.TOO_LITTLE_DATA,
     # Too few labelled rows of a class for the gate to judge: too little data, as far as a scheduler cares.
-    "holdout_too_small": EXIT_TOO_LITTLE_DATA,
+    "holdout_too_small": ExitCode.TOO_LITTLE_DATA,
 }
 #: When a candidate replaces the champion (both scored on the gate's holdout).
 GATE_RULE = "holdout ROC AUC strictly above the champion's, and recall at the junk FPR not below it"
@@ -129,7 +123,7 @@ def read_examples(
     Called by retrain and by every other reader that learns from examples.
     A record that is not an example, or not signed with the training-example
     key, is refused and counted, never returned. Raises
-    :class:`~infra.exceptions.SettingsError` outside development without the key.
+    :class:`~streams.exceptions.SettingsError` outside development without the key.
     """
     keys = ExampleKeys.from_settings(settings)
     topics = Topics.from_settings(settings.kafka)
@@ -416,7 +410,7 @@ def summary(result: RetrainResult) -> str:
             "outcome": result.outcome,
             "version": result.version,
             "examples": result.examples,
-            "exit_code": EXIT_CODES[result.outcome],
+            "exit_code": int(EXIT_CODES[result.outcome]),
             **{k: round(v, 6) for k, v in result.figures.items()},
             "refused": result.refused,
             **({"reason": result.reason} if result.reason is not None else {}),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from models.exceptions import RegistryError
+from warden.models.exceptions import RegistryError
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.exceptions import ReportError
+from warden.models.exceptions import ReportError
 
 FIXED_COLUMNS = ("file", "event_id", "label", "time")
 

@@ -37,8 +37,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from infra.settings import WardenSettings
-from models.exceptions import ModelRefused, SigningKeyError
+from warden.models.exceptions import ModelRefused, SigningKeyError
+from warden.streams.settings import WardenSettings
 
 SIGNATURE_FILE = "signature.json"
 SIGNING_KEY_FILE = "signing.pem"

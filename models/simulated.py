@@ -2,7 +2,7 @@
 
 Rows are built exactly as the stream builds them: every simulated event, of
 both kinds and in time order, goes through the ingest transform
-(:func:`features.extraction.to_activity_features`) and the in-memory feature
+(:func:`features.ingest.extraction.to_activity_features`) and the in-memory feature
 store that runs the Redis store's own calls (a created card feeds the
 known-contact set an invite is later judged against). Training then goes
 through :func:`models.train.train` (token table, LightGBM, ONNX export,
@@ -21,17 +21,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from features.definitions import SCHEMAS
-from features.extraction import to_activity_features
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from infra.settings import WardenSettings
-from models.dataset import Dataset
-from models.export import onnx_scores, session
-from models.registry import Candidate, Manifest, Registry
-from models.train import train
-from streams.records import ActivityKind, SourcePosition
-from streams.simulator import CAMPAIGN_TYPES, LEGIT, Simulated, SimulationParams, simulate
+from warden.features.definitions import SCHEMAS
+from warden.features.ingest.extraction import to_activity_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.testing import InMemoryStore
+from warden.models.dataset import Dataset
+from warden.models.export import onnx_scores, session
+from warden.models.registry import Candidate, Manifest, Registry
+from warden.models.train import train
+from warden.streams.records import ActivityKind, SourcePosition
+from warden.streams.settings import WardenSettings
+from warden.streams.sources.simulated_world import CAMPAIGN_TYPES, LEGIT, Simulated, SimulationParams
+from warden.streams.sources.simulator import simulate
 
 
 def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudonymiser) -> Dataset:
@@ -47,7 +48,7 @@ def build(events: Sequence[Simulated], kind: ActivityKind, pseudonymiser: Pseudo
     chosen: list[Simulated] = []
     for offset, item in enumerate(sorted(events, key=lambda s: (s.event.timestamp, s.event.event_id))):
         source = SourcePosition(topic="simulator", partition=0, offset=offset)
-        # The simulator records its traffic: its time is the trusted one (streams.simulator.produce).
+        # The simulator records its traffic: its time is the trusted one (streams.sources.simulator.produce).
         features = to_activity_features(
             item.event, pseudonymiser, source, produced_at_ms=0, event_time=item.event.timestamp
         )

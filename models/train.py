@@ -30,15 +30,14 @@ from datetime import UTC, datetime
 import lightgbm as lgb
 import numpy as np
 
-from features.definitions import SCHEMAS
-from features.pseudonym import KeyRing, Pseudonymiser
-from features.tokens import TokenTable, cross_fitted_evidence
-from infra.settings import ModelSettings, WardenSettings
-from models.dataset import Dataset, build
-from models.exceptions import TrainingError
-from models.export import onnx_scores, parity, parity_rows, session, to_onnx
-from models.metrics import confusion, roc_auc, threshold_at_fpr, widened_threshold
-from models.registry import (
+from warden.features.definitions import SCHEMAS
+from warden.features.ingest.pseudonym import KeyRing, Pseudonymiser
+from warden.features.tokens import TokenTable, cross_fitted_evidence
+from warden.models.dataset import Dataset, build
+from warden.models.exceptions import TrainingError
+from warden.models.export import onnx_scores, parity, parity_rows, session, to_onnx
+from warden.models.metrics import confusion, roc_auc, threshold_at_fpr, widened_threshold
+from warden.models.registry import (
     Candidate,
     DataRange,
     Manifest,
@@ -47,7 +46,8 @@ from models.registry import (
     Thresholds,
     new_version,
 )
-from streams import corpus
+from warden.streams.settings import ModelSettings, WardenSettings
+from warden.streams.sources import corpus
 
 
 def _params(settings: ModelSettings) -> dict[str, object]:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.registry import Registry
-from serving.policy import Policy
-from streams.records import FeatureLogEntry
+from warden.models.policy import Policy
+from warden.models.registry import Registry
+from warden.streams.records import FeatureLogEntry
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,10 @@
 """Errors raised by Warden's serving layer."""
 
+from warden.streams.exceptions import WardenError
 
-class ServingError(Exception):
+
+class ServingError(WardenError):
     """Root of every error raised by ``serving``."""
-
-
-class ModelRejected(ServingError):
-    """A model cannot be served: wrong schema, unreadable file, bad outputs."""
-
-
-class NoModel(ServingError):
-    """The registry has no promoted model to serve."""
 
 
 class ReviewError(ServingError):

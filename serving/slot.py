@@ -28,14 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infra.metrics import WorkerStats
-from models.exceptions import RegistryError
-from models.pointers import PointerName
-from models.registry import Registry
-from models.runs import read_last_run
-from serving.exceptions import ModelRejected, NoModel
-from serving.scorer import Scorer, stored_version
-from streams.records import ActivityKind
+from warden.models.exceptions import ModelRejected, NoModel, RegistryError
+from warden.models.pointers import PointerName
+from warden.models.registry import Registry
+from warden.models.runs import read_last_run
+from warden.models.scorer import Scorer, stored_version
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.records import ActivityKind
 
 #: The event kinds served beside mail, each by its own champion (no shadow for these).
 ACTIVITY_KINDS: tuple[ActivityKind, ...] = ("calendar", "contacts")

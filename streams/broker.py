@@ -16,10 +16,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from infra.security import kafka_python_options
-from infra.settings import KafkaSettings, WardenSettings
-from streams.exceptions import BrokerError
-from streams.topics import Topic, Topics
+from warden.streams.exceptions import BrokerError
+from warden.streams.security import kafka_python_options
+from warden.streams.settings import KafkaSettings, WardenSettings
+from warden.streams.topics import Topic, Topics
 
 
 def _bootstrap(settings: KafkaSettings) -> str:
@@ -187,7 +187,7 @@ class TopicReader:
 
 def announce(settings: WardenSettings, action: str, version: str | None) -> None:
     """Publish a registry change on ``model-updates`` (when a broker is configured)."""
-    from streams.records import ModelUpdate, encode
+    from warden.streams.records import ModelUpdate, encode
 
     if settings.kafka.bootstrap_servers is None:
         return

@@ -31,12 +31,12 @@ from typing import Literal
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from infra.security import kafka_python_options
-from infra.settings import KafkaSettings
-from streams import broker
-from streams.exceptions import BrokerError, MalformedRecord
-from streams.records import DeadLetter, SourcePosition, decode
-from streams.topics import Topic, Topics
+from warden.streams import broker
+from warden.streams.exceptions import BrokerError, MalformedRecord
+from warden.streams.records import DeadLetter, SourcePosition, decode
+from warden.streams.security import kafka_python_options
+from warden.streams.settings import KafkaSettings
+from warden.streams.topics import Topic, Topics
 
 #: Past the next wanted offset by more than this, the reader seeks instead of reading on.
 _SEEK_AHEAD = 1000

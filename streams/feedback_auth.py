@@ -63,17 +63,16 @@ from typing import get_args
 
 from pydantic import BaseModel
 
-from infra.exceptions import SettingsError
-from infra.settings import (
+from warden.streams.exceptions import MalformedRecord, SettingsError
+from warden.streams.provenance import Headers
+from warden.streams.records import Feedback, FeedbackSource, TrainingExample, decode
+from warden.streams.settings import (
     KEY_HINT,
     WardenSettings,
     development_feedback_key,
     development_training_example_key,
 )
-from streams.exceptions import MalformedRecord
-from streams.provenance import Headers
-from streams.records import Feedback, FeedbackSource, TrainingExample, decode
-from streams.topics import SEAL_HEADER
+from warden.streams.topics import SEAL_HEADER
 
 #: Names the canonical form (a new form gets a new name).
 FORMAT = b"warden-feedback-v1"

@@ -17,7 +17,7 @@ worker's receive clock:
   record can outlive the retention by up to a segment's age; raising its time
   to the bound then ages it a little less than it is, nothing worse.
 
-:class:`~infra.metrics.WorkerStats` counts the records clamped each way
+:class:`~serving.worker.metrics.WorkerStats` counts the records clamped each way
 (``warden_event_times_clamped_total{direction}``, :func:`clamp_direction`).
 The ``timestamp`` a sender claims inside the event is validated as a field
 and otherwise ignored by the aggregates.
@@ -38,7 +38,7 @@ older than the retention (applied twice, it counts at the bound twice).
 once-only memo is keyed by event id *and* digest, so a redelivery of the same
 bytes is served what it was served, and an id that comes again with other
 content is applied and scored as a new event under :func:`derived_event_id`
-(:mod:`features.operations`, :mod:`streams.agents.score`): reusing an id can
+(:mod:`features.store.operations`, :mod:`serving.worker.agents.score`): reusing an id can
 neither skip scoring nor borrow another event's verdict.
 """
 
@@ -49,8 +49,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from infra.settings import KafkaSettings, WardenSettings
-from streams.topics import EVENT_TIME_HEADER
+from warden.streams.settings import KafkaSettings, WardenSettings
+from warden.streams.topics import EVENT_TIME_HEADER
 
 #: Kafka's default ``retention.ms`` (7 days), the bound when the settings name no retention.
 KAFKA_DEFAULT_RETENTION_S = 7 * 24 * 3600.0

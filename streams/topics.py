@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.settings import KafkaSettings
+from warden.streams.settings import KafkaSettings
 
 #: The input record header carrying a trusted producer's event time (epoch ms, ASCII digits).
 EVENT_TIME_HEADER = "warden-event-time-ms"

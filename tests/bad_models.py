@@ -27,11 +27,11 @@ import onnx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from onnx import TensorProto, helper, numpy_helper
 
-from features.definitions import FEATURE_NAMES
-from models.exceptions import RegistryError
-from models.export import INPUT_NAME, PROBABILITIES, TARGET_OPSET
-from models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
-from models.registry import (
+from warden.features.definitions import FEATURE_NAMES
+from warden.models.exceptions import RegistryError
+from warden.models.export import INPUT_NAME, PROBABILITIES, TARGET_OPSET
+from warden.models.pointers import POINTERS, Pointer, PointerName, next_sequence, read_pointer, sign_pointer
+from warden.models.registry import (
     BOOSTER_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -39,7 +39,7 @@ from models.registry import (
     TOKENS_FILE,
     Registry,
 )
-from models.signing import SIGNATURE_FILE, SigningKey, sign_files
+from warden.models.signing import SIGNATURE_FILE, SigningKey, sign_files
 
 BadKind = Literal["corrupt", "garbage", "schema", "nan", "lying"]
 BAD_KINDS: tuple[BadKind, ...] = ("corrupt", "garbage", "schema", "nan", "lying")

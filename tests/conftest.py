@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from infra import devstack, rediscluster
-from infra.devstack import StackState
-from infra.rediscluster import ClusterState
-from infra.settings import CorpusSettings, DevSettings, WardenSettings
-from models.signing import RegistryKeys
+from warden.infra.dev import devstack, rediscluster
+from warden.infra.dev.devstack import StackState
+from warden.infra.dev.rediscluster import ClusterState
+from warden.models.signing import RegistryKeys
+from warden.streams.settings import CorpusSettings, DevSettings, WardenSettings
 
 REPO = Path(__file__).resolve().parents[1]
 #: The corpus cache is shared with `make demo`, so a checkout fetches it once.
@@ -38,7 +38,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterS
 @pytest.fixture(scope="session")
 def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The registry's Ed25519 pair for the whole session, as ModelSettings key-file settings."""
-    from models.signing import write_pair
+    from warden.models.signing import write_pair
 
     signing, verify = write_pair(tmp_path_factory.mktemp("registry-keys") / "pair")
     return {"signing_key_file": signing, "verify_key_file": verify}
@@ -47,7 +47,7 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def registry_keys(key_files: dict[str, Path]) -> RegistryKeys:
     """The session pair, loaded (both halves: tests register and verify)."""
-    from models.signing import load_signing_key
+    from warden.models.signing import load_signing_key
 
     signing = load_signing_key(key_files["signing_key_file"])
     return RegistryKeys(signing.verify_key, signing)
@@ -56,8 +56,8 @@ def registry_keys(key_files: dict[str, Path]) -> RegistryKeys:
 @pytest.fixture(scope="session")
 def registry_dir(tmp_path_factory: pytest.TempPathFactory, key_files: dict[str, Path]) -> Path:
     """A registry holding one model trained on the corpus's first half, signed with the session pair."""
-    from models.train import train_from_corpus
-    from streams import corpus
+    from warden.models.train import train_from_corpus
+    from warden.streams.sources import corpus
 
     root = tmp_path_factory.mktemp("registry")
     settings = WardenSettings(corpus=CORPUS, models={"registry_dir": root, "num_trees": 120, **key_files})

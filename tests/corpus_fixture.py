@@ -2,7 +2,7 @@
 
 :func:`write_corpus` writes ``{"id", "group", "checksum", "text"}`` files under
 ``<cache>/spam-assassin-<version>/package/data/<folder>/`` and marks the
-package complete, so :func:`streams.corpus.load` reads them as it reads the
+package complete, so :func:`streams.sources.corpus.load` reads them as it reads the
 real corpus (no npm). :func:`generated` makes mails with spam or ham words,
 senders shared across the whole stretch, each received a minute after the
 previous one.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.settings import CorpusSettings
+from warden.streams.settings import CorpusSettings
 
 SPAM_WORDS = ("cash", "winner", "offer", "viagra", "free", "deal", "prize", "casino")
 HAM_WORDS = ("meeting", "patch", "kernel", "lunch", "review", "thanks", "build", "release")

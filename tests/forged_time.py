@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from streams.records import MailEvent
+from warden.streams.records import MailEvent
 
 #: Seconds between two mails of the stream.
 STEP_S = 20.0

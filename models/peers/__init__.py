@@ -4,7 +4,7 @@
 from the distribution, see their modules) on the training half and scores the
 test half with each. Every peer gets the same raw messages (the corpus files
 as received, with the collector's ``X-Spam*`` headers and mbox line removed,
-:func:`streams.corpus.filter_input`), runs in its own private temporary folder
+:func:`streams.sources.corpus.filter_input`), runs in its own private temporary folder
 with its own daemons on loopback, and never touches the network. A peer whose
 programs are not installed is reported as missing with the reason; one that
 fails is reported as failed with the reason. Neither is ever left out silently.
@@ -20,15 +20,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from infra.settings import PeerSettings, WardenSettings
-from models.exceptions import PeerError
-from models.peers.bogofilter import Bogofilter
-from models.peers.common import LabelledMail, Peer, PeerResult
-from models.peers.rspamd import Rspamd
-from models.peers.spamassassin import SpamAssassin
-from streams import corpus
-from streams.corpus import CorpusMail
-from streams.exceptions import CorpusError
+from warden.models.exceptions import PeerError
+from warden.models.peers.bogofilter import Bogofilter
+from warden.models.peers.common import LabelledMail, Peer, PeerResult
+from warden.models.peers.rspamd import Rspamd
+from warden.models.peers.spamassassin import SpamAssassin
+from warden.streams.exceptions import CorpusError
+from warden.streams.settings import PeerSettings, WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
 
 __all__ = ["NAMES", "LabelledMail", "Peer", "PeerResult", "evaluate", "peers", "run_peers"]
 

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.settings import PeerSettings
-from models.exceptions import PeerError
-from models.peers.common import (
+from warden.models.exceptions import PeerError
+from warden.models.peers.common import (
     CpuMeter,
     LabelledMail,
     MailFolders,
@@ -28,6 +27,7 @@ from models.peers.common import (
     missing_programs,
     run,
 )
+from warden.streams.settings import PeerSettings
 
 NAME = "bogofilter"
 # bogofilter exits 0 (spam), 1 (ham) or 2 (unsure) after classifying; 3 is an error.

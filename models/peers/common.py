@@ -9,7 +9,6 @@ descendant (own time, plus the time of descendants it has already reaped).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import resource
 import shutil
@@ -24,10 +23,10 @@ from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
-from models.exceptions import PeerError
+from warden.models.exceptions import PeerError
+from warden.streams.children import die_with_parent
 
 Status = Literal["ok", "missing", "failed"]
-_PR_SET_PDEATHSIG = 1
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -159,12 +158,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In a daemon before exec: SIGTERM when Warden dies, so a killed run leaves none behind."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class Daemon:
     """A server started in its own process group, stopped (with every descendant) on exit."""
 
@@ -179,7 +172,7 @@ class Daemon:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as exc:
                 raise PeerError(f"{self.name} could not start: {exc}") from exc

@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from infra.settings import PeerSettings
-from models.exceptions import PeerError
-from models.peers.common import (
+from warden.models.exceptions import PeerError
+from warden.models.peers.common import (
     CpuMeter,
     Daemon,
     LabelledMail,
@@ -47,6 +46,7 @@ from models.peers.common import (
     missing_programs,
     run,
 )
+from warden.streams.settings import PeerSettings
 
 NAME = "rspamd"
 #: Modules that ask DNS or another server (Rspamd 3.x names); each gets ``enabled = false``.

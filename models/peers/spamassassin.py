@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.settings import PeerSettings
-from models.exceptions import PeerError
-from models.peers.common import (
+from warden.models.exceptions import PeerError
+from warden.models.peers.common import (
     CpuMeter,
     Daemon,
     LabelledMail,
@@ -42,6 +41,7 @@ from models.peers.common import (
     missing_programs,
     run,
 )
+from warden.streams.settings import PeerSettings
 
 NAME = "spamassassin"
 #: Where Debian installs the package's rules, and where sa-update would put newer ones.

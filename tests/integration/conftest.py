@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra import devstack
-from infra.worker_process import child_process
 from tests.integration.worker_pages import poll
+from warden.infra.dev import devstack
+from warden.infra.dev.worker_process import child_process
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,10 +9,10 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 
-from infra.settings import WardenSettings
-from streams import broker
-from streams.records import DeadLetter, Verdict, decode
-from streams.topics import Topics
+from warden.streams import broker
+from warden.streams.records import DeadLetter, Verdict, decode
+from warden.streams.settings import WardenSettings
+from warden.streams.topics import Topics
 
 
 class Outcomes:

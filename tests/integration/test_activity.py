@@ -9,24 +9,26 @@ from pathlib import Path
 
 import pytest
 
-from features.aggregations import CALENDAR_AGGREGATES
-from features.extraction import to_activity_features
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.store import RedisStore
-from features.testing import InMemoryStore
-from infra.rediscluster import ClusterState
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from models.registry import Registry
-from models.simulated import train_simulated
-from streams import broker, corpus
-from streams.records import DeadLetter, SourcePosition, Verdict, decode
-from streams.replay import replay, send_raw
-from streams.simulator import SimulationParams, produce, simulate
-from streams.topics import Topics
 from tests.integration.test_store import assert_matches_reference
+from warden.features.ingest.extraction import to_activity_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import CALENDAR_AGGREGATES
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.testing import InMemoryStore
+from warden.infra.dev.rediscluster import ClusterState
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.models.simulated import train_simulated
+from warden.streams import broker
+from warden.streams.records import DeadLetter, SourcePosition, Verdict, decode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay, send_raw
+from warden.streams.sources.simulated_world import SimulationParams
+from warden.streams.sources.simulator import produce, simulate
+from warden.streams.topics import Topics
 
 #: Small and quick: enough campaigns of every type for a model, in a couple of seconds.
 TRAIN = SimulationParams(seed=11, accounts=120, days=3.0, campaigns_per_day=6.0)

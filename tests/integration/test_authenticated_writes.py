@@ -18,23 +18,25 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from features.aggregations import AGGREGATES
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.served import ServedRows
-from features.store import RedisStore
-from features.testing import features_for
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus, feedback_source
-from streams.agents.score import UNSEALED
-from streams.feedback_auth import ExampleKeys, SourceKeys
-from streams.ingest_pool import RawRecord, ingest_batch
-from streams.records import DeadLetter, Feedback, ServedRow, TrainingExample, decode, encode
-from streams.replay import replay
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import AGGREGATES
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.store.served import ServedRows
+from warden.features.testing import features_for
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.serving.worker.agents.score import UNSEALED
+from warden.serving.worker.ingest_pool import RawRecord, ingest_batch
+from warden.streams import broker
+from warden.streams.feedback_auth import ExampleKeys, SourceKeys
+from warden.streams.records import DeadLetter, Feedback, ServedRow, TrainingExample, decode, encode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources import feedback as feedback_source
+from warden.streams.sources.replay import replay
+from warden.streams.topics import Topics
 
 HMAC_KEY = secrets.token_hex(32)
 USER_KEY, OPS_KEY = secrets.token_hex(32), secrets.token_hex(32)

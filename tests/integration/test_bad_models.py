@@ -14,16 +14,17 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from models.exceptions import ModelsError
-from models.registry import Registry
-from models.signing import SigningKey
-from streams import broker, corpus
-from streams.replay import replay
-from streams.topics import Topics
 from tests.bad_models import BAD_KINDS, alias, plant, point_at, tamper, write_pointer
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.models.exceptions import ModelsError
+from warden.models.registry import Registry
+from warden.models.signing import SigningKey
+from warden.streams import broker
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay
+from warden.streams.topics import Topics
 
 PER_ROUND = 40
 #: (how, what): planted bad versions, tampered ones, and pointers leaving the registry.

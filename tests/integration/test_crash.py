@@ -19,17 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from infra import devstack
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.corpus import CorpusMail
-from streams.records import Verdict, decode
-from streams.replay import replay, send_recorded
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, health, wait_until
 from tests.integration.test_rejected_output import committed
 from tests.integration.test_store import assert_redis_applied_each_once
+from warden.infra.dev import devstack
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.records import Verdict, decode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
+from warden.streams.sources.replay import replay, send_recorded
+from warden.streams.topics import Topics
 
 N = 800
 

@@ -17,15 +17,24 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from infra import dead_letters_cli
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from models.registry import Registry
-from models.simulated import train_simulated
-from streams import broker, corpus
-from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, SourcePosition, Verdict, decode, encode
-from streams.simulator import SimulationParams, simulate
-from streams.topics import Topics
+from warden.infra.cli import dead_letters as dead_letters_cli
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.models.simulated import train_simulated
+from warden.streams import broker
+from warden.streams.records import (
+    DEAD_LETTER_WHOLE_BYTES,
+    DeadLetter,
+    SourcePosition,
+    Verdict,
+    decode,
+    encode,
+)
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.simulated_world import SimulationParams
+from warden.streams.sources.simulator import simulate
+from warden.streams.topics import Topics
 
 NO_MAIL_MODEL = "no mail model is promoted in the registry"
 #: Small and quick: enough campaigns of every type for a model, in a couple of seconds.

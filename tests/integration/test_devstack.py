@@ -9,10 +9,10 @@ from pathlib import Path
 
 import redis
 
-from infra import devstack
-from infra.settings import DevSettings, KafkaSettings
-from streams import broker
-from streams.topics import Topics
+from warden.infra.dev import devstack
+from warden.streams import broker
+from warden.streams.settings import DevSettings, KafkaSettings
+from warden.streams.topics import Topics
 
 
 def test_running_stack_serves_and_stops(tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_dev_up_and_down_through_the_cli(tmp_path: Path) -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")},
         "WARDEN_DEV__STATE_DIR": str(tmp_path),
     }
-    cli = [sys.executable, "-m", "infra.cli"]
+    cli = [sys.executable, "-m", "warden.infra.cli"]
     up = subprocess.run([*cli, "dev", "up"], env=env, capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stderr
     assert "WARDEN_KAFKA__BOOTSTRAP_SERVERS=" in up.stdout

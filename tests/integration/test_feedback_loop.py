@@ -10,15 +10,17 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
-from infra.settings import WardenSettings
-from infra.worker_process import run_cli, wait_healthy, worker_process
-from models.registry import Registry
-from models.retrain import EXIT_NOT_PROMOTED, EXIT_PROMOTED, EXIT_TOO_LITTLE_DATA
-from streams import broker, corpus, feedback_source
-from streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
-from streams.replay import replay, send_raw
-from streams.topics import Topics
 from tests.integration.outcomes import metrics, wait_until
+from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.streams import broker
+from warden.streams.exceptions import ExitCode
+from warden.streams.records import DeadLetter, Feedback, TrainingExample, Verdict, decode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources import feedback as feedback_source
+from warden.streams.sources.replay import replay, send_raw
+from warden.streams.topics import Topics
 
 
 def _verdicts(settings: WardenSettings, topics: Topics, wanted: set[str]) -> dict[str, list[Verdict]]:
@@ -134,7 +136,7 @@ def test_labels_retrain_promote_swap_and_rollback(
         # Too little data for a demanding threshold: said by the exit code, nothing registered.
         versions_before = registry.versions()
         scarce = _cli(live, base_env, "retrain", "--min-examples", "5000")
-        assert scarce.returncode == EXIT_TOO_LITTLE_DATA, scarce.stderr
+        assert scarce.returncode == ExitCode.TOO_LITTLE_DATA, scarce.stderr
         assert registry.versions() == versions_before
         # The worker, which never saw the job, exports its outcome (read from the registry).
         wait_until(lambda: _retrain_exported(live, "too_little_data"), 10, "too_little_data on /metrics")
@@ -143,7 +145,7 @@ def test_labels_retrain_promote_swap_and_rollback(
         # candidate never trained on): promoted, announced, swapped; both figures and its size printed.
         started = time.monotonic()
         promoted = _cli(live, base_env, "retrain", "--min-examples", "200")
-        assert promoted.returncode == EXIT_PROMOTED, promoted.stdout + promoted.stderr
+        assert promoted.returncode == ExitCode.OK, promoted.stdout + promoted.stderr
         result = json.loads(promoted.stdout.strip().splitlines()[-1])
         new = result["version"]
         assert result["outcome"] == "promoted"
@@ -163,7 +165,7 @@ def test_labels_retrain_promote_swap_and_rollback(
         # A weaker candidate on the same examples: registered, not promoted, and the code says so.
         tiny = {"WARDEN_MODELS__NUM_TREES": "1", "WARDEN_MODELS__NUM_LEAVES": "2"}
         refused = _cli(live, base_env, "retrain", "--min-examples", "200", extra=tiny)
-        assert refused.returncode == EXIT_NOT_PROMOTED, refused.stdout + refused.stderr
+        assert refused.returncode == ExitCode.NOT_PROMOTED, refused.stdout + refused.stderr
         weak = json.loads(refused.stdout.strip().splitlines()[-1])
         assert weak["candidate_auc"] < weak["champion_auc"]
         weak_version = json.loads(refused.stdout.strip().splitlines()[-1])["version"]

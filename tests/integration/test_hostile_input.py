@@ -15,14 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra import hostile_inputs
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, encode
-from streams.replay import replay, send_raw
-from streams.topics import Topic, Topics
 from tests.integration.outcomes import Outcomes, metrics
+from warden.infra.bench import hostile_inputs
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, encode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay, send_raw
+from warden.streams.topics import Topic, Topics
 
 ROUNDS = 4
 GOOD_PER_ROUND = 20
@@ -203,7 +204,7 @@ def test_hostile_megabytes_are_scored_or_dead_lettered_and_never_stall_the_loop(
     """Every stage is linear, and records above 64 KiB are ingested in the isolated child: while 1 MB
     records of the worst families pass, no probe of the worker's loop sees its own thread busy for
     100 ms (the stall is CPU time of the loop's thread, so other load on the machine does not count:
-    see infra.metrics.LoopLag)."""
+    see serving.worker.metrics.LoopLag)."""
     topics = Topics.from_settings(settings.kafka)
     broker.ensure_topics(settings.kafka, topics.all())
     mails = corpus.load(settings.corpus, corpus.SECOND_HALF)[:30]

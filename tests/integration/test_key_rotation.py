@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from features.extraction import to_features
-from features.keys import Keys
-from features.pseudonym import KeyRing
-from features.redis_client import async_client
-from features.store import RedisStore
-from infra.settings import WardenSettings
 from tests.unit.test_pseudonym_rotation import DAY, POSITION, WINDOWED, T, generation, traffic
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import KeyRing
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.streams.settings import WardenSettings
 
 
 async def _rows(settings: WardenSettings, prefix: str, ring: KeyRing) -> list[list[float]]:

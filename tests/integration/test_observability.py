@@ -14,11 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from infra.metrics import bucket_quantile
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker
-from streams.topics import Topics
 from tests.integration.worker_pages import (
     BAD,
     N,
@@ -31,6 +26,11 @@ from tests.integration.worker_pages import (
     send_traffic,
     total,
 )
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.serving.worker.metrics import bucket_quantile
+from warden.streams import broker
+from warden.streams.settings import WardenSettings
+from warden.streams.topics import Topics
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "pages" / "assets" / "dashboard.png"

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from infra import devstack
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, health, metrics, wait_until
 from tests.integration.test_crash import Driver, _assert_nothing_lost_and_effects_once
+from warden.infra.dev import devstack
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.children import die_with_parent
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.topics import Topics
 
 N = 400
 OUTAGE_S = 10.0
@@ -53,7 +55,7 @@ class OwnRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=devstack.die_with_parent,
+                preexec_fn=die_with_parent,
             )
         wait_until(lambda: devstack.redis_ready(self.url), timeout_s=30, what="redis answering")
 

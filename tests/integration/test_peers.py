@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from infra.settings import PeerSettings, WardenSettings
-from models.dataset import build_parts
-from models.evaluate import Forward, peer_row, static
-from models.peers import LabelledMail, peers, run_peers
-from models.report import ReportData, render
-from models.score_table import read
-from streams import corpus
-from streams.corpus import CorpusMail
 from tests.conftest import CORPUS
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.models.dataset import build_parts
+from warden.models.evaluate import Forward, peer_row, static
+from warden.models.peers import LabelledMail, peers, run_peers
+from warden.models.report import ReportData, render
+from warden.models.score_table import read
+from warden.streams.settings import PeerSettings, WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
 
 TRAIN_EACH, TEST_EACH = 20, 10
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, Verdict, decode, encode
-from streams.replay import replay, send_raw
-from streams.topics import Topics
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.records import DEAD_LETTER_WHOLE_BYTES, DeadLetter, Verdict, decode, encode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay, send_raw
+from warden.streams.topics import Topics
 
 MALFORMED = [
     b"{not json",

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.served import FeedbackLedger, ServedRows
-from features.store import RedisStore
-from features.testing import features_for
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from streams.agents.feedback import Arrival, join, reputation_calls
-from streams.records import Feedback, ServedRow, SourcePosition
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.store.served import FeedbackLedger, ServedRows
+from warden.features.testing import features_for
+from warden.serving.worker.agents.feedback import Arrival, join, reputation_calls
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.records import Feedback, ServedRow, SourcePosition
+from warden.streams.settings import WardenSettings
 
 
 def _arrivals(labels: list[Feedback], first_offset: int, at: float) -> list[Arrival]:
@@ -119,7 +119,7 @@ async def test_mass_reports_about_one_sender_stay_within_the_documented_bound(
         await store.apply_and_read([features_for("probe-v", now, victim, ["k1.someone"])]),
         await store.apply_and_read([features_for("probe-s", now, spammer, ["k1.someone"])]),
     )
-    from features.aggregations import AGGREGATES
+    from warden.features.store.aggregations import AGGREGATES
 
     names = [a.name for a in AGGREGATES]
     victim_reports = victim_row[names.index("sender_abuse_reports_hl7d")]

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from features.redis_client import sync_client
-from infra.cli import EXIT_FAILURE, main
-from infra.privacy_audit import audit, corpus_names, derived_topics, display_names
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus, feedback_source
-from streams.records import Feedback, TrainingExample, decode
-from streams.replay import replay
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes
+from warden.features.privacy.audit import audit, corpus_names, derived_topics, display_names
+from warden.features.store.redis_client import sync_client
+from warden.infra.cli.main import main
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.exceptions import ExitCode
+from warden.streams.records import Feedback, TrainingExample, decode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources import feedback as feedback_source
+from warden.streams.sources.replay import replay
+from warden.streams.topics import Topics
 
 N = 250
 
@@ -126,7 +129,7 @@ def test_audit_passes_after_a_pipeline_run_and_fails_on_planted_raw_data(
     assert published["budget_left"] == pytest.approx(0.5)
     assert all(d["domain"].startswith("k1.") for d in published["most_reported_domains"])
     capsys.readouterr()
-    assert main(["report", "--epsilon", "1", "--out", str(tmp_path / "reports")]) == EXIT_FAILURE
+    assert main(["report", "--epsilon", "1", "--out", str(tmp_path / "reports")]) == ExitCode.FAILURE
     err = capsys.readouterr().err
     assert err.startswith("warden: error: privacy budget exhausted")
     assert err.count("\n") == 1

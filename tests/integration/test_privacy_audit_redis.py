@@ -20,15 +20,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from features.redis_client import SyncClient, sync_client
-from infra import devstack
-from infra.cli import EXIT_FAILURE, main
-from infra.privacy_audit import AuditReport, Scanner, audit, derived_topics
-from infra.privacy_audit_redis import audit_redis
-from infra.rediscluster import ClusterState
-from infra.settings import RedisSettings, WardenSettings
-from streams import broker
-from streams.topics import Topics
+from warden.features.privacy.audit import audit, derived_topics
+from warden.features.privacy.audit_redis import audit_redis
+from warden.features.privacy.findings import AuditReport, Scanner
+from warden.features.store.redis_client import SyncClient, sync_client
+from warden.infra.cli.main import main
+from warden.infra.dev import devstack
+from warden.infra.dev.rediscluster import ClusterState
+from warden.streams import broker
+from warden.streams.exceptions import ExitCode
+from warden.streams.settings import RedisSettings, WardenSettings
+from warden.streams.topics import Topics
 
 RAW = b"alice@example.com"
 #: 437 bytes that LZF compresses to ~40: in a DUMP payload the address is no longer contiguous.
@@ -164,7 +166,7 @@ def test_the_cli_audits_a_cluster_given_only_by_its_nodes(
         monkeypatch.setenv(name, value)
     try:
         capsys.readouterr()
-        assert main(["privacy", "audit", "--log", str(log)]) == EXIT_FAILURE
+        assert main(["privacy", "audit", "--log", str(log)]) == ExitCode.FAILURE
         captured = capsys.readouterr()
     finally:
         client.delete(*keys)

@@ -17,19 +17,19 @@ import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
-from features.aggregations import SENDER, Entity
-from features.exceptions import StoreUnavailable
-from features.keys import Keys
-from features.redis_client import async_client
-from features.scripts import LUA
-from features.store import RedisStore
-from infra import devstack
-from infra.rediscluster import SLOTS, ClusterState, LocalCluster
-from infra.settings import DevSettings, RedisSettings, WardenSettings
-from serving.review import ReviewQueue
-from streams.campaign import campaign
 from tests.integration.test_review_queue import _fill, _unrelated
 from tests.integration.test_store import stream
+from warden.features.exceptions import StoreUnavailable
+from warden.features.store.aggregations import SENDER, Entity
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.store.scripts import LUA
+from warden.infra.dev import devstack
+from warden.infra.dev.rediscluster import SLOTS, ClusterState, LocalCluster
+from warden.serving.review.queue import ReviewQueue
+from warden.streams.settings import DevSettings, RedisSettings, WardenSettings
+from warden.streams.sources.campaign import campaign
 
 SCRIPT_SHA = hashlib.sha1(LUA.encode()).hexdigest()
 

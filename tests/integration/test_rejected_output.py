@@ -21,15 +21,17 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from infra import devstack
-from infra.devstack import StackState
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.app import EXIT_OUTPUT_NOT_CONFIRMED
-from streams.replay import replay, send_raw
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, wait_until
+from warden.infra.dev import devstack
+from warden.infra.dev.devstack import StackState
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.children import die_with_parent
+from warden.streams.exceptions import ExitCode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay, send_raw
+from warden.streams.topics import Topics
 
 N = 40
 MALFORMED = [b"{not json", b'"a string"']
@@ -64,7 +66,7 @@ def validating_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=devstack.die_with_parent,
+            preexec_fn=die_with_parent,
         )
     try:
         address = f"{host}:{port}"
@@ -131,7 +133,7 @@ def test_refused_outputs_stop_the_worker_and_their_input_is_read_again(
         status = first.wait(timeout=120)
     log = (tmp_path / "refused.log").read_text(errors="replace")
     print(f"the worker exited with status {status}")
-    assert status == EXIT_OUTPUT_NOT_CONFIRMED, "a worker whose outputs are refused must fail"
+    assert status == ExitCode.OUTPUT_NOT_CONFIRMED, "a worker whose outputs are refused must fail"
     assert "the broker refused" in log
     assert "stopping without a commit" in log
     # Never committed past an unconfirmed output: every output of the agent reading ``held``

@@ -19,24 +19,24 @@ from pathlib import Path
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from features.extraction import to_features
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.store import RedisClient, RedisStore
-from infra import review_cli
-from infra.settings import ReviewSettings, WardenSettings
-from infra.worker_process import run_cli, wait_healthy, worker_process
-from models.ranking import RankingModel
-from models.registry import Registry
-from serving.review import Candidate, ReviewQueue
-from serving.scorer import Scorer
-from streams import broker
-from streams.agents.score import decide
-from streams.campaign import campaign
-from streams.records import Feedback, MailEvent, SourcePosition, TrainingExample, decode
-from streams.replay import replay
-from streams.topics import Topics
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisClient, RedisStore
+from warden.features.store.redis_client import async_client
+from warden.infra.cli import review as review_cli
+from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.models.scorer import Scorer
+from warden.serving.review.queue import Candidate, ReviewQueue
+from warden.serving.review.ranking import RankingModel
+from warden.serving.worker.agents.score import decide
+from warden.streams import broker
+from warden.streams.records import Feedback, MailEvent, SourcePosition, TrainingExample, decode
+from warden.streams.settings import ReviewSettings, WardenSettings
+from warden.streams.sources.campaign import campaign
+from warden.streams.sources.replay import replay
+from warden.streams.topics import Topics
 
 
 def _unrelated(count: int, start: float) -> list[MailEvent]:
@@ -252,7 +252,11 @@ def _review_cli(
         **redis_env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *argv], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "warden.infra.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from infra import devstack
-from infra.rediscluster import ClusterState
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker, corpus
-from streams.records import MailEvent, Verdict, decode
-from streams.replay import send_recorded
-from streams.topics import Topics
 from tests.integration.test_store import assert_redis_applied_each_once
+from warden.infra.dev import devstack
+from warden.infra.dev.rediscluster import ClusterState
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.records import MailEvent, Verdict, decode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import send_recorded
+from warden.streams.topics import Topics
 
 N = 900
 RATE = 15.0  # events/s until the last membership change, then the rest at once

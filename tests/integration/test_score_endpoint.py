@@ -13,16 +13,17 @@ from pathlib import Path
 import redis
 from pydantic import SecretStr
 
-from features.redis_client import async_client
-from infra.settings import WardenSettings
-from infra.worker_process import run_cli, wait_healthy, worker_process
-from streams import broker, corpus
-from streams.provenance import content_digest, derived_event_id
-from streams.records import Verdict, encode
-from streams.replay import replay
-from streams.topics import Topics
 from tests.integration.outcomes import Outcomes, metrics
 from tests.integration.test_store_content import _dump, assert_same_keys
+from warden.features.store.redis_client import async_client
+from warden.infra.dev.worker_process import run_cli, wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.provenance import content_digest, derived_event_id
+from warden.streams.records import Verdict, encode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay
+from warden.streams.topics import Topics
 
 TOKEN = "s3cret-" + "t" * 40
 LIMIT = 200_000

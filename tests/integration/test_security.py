@@ -17,17 +17,17 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from features.keys import Keys
-from features.redis_client import async_client, sync_client
-from features.store import RedisStore
-from infra import devstack
-from infra.privacy_audit import AuditReport, Scanner
-from infra.privacy_audit_redis import audit_redis
-from infra.settings import RedisSettings, WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker
-from streams.topics import Topics
 from tests.integration.worker_pages import get, labelled, poll, read_outcomes, scrape, send_traffic
+from warden.features.privacy.audit_redis import audit_redis
+from warden.features.privacy.findings import AuditReport, Scanner
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisStore
+from warden.features.store.redis_client import async_client, sync_client
+from warden.infra.dev import devstack
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.settings import RedisSettings, WardenSettings
+from warden.streams.topics import Topics
 
 
 def _with_redis(settings: WardenSettings, **update: object) -> WardenSettings:
@@ -93,7 +93,7 @@ def test_redis_auth_works_and_secrets_never_leak(
         assert secret.encode() not in pages
     # The CLI's settings errors do not echo them either.
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "worker"],
+        [sys.executable, "-m", "warden.infra.cli", "worker"],
         env={**base_env, "WARDEN_REDIS__PASSWORD": password, "WARDEN_WORKER__BATCH_SIZE": "0"},
         capture_output=True,
         timeout=60,
@@ -118,7 +118,7 @@ def test_a_cli_that_cannot_reach_a_secured_broker_does_not_print_its_secrets(tmp
         "WARDEN_REDIS__PASSWORD": SASL_PASSWORD,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "feedback", "--event-id", "e1", "--label", "abuse"],
+        [sys.executable, "-m", "warden.infra.cli", "feedback", "--event-id", "e1", "--label", "abuse"],
         env=env,
         capture_output=True,
         text=True,
@@ -251,7 +251,7 @@ def test_the_audit_and_the_review_cli_speak_tls_with_auth(
             "WARDEN_REDIS__TLS": "true",
             "WARDEN_REDIS__TLS_CA_FILE": str(ca),
         }
-        review = [sys.executable, "-m", "infra.cli", "review", "--top", "3"]
+        review = [sys.executable, "-m", "warden.infra.cli", "review", "--top", "3"]
         shown = subprocess.run(review, env=env, capture_output=True, text=True, timeout=120)
         assert shown.returncode == 0, shown.stderr
         assert shown.stdout == "the review queue is empty\n"

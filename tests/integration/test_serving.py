@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from models.registry import Registry
-from models.train import train_from_corpus
-from serving.compare import compare
-from streams import broker, corpus
-from streams.records import FeatureLogEntry, Verdict, decode, encode
-from streams.replay import replay
-from streams.topics import Topics
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.models.registry import Registry
+from warden.models.train import train_from_corpus
+from warden.serving.compare import compare
+from warden.streams import broker
+from warden.streams.records import FeatureLogEntry, Verdict, decode, encode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay
+from warden.streams.topics import Topics
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,18 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from features.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
-from features.extraction import to_features
-from features.keys import Keys
-from features.operations import report
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.store import FeatureStore, RedisClient, RedisStore
-from features.testing import InMemoryStore, features_for
-from infra.rediscluster import ClusterState
-from infra.settings import WardenSettings
-from streams.records import MailFeatures, SourcePosition
-from streams.replay import Recorded, stamped
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import AGGREGATES, IP, SENDER, SENDER_DOMAIN, URL_DOMAIN
+from warden.features.store.keys import Keys
+from warden.features.store.operations import report
+from warden.features.store.redis import FeatureStore, RedisClient, RedisStore
+from warden.features.store.redis_client import async_client
+from warden.features.testing import InMemoryStore, features_for
+from warden.infra.dev.rediscluster import ClusterState
+from warden.streams.records import MailFeatures, SourcePosition
+from warden.streams.settings import WardenSettings
+from warden.streams.sources.replay import Recorded, stamped
 
 
 def event(
@@ -81,7 +81,7 @@ async def redis_state(client: RedisClient, prefix: str) -> dict[str, object]:
 
 async def assert_redis_applied_each_once(settings: WardenSettings, events: Sequence[Recorded]) -> None:
     """The workers' Redis (standalone or cluster) equals applying every event exactly once, offline,
-    each at the time its replay stamped it with (streams.replay)."""
+    each at the time its replay stamped it with (streams.sources.replay)."""
     pseudonymiser = Pseudonymiser(settings.privacy.hmac_key, settings.privacy.key_id)
     reference = InMemoryStore(Keys(settings.redis.key_prefix), settings.redis.ttl_seconds)
     position = SourcePosition(topic="reference", partition=0, offset=0)

@@ -18,13 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from features.keys import Keys
-from features.served import ServedRows
-from features.store import RedisClient, RedisStore
-from features.testing import InMemoryStore
-from infra.settings import WardenSettings
-from streams.provenance import content_digest, derived_event_id
-from streams.records import MailFeatures, ServedRow
 from tests.integration.test_store import (
     _connect,
     _redis_store,
@@ -33,6 +26,13 @@ from tests.integration.test_store import (
     assert_rows_match,
     stream,
 )
+from warden.features.store.keys import Keys
+from warden.features.store.redis import RedisClient, RedisStore
+from warden.features.store.served import ServedRows
+from warden.features.testing import InMemoryStore
+from warden.streams.provenance import content_digest, derived_event_id
+from warden.streams.records import MailFeatures, ServedRow
+from warden.streams.settings import WardenSettings
 
 #: Asserts that a store holds what it held when the function was made (aggregates and bookkeeping).
 Unchanged = Callable[[], Awaitable[None]]

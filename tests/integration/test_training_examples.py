@@ -1,7 +1,7 @@
 """Only examples signed by a worker's feedback agent are learned from: anything else produced to
 training-examples is refused by retrain, counted by reason and reported in its summary line.
 
-The genuine examples go through the feedback agent's own :func:`~streams.agents.feedback.example`
+The genuine examples go through the feedback agent's own :func:`~serving.worker.agents.feedback.example`
 with the deployment's training-example key; the forged ones are what anyone able to produce to the
 topic could write: unsigned rows, rows signed with another key, genuine examples replayed with the
 label flipped and an authority that would win (an appeal), and bytes that are no example at all.
@@ -17,14 +17,14 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from infra.settings import WardenSettings
-from models import retrain
-from streams import broker
-from streams.agents.feedback import Labelled, example
-from streams.feedback_auth import ExampleKeys
-from streams.records import Feedback, ServedRow, TrainingExample, encode
-from streams.topics import Topics
 from tests.unit.test_models import synthetic
+from warden.models import retrain
+from warden.serving.worker.agents.feedback import Labelled, example
+from warden.streams import broker
+from warden.streams.feedback_auth import ExampleKeys
+from warden.streams.records import Feedback, ServedRow, TrainingExample, encode
+from warden.streams.settings import WardenSettings
+from warden.streams.topics import Topics
 
 GENUINE = 320
 

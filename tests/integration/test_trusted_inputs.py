@@ -12,22 +12,22 @@ import time
 import uuid
 from pathlib import Path
 
-from features.definitions import AGGREGATES
-from features.keys import Keys
-from features.pseudonym import Pseudonymiser
-from features.redis_client import async_client
-from features.served import ServedRows
-from features.testing import InMemoryStore
-from infra.settings import WardenSettings
-from infra.worker_process import wait_healthy, worker_process
-from streams import broker
-from streams.agents.ingest import ingest_record
-from streams.provenance import content_digest, derived_event_id, event_time_header, retention_s
-from streams.records import MailEvent, MailFeatures, SourcePosition, encode
-from streams.topics import Topics
 from tests.forged_time import forged, honest
 from tests.integration.outcomes import Outcomes, metrics
 from tests.integration.test_store import assert_matches_reference, assert_rows_match
+from warden.features.definitions import AGGREGATES
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_record
+from warden.features.store.keys import Keys
+from warden.features.store.redis_client import async_client
+from warden.features.store.served import ServedRows
+from warden.features.testing import InMemoryStore
+from warden.infra.dev.worker_process import wait_healthy, worker_process
+from warden.streams import broker
+from warden.streams.provenance import content_digest, derived_event_id, event_time_header, retention_s
+from warden.streams.records import MailEvent, MailFeatures, SourcePosition, encode
+from warden.streams.settings import WardenSettings
+from warden.streams.topics import Topics
 
 
 def _production(settings: WardenSettings) -> WardenSettings:

@@ -9,11 +9,12 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.settings import WardenSettings
-from streams import broker, corpus
-from streams.records import DeadLetter, Verdict, decode
-from streams.replay import replay
-from streams.topics import Topics
+from warden.streams import broker
+from warden.streams.records import DeadLetter, Verdict, decode
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.replay import replay
+from warden.streams.topics import Topics
 
 BAD = [b"{not json", b"\xc3\x28 invalid utf-8", b'"a string"']
 N = 160

@@ -9,30 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.aggregations import CALENDAR_AGGREGATES, CONTACTS_AGGREGATES
-from features.definitions import SCHEMA_HASH, SCHEMAS
-from features.extraction import to_activity_features
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from infra.cli import EXIT_USAGE, main
-from infra.settings import IngestSettings, WardenSettings
-from models.exceptions import ModelRefused
-from models.metrics import threshold_at_fpr, widened_threshold
-from models.registry import Registry
-from models.signing import RegistryKeys
-from models.simulated import candidate, score_stream
-from serving.scorer import Scorer
-from streams.agents.ingest import ingest_activity_record
-from streams.exceptions import MalformedRecord
-from streams.records import (
-    ActivityFeatures,
-    ActivityKind,
-    DeadLetter,
-    SourcePosition,
-    decode_activity_event,
-    encode,
-)
-from streams.simulator import CAMPAIGN_TYPES, LEGIT, SimulationParams, simulate
+from warden.features.definitions import SCHEMA_HASH, SCHEMAS
+from warden.features.ingest.decode import decode_activity_event
+from warden.features.ingest.extraction import to_activity_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_activity_record
+from warden.features.store.aggregations import CALENDAR_AGGREGATES, CONTACTS_AGGREGATES
+from warden.features.testing import InMemoryStore
+from warden.infra.cli.main import main
+from warden.models.exceptions import ModelRefused
+from warden.models.metrics import threshold_at_fpr, widened_threshold
+from warden.models.registry import Registry
+from warden.models.scorer import Scorer
+from warden.models.signing import RegistryKeys
+from warden.models.simulated import candidate, score_stream
+from warden.streams.exceptions import ExitCode, MalformedRecord
+from warden.streams.records import ActivityFeatures, ActivityKind, DeadLetter, SourcePosition, encode
+from warden.streams.settings import IngestSettings, WardenSettings
+from warden.streams.sources.simulated_world import CAMPAIGN_TYPES, LEGIT, SimulationParams
+from warden.streams.sources.simulator import simulate
 
 KEYS = RegistryKeys.generate()
 
@@ -226,7 +221,7 @@ def test_cli_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: tup
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     err = capsys.readouterr().err
-    assert code == EXIT_USAGE
+    assert code == ExitCode.USAGE
     assert err.count("\n") == 1
     assert "Traceback" not in err
 
@@ -242,7 +237,7 @@ def test_widened_thresholds_keep_validation_recall_and_sit_between_the_classes()
 
 
 def test_lead_time_counts_from_the_trusted_time_not_the_claimed_one() -> None:
-    from features.activity import CALENDAR_CONTENT
+    from warden.features.ingest.activity import CALENDAR_CONTENT
 
     lead = [f.name for f in CALENDAR_CONTENT].index("lead_time_h")
     received = 1_767_225_600.0

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.cli import EXIT_USAGE, main
+from warden.infra.cli.main import main
+from warden.streams.exceptions import ExitCode
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -40,7 +41,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 )
 def test_usage_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
     code, err = run(capsys, *argv)
-    assert code == EXIT_USAGE
+    assert code == ExitCode.USAGE
     assert err.count("\n") == 1
     assert err.startswith("warden")
     assert "Traceback" not in err
@@ -51,12 +52,12 @@ def test_bad_settings_are_one_line(
 ) -> None:
     monkeypatch.setenv("WARDEN_KAFKA__PARTITIONS", "many")
     code, err = run(capsys, "models", "list")
-    assert code == EXIT_USAGE
+    assert code == ExitCode.USAGE
     assert err.startswith("warden: error: invalid setting kafka.partitions: ")
     assert err.count("\n") == 1
     monkeypatch.delenv("WARDEN_KAFKA__PARTITIONS")
     code, err = run(capsys, "--settings", str(tmp_path / "nope.toml"), "models", "list")
-    assert (code, err.count("\n")) == (EXIT_USAGE, 1)
+    assert (code, err.count("\n")) == (ExitCode.USAGE, 1)
     assert "not found" in err
 
 
@@ -67,7 +68,7 @@ def test_worker_without_services_says_how_to_get_them(
     for name in ("WARDEN_KAFKA__BOOTSTRAP_SERVERS", "WARDEN_REDIS__URL"):
         monkeypatch.delenv(name, raising=False)
     code, err = run(capsys, "worker")
-    assert code == EXIT_USAGE
+    assert code == ExitCode.USAGE
     assert "warden dev up" in err
     assert err.count("\n") == 1
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import CorpusSettings
-from streams import corpus
 from tests.corpus_fixture import RawMail, hop, message, write_corpus
+from warden.streams.settings import CorpusSettings
+from warden.streams.sources import corpus
 
 
 def at(*args: int) -> float:

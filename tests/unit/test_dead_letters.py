@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.exceptions import IncompleteDeadLetter
-from streams.records import (
+from warden.streams.exceptions import IncompleteDeadLetter
+from warden.streams.records import (
     DEAD_LETTER_EXCERPT_BYTES,
     DEAD_LETTER_REASON_CHARS,
     DEAD_LETTER_WHOLE_BYTES,
@@ -93,8 +93,8 @@ def test_a_letter_written_before_the_bound_still_reads() -> None:
 
 
 def test_a_replay_writes_only_to_input_topics_whatever_a_letter_claims() -> None:
-    from infra.settings import KafkaSettings
-    from streams.dead_letters import Original, replayable
+    from warden.streams.dead_letters import Original, replayable
+    from warden.streams.settings import KafkaSettings
 
     settings = KafkaSettings(topic_prefix="t.")
 

@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from infra import demo_feedback
-from models import retrain
-from models.dataset import Dataset
-from models.registry import Candidate
-from streams.campaign import campaign
-from streams.records import MailEvent
 from tests.unit.test_retrain_gate import KEY, examples_of, probed, settings_for
+from warden.infra.demo import feedback as demo_feedback
+from warden.models import retrain
+from warden.models.dataset import Dataset
+from warden.models.registry import Candidate
+from warden.streams.records import MailEvent
+from warden.streams.sources.campaign import campaign
 
 RECIPIENTS = [f"user{i}@example.org" for i in range(20)]
 

@@ -20,12 +20,12 @@ import pytest
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from infra.cli import _parser
-from infra.exceptions import SettingsError
-from infra.metrics import WorkerStats
-from infra.settings import SECRETS_DIR, WardenSettings, load_settings
-from streams import web
-from streams.topics import Topics
+from warden.infra.cli.main import _parser
+from warden.serving.worker import web
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.exceptions import SettingsError
+from warden.streams.settings import SECRETS_DIR, WardenSettings, load_settings
+from warden.streams.topics import Topics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "infra" / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"

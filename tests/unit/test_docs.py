@@ -19,11 +19,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from infra import bench_results, docs_pages
-from infra.bench_results import Recorder
-from infra.cli import _parser
-from infra.exceptions import UsageError
-from infra.settings import DEV_HMAC_KEY, WardenSettings
+from warden.infra import docs_pages
+from warden.infra.bench import results as bench_results
+from warden.infra.bench.results import Recorder
+from warden.infra.cli.main import _parser
+from warden.streams.exceptions import UsageError
+from warden.streams.settings import DEV_HMAC_KEY, WardenSettings
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = REPO / "docs" / "pages"

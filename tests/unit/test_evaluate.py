@@ -9,17 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from features.text import words
-from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
-from infra.settings import WardenSettings
-from models.dataset import Dataset, build, build_parts
-from models.evaluate import forward, static
-from models.registry import BOOSTER_FILE, Registry
-from models.train import corpus_pseudonymiser, train_from_corpus
-from streams import corpus
-from streams.corpus import CorpusMail
-from streams.records import MailEvent
 from tests.corpus_fixture import generated, write_corpus
+from warden.features.ingest.text import words
+from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
+from warden.models.dataset import Dataset, build, build_parts
+from warden.models.evaluate import forward, static
+from warden.models.registry import BOOSTER_FILE, Registry
+from warden.models.train import corpus_pseudonymiser, train_from_corpus
+from warden.streams.records import MailEvent
+from warden.streams.settings import WardenSettings
+from warden.streams.sources import corpus
+from warden.streams.sources.corpus import CorpusMail
 
 SPAM_WORDS = ["cash", "winner", "offer", "viagra", "free", "deal"]
 HAM_WORDS = ["meeting", "patch", "kernel", "lunch", "review", "thanks"]
@@ -152,7 +152,7 @@ def test_the_evaluated_model_is_byte_for_byte_what_warden_train_registers(tmp_pa
 def test_development_folds_train_before_each_window_and_never_see_the_test_half(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from models import development
+    from warden.models import development
 
     first, _ = halves()
     data = build(first, corpus_pseudonymiser(SETTINGS))
@@ -180,7 +180,7 @@ def test_development_folds_train_before_each_window_and_never_see_the_test_half(
 def test_the_ceiling_scores_every_test_row_by_a_model_that_never_saw_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from models import development
+    from warden.models import development
 
     first, second = halves()
     _, test = build_parts([first, second], corpus_pseudonymiser(SETTINGS))

@@ -11,13 +11,13 @@ import onnxmltools
 import pytest
 from onnxmltools.convert.common.data_types import FloatTensorType
 
-from infra.settings import ModelSettings
-from models.exceptions import ExportError
-from models.export import onnx_scores, parity, parity_rows, session, to_onnx
-from models.registry import Candidate
-from models.train import train
-from serving.scorer import BoundSession, Scorer
 from tests.unit.test_models import WIDTH, rows_of, synthetic
+from warden.models.exceptions import ExportError
+from warden.models.export import onnx_scores, parity, parity_rows, session, to_onnx
+from warden.models.registry import Candidate
+from warden.models.scorer import BoundSession, Scorer
+from warden.models.train import train
+from warden.streams.settings import ModelSettings
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The ingest transform's shortcuts give exactly the values of the plain code.
 
-``features.text``, ``headers``, ``content`` and ``pseudonym`` take shortcuts
+``features.ingest.text``, ``headers``, ``content`` and ``pseudonym`` take shortcuts
 for speed: case-insensitive patterns run on lower-cased ASCII text, byte
 tables count characters, common URL and IP shapes skip ``urlsplit`` and
 ``ipaddress``, token hashes are taken in one batch. A model trained on the
@@ -24,13 +24,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from features.activity import _LURES
-from features.content import CONTENT
-from features.definitions import content_features, message_words
-from features.extraction import registrable_domain, to_features, url_domains
-from features.headers import _FROM_CLAUSE, display_name, is_private_ip, timezone_minutes
-from features.pseudonym import Pseudonymiser
-from features.text import (
+from warden.features.definitions import content_features, message_words
+from warden.features.ingest.activity import _LURES
+from warden.features.ingest.content import CONTENT
+from warden.features.ingest.extraction import registrable_domain, to_features, url_domains
+from warden.features.ingest.headers import _FROM_CLAUSE, display_name, is_private_ip, timezone_minutes
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.text import (
     caps_runs,
     fold_case,
     hidden_text_marks,
@@ -42,7 +42,7 @@ from features.text import (
     visible_text_head,
     words,
 )
-from streams.records import MailEvent, SourcePosition
+from warden.streams.records import MailEvent, SourcePosition
 
 POSITION = SourcePosition(topic="mail.events", partition=0, offset=0)
 SECRET = "pinned-test-key"
@@ -70,7 +70,8 @@ _REF_SPAM = re.compile(
 
 
 def ref_html_to_text(html: str) -> str:
-    """The visible text of an HTML body, built whole: what ``features.text.visible_text_head`` counts."""
+    """The visible text of an HTML body, built whole: what ``features.ingest.text.visible_text_head``
+    counts."""
     text = _REF_TAG.sub(" ", html)
     text = _REF_ENTITY.sub(" ", text)
     return re.sub(r"\s+", " ", text).strip()

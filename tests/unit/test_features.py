@@ -1,7 +1,18 @@
 import pytest
 from pydantic import SecretStr
 
-from features.aggregations import (
+from warden.features.definitions import (
+    AGGREGATES,
+    CONTENT,
+    EVIDENCE_NAMES,
+    FEATURE_NAMES,
+    SCHEMA_HASH,
+    content_features,
+    row,
+)
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.store.aggregations import (
     IP,
     RECIPIENT,
     SENDER,
@@ -13,21 +24,10 @@ from features.aggregations import (
     FirstSeen,
     WindowCount,
 )
-from features.definitions import (
-    AGGREGATES,
-    CONTENT,
-    EVIDENCE_NAMES,
-    FEATURE_NAMES,
-    SCHEMA_HASH,
-    content_features,
-    row,
-)
-from features.extraction import to_features
-from features.keys import Keys
-from features.operations import report
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore, features_for
-from streams.records import MailEvent, SourcePosition, encode
+from warden.features.store.keys import Keys
+from warden.features.store.operations import report
+from warden.features.testing import InMemoryStore, features_for
+from warden.streams.records import MailEvent, SourcePosition, encode
 
 POSITION = SourcePosition(topic="mail.events", partition=0, offset=0)
 
@@ -172,8 +172,8 @@ def test_keys_share_one_cluster_slot_per_entity() -> None:
 def test_an_ids_first_digest_is_kept_as_long_as_asked_not_as_the_memo() -> None:
     import json
 
-    from features.operations import plan_batch
-    from streams.provenance import content_digest
+    from warden.features.store.operations import plan_batch
+    from warden.streams.provenance import content_digest
 
     event = features_for("e-1", 1_030_000_000.0, "k1.s", ["k1.r"]).model_copy(
         update={"digest": content_digest(b"one")}

@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from infra.cli import EXIT_USAGE, main
-from infra.exceptions import SettingsError
-from infra.metrics import WorkerStats, exposition, reason_class
-from infra.settings import FeedbackSettings, WardenSettings, load_settings
-from streams.agents.feedback import MAX_LABEL_BYTES, Labelled, authentic, example
-from streams.exceptions import MalformedRecord
-from streams.feedback_auth import FIELDS, ExampleKeys, SourceKeys, canonical, example_canonical
-from streams.records import Feedback, LinkedPseudonyms, ServedRow, TrainingExample, encode
+from warden.infra.cli.main import main
+from warden.serving.worker.agents.feedback import MAX_LABEL_BYTES, Labelled, authentic, example
+from warden.serving.worker.metrics import WorkerStats, exposition, reason_class
+from warden.streams.exceptions import ExitCode, MalformedRecord, SettingsError
+from warden.streams.feedback_auth import FIELDS, ExampleKeys, SourceKeys, canonical, example_canonical
+from warden.streams.records import Feedback, LinkedPseudonyms, ServedRow, TrainingExample, encode
+from warden.streams.settings import FeedbackSettings, WardenSettings, load_settings
 
 USER_KEY, OPS_KEY = secrets.token_bytes(32), secrets.token_bytes(32)
 WORKER = SourceKeys({"user_report": USER_KEY, "ops_review": OPS_KEY})
@@ -161,7 +160,7 @@ def test_warden_feedback_without_the_sources_key_sends_nothing_and_says_so(
         monkeypatch.setenv(name, value)
     code = main(["feedback", "--event-id", "e-1", "--label", "abuse", "--source", "ops_review"])
     err = capsys.readouterr().err
-    assert code == EXIT_USAGE
+    assert code == ExitCode.USAGE
     assert err.startswith(
         "warden: error: no key to sign ops_review labels: set WARDEN_FEEDBACK__KEY_OPS_REVIEW"
     )

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the input decoder and the ingest boundary.
 
-Every hostile input must come out of :func:`streams.agents.ingest.ingest_record`
+Every hostile input must come out of :func:`serving.worker.agents.ingest.ingest_record`
 as a dead letter with a one-line reason (never an exception), and the reason
 must not repeat the raw identifier it refuses.
 """
@@ -15,19 +15,19 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from features.pseudonym import Pseudonymiser
-from infra.settings import IngestSettings, WardenSettings
-from streams import validation
-from streams.agents.ingest import ingest_activity_record, ingest_record
-from streams.exceptions import MalformedRecord
-from streams.records import (
+from warden.features.ingest import validation
+from warden.features.ingest.decode import decode_mail_event
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_activity_record, ingest_record
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.records import (
     DEAD_LETTER_WHOLE_BYTES,
     DeadLetter,
     MailEvent,
     MailFeatures,
     SourcePosition,
-    decode_mail_event,
 )
+from warden.streams.settings import IngestSettings, WardenSettings
 
 NOW = 1_800_000_000.0
 SETTINGS = WardenSettings()

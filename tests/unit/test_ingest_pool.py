@@ -9,11 +9,11 @@ import time
 
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from infra.settings import WardenSettings
-from streams.ingest_pool import IngestPool, RawRecord, ingest_batch
-from streams.records import encode
 from tests.unit.test_features import mail
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.serving.worker.ingest_pool import IngestPool, RawRecord, ingest_batch
+from warden.streams.records import encode
+from warden.streams.settings import WardenSettings
 
 NOW = 1_030_000_100.0
 

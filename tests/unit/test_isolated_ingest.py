@@ -18,14 +18,22 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from infra.hostile_inputs import BODY_FAMILIES, POISON_PILL, VALIDATION_FAMILIES
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from streams.ingest_pool import IngestPool, IsolatedIngest, Outcome, RawRecord, ingest_batch, ingest_in_turns
-from streams.monitor import probe_loop_lag
-from streams.records import DeadLetter, decode, encode
 from tests.unit.test_features import mail
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.infra.bench.hostile_inputs import BODY_FAMILIES, POISON_PILL, VALIDATION_FAMILIES
+from warden.serving.worker.ingest_pool import (
+    IngestPool,
+    IsolatedIngest,
+    Outcome,
+    RawRecord,
+    ingest_batch,
+    ingest_in_turns,
+)
+from warden.serving.worker.metrics import WorkerStats
+from warden.serving.worker.metrics import exposition as metrics_exposition
+from warden.serving.worker.monitor import probe_loop_lag
+from warden.streams.records import DeadLetter, decode, encode
+from warden.streams.settings import WardenSettings
 
 NOW = 1_030_000_100.0
 THRESHOLD = 20_000
@@ -232,7 +240,7 @@ def test_the_loop_lag_probe_tells_a_stall_from_a_busy_machine(cpu_bound: bool) -
         assert stall >= 0.2
     else:
         assert stall < 0.1
-    exposition = stats.prometheus()
+    exposition = metrics_exposition(stats).decode("utf-8")
     for name in ("warden_event_loop_lag_seconds_bucket", "warden_event_loop_stall_seconds_bucket"):
         assert name in exposition
     assert "warden_event_loop_stall_max_seconds" in exposition
@@ -250,8 +258,9 @@ class _NoEvents:
 
 
 def test_the_shared_child_outlives_an_agent_and_is_stopped_with_the_app(tmp_path: Any) -> None:
-    from features.testing import InMemoryStore
-    from streams.app import Services, create_app
+    from warden.features.testing import InMemoryStore
+    from warden.serving.worker.app import create_app
+    from warden.serving.worker.services import Services
 
     settings = _settings(isolation_deadline_s=60.0).model_copy(
         update={

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from features.aggregations import AGGREGATES, SENDER_DOMAIN, AbuseReports
-from features.keys import Keys
-from features.local_dp import (
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.privacy.ldp_simulation import run
+from warden.features.privacy.local_dp import (
     JunkReportRandomiser,
     Sketch,
     SketchAggregator,
@@ -19,9 +19,9 @@ from features.local_dp import (
     flip_probability,
     reputation_calls,
 )
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore, features_for
-from infra.ldp_simulation import run
+from warden.features.store.aggregations import AGGREGATES, SENDER_DOMAIN, AbuseReports
+from warden.features.store.keys import Keys
+from warden.features.testing import InMemoryStore, features_for
 
 
 @pytest.mark.parametrize("epsilon", [0.5, 2.0, 4.0, 8.0])

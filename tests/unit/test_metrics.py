@@ -2,7 +2,7 @@ import itertools
 
 import numpy as np
 
-from models.metrics import confusion, roc_auc, threshold_at_fpr
+from warden.models.metrics import confusion, roc_auc, threshold_at_fpr
 
 
 def test_auc_matches_pairwise_definition() -> None:

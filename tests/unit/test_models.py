@@ -12,21 +12,20 @@ import onnxmltools
 import pytest
 from onnxmltools.convert.common.data_types import FloatTensorType
 
-from features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, FEATURE_NAMES, SCHEMA_HASH
-from infra.metrics import WorkerStats
-from infra.settings import ModelSettings
-from models.dataset import Dataset
-from models.exceptions import ExportError, ModelRefused, RegistryError
-from models.export import onnx_scores, parity, parity_rows, session, to_onnx
-from models.registry import Candidate, Registry
-from models.signing import RegistryKeys
-from models.train import train
-from serving.exceptions import ModelRejected, NoModel
-from serving.scorer import Scorer
-from serving.slot import ModelSlot, load_warm
-from streams.agents.score import score_served, verdicts_of
-from streams.records import MailFeatures, SourcePosition
 from tests.bad_models import BAD_KINDS, BadKind, graph, plant, point_at
+from warden.features.definitions import AGGREGATES, CONTENT, EVIDENCE_NAMES, FEATURE_NAMES, SCHEMA_HASH
+from warden.models.dataset import Dataset
+from warden.models.exceptions import ExportError, ModelRefused, ModelRejected, NoModel, RegistryError
+from warden.models.export import onnx_scores, parity, parity_rows, session, to_onnx
+from warden.models.registry import Candidate, Registry
+from warden.models.scorer import Scorer
+from warden.models.signing import RegistryKeys
+from warden.models.train import train
+from warden.serving.slot import ModelSlot, load_warm
+from warden.serving.worker.agents.score import score_served, verdicts_of
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.records import MailFeatures, SourcePosition
+from warden.streams.settings import ModelSettings
 
 WIDTH = len(FEATURE_NAMES)
 #: The registry's key pair in these tests (workers would hold only ``KEYS.verify``).
@@ -192,7 +191,7 @@ def test_scorer_scores_like_the_booster_and_applies_the_policy(candidate: Candid
 
 
 def test_training_refuses_data_it_cannot_learn_from() -> None:
-    from models.exceptions import TrainingError
+    from warden.models.exceptions import TrainingError
 
     data = synthetic(400)
     one_class = replace(data, labels=np.zeros(400, np.int8))

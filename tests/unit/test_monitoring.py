@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.metrics import WorkerStats
+from warden.serving.worker.metrics import WorkerStats, exposition
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "infra" / "deploy" / "grafana" / "warden.json"
@@ -158,7 +158,7 @@ def test_exported_names_follow_the_exposition() -> None:
     stats.events_in["mail"] = 1
     stats.events_out["mail"] = 1
     stats.score_refused[401] = 1
-    lines = [line for line in stats.prometheus().splitlines() if not line.startswith("#")]
+    lines = [line for line in exposition(stats).decode("utf-8").splitlines() if not line.startswith("#")]
     scraped = {line.split("{")[0].split(" ")[0] for line in lines}
     assert scraped == names
     assert {"warden_verdicts_total", "warden_end_to_end_seconds_bucket", "warden_consumer_lag"} <= names

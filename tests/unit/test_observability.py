@@ -7,9 +7,16 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra import dashboard, health
-from infra.metrics import STAGES, Histogram, WorkerStats, bucket_quantile, exposition, reason_class
-from infra.settings import HealthSettings
+from warden.serving.worker import dashboard, health
+from warden.serving.worker.metrics import (
+    STAGES,
+    Histogram,
+    WorkerStats,
+    bucket_quantile,
+    exposition,
+    reason_class,
+)
+from warden.streams.settings import HealthSettings
 
 
 def _samples(stats: WorkerStats) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -184,7 +191,7 @@ class _FakeApp:
 
 
 async def test_lag_is_high_watermark_minus_the_next_offset_to_process() -> None:
-    from streams.monitor import consumer_lag, crashed_agents
+    from warden.serving.worker.monitor import consumer_lag, crashed_agents
 
     app = _FakeApp()
     # Partition 0: read up to 41, so 42..49 wait (8); partition 1: nothing read yet, fetch position 4;

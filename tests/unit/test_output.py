@@ -1,4 +1,5 @@
-"""Delivery confirmation per micro-batch (streams.output), with a producer double that refuses records."""
+"""Delivery confirmation per micro-batch (serving.worker.output), with a producer double that refuses
+records."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streams import output
-from streams.exceptions import OutputNotConfirmed
-from streams.output import Deliveries, Output
+from warden.serving.worker import output
+from warden.serving.worker.output import Deliveries, Output
+from warden.streams.exceptions import OutputNotConfirmed
 
 
 class Refused(Exception):

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infra.settings import PeerSettings
-from models.exceptions import PeerError, ReportError
-from models.peers import LabelledMail, bogofilter, peers, rspamd, run_peers, spamassassin
-from models.peers.common import CpuMeter, run
-from models.score_table import FIXED_COLUMNS, ScoreTable, read
-from streams.corpus import filter_input
+from warden.models.exceptions import PeerError, ReportError
+from warden.models.peers import LabelledMail, bogofilter, peers, rspamd, run_peers, spamassassin
+from warden.models.peers.common import CpuMeter, run
+from warden.models.score_table import FIXED_COLUMNS, ScoreTable, read
+from warden.streams.settings import PeerSettings
+from warden.streams.sources.corpus import filter_input
 
 MAIL = b"From: a@example.org\nTo: b@example.org\nSubject: hi\n\nhello\n"
 

@@ -7,15 +7,15 @@ from dataclasses import replace
 import numpy as np
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from infra.settings import FeedbackSettings, ModelSettings
-from models.dataset import build
-from models.registry import Candidate
-from models.train import train
-from streams import corpus
-from streams.agents.feedback import Labelled, training_weight, weigh
-from streams.records import Feedback, ServedRow
 from tests.conftest import CORPUS
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.models.dataset import build
+from warden.models.registry import Candidate
+from warden.models.train import train
+from warden.serving.worker.agents.feedback import Labelled, training_weight, weigh
+from warden.streams.records import Feedback, ServedRow
+from warden.streams.settings import FeedbackSettings, ModelSettings
+from warden.streams.sources import corpus
 
 VICTIM = "pudge@perl.org"  # a legitimate mailing-list sender of the scenario's mails
 _ROW = ServedRow(

@@ -1,7 +1,7 @@
 import pytest
 
-from serving.exceptions import ModelRejected
-from serving.policy import Policy
+from warden.models.exceptions import ModelRejected
+from warden.models.policy import Policy
 
 
 def test_policy_maps_scores_to_actions() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from features.testing import features_for
-from infra.privacy_audit import AuditReport, Family, Finding, Scanner, family_of
-from streams.records import encode
+from warden.features.privacy.findings import AuditReport, Family, Finding, Scanner, family_of
+from warden.features.testing import features_for
+from warden.streams.records import encode
 
 SUBJECTS = ["Re: Your mortgage approval is waiting", "Hi", "[SA] bug 1234 in spamd"]
 
@@ -25,7 +25,7 @@ def test_raw_identifiers_and_known_subjects_are_found_and_masked() -> None:
 
 
 def test_display_names_are_found_as_words() -> None:
-    from infra.privacy_audit import display_names
+    from warden.features.privacy.audit import display_names
 
     names = display_names([("From", '"Brian Chapman" <b@x.org>'), ("To", "Robin Hill <r@y.org>, z@z.org")])
     assert names == ["Brian Chapman", "Robin Hill"]
@@ -96,7 +96,7 @@ def test_only_a_full_clean_read_passes() -> None:
 
 
 def test_a_log_that_cannot_be_read_is_not_read_not_skipped(tmp_path: Path) -> None:
-    from infra.privacy_audit import audit_files
+    from warden.features.privacy.audit import audit_files
 
     present = tmp_path / "worker.log"
     present.write_text("scored 3 events\n")

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from features.testing import features_for
-from infra.cli import EXIT_FAILURE, main
-from infra.exceptions import PrivacyBudgetExhausted
-from infra.privacy_ledger import BudgetLedger
-from infra.privacy_report import release, reported_domains, verdict_counts
-from streams.records import ServedRow, SourcePosition, TrainingExample, Verdict
+from warden.features.exceptions import PrivacyBudgetExhausted
+from warden.features.privacy.ledger import BudgetLedger
+from warden.features.privacy.report import release, reported_domains, verdict_counts
+from warden.features.testing import features_for
+from warden.infra.cli.main import main
+from warden.streams.exceptions import ExitCode
+from warden.streams.records import ServedRow, SourcePosition, TrainingExample, Verdict
 
 NOW = 1_764_400_000.0
 POSITION = SourcePosition(topic="t", partition=0, offset=0)
@@ -76,7 +77,7 @@ def test_cli_refuses_an_over_budget_release_with_one_line(
     monkeypatch.setenv("WARDEN_PRIVACY__REPORT_BUDGET_EPSILON", "3")
     code = main(["report", "--epsilon", "1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == EXIT_FAILURE
+    assert code == ExitCode.FAILURE
     assert err.count("\n") == 1
     assert err.startswith("warden: error: privacy budget exhausted: 2.5 of 3 epsilon spent")
     assert json.loads(ledger_path.read_text())["releases"][-1]["what"] == "earlier release"

@@ -8,13 +8,13 @@ import re
 import pytest
 from pydantic import SecretStr
 
-from features.definitions import AGGREGATES
-from features.extraction import to_features
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from infra.settings import IngestSettings, WardenSettings
-from streams.agents.ingest import ingest_record
-from streams.provenance import (
+from tests.forged_time import STEP_S, forged, honest
+from warden.features.definitions import AGGREGATES
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.ingest.record import ingest_record
+from warden.features.testing import InMemoryStore
+from warden.streams.provenance import (
     DIGEST_CHARS,
     KAFKA_DEFAULT_RETENTION_S,
     clamp_direction,
@@ -26,9 +26,9 @@ from streams.provenance import (
     retention_s,
     trusted_event_time,
 )
-from streams.records import MailFeatures, SourcePosition, encode
-from streams.topics import EVENT_TIME_HEADER
-from tests.forged_time import STEP_S, forged, honest
+from warden.streams.records import MailFeatures, SourcePosition, encode
+from warden.streams.settings import IngestSettings, WardenSettings
+from warden.streams.topics import EVENT_TIME_HEADER
 
 PRODUCTION = WardenSettings()
 REPLAY = WardenSettings(ingest=IngestSettings(trust_producer_event_time=True))
@@ -232,8 +232,8 @@ def test_training_features_take_the_time_they_are_given() -> None:
 
 
 def test_a_features_record_carries_a_digest_or_none() -> None:
-    from streams.exceptions import MalformedRecord
-    from streams.records import decode
+    from warden.streams.exceptions import MalformedRecord
+    from warden.streams.records import decode
 
     features = _ingest([encode(honest(NOW, 1, "d")[0])], NOW, WardenSettings())[0]
     assert features.digest == content_digest(encode(honest(NOW, 1, "d")[0]))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.tokens import BUCKETS, MAX_TOKENS_PER_MESSAGE
 
 
 def test_remembered_digests_give_the_buckets_a_fresh_pseudonymiser_gives() -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from features.aggregations import AGGREGATES, DecayedRate, DistinctCount, WindowCount
-from features.exceptions import PseudonymKeyError
-from features.extraction import to_features
-from features.keys import Keys
-from features.operations import plan, plan_linked
-from features.pseudonym import DomainKey, Generation, KeyRing, Pseudonymiser, load_key_file
-from features.testing import InMemoryStore
-from streams.records import MailEvent, SourcePosition
+from warden.features.exceptions import PseudonymKeyError
+from warden.features.ingest.extraction import to_features
+from warden.features.ingest.pseudonym import DomainKey, Generation, KeyRing, Pseudonymiser, load_key_file
+from warden.features.store.aggregations import AGGREGATES, DecayedRate, DistinctCount, WindowCount
+from warden.features.store.keys import Keys
+from warden.features.store.operations import plan, plan_linked
+from warden.features.testing import InMemoryStore
+from warden.streams.records import MailEvent, SourcePosition
 
 DOMAINS = ("address", "domain", "ip", "url_host", "account", "token")
 POSITION = SourcePosition(topic="t", partition=0, offset=0)
@@ -183,10 +183,10 @@ def test_the_token_key_may_stay_across_generations_and_legacy_constructor_still_
 
 
 def test_feedback_during_the_grace_period_reaches_both_generations() -> None:
-    from features.aggregations import SENDER, SENDER_DOMAIN
-    from infra.settings import FeedbackSettings
-    from streams.agents.feedback import Labelled, reputation_calls
-    from streams.records import Feedback, ServedRow
+    from warden.features.store.aggregations import SENDER, SENDER_DOMAIN
+    from warden.serving.worker.agents.feedback import Labelled, reputation_calls
+    from warden.streams.records import Feedback, ServedRow
+    from warden.streams.settings import FeedbackSettings
 
     ring = KeyRing([generation(0, "1"), generation(T, "2")], 2 * DAY)
     features = to_features(traffic()[0], ring, POSITION, 0, now=T + 60, event_time=T + 60)

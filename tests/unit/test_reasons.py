@@ -6,12 +6,12 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from infra.settings import ModelSettings
-from models.registry import Candidate
-from models.train import train
-from serving.reasons import PathContributions
-from serving.scorer import Scorer
 from tests.unit.test_models import rows_of, synthetic
+from warden.models.reasons import PathContributions
+from warden.models.registry import Candidate
+from warden.models.scorer import Scorer
+from warden.models.train import train
+from warden.streams.settings import ModelSettings
 
 
 @pytest.fixture(scope="module")

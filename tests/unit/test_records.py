@@ -4,17 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.settings import IngestSettings
-from streams.exceptions import MalformedRecord
-from streams.records import (
-    DeadLetter,
-    MailFeatures,
-    SourcePosition,
-    Verdict,
-    decode,
-    decode_mail_event,
-    encode,
-)
+from warden.features.ingest.decode import decode_mail_event
+from warden.streams.exceptions import MalformedRecord
+from warden.streams.records import DeadLetter, MailFeatures, SourcePosition, Verdict, decode, encode
+from warden.streams.settings import IngestSettings
 
 NOW = 1_800_000_000.0
 LIMITS = IngestSettings(max_payload_bytes=10_000, max_recipients=3)

@@ -8,9 +8,9 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from features.exceptions import StoreNotConfigured
-from features.redis_client import async_client, node_urls, server_client, sync_client, where
-from infra.settings import RedisSettings
+from warden.features.exceptions import StoreNotConfigured
+from warden.features.store.redis_client import async_client, node_urls, server_client, sync_client, where
+from warden.streams.settings import RedisSettings
 
 SECRET = "Pa55-word-9c1e"
 

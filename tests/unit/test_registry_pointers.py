@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from infra.metrics import WorkerStats
-from infra.settings import ModelSettings
-from models.exceptions import RegistryError
-from models.pointers import REPOINT_HINT
-from models.registry import Candidate, Registry
-from models.signing import RegistryKeys, write_pair
-from models.train import train
-from serving.slot import ModelSlot
 from tests.bad_models import point_at, write_pointer
 from tests.unit.test_models import synthetic
+from warden.models.exceptions import RegistryError
+from warden.models.pointers import REPOINT_HINT
+from warden.models.registry import Candidate, Registry
+from warden.models.signing import RegistryKeys, write_pair
+from warden.models.train import train
+from warden.serving.slot import ModelSlot
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.settings import ModelSettings
 
 KEYS = RegistryKeys.generate()
 OTHER_KEYS = RegistryKeys.generate()
@@ -129,7 +129,7 @@ def test_a_forged_current_is_refused_and_the_worker_keeps_serving(
     if attack != "replayed":
         with pytest.raises(RegistryError, match=why):
             worker.current()
-    with caplog.at_level(logging.WARNING, logger="serving.slot"):
+    with caplog.at_level(logging.WARNING, logger="warden.serving.slot"):
         assert refresh(slot) == []
     assert slot.champion.version == "v-new", "the champion keeps serving"
     assert stats.model_version == "v-new"
@@ -177,7 +177,8 @@ def test_a_removed_pointer_after_one_was_followed_is_refused(registry: Registry)
 def test_a_registry_from_before_signed_pointers_is_refused_until_re_promoted(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import EXIT_FAILURE, main
+    from warden.infra.cli.main import main
+    from warden.streams.exceptions import ExitCode
 
     write_pointer(registry, "CURRENT", b"v-new\n")  # as every Warden before signed pointers wrote it
     write_pointer(registry, "HISTORY", b"v-old\nv-new\n")
@@ -188,10 +189,10 @@ def test_a_registry_from_before_signed_pointers_is_refused_until_re_promoted(
     signing, verify = write_pair(tmp_path / "pair", KEYS.signing)
     monkeypatch.setenv("WARDEN_MODELS__REGISTRY_DIR", str(registry.root))
     monkeypatch.setenv("WARDEN_MODELS__VERIFY_KEY_FILE", str(verify))
-    assert main(["models", "rollback"]) == EXIT_FAILURE  # no signing key: nothing written
+    assert main(["models", "rollback"]) == ExitCode.FAILURE  # no signing key: nothing written
     assert capsys.readouterr().err.count("\n") == 1
     monkeypatch.setenv("WARDEN_MODELS__SIGNING_KEY_FILE", str(signing))
-    assert main(["models", "rollback"]) == EXIT_FAILURE
+    assert main(["models", "rollback"]) == ExitCode.FAILURE
     assert "is not a signed pointer" in capsys.readouterr().err
     assert main(["models", "promote", "v-new"]) == 0
     assert "promote: v-new" in capsys.readouterr().out

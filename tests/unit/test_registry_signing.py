@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infra.metrics import WorkerStats
-from infra.settings import ModelSettings, WardenSettings
-from models.exceptions import ModelRefused, RegistryError, SigningKeyError
-from models.registry import Candidate, Registry
-from models.signing import (
+from tests.bad_models import SIGNATURE_BREAKS, TAMPERED_FILES, point_at, resign, tamper, write_pointer
+from tests.unit.test_models import synthetic
+from warden.models.exceptions import ModelRefused, ModelRejected, RegistryError, SigningKeyError
+from warden.models.registry import Candidate, Registry
+from warden.models.signing import (
     SIGNATURE_FILE,
     RegistryKeys,
     load_signing_key,
@@ -24,11 +24,10 @@ from models.signing import (
     verify_key_path,
     write_pair,
 )
-from models.train import train
-from serving.exceptions import ModelRejected
-from serving.slot import ModelSlot, load_warm
-from tests.bad_models import SIGNATURE_BREAKS, TAMPERED_FILES, point_at, resign, tamper, write_pointer
-from tests.unit.test_models import synthetic
+from warden.models.train import train
+from warden.serving.slot import ModelSlot, load_warm
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.settings import ModelSettings, WardenSettings
 
 KEYS = RegistryKeys.generate()
 OTHER_KEYS = RegistryKeys.generate()
@@ -168,7 +167,7 @@ def test_a_rollback_follows_the_signed_history_only(registry: Registry, candidat
     point_at(registry, "v-next")
     pointer = worker_view(registry).pointer("CURRENT")
     assert pointer is not None
-    from models.pointers import Pointer, sign_pointer
+    from warden.models.pointers import Pointer, sign_pointer
 
     assert KEYS.signing is not None
     forged_history = Pointer("CURRENT", "v-next", pointer.sequence + 1, ("/abs/path", "v-next"))
@@ -248,12 +247,15 @@ def test_a_key_file_that_is_exposed_or_not_a_key_is_refused(tmp_path: Path) -> N
 def test_the_models_commands_name_refused_versions_and_make_keys(
     registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import EXIT_FAILURE, main
+    from warden.infra.cli.main import main
+    from warden.streams.exceptions import ExitCode
 
     assert main(["models", "keygen", "--out", str(tmp_path / "keys")]) == 0
     made = capsys.readouterr().out
     assert f"WARDEN_MODELS__SIGNING_KEY_FILE={tmp_path / 'keys' / 'signing.pem'}" in made
-    assert main(["models", "keygen", "--out", str(tmp_path / "keys")]) == EXIT_FAILURE  # never overwritten
+    assert (
+        main(["models", "keygen", "--out", str(tmp_path / "keys")]) == ExitCode.FAILURE
+    )  # never overwritten
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["keygen"]) == 0
     first = capsys.readouterr().out.strip()
@@ -271,11 +273,11 @@ def test_the_models_commands_name_refused_versions_and_make_keys(
     listed = capsys.readouterr().out
     assert "* v-good  auc=" in listed
     assert f"  {bad}  REFUSED: version {bad} is unsigned" in listed
-    assert main(["models", "promote", bad]) == EXIT_FAILURE
+    assert main(["models", "promote", bad]) == ExitCode.FAILURE
     err = capsys.readouterr().err
     assert err == f"warden: error: version {bad} is unsigned (no signature.json)\n"
     write_pointer(registry, "CURRENT", b"../../etc\n")  # by hand: not signed
-    assert main(["models", "show"]) == EXIT_FAILURE
+    assert main(["models", "show"]) == ExitCode.FAILURE
     assert "is not a signed pointer" in capsys.readouterr().err
     assert main(["models", "list"]) == 0  # the versions are still listed, the pointer said refused
     listed = capsys.readouterr().out
@@ -286,7 +288,8 @@ def test_the_models_commands_name_refused_versions_and_make_keys(
 def test_a_production_worker_without_a_verify_key_does_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import EXIT_FAILURE, main
+    from warden.infra.cli.main import main
+    from warden.streams.exceptions import ExitCode
 
     for name, value in {
         "WARDEN_ENVIRONMENT": "production",
@@ -297,7 +300,7 @@ def test_a_production_worker_without_a_verify_key_does_not_start(
         "WARDEN_DEV__STATE_DIR": str(tmp_path / "dev"),
     }.items():
         monkeypatch.setenv(name, value)
-    assert main(["worker"]) == EXIT_FAILURE
+    assert main(["worker"]) == ExitCode.FAILURE
     err = capsys.readouterr().err
     assert err.startswith("warden: error: production needs WARDEN_MODELS__VERIFY_KEY_FILE")
     assert err.count("\n") == 1

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_curve
 
-from models.report import (
+from warden.models.report import (
     MetricRow,
     ModelScores,
     ProtocolResult,

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infra.settings import WardenSettings
-from models import retrain
-from models.dataset import Dataset
-from models.registry import Candidate, Registry
-from streams.records import ServedRow, TrainingExample
 from tests.unit.test_models import KEYS, synthetic
+from warden.models import retrain
+from warden.models.dataset import Dataset
+from warden.models.registry import Candidate, Registry
+from warden.streams.exceptions import ExitCode
+from warden.streams.records import ServedRow, TrainingExample
+from warden.streams.settings import WardenSettings
 
 #: Tokens no other row holds: row i carries UNIQUE + i, so a token table shows which rows it learned from.
 UNIQUE = 100_000
@@ -122,7 +123,7 @@ def test_a_tie_keeps_the_champion(tmp_path: Path) -> None:
         figures["champion_recall"],
     )
     assert result.outcome == "not_promoted"
-    assert retrain.EXIT_CODES[result.outcome] == retrain.EXIT_NOT_PROMOTED
+    assert retrain.EXIT_CODES[result.outcome] == ExitCode.NOT_PROMOTED
     assert registry.current() == "r-champion-same"
     assert result.version in registry.versions()  # registered, for the record
 
@@ -169,13 +170,13 @@ def test_a_holdout_too_small_to_judge_trains_nothing_and_says_why(tmp_path: Path
     registry = registry_at(tmp_path)
     result = retrain.decide(scarce(), settings, registry, KEY, min_examples=200)
     assert result.outcome == "holdout_too_small"
-    assert retrain.EXIT_CODES[result.outcome] == retrain.EXIT_TOO_LITTLE_DATA
+    assert retrain.EXIT_CODES[result.outcome] == ExitCode.TOO_LITTLE_DATA
     assert result.reason is not None
     assert "holdout holds" in result.reason
     assert "at least 20" in result.reason
     assert registry.versions() == []
     summary = json.loads(retrain.summary(result))
-    assert summary["exit_code"] == retrain.EXIT_TOO_LITTLE_DATA
+    assert summary["exit_code"] == ExitCode.TOO_LITTLE_DATA
     assert summary["reason"] == result.reason
 
 
@@ -206,7 +207,7 @@ def examples_of(data: Dataset) -> list[TrainingExample]:
 def test_the_cli_says_why_in_one_line_and_exits_4(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import main
+    from warden.infra.cli.main import main
 
     examples = examples_of(scarce())
     monkeypatch.setattr(retrain, "read_examples", lambda *a: retrain.Examples(examples, Counter()))
@@ -219,7 +220,7 @@ def test_the_cli_says_why_in_one_line_and_exits_4(
         monkeypatch.setenv(name, value)
     code = main(["retrain", "--min-examples", "200"])
     out, err = capsys.readouterr()
-    assert code == retrain.EXIT_TOO_LITTLE_DATA
+    assert code == ExitCode.TOO_LITTLE_DATA
     problem = [line for line in err.splitlines() if line.startswith("warden: retrain:")]
     assert len(problem) == 1
     assert "the gate's holdout holds" in problem[0]

@@ -9,14 +9,14 @@ from typing import Any, get_args
 
 import pytest
 
-from infra.metrics import WorkerStats
-from infra.settings import ModelSettings, WardenSettings
-from models import retrain, runs
-from models.exceptions import RegistryError
-from models.registry import Registry
-from models.train import train
-from serving.slot import ModelSlot
 from tests.unit.test_models import KEYS, synthetic
+from warden.models import retrain, runs
+from warden.models.exceptions import RegistryError
+from warden.models.registry import Registry
+from warden.models.train import train
+from warden.serving.slot import ModelSlot
+from warden.serving.worker.metrics import WorkerStats, exposition
+from warden.streams.settings import ModelSettings, WardenSettings
 
 
 def test_every_retrain_outcome_can_be_recorded() -> None:
@@ -106,14 +106,15 @@ def test_workers_export_the_recorded_run(tmp_path: Path) -> None:
     slot = ModelSlot.from_registry(registry, stats)
 
     asyncio.run(slot.refresh())
-    assert "warden_retrain_last_run_timestamp_seconds{" not in stats.prometheus()
+    assert "warden_retrain_last_run_timestamp_seconds{" not in exposition(stats).decode("utf-8")
 
     runs.write_last_run(registry.root, "failed", 1_700_000_000.0)
     asyncio.run(slot.refresh())
-    assert 'warden_retrain_last_run_timestamp_seconds{outcome="failed"} 1.7e+09' in stats.prometheus()
+    failed = 'warden_retrain_last_run_timestamp_seconds{outcome="failed"} 1.7e+09'
+    assert failed in exposition(stats).decode("utf-8")
 
     # A record replaced by garbage reads as no run (logged), and the worker keeps serving.
     (registry.root / runs.RUN_FILE).write_bytes(b"\x00" * 5000)
     asyncio.run(slot.refresh())
-    assert "warden_retrain_last_run_timestamp_seconds{" not in stats.prometheus()
+    assert "warden_retrain_last_run_timestamp_seconds{" not in exposition(stats).decode("utf-8")
     assert slot.champion.version == candidate.manifest.version

@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from features.definitions import FEATURE_NAMES, SCHEMAS
-from features.extraction import to_activity_features, to_features
-from features.fingerprint import BANDS, band_keys, jaccard
-from features.pseudonym import Pseudonymiser
-from infra.cli import EXIT_USAGE, main
-from infra.review_cli import feedback_records
-from models.ranking import REVIEW_FEATURES, RankingModel, review_features, wrong_verdicts
-from serving.campaigns import YOUNG_HOURS, assign, group_keys, new_group_id, resolve
-from streams.campaign import campaign
-from streams.records import CalendarEvent, MailEvent, MailFeatures, SourcePosition
+from warden.features.definitions import FEATURE_NAMES, SCHEMAS
+from warden.features.fingerprint import BANDS, band_keys, jaccard
+from warden.features.ingest.extraction import to_activity_features, to_features
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.infra.cli.main import main
+from warden.infra.cli.review import feedback_records
+from warden.serving.review.campaigns import YOUNG_HOURS, assign, group_keys, new_group_id, resolve
+from warden.serving.review.ranking import REVIEW_FEATURES, RankingModel, review_features, wrong_verdicts
+from warden.streams.exceptions import ExitCode
+from warden.streams.records import CalendarEvent, MailEvent, MailFeatures, SourcePosition
+from warden.streams.sources.campaign import campaign
 
 _AT = SourcePosition(topic="t", partition=0, offset=0)
 _KEY = Pseudonymiser(SecretStr("unit-test-key"), "k1")
@@ -173,15 +174,15 @@ def test_review_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], argv: 
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     err = capsys.readouterr().err
-    assert code == EXIT_USAGE
+    assert code == ExitCode.USAGE
     assert err.count("\n") == 1
     assert "Traceback" not in err
 
 
 def test_the_mail_source_spreads_one_wave_over_each_day() -> None:
-    from infra.review_measure import ROUNDS_PER_DAY, WAVE_SIZE, mail_source
-    from infra.settings import WardenSettings
     from tests.conftest import CORPUS
+    from warden.serving.review.measure import ROUNDS_PER_DAY, WAVE_SIZE, mail_source
+    from warden.streams.settings import WardenSettings
 
     events = sorted(
         mail_source(WardenSettings(corpus=CORPUS), 3),
@@ -247,8 +248,8 @@ def test_review_features_read_each_kinds_own_columns() -> None:
 
 
 def test_the_calendar_source_is_labelled_days_after_a_warm_up() -> None:
-    from infra.review_measure import UNSEEN, activity_stream
-    from infra.settings import WardenSettings
+    from warden.serving.review.measure import UNSEEN, activity_stream
+    from warden.streams.settings import WardenSettings
 
     stream = activity_stream("calendar", WardenSettings(), 2, accounts=40)
     assert stream.data.kind == stream.older.kind == "calendar"
@@ -266,8 +267,8 @@ def test_the_calendar_source_is_labelled_days_after_a_warm_up() -> None:
 def test_the_measurement_runs_on_the_calendar_simulator() -> None:
     import functools
 
-    from infra.review_measure import ROUNDS_PER_DAY, activity_stream, prepare, simulate
-    from infra.settings import WardenSettings
+    from warden.serving.review.measure import ROUNDS_PER_DAY, activity_stream, prepare, simulate
+    from warden.streams.settings import WardenSettings
 
     settings = WardenSettings()
     world = prepare(settings, functools.partial(activity_stream, "calendar", accounts=60), 3)

@@ -1,7 +1,7 @@
 """``POST /score`` behind the door: the stream's ingest isolation, its scoring fallback, and the Host check.
 
 The view's own checks (token, content type, body limit) are in
-``tests/integration/test_score_endpoint.py``; here :func:`streams.web.score_body`
+``tests/integration/test_score_endpoint.py``; here :func:`serving.worker.web.score_body`
 runs with a real model slot, the reference store and a real isolated child.
 """
 
@@ -13,19 +13,19 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from features.pseudonym import Pseudonymiser
-from features.testing import InMemoryStore
-from infra.hostile_inputs import BODY_FAMILIES
-from infra.metrics import WorkerStats
-from infra.settings import WardenSettings
-from models.registry import Candidate, Registry
-from serving.slot import ModelSlot
-from streams.app import Services
-from streams.ingest_pool import IsolatedIngest
-from streams.records import Verdict, encode
-from streams.web import Refusal, host_name, local_host, score_body
 from tests.unit.test_features import mail
 from tests.unit.test_models import _nan_scorer, candidate, registry  # noqa: F401 (fixtures)
+from warden.features.ingest.pseudonym import Pseudonymiser
+from warden.features.testing import InMemoryStore
+from warden.infra.bench.hostile_inputs import BODY_FAMILIES
+from warden.models.registry import Candidate, Registry
+from warden.serving.slot import ModelSlot
+from warden.serving.worker.ingest_pool import IsolatedIngest
+from warden.serving.worker.metrics import WorkerStats
+from warden.serving.worker.services import Services
+from warden.serving.worker.web import Refusal, host_name, local_host, score_body
+from warden.streams.records import Verdict, encode
+from warden.streams.settings import WardenSettings
 
 THRESHOLD = 20_000
 

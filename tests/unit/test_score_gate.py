@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from infra.exceptions import SettingsError
-from infra.settings import WardenSettings, load_settings
-from streams.app import Services, create_app
-from streams.exceptions import WebServerUnprotected
-from streams.web import authorised, check_exposure, is_loopback
+from warden.serving.worker.app import create_app
+from warden.serving.worker.services import Services
+from warden.serving.worker.web import authorised, check_exposure, is_loopback
+from warden.streams.exceptions import SettingsError, WebServerUnprotected
+from warden.streams.settings import WardenSettings, load_settings
 
 TOKEN = SecretStr("a" * 20 + "-token-" + "b" * 20)
 
@@ -94,7 +94,7 @@ def test_children_get_the_clock_and_scoring_settings() -> None:
     assert env["WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME"] == "true"
     assert env["WARDEN_INGEST__MAX_EVENT_TIME_AHEAD_S"] == "5.0"
     assert env["WARDEN_SERVING__SCORE_TIMEOUT_S"] == "0.7"
-    # A secret: never in a child's environment, handed over with the other secrets (infra.secret_handoff).
+    # A secret: never in a child's environment, handed over with the other secrets (infra.cli.secret_handoff).
     assert "WARDEN_SERVING__SCORE_TOKEN" not in env
     assert settings.secret_settings()["serving"]["score_token"] == TOKEN.get_secret_value()
     assert WardenSettings().service_environment()["WARDEN_INGEST__TRUST_PRODUCER_EVENT_TIME"] == "false"

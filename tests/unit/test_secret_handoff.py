@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from infra.exceptions import UsageError
-from infra.secret_handoff import argv, read_secrets, secrets_pipe
-from infra.settings import WardenSettings, load_settings
+from warden.infra.cli.secret_handoff import argv, read_secrets, secrets_pipe
+from warden.streams.exceptions import UsageError
+from warden.streams.settings import WardenSettings, load_settings
 
 KEY = "e3b1c2d4a5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
 SETTINGS = WardenSettings(
@@ -24,8 +24,8 @@ SETTINGS = WardenSettings(
 # The child: the settings it builds from its environment and the pipe, as the CLI builds them.
 CHILD = """
 import hashlib, json, os, sys
-from infra.secret_handoff import read_secrets
-from infra.settings import load_settings
+from warden.infra.cli.secret_handoff import read_secrets
+from warden.streams.settings import load_settings
 secrets = read_secrets(int(sys.argv[2]))
 settings = load_settings(**secrets)
 environ = open(f"/proc/{os.getpid()}/environ", "rb").read()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
-from infra.exceptions import SettingsError
-from infra.security import kafka_python_options, kafka_ssl_context, redis_options
-from infra.settings import KafkaSettings, RedisSettings, WardenSettings, load_settings
-from streams.transport import broker_credentials
+from warden.serving.worker.transport import broker_credentials
+from warden.streams.exceptions import SettingsError
+from warden.streams.security import kafka_python_options, kafka_ssl_context, redis_options
+from warden.streams.settings import KafkaSettings, RedisSettings, WardenSettings, load_settings
 
 PASSWORD = "s3cr3t-Pa55word-7f1c"  # a test secret to look for
 
@@ -87,7 +87,7 @@ def test_secrets_stay_out_of_repr_dumps_and_the_environment_but_reach_child_proc
     assert not [name for name, value in env.items() if PASSWORD in value]
     assert env["WARDEN_KAFKA__SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
     assert env["WARDEN_KAFKA__SASL_USERNAME"] == "u"
-    # Child processes get the passwords through infra.secret_handoff's pipe instead.
+    # Child processes get the passwords through infra.cli.secret_handoff's pipe instead.
     handed = settings.secret_settings()
     assert handed["kafka"]["sasl_password"] == PASSWORD
     assert handed["redis"]["password"] == PASSWORD

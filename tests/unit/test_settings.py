@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from infra.exceptions import SettingsError
-from infra.settings import (
+from warden.streams.exceptions import SettingsError
+from warden.streams.settings import (
     DEV_HMAC_KEY,
     SECRETS_DIR,
     WardenSettings,
@@ -114,7 +114,7 @@ def test_development_secrets_are_named_for_the_start_up_warning(tmp_path: Path) 
     )
     assert configured.development_secrets() == []
     assert WardenSettings(environment="production", privacy={"hmac_key": STRONG}).development_secrets() == []
-    from infra.keys_cli import development_warning
+    from warden.infra.cli.keys import development_warning
 
     warning = development_warning(WardenSettings(dev={"state_dir": tmp_path}))
     assert warning is not None
@@ -169,7 +169,7 @@ def test_inconsistent_durability_settings_are_refused(kafka: dict[str, object], 
 
 
 def test_durability_settings_reach_producers_and_created_topics() -> None:
-    from streams.broker import topic_configs
+    from warden.streams.broker import topic_configs
 
     settings = load_settings(
         kafka={"replication_factor": 3, "min_insync_replicas": 2, "retention_hours": 720}

@@ -6,12 +6,12 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
-from infra.metrics import WorkerStats
-from infra.settings import ModelSettings
-from models.registry import Registry
-from models.train import train
-from serving.slot import ModelSlot
 from tests.unit.test_models import KEYS, synthetic
+from warden.models.registry import Registry
+from warden.models.train import train
+from warden.serving.slot import ModelSlot
+from warden.serving.worker.metrics import WorkerStats
+from warden.streams.settings import ModelSettings
 
 
 def test_promoting_the_shadow_drops_it_in_the_same_swap(tmp_path: Path) -> None:

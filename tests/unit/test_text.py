@@ -1,4 +1,4 @@
-from features.text import (
+from warden.features.ingest.text import (
     caps_runs,
     extract_urls,
     hidden_text_marks,

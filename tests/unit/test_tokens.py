@@ -1,6 +1,6 @@
 import numpy as np
 
-from features.tokens import EVIDENCE_NAMES, TokenTable, cross_fitted_evidence
+from warden.features.tokens import EVIDENCE_NAMES, TokenTable, cross_fitted_evidence
 
 
 def corpus(n: int = 400, seed: int = 0) -> tuple[list[list[int]], np.ndarray]:
