@@ -16,8 +16,7 @@ from typing import Any
 
 import faust
 
-from warden.features.exceptions import StoreUnavailable
-from warden.serving.worker import monitor, web
+from warden.serving.worker import monitor, retry, web
 from warden.serving.worker.agents import feedback, ingest, score
 from warden.serving.worker.ingest_pool import IsolatedIngest
 from warden.serving.worker.services import Services
@@ -200,24 +199,16 @@ def create_app(settings: WardenSettings, services: Services) -> faust.App:
         stats,
     )
 
-    # asyncio.sleep, not app.sleep: in a running worker mode's Service.sleep returned at once
-    # (seen: ~500 store retries a second with Redis refusing AUTH), so both loops spun hot.
-    # Both loops end with the app (`while True` kept a stopping worker from exiting on SIGTERM).
+    # asyncio.sleep, not app.sleep (here and in serving.worker.retry): in a running worker mode's
+    # Service.sleep returned at once (seen: ~500 store retries a second with Redis refusing AUTH),
+    # so both loops spun hot. Both loops end with the app (`while True` kept a stopping worker
+    # from exiting on SIGTERM).
 
     async def _connect_store() -> None:
         # Degrade, don't die: a worker that starts while Redis is down waits for it.
-        while not app.should_stop:
-            try:
-                await services.store.start()
-            except StoreUnavailable as exc:
-                stats.store_failures += 1
-                stats.store_degraded = True
-                log.warning("feature store unavailable at start: %s", exc)
-                await asyncio.sleep(1.0)
-                stats.store_retries += 1
-                continue
-            stats.store_degraded = False
-            return
+        await retry.until_answered(
+            services.store.start, stats, retry.CONNECT, running=lambda: not app.should_stop
+        )
 
     async def _assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())

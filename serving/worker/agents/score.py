@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
-from warden.features.exceptions import StoreUnavailable
 from warden.features.store.operations import Served
 from warden.features.store.redis import FeatureStore
 from warden.features.store.served import ServedRows
@@ -31,6 +30,7 @@ from warden.models.exceptions import ModelRejected
 from warden.models.scorer import Scorer
 from warden.serving.review.queue import ReviewQueue
 from warden.serving.slot import ModelSlot
+from warden.serving.worker import retry
 from warden.serving.worker.metrics import WorkerStats
 from warden.serving.worker.output import Deliveries, Output
 from warden.streams.exceptions import MalformedRecord
@@ -60,8 +60,6 @@ ByKind = dict[str, tuple[list[EventFeatures], list[tuple[SourcePosition, bytes]]
 
 #: The reason a features record not sealed by an ingesting worker is refused.
 UNSEALED = "unauthenticated features record: no valid seal of an ingesting worker"
-_BACKOFF_START_S = 0.1
-_BACKOFF_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -187,29 +185,6 @@ def under_served_ids(
             )
         out.append(features)
     return out
-
-
-async def read_aggregates(
-    store: FeatureStore, batch: Sequence[EventFeatures], stats: WorkerStats
-) -> list[Served]:
-    """The store's answer for ``batch``, retrying with backoff until the store answers."""
-    delay = _BACKOFF_START_S
-    while True:
-        try:
-            values = await store.serve(batch)
-        except StoreUnavailable as exc:
-            stats.store_failures += 1
-            if not stats.store_degraded:
-                log.warning("feature store unavailable, retrying: %s", exc)
-            stats.store_degraded = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX_S)
-            stats.store_retries += 1
-            continue
-        if stats.store_degraded:
-            log.warning("feature store available again")
-        stats.store_degraded = False
-        return values
 
 
 def score_served(
@@ -375,7 +350,7 @@ class ScoringStage:
                 await self.dead_letter(position, reason, payload, sent)
             return
         t1 = time.perf_counter()
-        served = await read_aggregates(self._store, batch, stats)
+        served = await retry.until_answered(lambda: self._store.serve(batch), stats, retry.SERVE)
         batch = under_served_ids(batch, served, stats)
         aggregates = [answer.values for answer in served]
         t2 = time.perf_counter()
