@@ -46,8 +46,8 @@ from warden.models.metrics import recall_at_fpr, roc_auc
 from warden.models.registry import Candidate, Registry
 from warden.models.scorer import Scorer
 from warden.models.train import VALIDATION_SHARE, train
-from warden.streams import broker
-from warden.streams.exceptions import ExitCode, MalformedRecord
+from warden.streams import reader
+from warden.streams.exceptions import ExitCode
 from warden.streams.feedback_auth import ExampleKeys
 from warden.streams.records import TrainingExample
 from warden.streams.settings import WardenSettings
@@ -127,32 +127,19 @@ def read_examples(
     """
     keys = ExampleKeys.from_settings(settings)
     topics = Topics.from_settings(settings.kafka)
-    reader = broker.TopicReader(settings.kafka, (topics.training_examples,))
-    examples = []
-    refused: Counter[str] = Counter()
-    try:
-        quiet = 0
-        while quiet < 2:
-            batch = reader.poll(1.0)
-            quiet = quiet + 1 if not batch else 0
-            for message in batch:
-                try:
-                    item = keys.authentic(message.value or b"")
-                except MalformedRecord as exc:
-                    refused[exc.reason] += 1
-                    continue
-                if (since is None or item.labelled_at >= since) and (
-                    until is None or item.labelled_at < until
-                ):
-                    examples.append(item)
-    finally:
-        reader.close()
+    read = reader.read_topics(settings.kafka, (topics.training_examples,), keys.authentic)
+    examples = [
+        item
+        for item in read.records
+        if (since is None or item.labelled_at >= since) and (until is None or item.labelled_at < until)
+    ]
+    refused = read.reasons()
     if refused:
         log.warning(
             "refused %d records of %s: %s",
-            sum(refused.values()),
+            len(read.malformed),
             topics.training_examples.name,
-            "; ".join(f"{n} x {reason}" for reason, n in refused.most_common()),
+            read.describe_malformed(),
         )
     return Examples(examples, refused)
 

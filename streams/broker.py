@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +135,14 @@ class TopicReader:
         partitions = [TopicPartition(topic.name, p) for topic in topics for p in range(topic.partitions)]
         self._consumer.assign(partitions)
         self._consumer.seek_to_beginning(*partitions)
+
+    def seek(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Read each ``(topic, partition)`` from the given offset instead of its beginning.
+
+        Called before the first :meth:`poll`; the partitions must be among the reader's topics.
+        """
+        for (topic, partition), offset in offsets.items():
+            self._consumer.seek(TopicPartition(topic, partition), offset)
 
     def poll(self, timeout_s: float = 0.5) -> list[Message]:
         """Records that arrived since the last poll (possibly none)."""

@@ -22,6 +22,7 @@ its reason (:func:`replayable`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,12 +32,14 @@ from typing import Literal
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from warden.streams import broker
-from warden.streams.exceptions import BrokerError, MalformedRecord
+from warden.streams import broker, reader
+from warden.streams.exceptions import BrokerError
 from warden.streams.records import DeadLetter, SourcePosition, decode
 from warden.streams.security import kafka_python_options
 from warden.streams.settings import KafkaSettings
 from warden.streams.topics import Topic, Topics
+
+log = logging.getLogger(__name__)
 
 #: Past the next wanted offset by more than this, the reader seeks instead of reading on.
 _SEEK_AHEAD = 1000
@@ -63,28 +66,21 @@ class Missing:
     why: str
 
 
-def read_letters(
-    settings: KafkaSettings, topic: Topic, reason: str, quiet_s: float = 2.0
-) -> list[DeadLetter]:
-    """Every dead letter on ``topic`` whose reason contains ``reason``, read until nothing new comes."""
-    reader = broker.TopicReader(settings, (topic,))
-    letters = []
-    try:
-        deadline = time.monotonic() + quiet_s
-        while time.monotonic() < deadline:
-            messages = reader.poll(0.3)
-            if messages:
-                deadline = time.monotonic() + quiet_s
-            for message in messages:
-                try:
-                    letter = decode(DeadLetter, message.value or b"")
-                except MalformedRecord:
-                    continue  # not a dead letter Warden wrote
-                if reason in letter.reason:
-                    letters.append(letter)
-    finally:
-        reader.close()
-    return letters
+def read_letters(settings: KafkaSettings, topic: Topic, reason: str) -> list[DeadLetter]:
+    """Every dead letter on ``topic`` whose reason contains ``reason``, up to the topic's end.
+
+    A record that is not a dead letter Warden wrote is left out and logged
+    with its reason (anyone who can write to the topic can put one there).
+    """
+    read = reader.read_topics(settings, (topic,), lambda raw: decode(DeadLetter, raw))
+    if read.malformed:
+        log.warning(
+            "%d records of %s are not dead letters: %s",
+            len(read.malformed),
+            topic.name,
+            read.describe_malformed(),
+        )
+    return [letter for letter in read.records if reason in letter.reason]
 
 
 def originals(

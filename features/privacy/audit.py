@@ -63,6 +63,7 @@ def audit_topics(
     recorded as not read. Raises BrokerError if the broker cannot be reached.
     """
     from warden.streams import broker
+    from warden.streams.reader import partitions_behind
 
     topics = derived_topics(Topics.from_settings(settings.kafka))
     counts = dict.fromkeys((t.name for t in topics), 0)
@@ -70,17 +71,11 @@ def audit_topics(
     try:
         extent = reader.extent()
         targets: dict[tuple[str, int], int] = {}  # partition -> the offset it is read up to
+        listed_ends = {partition: end for partition, (_, end) in extent.items()}
 
         def behind() -> set[str]:
             """Topics with a partition not yet read to its end; fixes each partition's end once reached."""
-            topics_behind = set()
-            for partition, (position, highwater) in reader.progress().items():
-                listed = extent[partition][1]
-                if partition not in targets and position >= listed and highwater is not None:
-                    targets[partition] = max(listed, highwater)
-                if partition not in targets or position < targets[partition]:
-                    topics_behind.add(partition[0])
-            return topics_behind
+            return {topic for topic, _ in partitions_behind(reader.progress(), listed_ends, targets)}
 
         def wanted(topic: str) -> bool:
             return sample is None or counts[topic] < sample

@@ -119,25 +119,17 @@ def announce(settings: WardenSettings, action: str, version: str | None) -> None
 
 def _compare(settings: WardenSettings, registry: Registry) -> int:
     from warden.serving.compare import compare
-    from warden.streams import broker
-    from warden.streams.exceptions import MalformedRecord
+    from warden.streams import reader
     from warden.streams.records import FeatureLogEntry, decode
     from warden.streams.topics import Topics
 
     settings = with_services(settings)
     topics = Topics.from_settings(settings.kafka)
-    reader = broker.TopicReader(settings.kafka, (topics.feature_log,))
-    entries = []
-    try:
-        while batch := reader.poll(2.0):
-            for message in batch:
-                try:
-                    entries.append(decode(FeatureLogEntry, message.value or b""))
-                except MalformedRecord:
-                    continue
-    finally:
-        reader.close()
-    results = compare(entries, registry)
+    read = reader.read_topics(settings.kafka, (topics.feature_log,), lambda raw: decode(FeatureLogEntry, raw))
+    if read.malformed:
+        skipped = f"skipped {len(read.malformed):,} records of {topics.feature_log.name}"
+        print(f"{skipped}: {read.describe_malformed()}", file=sys.stderr)
+    results = compare(read.records, registry)
     if not results:
         print("no shadow scores in the feature-log yet: `warden models shadow VERSION` first")
         return 0

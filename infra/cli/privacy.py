@@ -112,8 +112,7 @@ def _report(args: argparse.Namespace, settings: WardenSettings, with_services: W
     from warden.features.privacy.ledger import BudgetLedger
     from warden.features.privacy.report import release
     from warden.models.retrain import read_examples
-    from warden.streams import broker
-    from warden.streams.exceptions import MalformedRecord
+    from warden.streams import reader
     from warden.streams.records import Verdict, decode
     from warden.streams.topics import Topics
 
@@ -121,20 +120,16 @@ def _report(args: argparse.Namespace, settings: WardenSettings, with_services: W
     ledger.check(args.epsilon)  # refuse before reading anything
     settings = with_services(settings)
     topics = Topics.from_settings(settings.kafka)
-    verdicts: list[Verdict] = []
     # Examples only when signed by the workers (as retrain reads them): a forged one must not
     # shape a published figure any more than a model.
     examples = read_examples(settings).examples
-    reader = broker.TopicReader(settings.kafka, (topics.verdicts,))
-    try:
-        while batch := reader.poll(2.0):
-            for message in batch:
-                try:
-                    verdicts.append(decode(Verdict, message.value or b""))
-                except MalformedRecord:
-                    continue  # not a verdict: nothing to count
-    finally:
-        reader.close()
+    read = reader.read_topics(settings.kafka, (topics.verdicts,), lambda raw: decode(Verdict, raw))
+    verdicts = read.records
+    if read.malformed:  # not verdicts: nothing to count, but said
+        print(
+            f"skipped {len(read.malformed):,} records of {topics.verdicts.name}: {read.describe_malformed()}",
+            file=sys.stderr,
+        )
     published = release(
         ledger, verdicts, examples, args.epsilon, time.time(), args.days, args.top, args.delta
     )
