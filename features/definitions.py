@@ -2,7 +2,7 @@
 
 A model row has three parts, in this order:
 
-1. ``CONTENT`` (:mod:`features.content`): numbers computed at ingest from the
+1. ``CONTENT`` (:mod:`features.ingest.content`): numbers computed at ingest from the
    raw mail, which never leaves that stage;
 2. ``EVIDENCE`` (:mod:`features.tokens`): text evidence from the model's
    token table, applied at scoring to the keyed token buckets ingest emits;
@@ -102,7 +102,7 @@ def message_words(event: MailEvent, url_hosts: Sequence[str] | None = None) -> l
 
     Subject words and header words carry a prefix so they are told apart from
     body words; everything here is turned into keyed buckets at ingest.
-    ``url_hosts`` is :func:`~features.text.url_host` of each of ``event.urls``
+    ``url_hosts`` is :func:`~features.ingest.text.url_host` of each of ``event.urls``
     when the caller has them already (:attr:`MailView.hosts`).
     """
     body = event.text if event.text else event.html

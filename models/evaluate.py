@@ -1,7 +1,7 @@
 """``warden evaluate``: two honest evaluation protocols on the SpamAssassin corpus.
 
 1. *Static, forward split*: every mail in order of receipt (topmost
-   ``Received:`` header, :func:`streams.corpus.split`); train on the first
+   ``Received:`` header, :func:`streams.sources.corpus.split`); train on the first
    half, evaluate on the second. The candidate is trained exactly as ``warden
    train`` trains it (:func:`models.train.corpus_candidate`) on rows built from
    the first half alone; the test rows' aggregates continue from the store the

@@ -14,7 +14,7 @@ training window, ``WARDEN_MODELS__REFIT``). Nothing after the training window
 is ever seen.
 
 On the corpus the training window is the forward split's first half
-(:func:`streams.corpus.split`); ``warden evaluate``'s static protocol trains
+(:func:`streams.sources.corpus.split`); ``warden evaluate``'s static protocol trains
 through exactly :func:`corpus_candidate`, so the model it measures is the one
 ``warden train`` registers.
 """

@@ -44,7 +44,7 @@ _SPAM_PHRASES = re.compile(
     r"earn \$|\$\$\$|money back|special promotion|lowest price|dear friend)\b",
     re.IGNORECASE,
 )
-#: The same pattern for :func:`~features.text.fold_case` text (it has no capitals): the same matches.
+#: The same pattern for :func:`~features.ingest.text.fold_case` text (it has no capitals): the same matches.
 _SPAM_PHRASES_FOLDED = re.compile(_SPAM_PHRASES.pattern)
 _MESSAGE_ID = re.compile(r"^\s*<[^<>@\s]+@([^<>@\s]+)>\s*$")
 _REPLY_PREFIX = re.compile(r"^\s*(re|fwd?|aw)\s*:", re.IGNORECASE)
@@ -139,9 +139,9 @@ class MailView:
 
     event: MailEvent
     #: Characters of the body: the text, or else the HTML's visible text
-    #: (:func:`features.text.visible_text_head`).
+    #: (:func:`features.ingest.text.visible_text_head`).
     body_chars: int
-    #: The host of every URL of the mail, in order (:func:`features.text.url_host`).
+    #: The host of every URL of the mail, in order (:func:`features.ingest.text.url_host`).
     hosts: tuple[str, ...]
     headers: dict[str, list[str]]
     sender_domain: str

@@ -1,7 +1,7 @@
 """The Grafana dashboard and the Prometheus alerts name only metrics the workers export.
 
 The exported names come from the code: the metric families of a worker's
-``GET /metrics`` registry (:meth:`infra.metrics.WorkerStats.registry`), each
+``GET /metrics`` registry (:meth:`serving.worker.metrics.WorkerStats.registry`), each
 with the sample names its type gives it in the exposition. Every PromQL
 expression in infra/deploy/grafana/warden.json and
 infra/deploy/prometheus/alerts.yaml is reduced to the metric names it selects
