@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from warden.features.definitions import CONTENT
+from warden.features.store.batches import Served, plan_batch
 from warden.features.store.keys import Keys
-from warden.features.store.operations import Call, Served, plan_batch
+from warden.features.store.operations import Call
 from warden.features.store.scripts import Interpreter
 from warden.streams.records import EventFeatures, MailFeatures, SourcePosition
 

@@ -331,7 +331,7 @@ def memo_field(event: EventFeatures) -> str:
     return f"{event.event_id}@{event.digest[:_MEMO_DIGEST_CHARS]}"
 
 
-def _digest_numbers(digest: str) -> tuple[int, int]:
+def digest_numbers(digest: str) -> tuple[int, int]:
     """The memo's digest digits as two 32-bit numbers (exact in a double, so in a script's reply)."""
     return int(digest[:8], 16), int(digest[8:_MEMO_DIGEST_CHARS], 16)
 
@@ -346,7 +346,7 @@ def register(event: EventFeatures, keys: Keys, ttl_s: int, id_ttl_s: int) -> Cal
     """
     if not event.digest:
         return None
-    operation = _items(("E", 1, 2, *_digest_numbers(event.digest)))
+    operation = _items(("E", 1, 2, *digest_numbers(event.digest)))
     program = f"[{_head(event.timestamp, ttl_s, id_ttl_s)},{operation}]"
     return Call(
         None, event.event_id, (keys.first_digest(event.event_id),), (_FIRST_DIGEST_FIELD, program), ()
@@ -468,69 +468,6 @@ def combine(
     return [0.0 if value is None else value for value in row]
 
 
-@dataclass(frozen=True)
-class Served:
-    """What the store served one event."""
-
-    #: The event's aggregate values, in its kind's schema order.
-    values: list[float]
-    #: The event's id was first seen with other content: it is a new event, to be scored
-    #: under a derived id (streams.provenance.derived_event_id).
-    reused: bool = False
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """A micro-batch's calls, in the order they run, and how to read the events' values from their replies."""
-
-    calls: list[Call]
-    #: Per event: where its calls start, how many entity calls it has, whether a registration leads.
-    spans: list[tuple[int, int, bool]]
-
-    def served(self, batch: Sequence[EventFeatures], results: Sequence[Sequence[float]]) -> list[Served]:
-        """Each event's :class:`Served`, from the replies to :attr:`calls` (same order)."""
-        out = []
-        for event, (start, count, registered) in zip(batch, self.spans, strict=True):
-            first = start + registered
-            calls = self.calls[first : first + count]
-            values = combine(calls, results[first : first + count], event.kind)
-            reused = registered and tuple(int(v) for v in results[start]) != _digest_numbers(event.digest)
-            out.append(Served(values, reused))
-        return out
-
-
-def plan_batch(
-    batch: Sequence[EventFeatures],
-    keys: Keys,
-    ttl_s: int,
-    memo_ttl_s: int,
-    *,
-    linked: bool = True,
-    id_ttl_s: int | None = None,
-) -> BatchPlan:
-    """Every call of a micro-batch: per event its registration, its entity calls, then its linked calls.
-
-    During a key rotation the next generation's calls (``linked``) ride in the
-    same round trip, each event's right after its own: an event served by the
-    next generation (the grace period ended mid-batch) then sees every earlier
-    event of the batch, as it would one by one. A preview leaves them out.
-    ``id_ttl_s`` is how long an id's first digest is kept (default: the memo TTL).
-    """
-    calls: list[Call] = []
-    spans = []
-    for event in batch:
-        start = len(calls)
-        registration = register(event, keys, ttl_s, memo_ttl_s if id_ttl_s is None else id_ttl_s)
-        if registration is not None:
-            calls.append(registration)
-        entity_calls = plan(event, keys, ttl_s, memo_ttl_s)
-        calls += entity_calls
-        if linked:
-            calls += plan_linked(event, keys, ttl_s, memo_ttl_s)
-        spans.append((start, len(entity_calls), registration is not None))
-    return BatchPlan(calls, spans)
-
-
 def parse(raw: bytes | str) -> list[float]:
     """A script's reply: comma-separated values printed with 17 significant digits."""
     text = raw.decode() if isinstance(raw, bytes) else raw
@@ -539,15 +476,14 @@ def parse(raw: bytes | str) -> list[float]:
 
 __all__ = [
     "ENTITIES",
-    "BatchPlan",
     "Call",
     "Label",
-    "Served",
     "combine",
+    "digest_numbers",
     "memo_field",
     "parse",
     "plan",
-    "plan_batch",
+    "plan_linked",
     "register",
     "report",
 ]

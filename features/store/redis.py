@@ -31,8 +31,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from warden.features.exceptions import StoreUnavailable
+from warden.features.store.batches import Served, plan_batch
 from warden.features.store.keys import Keys
-from warden.features.store.operations import Call, Served, parse, plan_batch
+from warden.features.store.operations import Call, parse
 from warden.features.store.scripts import BATCH_LUA, LUA, PREVIEW_LUA
 from warden.streams.records import EventFeatures
 
@@ -42,7 +43,7 @@ class FeatureStore(Protocol):
 
     async def serve(self, batch: Sequence[EventFeatures], *, preview: bool = False) -> list[Served]:
         """Apply each event's updates and return its aggregate values, in schema order, and
-        whether its id was first seen with other content (:class:`~features.store.operations.Served`).
+        whether its id was first seen with other content (:class:`~features.store.batches.Served`).
 
         Called once per micro-batch, before scoring. Once per content: an event
         applied before (same id, same digest) is served what it was served and

@@ -34,8 +34,8 @@ from typing import TextIO
 import numpy as np
 
 from warden.features.store import redis_client
+from warden.features.store.batches import plan_batch
 from warden.features.store.keys import Keys
-from warden.features.store.operations import plan_batch
 from warden.features.store.redis import RedisStore
 from warden.features.store.redis_client import AsyncClient
 from warden.features.testing import features_for

@@ -172,7 +172,7 @@ def test_keys_share_one_cluster_slot_per_entity() -> None:
 def test_an_ids_first_digest_is_kept_as_long_as_asked_not_as_the_memo() -> None:
     import json
 
-    from warden.features.store.operations import plan_batch
+    from warden.features.store.batches import plan_batch
     from warden.streams.provenance import content_digest
 
     event = features_for("e-1", 1_030_000_000.0, "k1.s", ["k1.r"]).model_copy(

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
-from warden.features.store.operations import Served
+from warden.features.store.batches import Served
 from warden.features.store.redis import FeatureStore
 from warden.features.store.served import ServedRows
 from warden.models.exceptions import ModelRejected
