@@ -290,7 +290,7 @@ def settings_page() -> str:
     lines = [
         "# Settings",
         "",
-        "Generated from the settings model (`streams/settings.py`) at every build of this site.",
+        "Generated from the settings model (`streams/settings/`) at every build of this site.",
         "One frozen settings object is built at the entry point from `WARDEN_*` environment",
         "variables (a part and its field joined by `__`), secret files and an optional TOML file",
         "(`warden --settings FILE` or `WARDEN_SETTINGS_FILE`; a part is a table, `[kafka]`",

@@ -1,7 +1,9 @@
 """Every Redis client Warden makes, built one way from :class:`~streams.settings.RedisSettings`.
 
-The worker's store, the review CLI, the privacy audit, the demo, the benches
-and the dev stack's health checks all take their client from here, so each
+The worker's store, the review CLI, the privacy audit, the demo, the benches,
+the dev stack's health checks and the Rspamd peer's private server all take
+their client from here (tests/unit/test_redis_client.py fails on a client
+built anywhere else), so each
 one speaks to the configured server the same way: a standalone server
 (``url``) or a cluster (``cluster_nodes``, all used as start-up nodes), with
 the configured AUTH user and password, TLS (``tls`` or a ``rediss://`` URL,

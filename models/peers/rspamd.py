@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from warden.features.store.redis_client import at, server_client
 from warden.models.exceptions import PeerError
 from warden.models.peers.common import (
     CpuMeter,
@@ -129,7 +130,9 @@ class Rspamd:
                 work / "redis.log",
             )
             started.append(store)
-            client = redis.Redis(host="127.0.0.1", port=redis_port, socket_timeout=5)
+            # Rspamd's own Redis, which this run started on loopback (no AUTH, no TLS): not the
+            # configured store, so its address comes from here, not from the settings.
+            client = server_client(at(f"redis://127.0.0.1:{redis_port}", socket_timeout_s=5))
             store.wait_until(lambda: _pings(client), s.start_timeout_s)
             rspamd = Daemon(
                 [

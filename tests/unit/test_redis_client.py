@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -11,6 +14,8 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from warden.features.exceptions import StoreNotConfigured
 from warden.features.store.redis_client import async_client, node_urls, server_client, sync_client, where
 from warden.streams.settings import RedisSettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 SECRET = "Pa55-word-9c1e"
 
@@ -79,3 +84,56 @@ def test_a_cluster_speaks_tls_with_auth_when_told() -> None:
     assert client.connection_kwargs["connection_class"].__name__ == "SSLConnection"
     assert client.connection_kwargs["ssl_cert_reqs"] == "required"
     assert client.connection_kwargs["password"] == SECRET
+
+
+#: Constructors of a Redis (or Valkey) client in redis-py and valkey-py.
+_CONSTRUCTORS = frozenset(
+    {"Redis", "StrictRedis", "RedisCluster", "Valkey", "ValkeyCluster", "from_url", "from_pool"}
+)
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _client_builders(source: str) -> list[str]:
+    """The calls in ``source`` that build a redis/valkey client, as written (``redis.Redis``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            last = name.rpartition(".")[2]
+            if last in _CONSTRUCTORS and (
+                last != "from_url" or "redis" in name.lower() or "valkey" in name.lower()
+            ):
+                found.append(name)
+    return found
+
+
+def test_the_builder_check_sees_every_way_of_building_a_client() -> None:
+    source = (
+        "import redis\nimport redis.asyncio as aioredis\nfrom redis import Redis\n"
+        "redis.Redis(host='h')\naioredis.Redis.from_url('u')\nRedis()\n"
+        "redis.RedisCluster.from_url('u')\nredis.from_url('u')\nsomething.from_url('u')\n"
+    )
+    assert _client_builders(source) == [
+        "redis.Redis",
+        "aioredis.Redis.from_url",
+        "Redis",
+        "redis.RedisCluster.from_url",
+        "redis.from_url",
+    ]
+
+
+def test_every_client_is_built_by_the_factory() -> None:
+    factory = REPO / "features" / "store" / "redis_client.py"
+    elsewhere = {
+        str(path.relative_to(REPO)): builders
+        for folder in ("streams", "features", "models", "serving", "infra")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if path != factory and (builders := _client_builders(path.read_text(encoding="utf-8")))
+    }
+    assert elsewhere == {}
+    assert _client_builders(factory.read_text(encoding="utf-8"))  # the check reads the factory's calls
