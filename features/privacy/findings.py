@@ -13,14 +13,19 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-_EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+#: Bounded as RFC 5321 bounds an address (64-character local part, 63-character labels): unbounded,
+#: a long run of local-part characters without an ``@`` was rescanned from every position.
+#: A longer local part is still found, by its last 64 characters.
+_EMAIL = re.compile(
+    rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
+)
 _IPV4 = re.compile(
     rb"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.])"
 )
 _WORD = re.compile(rb"[a-z0-9]+")
 _REPLY_PREFIXES = {b"re", b"fw", b"fwd", b"aw", b"sv"}
 #: Pseudonyms, hash tags, digit runs: what varies between keys of one family.
-_TAG = re.compile(r"\{([^:}]+):[^}]*\}")
+_TAG = re.compile(r"\{([^:}]{1,64}):[^}]{0,256}\}")
 _NUMBER = re.compile(r"(?<=:)\d+(?=:|$)")
 
 
